@@ -1,0 +1,67 @@
+"""Shared command-line output: consoles, JSON, and turning errors into one-line messages."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from quarry.exceptions import QuarryError
+
+__all__ = ["console", "err", "fail_cleanly", "print_json", "progress_bar"]
+
+console = Console()
+err = Console(stderr=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def print_json(obj: Any) -> None:
+    """Machine output: plain JSON on stdout, no colour or wrapping."""
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def fail_cleanly(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn a QuarryError into its one-line message(s) on stderr and exit status 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except QuarryError as exc:
+            for line in exc.lines():
+                err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+@contextmanager
+def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress bar driven by ``(description, done, total)`` callbacks."""
+    tasks: dict[str, TaskID] = {}
+    quiet = os.environ.get("QUARRY_NO_PROGRESS") == "1"
+    with Progress(
+        TextColumn("{task.description:<12}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet,
+        transient=False,
+    ) as bar:
+
+        def update(description: str, done: int, total: int) -> None:
+            if description not in tasks:
+                tasks[description] = bar.add_task(description, total=total)
+            bar.update(tasks[description], completed=done, total=total)
+
+        yield update

@@ -1,0 +1,158 @@
+"""Ingest: validate a vendor file, work out what it changes, and commit only that."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+
+from quarry.data._schemas import TableSpec, table_spec
+from quarry.data._store import Commit, Store, to_utc
+from quarry.data._validate import check_frame, read_input
+from quarry.exceptions import BadInputError, UsageError
+
+__all__ = ["IngestResult", "ingest_file", "ingest_frame"]
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What an ingest did: rows read, new, corrected, unchanged and rejected, and its commit."""
+
+    table: str
+    rows_in: int
+    new: int
+    corrected: int
+    unchanged: int
+    rejected: int = 0
+    rejects_path: str | None = None
+    commit: Commit | None = None
+
+
+def ingest_frame(
+    store: Store,
+    spec: TableSpec,
+    frame: pl.DataFrame,
+    *,
+    knowledge_time: datetime | str | None = None,
+    source: str = "",
+) -> IngestResult:
+    """Commit the rows of a valid frame that change what was known at ``knowledge_time``.
+
+    A row whose key is new is added; a row whose key was known with other values is a
+    correction, stored as a new version (nothing is overwritten); an identical row is skipped.
+    A snapshot table (universe) commits the whole frame when it differs from the last snapshot.
+    """
+    kt = to_utc(knowledge_time) or datetime.now(UTC)
+    frame = spec.conform(frame)
+    base = store.table(spec.name)
+    if base is None:
+        commit = store.commit(spec, frame, knowledge_time=kt, base=None, source=source)
+        return IngestResult(spec.name, frame.height, frame.height, 0, 0, commit=commit)
+
+    known_lf = store.scan(spec.name, as_of=kt, dt=base)
+    raw_lf = store.scan_raw(spec.name, base)
+    assert known_lf is not None and raw_lf is not None
+    if spec.semantics == "snapshot":
+        return _ingest_snapshot(store, spec, frame, known_lf, base, kt, source)
+
+    split = spec.key[0]
+    touched = frame[split].unique().implode()
+    known = known_lf.filter(pl.col(split).is_in(touched)).select(spec.names).collect()
+    key = list(spec.key)
+    known = known.with_columns(pl.lit(True).alias("__existed"))
+    joined = frame.join(known, on=key, how="left", suffix="__old", nulls_equal=True)
+    existed = pl.col("__existed").fill_null(False)
+    # Null-safe equality: a vendor resending an empty value is not a change.
+    same = pl.all_horizontal([existed, *(pl.col(v).eq_missing(pl.col(f"{v}__old")) for v in spec.values)])
+    flagged = joined.with_columns(existed.alias("__existed"), same.alias("__same"))
+    changed = flagged.filter(~pl.col("__same"))
+    unchanged = flagged.height - changed.height
+    corrected = int(changed["__existed"].sum())
+    new = changed.height - corrected
+    if changed.height == 0:
+        return IngestResult(spec.name, frame.height, 0, 0, unchanged)
+    rows = changed.select(spec.names)
+    # Rows whose key already has a version anywhere in the table (even one known only later
+    # than this commit, as when backfilling) need de-duplication on read.
+    ever = (
+        raw_lf.filter(pl.col(split).is_in(rows[split].unique().implode()))
+        .select(key)
+        .unique()
+        .collect()
+    )
+    overlaps = rows.join(ever, on=key, how="semi", nulls_equal=True).height
+    commit = store.commit(
+        spec, rows, knowledge_time=kt, base=base, corrections=overlaps, source=source
+    )
+    return IngestResult(spec.name, frame.height, new, corrected, unchanged, commit=commit)
+
+
+def _ingest_snapshot(
+    store: Store,
+    spec: TableSpec,
+    frame: pl.DataFrame,
+    known_lf: pl.LazyFrame,
+    base: object,
+    kt: datetime,
+    source: str,
+) -> IngestResult:
+    by = list(spec.snapshot_by)
+    groups = frame.select(by).unique()
+    known = known_lf.join(groups.lazy(), on=by, how="semi").select(spec.names).collect()
+    order = list(spec.key)
+    if known.sort(order).equals(frame.sort(order)):
+        return IngestResult(spec.name, frame.height, 0, 0, frame.height)
+    was = known.select(order)
+    new = frame.join(was, on=order, how="anti", nulls_equal=True).height
+    commit = store.commit(spec, frame, knowledge_time=kt, base=base, source=source)  # type: ignore[arg-type]
+    return IngestResult(spec.name, frame.height, new, frame.height - new, 0, commit=commit)
+
+
+def ingest_file(
+    store: Store,
+    table: str,
+    path: str | Path,
+    *,
+    knowledge_time: datetime | str | None = None,
+    skip_bad: bool = False,
+    universe: str | None = None,
+) -> IngestResult:
+    """Validate a CSV or Parquet vendor file and ingest it as one commit.
+
+    By default any bad row fails the whole ingest (BadInputError, nothing written). With
+    ``skip_bad`` the good rows are committed and the bad ones are written, with their line
+    and reasons, to ``<file>.rejected.csv`` beside the input.
+    """
+    spec = table_spec(table)
+    fixed: dict[str, object] = {}
+    if spec.name == "universe":
+        if not universe:
+            raise UsageError("ingesting a universe needs its name: pass --name U")
+        fixed["universe"] = universe
+    kt = to_utc(knowledge_time) or datetime.now(UTC)
+    raw, first_line = read_input(path)
+    checked = check_frame(str(path), spec, raw, first_line, fixed)
+    rejects_path = None
+    if checked.problems:
+        if not skip_bad:
+            raise BadInputError(str(path), checked.problems)
+        rejects_path = f"{path}.rejected.csv"
+        checked.rejected.write_csv(rejects_path)
+    if checked.good.height == 0:
+        if checked.problems:
+            raise BadInputError(str(path), [*checked.problems, f"{path}: no good rows to commit"])
+        raise BadInputError(str(path), [f"{path}: the file has no rows"])
+    result = ingest_frame(store, spec, checked.good, knowledge_time=kt, source=Path(path).name)
+    return IngestResult(
+        result.table,
+        raw.height,
+        result.new,
+        result.corrected,
+        result.unchanged,
+        checked.rejected.height,
+        rejects_path,
+        result.commit,
+    )
+

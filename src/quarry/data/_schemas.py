@@ -1,0 +1,169 @@
+"""The five tables of a store: their columns, keys and how a commit changes what is known."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import polars as pl
+
+__all__ = ["SYSTEM_COLUMNS", "TABLES", "Column", "TableSpec", "table_spec"]
+
+# Every stored row carries the knowledge time of the commit that wrote it and that commit's
+# table version; together they order the versions of one key (a tie on time goes to the later
+# commit).
+KT = "_kt"
+VERSION = "_version"
+SYSTEM_COLUMNS = (KT, VERSION)
+KT_DTYPE = pl.Datetime("us", "UTC")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a table.
+
+    ``required``: an input file must have it. ``nullable``: it may hold empty values.
+    ``non_negative``/``positive``: value checks applied on ingest.
+    """
+
+    name: str
+    dtype: type[pl.DataType] | pl.DataType
+    required: bool = True
+    nullable: bool = False
+    non_negative: bool = False
+    positive: bool = False
+    choices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A table: its columns, the key that identifies one fact, and its commit semantics.
+
+    ``upsert``: a commit adds or corrects the rows it carries; other keys keep what was known.
+    ``snapshot``: a commit replaces everything known for its ``snapshot_by`` value (a universe
+    file is the whole membership of that universe).
+    """
+
+    name: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    semantics: Literal["upsert", "snapshot"] = "upsert"
+    snapshot_by: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def values(self) -> list[str]:
+        return [c.name for c in self.columns if c.name not in self.key]
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
+    def schema(self) -> pl.Schema:
+        return pl.Schema({c.name: c.dtype for c in self.columns})
+
+    def conform(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """The frame with this table's columns, in order and type; absent optional columns
+        are added empty, an absent required one is an error."""
+        from quarry.exceptions import UsageError
+
+        missing = [c.name for c in self.columns if c.name not in frame.columns]
+        required = [m for m in missing if self.column(m).required]
+        if required:
+            raise UsageError(f"{self.name}: missing column(s) {', '.join(required)}")
+        return frame.with_columns(
+            [pl.lit(None, self.column(m).dtype).alias(m) for m in missing]
+        ).select([pl.col(c.name).cast(c.dtype) for c in self.columns])
+
+
+_PRICE = {"dtype": pl.Float64, "non_negative": True}
+
+BARS = TableSpec(
+    "bars",
+    (
+        Column("instrument", pl.String),
+        Column("date", pl.Date),
+        Column("open", **_PRICE),  # type: ignore[arg-type]
+        Column("high", **_PRICE),  # type: ignore[arg-type]
+        Column("low", **_PRICE),  # type: ignore[arg-type]
+        Column("close", **_PRICE),  # type: ignore[arg-type]
+        Column("volume", pl.Float64, non_negative=True),
+        Column("vwap", pl.Float64, required=False, nullable=True, non_negative=True),
+        Column("factor", pl.Float64, required=False, nullable=True, positive=True),
+    ),
+    key=("instrument", "date"),
+)
+
+INSTRUMENTS = TableSpec(
+    "instruments",
+    (
+        Column("instrument", pl.String),
+        Column("name", pl.String, required=False, nullable=True),
+        Column("exchange", pl.String, required=False, nullable=True),
+        Column("list_date", pl.Date),
+        Column("delist_date", pl.Date, required=False, nullable=True),
+        Column("industry", pl.String, required=False, nullable=True),
+        # Industry history: one row per classification; valid_from defaults to list_date.
+        Column("valid_from", pl.Date, required=False),
+        Column("valid_to", pl.Date, required=False, nullable=True),
+    ),
+    key=("instrument", "valid_from"),
+)
+
+UNIVERSE = TableSpec(
+    "universe",
+    (
+        Column("universe", pl.String, required=False),
+        Column("instrument", pl.String),
+        Column("start", pl.Date),
+        Column("end", pl.Date, required=False, nullable=True),
+    ),
+    key=("universe", "instrument", "start"),
+    semantics="snapshot",
+    snapshot_by=("universe",),
+)
+
+FUNDAMENTALS = TableSpec(
+    "fundamentals",
+    (
+        Column("instrument", pl.String),
+        Column("field", pl.String),
+        Column("period_end", pl.Date),
+        Column("knowledge_date", pl.Date),
+        Column("value", pl.Float64),
+    ),
+    key=("instrument", "field", "period_end", "knowledge_date"),
+)
+
+CORPORATE_ACTIONS = TableSpec(
+    "corporate_actions",
+    (
+        Column("instrument", pl.String),
+        Column("ex_date", pl.Date),
+        Column("kind", pl.String, choices=("split", "dividend")),
+        # split: new shares per old share (2.0 for a 2-for-1); dividend: cash per share.
+        Column("ratio", pl.Float64, required=False, nullable=True, positive=True),
+        Column("amount", pl.Float64, required=False, nullable=True, non_negative=True),
+    ),
+    key=("instrument", "ex_date", "kind"),
+)
+
+TABLES: dict[str, TableSpec] = {
+    t.name: t for t in (BARS, INSTRUMENTS, UNIVERSE, FUNDAMENTALS, CORPORATE_ACTIONS)
+}
+# The command line says "actions"; the table is corporate_actions.
+_ALIASES = {"actions": "corporate_actions"}
+
+
+def table_spec(name: str) -> TableSpec:
+    """The spec of a table by its name or command-line alias."""
+    from quarry.exceptions import UsageError
+
+    spec = TABLES.get(_ALIASES.get(name, name))
+    if spec is None:
+        raise UsageError(
+            f"unknown table {name!r}; choose one of: {', '.join([*TABLES, *_ALIASES])}"
+        )
+    return spec

@@ -1,0 +1,321 @@
+"""The point-in-time store: Delta Lake tables with Quarry's bitemporal semantics on top.
+
+Each table is one Delta table under the store root. Delta gives us atomic commits (a commit is
+visible only once its log entry exists, so a killed writer leaves the previous version intact),
+optimistic concurrency, time travel and S3. Quarry adds knowledge time: every row carries the
+knowledge time (``_kt``) and table version (``_version``) of the commit that wrote it, so
+``as_of=T`` means "the latest row of each key among commits known at T", whatever order the
+commits arrived in.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+
+from quarry.data._location import Location, parse_location
+from quarry.data._schemas import KT, KT_DTYPE, VERSION, TableSpec, table_spec
+from quarry.exceptions import ConflictError, DataError, StoreNotFoundError
+
+__all__ = ["Commit", "Store", "to_utc"]
+
+_META = "quarry"  # prefix of our keys in a Delta commit's custom metadata
+# Parquet row groups of this size keep per-group min/max statistics useful for pruning by
+# instrument and date, and large enough for fast scans.
+_ROW_GROUP = 1 << 20
+_TARGET_FILE = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One commit of one table: what ``quarry data versions`` lists."""
+
+    table: str
+    version: int
+    knowledge_time: datetime
+    committed_at: datetime
+    rows: int
+    corrections: int
+    source: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.table}@{self.version}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "table": self.table,
+            "version": self.version,
+            "knowledge_time": self.knowledge_time.isoformat(),
+            "committed_at": self.committed_at.isoformat(),
+            "rows": self.rows,
+            "corrections": self.corrections,
+            "source": self.source,
+        }
+
+
+def to_utc(value: datetime | str | None) -> datetime | None:
+    """A timezone-aware UTC datetime from a datetime or ISO string (naive means UTC)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        from quarry.exceptions import UsageError
+
+        try:
+            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise UsageError(
+                f"cannot parse time {value!r}: use ISO 8601, e.g. 2024-03-01 or "
+                "2024-03-01T16:00:00+00:00"
+            ) from None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+class Store:
+    """A point-in-time store at a directory or ``s3://bucket/prefix``.
+
+    Parameters
+    ----------
+    location
+        A directory (created on first write) or an S3 URI; S3 endpoint and credentials come
+        from the usual ``AWS_*`` environment variables.
+
+    Examples
+    --------
+    >>> store = Store("/tmp/quarry-store")            # doctest: +SKIP
+    >>> store.read_bars(["close"], as_of="2020-06-30")  # doctest: +SKIP
+    """
+
+    def __init__(self, location: str | os.PathLike[str] | Location) -> None:
+        self.location = location if isinstance(location, Location) else parse_location(location)
+
+    def __repr__(self) -> str:
+        return f"Store({self.location.uri!r})"
+
+    # -- tables ------------------------------------------------------------------------------
+
+    def table(self, name: str) -> DeltaTable | None:
+        """The latest snapshot of a table, or None if nothing was ever committed to it."""
+        spec = table_spec(name)
+        try:
+            return DeltaTable(
+                self.location.child(spec.name), storage_options=self.location.storage_options
+            )
+        except TableNotFoundError:
+            return None
+        except (DeltaError, OSError) as exc:
+            raise DataError(f"{self.location.child(spec.name)}: cannot open table: {exc}") from exc
+
+    def exists(self) -> bool:
+        """Whether any table of the store has a commit."""
+        return any(self.table(name) is not None for name in ("bars", "instruments", "universe",
+                                                             "fundamentals", "corporate_actions"))
+
+    def require(self) -> None:
+        """Raise StoreNotFoundError unless the store holds data."""
+        if not self.exists():
+            raise StoreNotFoundError(
+                f"no Quarry store at {self.location.uri}: create one with "
+                "`quarry data generate` or `quarry data ingest`"
+            )
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def commit(
+        self,
+        spec: TableSpec,
+        batches: pl.DataFrame | Iterable[pl.DataFrame],
+        *,
+        knowledge_time: datetime,
+        base: DeltaTable | None,
+        corrections: int = 0,
+        source: str = "",
+    ) -> Commit:
+        """Append rows to a table as one atomic commit at ``knowledge_time``.
+
+        ``base`` is the snapshot the caller's decisions were made on (None for a new table).
+        If another writer committed after it, nothing is written and ConflictError is raised:
+        the caller's view of "what changed" would be stale.
+        """
+        version = 0 if base is None else base.version() + 1
+        frame = (
+            batches
+            if isinstance(batches, pl.DataFrame)
+            else pl.concat(list(batches), how="vertical", rechunk=False)
+        )
+        rows = frame.height
+        # One contiguous batch: delta-rs writes the batches of a stream concurrently and so
+        # out of order, and key order on disk is what lets reads skip a sort.
+        stamped = (
+            frame.select(spec.names)
+            .cast(dict(spec.schema()))
+            .with_columns(
+                pl.lit(knowledge_time, KT_DTYPE).alias(KT),
+                pl.lit(version, pl.Int64).alias(VERSION),
+            )
+            .rechunk()
+        )
+        data = stamped.to_arrow().cast(_arrow_schema(spec)).combine_chunks()
+        meta = {
+            f"{_META}.knowledge_time": knowledge_time.isoformat(),
+            f"{_META}.corrections": str(corrections),
+            f"{_META}.source": source,
+        }
+        uri = self.location.child(spec.name)
+        try:
+            write_deltalake(
+                base if base is not None else uri,
+                data,
+                mode="append" if base is not None else "error",
+                storage_options=None if base is not None else self.location.storage_options,
+                writer_properties=WriterProperties(
+                    compression="ZSTD", max_row_group_size=_ROW_GROUP
+                ),
+                target_file_size=_TARGET_FILE,
+                commit_properties=CommitProperties(custom_metadata=meta, max_commit_retries=0),
+            )
+        except CommitFailedError as exc:
+            raise ConflictError(
+                f"{uri}: another writer committed to {spec.name} while this ingest ran "
+                f"(expected version {version}); nothing was written, run it again"
+            ) from exc
+        except DeltaError as exc:
+            if base is None and "exists" in str(exc).lower():
+                raise ConflictError(
+                    f"{uri}: another writer created {spec.name} while this ingest ran; "
+                    "nothing was written, run it again"
+                ) from exc
+            raise DataError(f"{uri}: commit failed: {exc}") from exc
+        return Commit(
+            spec.name, version, knowledge_time, datetime.now(UTC), rows, corrections, source
+        )
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def scan_raw(self, name: str, dt: DeltaTable | None = None) -> pl.LazyFrame | None:
+        """Every stored row of a table, all versions, with ``_kt`` and ``_version``.
+
+        Files are scanned in the order of their smallest key, so a table written in key order
+        (as ``generate`` and sorted vendor files do) comes back in key order with no sort.
+        """
+        spec = table_spec(name)
+        dt = dt if dt is not None else self.table(spec.name)
+        if dt is None:
+            return None
+        uris = dt.file_uris()
+        if not uris:
+            return pl.LazyFrame(schema={**dict(spec.schema()), KT: KT_DTYPE, VERSION: pl.Int64})
+        k0, k1 = spec.key[0], spec.key[1]
+        acts = pa.table(dt.get_add_actions(flatten=True))
+        stats = pl.DataFrame(acts.select(["path", f"min.{k0}", f"min.{k1}"]))
+        by_name = {u.rsplit("/", 1)[-1]: u for u in uris}
+        ordered = stats.sort([f"min.{k0}", f"min.{k1}"], nulls_last=True)["path"].to_list()
+        files = [by_name.get(p.rsplit("/", 1)[-1]) for p in ordered]
+        if None in files or len(files) != len(uris):
+            files = uris  # unexpected layout: fall back to Delta's order
+        return pl.scan_parquet(
+            files,
+            storage_options=self.location.storage_options or None,
+            hive_partitioning=False,
+            schema={**dict(spec.schema()), KT: KT_DTYPE, VERSION: pl.Int64},
+        )
+
+    def scan(
+        self, name: str, as_of: datetime | str | None = None, dt: DeltaTable | None = None
+    ) -> pl.LazyFrame | None:
+        """What was known of a table at ``as_of`` (default: now): one row per key.
+
+        Rows of commits with a knowledge time after ``as_of`` are invisible. Of the rest, each
+        key keeps its row from the latest commit (by knowledge time, then version); a snapshot
+        table keeps the whole latest commit of each snapshot group. Only instruments that were
+        ever corrected pay for the de-duplication, so reading an uncorrected table is a scan.
+        """
+        spec = table_spec(name)
+        dt = dt if dt is not None else self.table(spec.name)
+        if dt is None:
+            return None
+        lf = self.scan_raw(spec.name, dt)
+        assert lf is not None
+        commits = _commits_of(spec.name, dt)
+        when = to_utc(as_of)
+        if when is not None:
+            lf = lf.filter(pl.col(KT) <= when)
+            commits = [c for c in commits if c.knowledge_time <= when]
+        if spec.semantics == "snapshot":
+            by = list(spec.snapshot_by)
+            return lf.filter(pl.col(KT) == pl.col(KT).max().over(by)).filter(
+                pl.col(VERSION) == pl.col(VERSION).max().over(by)
+            )
+        overlapping = [c.version for c in commits if c.corrections > 0]
+        if not overlapping:
+            return lf
+        split = spec.key[0]
+        touched = (
+            lf.filter(pl.col(VERSION).is_in(overlapping)).select(split).unique().collect()[split]
+        )
+        # Every row of a touched instrument goes through the de-duplication; the others pass
+        # untouched, and a sorted merge keeps the scan order (key order) without a full sort.
+        key = list(spec.key)
+        dirty = (
+            lf.filter(pl.col(split).is_in(touched.implode()))
+            .sort([*key, KT, VERSION])
+            .unique(key, keep="last", maintain_order=True)
+        )
+        clean = lf.filter(~pl.col(split).is_in(touched.implode()))
+        return clean.merge_sorted(dirty, key=split)
+
+    def commits(self, name: str | None = None) -> list[Commit]:
+        """The commits of one table, or of all tables, oldest first."""
+        from quarry.data._schemas import TABLES
+
+        names = [table_spec(name).name] if name else list(TABLES)
+        out: list[Commit] = []
+        for table in names:
+            dt = self.table(table)
+            if dt is not None:
+                out.extend(_commits_of(table, dt))
+        return sorted(out, key=lambda c: (c.committed_at, c.table, c.version))
+
+
+def _arrow_schema(spec: TableSpec) -> pa.Schema:
+    cols = pl.DataFrame(schema={**dict(spec.schema()), KT: KT_DTYPE, VERSION: pl.Int64})
+    schema = cols.to_arrow().schema
+    # Delta has one string type; large strings hold any table size (over 2 GiB of text).
+    return pa.schema(
+        [
+            pa.field(f.name, pa.large_string()) if pa.types.is_string_view(f.type) else f
+            for f in schema
+        ]
+    )
+
+
+def _commits_of(table: str, dt: DeltaTable) -> list[Commit]:
+    out = []
+    for entry in dt.history():
+        kt = entry.get(f"{_META}.knowledge_time")
+        if kt is None:
+            continue  # not a Quarry commit (maintenance such as OPTIMIZE or VACUUM)
+        metrics = entry.get("operationMetrics") or {}
+        out.append(
+            Commit(
+                table=table,
+                version=int(entry["version"]),
+                knowledge_time=datetime.fromisoformat(kt),
+                committed_at=datetime.fromtimestamp(entry["timestamp"] / 1000, UTC),
+                rows=int(metrics.get("num_added_rows", 0)),
+                corrections=int(entry.get(f"{_META}.corrections", 0)),
+                source=str(entry.get(f"{_META}.source", "")),
+            )
+        )
+    return out

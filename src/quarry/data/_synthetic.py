@@ -1,0 +1,361 @@
+"""A realistic, seeded synthetic market, written to a store through the same commit path as
+vendor files.
+
+What it models: a market factor and industry factors with fat-tailed (Student-t) returns;
+instruments that list and delist during the period; splits and cash dividends (raw prices
+jump, a vendor factor column and a corporate-actions table record them); persistent,
+return-sensitive volumes; quarterly fundamentals published 25-70 days after the quarter ends;
+vendor corrections and restatements as later commits; and optionally a planted alpha.
+
+The planted alpha is a 5-day reversal: the signal on day t is the cross-sectional z-score of
+minus the instrument's 5-day log return, and the idiosyncratic return from close t+1 to
+close t+2 (what Qlib's default label ``Ref($close, -2) / Ref($close, -1) - 1`` measures) has
+correlation ``alpha_ic`` with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import polars as pl
+
+from quarry.data._ingest import ingest_frame
+from quarry.data._schemas import table_spec
+from quarry.data._store import Store
+from quarry.exceptions import UsageError
+
+__all__ = ["GenerateSummary", "generate"]
+
+INDUSTRIES = (
+    "Energy", "Materials", "Industrials", "ConsumerDiscretionary", "ConsumerStaples",
+    "HealthCare", "Financials", "InformationTechnology", "CommunicationServices",
+    "Utilities", "RealEstate",
+)  # fmt: skip
+_EXCHANGES = ("XNYS", "XNAS", "XASE")
+_CHUNK = 1000  # instruments per batch when building bars: bounds memory at 16,000 x 2,520
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class GenerateSummary:
+    """What ``generate`` wrote."""
+
+    instruments: int
+    days: int
+    start: date
+    end: date
+    bars: int
+    listed_during: int
+    delisted: int
+    splits: int
+    dividends: int
+    fundamentals: int
+    bar_corrections: int
+    alpha_ic: float
+    knowledge_time: datetime
+
+
+def _trading_days(start: date, days: int) -> np.ndarray:
+    first = np.busday_offset(np.datetime64(start, "D"), 0, roll="forward")
+    return np.asarray(np.busday_offset(first, np.arange(days), roll="forward"), dtype="datetime64[D]")
+
+
+def _t(rng: np.random.Generator, df: float, size: tuple[int, ...]) -> np.ndarray:
+    """Student-t draws scaled to unit variance."""
+    return rng.standard_t(df, size=size) * np.sqrt((df - 2) / df)
+
+
+def _returns(
+    rng: np.random.Generator, n: int, d: int, industry: np.ndarray, alive: np.ndarray, ic: float
+) -> np.ndarray:
+    """Daily log returns, days x instruments, with the planted reversal alpha if ``ic``."""
+    market = _t(rng, 4, (d,)) * 0.010
+    ind_f = _t(rng, 4, (d, len(INDUSTRIES))) * 0.006
+    beta = rng.uniform(0.6, 1.4, n)
+    vol = np.exp(rng.normal(np.log(0.017), 0.35, n))
+    eps = _t(rng, 4, (d, n))
+    common = market[:, None] * beta[None, :] + ind_f[:, industry]
+    if ic == 0.0:
+        return common + eps * vol
+    r = np.empty((d, n))
+    logp = np.zeros((d, n))
+    signal = np.zeros((d, n))
+    keep = np.sqrt(1.0 - ic * ic)
+    for t in range(d):
+        planted = signal[t - 2] if t >= 2 else 0.0
+        r[t] = common[t] + vol * (ic * planted + keep * eps[t])
+        logp[t] = (logp[t - 1] if t else 0.0) + r[t]
+        if t >= 5:
+            s = -(logp[t] - logp[t - 5])
+            ok = alive[t] & alive[t - 5]
+            if ok.sum() > 2:
+                z = (s - s[ok].mean()) / (s[ok].std() + 1e-12)
+                signal[t] = np.where(ok, z, 0.0)
+    return r
+
+
+def generate(
+    store: Store,
+    instruments: int = 500,
+    days: int = 1260,
+    *,
+    seed: int = 0,
+    start: date | str = date(2015, 1, 2),
+    alpha_ic: float = 0.0,
+    progress: Progress | None = None,
+) -> GenerateSummary:
+    """Generate a synthetic market into an empty store.
+
+    The history is committed with a knowledge time of the day after its last date (the vendor
+    delivered it then); vendor corrections follow a week later as separate commits, so reading
+    ``as_of`` between the two shows the uncorrected values.
+    """
+    if instruments < 2 or days < 30:
+        raise UsageError("generate needs at least 2 instruments and 30 days")
+    if not -0.5 <= alpha_ic <= 0.5:
+        raise UsageError(f"alpha_ic {alpha_ic} is not a small predictive power: keep it in [-0.5, 0.5]")
+    if isinstance(start, str):
+        try:
+            start = date.fromisoformat(start)
+        except ValueError:
+            raise UsageError(f"--start: cannot parse date {start!r}; use YYYY-MM-DD") from None
+    if store.exists():
+        raise UsageError(
+            f"{store.location} already holds data; generate into a new, empty store"
+        )
+    step = progress or (lambda _d, _i, _n: None)
+    rng = np.random.default_rng(seed)
+    n, d = instruments, days
+    dates = _trading_days(start, d)
+    names = [f"SYN{i:05d}" for i in range(n)]
+
+    # Lifetimes: most instruments predate the period; some list or delist inside it.
+    list_idx = np.zeros(n, dtype=np.int64)
+    late = rng.random(n) < 0.2
+    late[1] = True  # at least one listing and one delisting, whatever the seed
+    list_idx[late] = rng.integers(1, max(2, d - 60), late.sum())
+    delist_idx = np.full(n, d - 1, dtype=np.int64)
+    gone = (rng.random(n) < 0.12) & (list_idx + 60 < d - 1)
+    gone[0] = d > 80
+    delist_idx[gone] = [rng.integers(li + 40, d - 1) for li in list_idx[gone]]
+    alive = (np.arange(d)[:, None] >= list_idx[None, :]) & (np.arange(d)[:, None] <= delist_idx[None, :])
+    industry = rng.integers(0, len(INDUSTRIES), n)
+
+    step("returns", 0, 1)
+    r = _returns(rng, n, d, industry, alive, alpha_ic)
+    step("returns", 1, 1)
+
+    # Corporate actions as (instrument index, day index, kind, split ratio or dividend yield).
+    events: list[tuple[int, int, str, float]] = []
+    for i in range(n):
+        lo, hi = list_idx[i] + 5, delist_idx[i]
+        if hi - lo < 10:
+            continue
+        for day in rng.choice(np.arange(lo, hi), size=min(rng.poisson(0.3 * d / 1260), hi - lo), replace=False):
+            events.append((i, int(day), "split", float(rng.choice([2.0, 3.0, 1.5]))))
+        if rng.random() < 0.4:
+            y = rng.uniform(0.003, 0.008)
+            for day in range(lo + int(rng.integers(0, 63)), hi, 63):
+                events.append((i, day, "dividend", y))
+    ev = (
+        pl.DataFrame(events, schema={"i": pl.Int64, "t": pl.Int64, "kind": pl.String, "x": pl.Float64}, orient="row")
+        .unique(["i", "t"], keep="first")
+        .sort("i", "t")
+    )
+    # Cumulative factor per day: splits by their ratio, dividends by 1 / (1 - yield).
+    steps = np.ones((d, n))
+    ev_i, ev_t, ev_x = ev["i"].to_numpy(), ev["t"].to_numpy(), ev["x"].to_numpy()
+    is_split = (ev["kind"] == "split").to_numpy()
+    steps[ev_t, ev_i] = np.where(is_split, ev_x, 1.0 / (1.0 - ev_x))
+    factor = np.cumprod(steps, axis=0)
+
+    p0 = np.exp(rng.normal(np.log(40.0), 0.8, n))
+    mu_lv = rng.normal(13.0, 1.0, n)
+    gap_scale = rng.uniform(0.002, 0.006, n)
+
+    def bars_chunks() -> Iterator[pl.DataFrame]:
+        for lo in range(0, n, _CHUNK):
+            hi = min(n, lo + _CHUNK)
+            m = hi - lo
+            adj = p0[lo:hi] * np.exp(np.cumsum(r[:, lo:hi], axis=0))
+            f = factor[:, lo:hi]
+            close = np.round(adj / f, 2)
+            prev = np.vstack([close[:1], close[:-1]]) * np.vstack([f[:1], f[:-1]]) / f
+            open_ = np.round(prev * np.exp(rng.normal(0, 1, (d, m)) * gap_scale[lo:hi]), 2)
+            span = np.abs(rng.normal(0, 1, (d, m))) * 0.006 + 0.001
+            high = np.round(np.maximum(open_, close) * (1 + span), 2)
+            low = np.round(np.minimum(open_, close) * (1 - span * rng.uniform(0.3, 1.0, (d, m))), 2)
+            vwap = np.round(np.clip((open_ + high + low + close) / 4, low, high), 2)
+            shock = np.abs(r[:, lo:hi]) * 12
+            lv = np.empty((d, m))
+            lv[0] = mu_lv[lo:hi]
+            innov = rng.normal(0, 0.22, (d, m))
+            for t in range(1, d):
+                lv[t] = mu_lv[lo:hi] + 0.75 * (lv[t - 1] - mu_lv[lo:hi]) + innov[t]
+            volume = np.round(np.exp(lv + shock) * f)  # raw shares rise with splits
+            ok = alive[:, lo:hi]
+            ti, ii = np.nonzero(ok.T)  # instrument-major: rows sorted by instrument, date
+            yield pl.DataFrame(
+                {
+                    "instrument": np.asarray(names[lo:hi], dtype=object)[ti],
+                    "date": dates[ii],
+                    "open": open_.T[ok.T],
+                    "high": high.T[ok.T],
+                    "low": low.T[ok.T],
+                    "close": close.T[ok.T],
+                    "volume": volume.T[ok.T],
+                    "vwap": vwap.T[ok.T],
+                    "factor": f.T[ok.T],
+                },
+                schema_overrides={"instrument": pl.String},
+            )
+            step("bars", hi, n)
+
+    kt = datetime.combine(dates[-1].item() + timedelta(days=1), datetime.min.time(), UTC)
+    kt_fix = kt + timedelta(days=7)
+
+    # Instruments, with a reclassification for about 5% of them.
+    list_dates = [
+        dates[li].item() if late[i] else dates[0].item() - timedelta(days=int(rng.integers(30, 4000)))
+        for i, li in enumerate(list_idx)
+    ]
+    delist_dates = [dates[di].item() if gone[i] else None for i, di in enumerate(delist_idx)]
+    inst_rows = []
+    for i in range(n):
+        base = {
+            "instrument": names[i],
+            "name": f"Synthetic {INDUSTRIES[industry[i]]} Co {i}",
+            "exchange": _EXCHANGES[i % len(_EXCHANGES)],
+            "list_date": list_dates[i],
+            "delist_date": delist_dates[i],
+        }
+        if rng.random() < 0.05 and delist_idx[i] - list_idx[i] > 100:
+            cut = dates[int(rng.integers(list_idx[i] + 50, delist_idx[i] - 20))].item()
+            old = INDUSTRIES[(industry[i] + 1) % len(INDUSTRIES)]
+            inst_rows.append({**base, "industry": old, "valid_from": list_dates[i], "valid_to": cut - timedelta(days=1)})
+            inst_rows.append({**base, "industry": INDUSTRIES[industry[i]], "valid_from": cut, "valid_to": None})
+        else:
+            inst_rows.append({**base, "industry": INDUSTRIES[industry[i]], "valid_from": list_dates[i], "valid_to": None})
+    ingest_frame(store, table_spec("instruments"), pl.DataFrame(inst_rows), knowledge_time=kt, source="generate")
+    universe = pl.DataFrame(
+        {"universe": "all", "instrument": names, "start": list_dates, "end": delist_dates},
+        schema_overrides={"end": pl.Date},
+    )
+    ingest_frame(store, table_spec("universe"), universe, knowledge_time=kt, source="generate")
+
+    bars_spec = table_spec("bars")
+    bars_commit = store.commit(bars_spec, bars_chunks(), knowledge_time=kt, base=None, source="generate")
+
+    # Dividend amounts in cash: the yield times the raw close before the ex-date.
+    prev_close = np.round(p0[ev_i] * np.exp(np.cumsum(r, axis=0)[ev_t - 1, ev_i]) / factor[ev_t - 1, ev_i], 2)
+    actions = pl.DataFrame(
+        {
+            "instrument": np.asarray(names, dtype=object)[ev_i],
+            "ex_date": dates[ev_t],
+            "kind": ev["kind"],
+            "ratio": np.where(is_split, ev_x, np.nan),
+            "amount": np.where(is_split, np.nan, np.round(ev_x * prev_close, 4)),
+        },
+        schema_overrides={"instrument": pl.String},
+    ).with_columns(pl.col("ratio").fill_nan(None), pl.col("amount").fill_nan(None))
+    if actions.height:
+        ingest_frame(store, table_spec("corporate_actions"), actions, knowledge_time=kt, source="generate")
+
+    fund = _fundamentals(rng, names, dates, list_idx, delist_idx, p0, r, factor)
+    fund_known = fund.filter(pl.col("knowledge_date") < kt.date())
+    ingest_frame(store, table_spec("fundamentals"), fund_known, knowledge_time=kt, source="generate")
+
+    # Vendor corrections a week later: a few closes fixed, a few fundamentals restated.
+    n_fix = max(3, bars_commit.rows // 100_000)
+    picks = rng.choice(bars_commit.rows, size=min(n_fix, bars_commit.rows), replace=False)
+    fixed = (
+        store.scan("bars", dt=store.table("bars"))
+        .with_row_index("_i")  # type: ignore[union-attr]
+        .filter(pl.col("_i").is_in(picks))
+        .drop("_i")
+        .collect()
+    )
+    move = pl.Series(rng.choice([-1.0, 1.0], fixed.height) * rng.uniform(0.005, 0.02, fixed.height))
+    fixed = fixed.with_columns((pl.col("close") * (1 + move)).round(2).alias("close")).with_columns(
+        pl.max_horizontal("high", "close").alias("high"), pl.min_horizontal("low", "close").alias("low")
+    )
+    fix = ingest_frame(store, bars_spec, fixed, knowledge_time=kt_fix, source="generate:corrections")
+    restated = fund_known.sample(fraction=0.01, seed=seed, shuffle=True).with_columns(
+        (pl.col("value") * 1.03).round(4).alias("value")
+    )
+    if restated.height:
+        ingest_frame(store, table_spec("fundamentals"), restated, knowledge_time=kt_fix, source="generate:corrections")
+
+    return GenerateSummary(
+        instruments=n,
+        days=d,
+        start=dates[0].item(),
+        end=dates[-1].item(),
+        bars=bars_commit.rows,
+        listed_during=int(late.sum()),
+        delisted=int(gone.sum()),
+        splits=int(is_split.sum()),
+        dividends=int((~is_split).sum()),
+        fundamentals=fund_known.height,
+        bar_corrections=fix.corrected,
+        alpha_ic=alpha_ic,
+        knowledge_time=kt,
+    )
+
+
+def _fundamentals(
+    rng: np.random.Generator,
+    names: list[str],
+    dates: np.ndarray,
+    list_idx: np.ndarray,
+    delist_idx: np.ndarray,
+    p0: np.ndarray,
+    r: np.ndarray,
+    factor: np.ndarray,
+) -> pl.DataFrame:
+    """Quarterly eps, book value per share and revenue, published 25-70 days after quarter end."""
+    first, last = dates[0].item(), dates[-1].item()
+    quarter_ends = [
+        date(y, m, 31 if m in (3, 12) else 30)
+        for y in range(first.year, last.year + 1)
+        for m in (3, 6, 9, 12)
+        if first <= date(y, m, 31 if m in (3, 12) else 30) <= last
+    ]
+    if not quarter_ends:
+        return pl.DataFrame(schema=dict(table_spec("fundamentals").schema()))
+    q_idx = np.searchsorted(dates, np.array(quarter_ends, dtype="datetime64[D]"), side="right") - 1
+    adj = p0[None, :] * np.exp(np.cumsum(r, axis=0))
+    raw_at_q = adj[q_idx] / factor[q_idx]  # quarters x instruments
+    n, q = len(names), len(quarter_ends)
+    yield_ = rng.uniform(0.005, 0.025, n)
+    bp = rng.uniform(0.2, 1.2, n)
+    sales = rng.uniform(0.15, 0.8, n)
+    lag = rng.integers(25, 71, (q, n))
+    alive = (q_idx[:, None] >= list_idx[None, :]) & (q_idx[:, None] <= delist_idx[None, :])
+    qi, ii = np.nonzero(alive)
+    noise = rng.normal(1.0, 0.1, (3, qi.size))
+    px = raw_at_q[qi, ii]
+    period = np.array(quarter_ends, dtype="datetime64[D]")[qi]
+    known = period + lag[qi, ii].astype("timedelta64[D]")
+    frames = [
+        pl.DataFrame(
+            {
+                "instrument": np.asarray(names, dtype=object)[ii],
+                "field": field,
+                "period_end": period,
+                "knowledge_date": known,
+                "value": np.round(values, 4),
+            },
+            schema_overrides={"instrument": pl.String},
+        )
+        for field, values in (
+            ("eps", px * yield_[ii] * noise[0]),
+            ("book_value_per_share", px * bp[ii] * noise[1]),
+            ("revenue_per_share", px * sales[ii] * noise[2]),
+        )
+    ]
+    return pl.concat(frames)

@@ -1,0 +1,202 @@
+"""Validation of vendor files: every problem found, named by file, line, column and value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from quarry.data._schemas import TableSpec
+from quarry.exceptions import BadInputError, DataError
+
+__all__ = ["Checked", "check_frame", "read_input"]
+
+_ROW = "_row"
+_DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d", "%Y/%m/%d")
+_MAX_SHOWN = 60  # an offending value is cut to this many characters in a message
+
+
+@dataclass(frozen=True)
+class Checked:
+    """The outcome of validating one file.
+
+    ``good``: typed rows that passed. ``rejected``: the offending rows as they were in the
+    file, with their line and reasons. ``problems``: one message per kind of problem.
+    """
+
+    good: pl.DataFrame
+    rejected: pl.DataFrame
+    problems: list[str]
+
+
+def read_input(path: str | Path) -> tuple[pl.DataFrame, int]:
+    """Read a CSV (every column as text, so nothing is coerced silently) or Parquet file.
+
+    Returns the frame and the file line (or row) number of its first record.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    try:
+        if p.suffix.lower() in {".parquet", ".pq"}:
+            return pl.read_parquet(p), 1
+        if p.suffix.lower() in {".csv", ".txt", ".gz"} or p.suffix == "":
+            return pl.read_csv(p, infer_schema=False), 2
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{p}: cannot read file: {first}") from exc
+    raise DataError(f"{p}: unsupported file type {p.suffix!r}; give a .csv or .parquet file")
+
+
+def _parse(name: str, source: pl.DataType, target: type[pl.DataType] | pl.DataType) -> pl.Expr:
+    """Parse one column to its target type; values that do not parse become null."""
+    col = pl.col(name)
+    if source == pl.String:
+        col = col.str.strip_chars()
+        col = pl.when(col == "").then(None).otherwise(col)
+    if target == pl.Date:
+        if source == pl.String:
+            return pl.coalesce([col.str.to_date(f, strict=False) for f in _DATE_FORMATS])
+        if isinstance(source, pl.Datetime):
+            return col.dt.date()
+        if source.is_integer():
+            return col.cast(pl.String).str.to_date("%Y%m%d", strict=False)
+        return col.cast(pl.Date, strict=False)
+    return col.cast(target, strict=False)  # type: ignore[arg-type]
+
+
+def _cross_checks(spec: TableSpec) -> list[tuple[str, str, pl.Expr]]:
+    """Checks that involve two columns: (description, column to report, failing-row mask)."""
+    c = pl.col
+    checks = {
+        "bars": [("high below low", "high", c("high") < c("low"))],
+        "instruments": [
+            ("delist_date before list_date", "delist_date", c("delist_date") < c("list_date")),
+            ("valid_to before valid_from", "valid_to", c("valid_to") < c("valid_from")),
+        ],
+        "universe": [("end before start", "end", c("end") < c("start"))],
+        "fundamentals": [
+            (
+                "knowledge_date before period_end (published before the period ended)",
+                "knowledge_date",
+                c("knowledge_date") < c("period_end"),
+            )
+        ],
+        "corporate_actions": [
+            ("split without a ratio", "ratio", (c("kind") == "split") & c("ratio").is_null()),
+            (
+                "dividend without an amount",
+                "amount",
+                (c("kind") == "dividend") & c("amount").is_null(),
+            ),
+        ],
+    }
+    return checks.get(spec.name, [])
+
+
+def check_frame(
+    path: str, spec: TableSpec, raw: pl.DataFrame, first_line: int, fixed: dict[str, object]
+) -> Checked:
+    """Validate a raw frame against a table spec.
+
+    Structural problems (missing or unknown columns) raise BadInputError at once, since no row
+    can be trusted; value problems are collected per kind so a user sees all of them.
+    ``fixed`` gives columns set by the command rather than the file (a universe's name).
+    """
+    unit = "line" if first_line == 2 else "row"
+    allowed = [n for n in spec.names if n not in fixed]
+    missing = [
+        c.name for c in spec.columns if c.required and c.name not in raw.columns and c.name in allowed
+    ]
+    unknown = [c for c in raw.columns if c not in allowed]
+    structural = [
+        f"{path}: missing column {m!r} (required columns: {', '.join(_required(spec, fixed))})"
+        for m in missing
+    ] + [
+        f"{path}: unknown column {u!r} (allowed: {', '.join(allowed)}); rename or drop it"
+        for u in unknown
+    ]
+    if structural:
+        raise BadInputError(path, structural)
+
+    frame = raw.with_row_index(_ROW)
+    typed = frame.select(
+        pl.col(_ROW),
+        *[
+            _parse(c.name, raw.schema[c.name], c.dtype).alias(c.name)
+            for c in spec.columns
+            if c.name in raw.columns
+        ],
+    )
+    for name, value in fixed.items():
+        typed = typed.with_columns(pl.lit(value, spec.column(name).dtype).alias(name))
+    for col in spec.columns:
+        if col.name not in typed.columns:
+            typed = typed.with_columns(pl.lit(None, col.dtype).alias(col.name))
+    if spec.name == "instruments":
+        typed = typed.with_columns(pl.coalesce("valid_from", "list_date").alias("valid_from"))
+
+    # (description, column, mask over rows): evaluated together in one pass.
+    checks: list[tuple[str, str, pl.Expr]] = []
+    for col in spec.columns:
+        if col.name not in raw.columns:
+            continue
+        parsed = typed[col.name]
+        text = frame[col.name].cast(pl.String).str.strip_chars()
+        given = text.is_not_null() & (text != "")
+        unparsed = given & parsed.is_null()
+        what = {pl.Float64: "not a number", pl.Date: "unparseable date"}.get(col.dtype, "bad value")  # type: ignore[call-overload]
+        checks.append((what, col.name, pl.lit(unparsed)))
+        empty = ~given
+        if col.dtype == pl.Float64:
+            empty = empty | parsed.is_nan().fill_null(False)
+        if not col.nullable:
+            checks.append(("missing value (empty or NaN)", col.name, pl.lit(empty)))
+        if col.non_negative:
+            checks.append(("negative value", col.name, pl.lit((parsed < 0).fill_null(False))))
+        if col.positive:
+            checks.append(("value not above zero", col.name, pl.lit((parsed <= 0).fill_null(False))))
+        if col.choices:
+            bad = parsed.is_not_null() & ~parsed.is_in(list(col.choices))
+            checks.append((f"not one of {'|'.join(col.choices)}", col.name, pl.lit(bad)))
+    for what, column, mask in _cross_checks(spec):
+        checks.append((what, column, mask.fill_null(False)))
+    key_ok = pl.all_horizontal([pl.col(k).is_not_null() for k in spec.key])
+    dup = key_ok & pl.struct(list(spec.key)).is_duplicated()
+    checks.append((f"duplicate ({', '.join(spec.key)}) row", spec.key[-1], dup))
+
+    masks = typed.select([m.alias(f"m{i}") for i, (_, _, m) in enumerate(checks)])
+    problems: list[str] = []
+    reasons: list[pl.Expr] = []
+    bad_any = pl.Series("bad", [False] * typed.height)
+    for i, (what, column, _) in enumerate(checks):
+        mask = masks[f"m{i}"]
+        count = int(mask.sum())
+        if count == 0:
+            continue
+        first = int(mask.arg_true()[0])
+        value = frame[column][first] if column in frame.columns else typed[column][first]
+        text_value = "" if value is None else str(value).strip()
+        shown = repr(text_value[:_MAX_SHOWN]) if text_value else "(empty)"
+        problems.append(
+            f"{path}: {unit} {first + first_line}, column {column!r}: {what}: {shown} "
+            f"({count} row{'s' if count != 1 else ''} affected)"
+        )
+        bad_any = bad_any | mask
+        reasons.append(pl.when(pl.lit(mask)).then(pl.lit(f"{column}: {what}")))
+    good = typed.filter(~bad_any).drop(_ROW).select(spec.names)
+    if reasons:
+        reason = pl.concat_str(reasons, separator="; ", ignore_nulls=True)
+        rejected = (
+            frame.with_columns((pl.col(_ROW) + first_line).alias(unit), reason.alias("reason"))
+            .filter(bad_any)
+            .select(unit, "reason", *raw.columns)
+        )
+    else:
+        rejected = pl.DataFrame()
+    return Checked(good, rejected, problems)
+
+
+def _required(spec: TableSpec, fixed: dict[str, object]) -> list[str]:
+    return [c.name for c in spec.columns if c.required and c.name not in fixed]

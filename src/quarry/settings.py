@@ -1,0 +1,14 @@
+"""Where Quarry keeps local state."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["quarry_home"]
+
+
+def quarry_home() -> Path:
+    """The directory for local state: ``$QUARRY_HOME``, or ``~/.quarry`` when unset."""
+    home = os.environ.get("QUARRY_HOME")
+    return Path(home).expanduser() if home else Path.home() / ".quarry"

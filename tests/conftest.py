@@ -1,0 +1,102 @@
+"""Shared fixtures: temporary stores, vendor files, and a real S3-compatible server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from quarry.data import Store
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "store")
+
+
+BARS_HEADER = "instrument,date,open,high,low,close,volume"
+
+
+@pytest.fixture
+def write_csv(tmp_path: Path) -> Callable[[str, str], Path]:
+    """Write a CSV file from text (header included) and return its path."""
+
+    def write(name: str, text: str) -> Path:
+        path = tmp_path / name
+        path.write_text(text.strip() + "\n")
+        return path
+
+    return write
+
+
+def bars_frame(rows: list[tuple[str, str, float]]) -> pl.DataFrame:
+    """Bars from (instrument, date, close) with open = close, a 1% range and volume 1000."""
+    return pl.DataFrame(
+        {
+            "instrument": [r[0] for r in rows],
+            "date": [r[1] for r in rows],
+            "open": [r[2] for r in rows],
+            "high": [r[2] * 1.01 for r in rows],
+            "low": [r[2] * 0.99 for r in rows],
+            "close": [r[2] for r in rows],
+            "volume": [1000.0] * len(rows),
+        }
+    ).with_columns(pl.col("date").str.to_date())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """A real S3-compatible server (moto's standalone server) in its own process on loopback."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("moto server did not start")
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def s3_env(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """AWS variables pointing at the loopback S3 server, and a fresh bucket."""
+    import boto3
+
+    env = {
+        "AWS_ENDPOINT_URL": s3_server,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    bucket = f"quarry-{os.getpid()}-{int(time.time() * 1000) % 10**9}"
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(
+        Bucket=bucket
+    )
+    yield {**env, "bucket": bucket}
