@@ -96,7 +96,5 @@ def s3_env(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     bucket = f"quarry-{os.getpid()}-{int(time.time() * 1000) % 10**9}"
-    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(
-        Bucket=bucket
-    )
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=bucket)
     yield {**env, "bucket": bucket}

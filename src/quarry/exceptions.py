@@ -61,10 +61,11 @@ class BadInputError(DataError):
         self.path = path
         self.problems = list(problems)
         n = len(self.problems)
-        super().__init__(
+        self.summary = (
             f"{path}: {n} kind{'s' if n != 1 else ''} of problem; nothing was written "
             "(fix the file, or pass --skip-bad to commit the good rows)"
         )
+        super().__init__("\n".join([*self.problems, self.summary]))
 
     def lines(self) -> list[str]:
-        return [*self.problems, str(self)]
+        return [*self.problems, self.summary]

@@ -22,7 +22,9 @@ def test_correction_is_history_not_overwrite(store: Store) -> None:
     ingest_frame(
         store,
         bars,
-        bars_frame([("A", "2020-01-02", 10.0), ("A", "2020-01-03", 11.0), ("B", "2020-01-02", 5.0)]),
+        bars_frame(
+            [("A", "2020-01-02", 10.0), ("A", "2020-01-03", 11.0), ("B", "2020-01-02", 5.0)]
+        ),
         knowledge_time="2020-01-04",
     )
     result = ingest_frame(
@@ -66,7 +68,9 @@ def test_fundamental_visible_only_from_its_knowledge_date(store: Store) -> None:
     ingest_frame(
         store,
         table_spec("bars"),
-        bars_frame([("A", d, 10.0) for d in ("2020-03-30", "2020-03-31", "2020-05-14", "2020-05-15")]),
+        bars_frame(
+            [("A", d, 10.0) for d in ("2020-03-30", "2020-03-31", "2020-05-14", "2020-05-15")]
+        ),
         knowledge_time="2020-06-01",
     )
     fundamentals = pl.DataFrame(
@@ -95,7 +99,12 @@ def test_fundamental_visible_only_from_its_knowledge_date(store: Store) -> None:
 
 def test_restatement_of_an_old_period_does_not_displace_a_newer_one(store: Store) -> None:
     days = ["2020-05-01", "2020-08-20", "2020-09-10", "2020-11-01"]
-    ingest_frame(store, table_spec("bars"), bars_frame([("A", d, 10.0) for d in days]), knowledge_time="2021-01-01")
+    ingest_frame(
+        store,
+        table_spec("bars"),
+        bars_frame([("A", d, 10.0) for d in days]),
+        knowledge_time="2021-01-01",
+    )
     rows = [
         ("2020-03-31", "2020-04-30", 1.0),  # Q1
         ("2020-06-30", "2020-08-15", 2.0),  # Q2
@@ -162,22 +171,58 @@ def test_universe_spans_with_a_gap(store: Store) -> None:
 
 
 def test_universe_file_is_a_snapshot_known_from_its_time(store: Store) -> None:
-    ingest_frame(store, table_spec("bars"), bars_frame([("A", "2020-01-02", 1.0), ("B", "2020-01-02", 1.0)]), knowledge_time="2020-01-03")
+    ingest_frame(
+        store,
+        table_spec("bars"),
+        bars_frame([("A", "2020-01-02", 1.0), ("B", "2020-01-02", 1.0)]),
+        knowledge_time="2020-01-03",
+    )
     u = table_spec("universe")
-    ingest_frame(store, u, pl.DataFrame({"universe": "u", "instrument": ["A", "B"], "start": [date(2020, 1, 1)] * 2, "end": [None, None]}, schema_overrides={"end": pl.Date}), knowledge_time="2020-01-03")
-    ingest_frame(store, u, pl.DataFrame({"universe": "u", "instrument": ["A"], "start": [date(2020, 1, 1)], "end": [None]}, schema_overrides={"end": pl.Date}), knowledge_time="2020-03-01")
-    assert read_bars(store, ["close"], universe="u", as_of="2020-02-01")["instrument"].to_list() == ["A", "B"]
+    ingest_frame(
+        store,
+        u,
+        pl.DataFrame(
+            {
+                "universe": "u",
+                "instrument": ["A", "B"],
+                "start": [date(2020, 1, 1)] * 2,
+                "end": [None, None],
+            },
+            schema_overrides={"end": pl.Date},
+        ),
+        knowledge_time="2020-01-03",
+    )
+    ingest_frame(
+        store,
+        u,
+        pl.DataFrame(
+            {"universe": "u", "instrument": ["A"], "start": [date(2020, 1, 1)], "end": [None]},
+            schema_overrides={"end": pl.Date},
+        ),
+        knowledge_time="2020-03-01",
+    )
+    assert read_bars(store, ["close"], universe="u", as_of="2020-02-01")[
+        "instrument"
+    ].to_list() == ["A", "B"]
     assert read_bars(store, ["close"], universe="u")["instrument"].to_list() == ["A"]
 
 
 def test_split_does_not_leak_backwards(store: Store) -> None:
     # Raw prices halve at a 2-for-1 split on 2018-06-01.
     bars = table_spec("bars")
-    ingest_frame(store, bars, bars_frame([("A", "2015-06-01", 40.0)]), knowledge_time="2015-06-01T22:00")
+    ingest_frame(
+        store, bars, bars_frame([("A", "2015-06-01", 40.0)]), knowledge_time="2015-06-01T22:00"
+    )
     later = [("A", "2018-05-31", 100.0), ("A", "2018-06-01", 50.5), ("A", "2018-06-04", 51.0)]
     ingest_frame(store, bars, bars_frame(later), knowledge_time="2018-06-05")
     actions = pl.DataFrame(
-        {"instrument": ["A"], "ex_date": [date(2018, 6, 1)], "kind": ["split"], "ratio": [2.0], "amount": [None]},
+        {
+            "instrument": ["A"],
+            "ex_date": [date(2018, 6, 1)],
+            "kind": ["split"],
+            "ratio": [2.0],
+            "amount": [None],
+        },
         schema_overrides={"amount": pl.Float64},
     )
     ingest_frame(store, table_spec("corporate_actions"), actions, knowledge_time="2018-06-10")
@@ -195,9 +240,20 @@ def test_split_does_not_leak_backwards(store: Store) -> None:
 
 def test_dividend_factor_uses_the_previous_raw_close(store: Store) -> None:
     days = ["2020-01-02", "2020-01-03", "2020-01-06"]
-    ingest_frame(store, table_spec("bars"), bars_frame([("A", d, c) for d, c in zip(days, [50.0, 50.0, 49.0], strict=True)]), knowledge_time="2020-02-01")
+    ingest_frame(
+        store,
+        table_spec("bars"),
+        bars_frame([("A", d, c) for d, c in zip(days, [50.0, 50.0, 49.0], strict=True)]),
+        knowledge_time="2020-02-01",
+    )
     actions = pl.DataFrame(
-        {"instrument": ["A"], "ex_date": [date(2020, 1, 6)], "kind": ["dividend"], "ratio": [None], "amount": [1.0]},
+        {
+            "instrument": ["A"],
+            "ex_date": [date(2020, 1, 6)],
+            "kind": ["dividend"],
+            "ratio": [None],
+            "amount": [1.0],
+        },
         schema_overrides={"ratio": pl.Float64},
     )
     ingest_frame(store, table_spec("corporate_actions"), actions, knowledge_time="2020-02-01")
@@ -208,7 +264,9 @@ def test_dividend_factor_uses_the_previous_raw_close(store: Store) -> None:
 
 
 def test_raw_read_equals_what_was_ingested(store: Store) -> None:
-    frame = bars_frame([("B", "2020-01-03", 2.5), ("A", "2020-01-03", 1.5), ("A", "2020-01-02", 1.25)])
+    frame = bars_frame(
+        [("B", "2020-01-03", 2.5), ("A", "2020-01-03", 1.5), ("A", "2020-01-02", 1.25)]
+    )
     ingest_frame(store, table_spec("bars"), frame, knowledge_time="2020-02-01")
     got = read_bars(store, ["open", "high", "low", "close", "volume"])
     expected = frame.sort("instrument", "date")

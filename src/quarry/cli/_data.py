@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -43,7 +43,7 @@ StoreOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     bars = "bars"
     fundamentals = "fundamentals"
     actions = "actions"
@@ -51,7 +51,7 @@ class Kind(str, Enum):
     universe = "universe"
 
 
-class AdjustMode(str, Enum):
+class AdjustMode(StrEnum):
     raw = "raw"
     adjusted = "adjusted"
 
@@ -176,7 +176,7 @@ def read_cmd(
         end=end,
         universe=universe,
         as_of=as_of,
-        adjust=adjust.value,  # type: ignore[arg-type]
+        adjust="adjusted" if adjust is AdjustMode.adjusted else "raw",
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     df.write_parquet(out)
@@ -189,7 +189,7 @@ def read_cmd(
 @app.command("versions")
 @fail_cleanly
 def versions_cmd(store: StoreOpt, json_out: JsonOpt = False) -> None:
-    """List the store's commits: id, knowledge time, table, rows, corrections."""
+    """List the store's commits: id (table@version), knowledge time, rows, corrections."""
     s = Store(store)
     s.require()
     commits = s.commits()
@@ -197,17 +197,16 @@ def versions_cmd(store: StoreOpt, json_out: JsonOpt = False) -> None:
         print_json([c.as_dict() for c in commits])
         return
     t = Table(title=f"Commits of {s.location}")
-    for col in ("id", "knowledge time", "table", "rows", "corrections", "source", "committed at"):
-        t.add_column(col, justify="right" if col in ("rows", "corrections") else "left")
+    for col in ("id", "knowledge time (UTC)", "rows", "corrections", "source"):
+        right = col in ("rows", "corrections")
+        t.add_column(col, justify="right" if right else "left", no_wrap=col != "source")
     for c in commits:
         t.add_row(
             c.id,
-            c.knowledge_time.isoformat(),
-            c.table,
+            c.knowledge_time.strftime("%Y-%m-%d %H:%M"),
             f"{c.rows:,}",
             f"{c.corrections:,}",
             c.source,
-            c.committed_at.strftime("%Y-%m-%d %H:%M:%S"),
         )
     console.print(t)
 
@@ -275,7 +274,10 @@ def summary_cmd(store: StoreOpt, json_out: JsonOpt = False) -> None:
         return
     t = Table(title="Store summary", show_header=False)
     for k, v in out.items():
-        t.add_row(k.replace("_", " "), f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v))
+        t.add_row(
+            k.replace("_", " "),
+            f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v),
+        )
     console.print(t)
     if health is not None:
         _print_health(health)

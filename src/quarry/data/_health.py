@@ -49,7 +49,8 @@ class HealthReport:
                     "description": c.description,
                     "count": c.count,
                     "examples": [
-                        {k: (str(v) if k == "date" else v) for k, v in e.items()} for e in c.examples
+                        {k: (str(v) if k == "date" else v) for k, v in e.items()}
+                        for e in c.examples
                     ],
                 }
                 for c in self.checks
@@ -95,7 +96,7 @@ def check_health(
     checks.append(
         _check(
             "missing_factor",
-            "no vendor factor and no corporate actions to derive one",
+            "no factor (vendor or from actions)",
             raw,
             pl.col("factor").is_null() & ~pl.col("instrument").is_in(with_actions),
             "factor",
@@ -107,7 +108,7 @@ def check_health(
         checks.append(
             _check(
                 f"{f}_jump",
-                f"adjusted {f} moved more than {price_jump:.0%} in a day",
+                f"adjusted {f} moved >{price_jump:.0%} in a day",
                 adj.with_columns(change.alias("_chg")),
                 pl.col("_chg") > price_jump,
                 "_chg",
@@ -117,7 +118,7 @@ def check_health(
     checks.append(
         _check(
             "volume_jump",
-            f"adjusted volume changed more than {volume_jump:.0%} in a day",
+            f"adjusted volume changed >{volume_jump:.0%} in a day",
             adj.with_columns(vchange.alias("_chg")),
             pl.col("_chg").is_finite() & (pl.col("_chg") > volume_jump),
             "_chg",

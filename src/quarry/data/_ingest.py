@@ -65,7 +65,9 @@ def ingest_frame(
     joined = frame.join(known, on=key, how="left", suffix="__old", nulls_equal=True)
     existed = pl.col("__existed").fill_null(False)
     # Null-safe equality: a vendor resending an empty value is not a change.
-    same = pl.all_horizontal([existed, *(pl.col(v).eq_missing(pl.col(f"{v}__old")) for v in spec.values)])
+    same = pl.all_horizontal(
+        [existed, *(pl.col(v).eq_missing(pl.col(f"{v}__old")) for v in spec.values)]
+    )
     flagged = joined.with_columns(existed.alias("__existed"), same.alias("__same"))
     changed = flagged.filter(~pl.col("__same"))
     unchanged = flagged.height - changed.height
@@ -155,4 +157,3 @@ def ingest_file(
         rejects_path,
         result.commit,
     )
-

@@ -195,7 +195,7 @@ def read_bars(
 
     Examples
     --------
-    >>> read_bars(store, ["close", "volume"], start="2020-01-01", as_of="2020-06-30")  # doctest: +SKIP
+    >>> read_bars(store, ["close"], start="2020-01-01", as_of="2020-06-30")  # doctest: +SKIP
     """
     fields = list(dict.fromkeys(fields))
     if adjust not in ("raw", "adjusted"):
@@ -281,7 +281,9 @@ def apply_adjustment(df: pl.DataFrame, factors: pl.DataFrame) -> pl.DataFrame:
         )
         has_actions = pl.col("instrument").is_in(factors["instrument"].unique().implode())
         factor = (
-            pl.when(has_actions).then(pl.col("cum_factor").fill_null(1.0)).otherwise(pl.col("factor"))
+            pl.when(has_actions)
+            .then(pl.col("cum_factor").fill_null(1.0))
+            .otherwise(pl.col("factor"))
         )
         df = df.with_columns(factor.alias("factor")).drop("ex_date", "cum_factor")
     f = pl.col("factor").fill_null(1.0)
@@ -317,7 +319,11 @@ class Panel:
 
 def to_panel(long: pl.DataFrame, fields: Sequence[str] | None = None) -> Panel:
     """Scatter a long (instrument, date, fields...) table into dense dates x instruments arrays."""
-    fields = [c for c in long.columns if c not in ("instrument", "date")] if fields is None else list(fields)
+    fields = (
+        [c for c in long.columns if c not in ("instrument", "date")]
+        if fields is None
+        else list(fields)
+    )
     dates = long["date"].unique().sort()
     instruments = long["instrument"].unique().sort()
     di = dates.search_sorted(long["date"]).to_numpy()

@@ -119,8 +119,10 @@ class Store:
 
     def exists(self) -> bool:
         """Whether any table of the store has a commit."""
-        return any(self.table(name) is not None for name in ("bars", "instruments", "universe",
-                                                             "fundamentals", "corporate_actions"))
+        return any(
+            self.table(name) is not None
+            for name in ("bars", "instruments", "universe", "fundamentals", "corporate_actions")
+        )
 
     def require(self) -> None:
         """Raise StoreNotFoundError unless the store holds data."""
@@ -158,8 +160,7 @@ class Store:
         # One contiguous batch: delta-rs writes the batches of a stream concurrently and so
         # out of order, and key order on disk is what lets reads skip a sort.
         stamped = (
-            frame.select(spec.names)
-            .cast(dict(spec.schema()))
+            spec.conform(frame)
             .with_columns(
                 pl.lit(knowledge_time, KT_DTYPE).alias(KT),
                 pl.lit(version, pl.Int64).alias(VERSION),
@@ -221,8 +222,9 @@ class Store:
         stats = pl.DataFrame(acts.select(["path", f"min.{k0}", f"min.{k1}"]))
         by_name = {u.rsplit("/", 1)[-1]: u for u in uris}
         ordered = stats.sort([f"min.{k0}", f"min.{k1}"], nulls_last=True)["path"].to_list()
-        files = [by_name.get(p.rsplit("/", 1)[-1]) for p in ordered]
-        if None in files or len(files) != len(uris):
+        found = [by_name.get(p.rsplit("/", 1)[-1]) for p in ordered]
+        files = [f for f in found if f is not None]
+        if len(files) != len(uris):
             files = uris  # unexpected layout: fall back to Delta's order
         return pl.scan_parquet(
             files,

@@ -35,6 +35,9 @@ INDUSTRIES = (
     "Utilities", "RealEstate",
 )  # fmt: skip
 _EXCHANGES = ("XNYS", "XNAS", "XASE")
+# Daily log moves are capped (as by exchange circuit breakers), so that the fat tails stay
+# below the health check's 50% jump threshold.
+_MAX_MOVE = 0.3
 _CHUNK = 1000  # instruments per batch when building bars: bounds memory at 16,000 x 2,520
 
 Progress = Callable[[str, int, int], None]
@@ -61,12 +64,15 @@ class GenerateSummary:
 
 def _trading_days(start: date, days: int) -> np.ndarray:
     first = np.busday_offset(np.datetime64(start, "D"), 0, roll="forward")
-    return np.asarray(np.busday_offset(first, np.arange(days), roll="forward"), dtype="datetime64[D]")
+    return np.asarray(
+        np.busday_offset(first, np.arange(days), roll="forward"), dtype="datetime64[D]"
+    )
 
 
 def _t(rng: np.random.Generator, df: float, size: tuple[int, ...]) -> np.ndarray:
     """Student-t draws scaled to unit variance."""
-    return rng.standard_t(df, size=size) * np.sqrt((df - 2) / df)
+    draws: np.ndarray = rng.standard_t(df, size=size) * np.sqrt((df - 2) / df)
+    return draws
 
 
 def _returns(
@@ -80,14 +86,15 @@ def _returns(
     eps = _t(rng, 4, (d, n))
     common = market[:, None] * beta[None, :] + ind_f[:, industry]
     if ic == 0.0:
-        return common + eps * vol
+        clipped: np.ndarray = np.clip(common + eps * vol, -_MAX_MOVE, _MAX_MOVE)
+        return clipped
     r = np.empty((d, n))
     logp = np.zeros((d, n))
     signal = np.zeros((d, n))
     keep = np.sqrt(1.0 - ic * ic)
     for t in range(d):
         planted = signal[t - 2] if t >= 2 else 0.0
-        r[t] = common[t] + vol * (ic * planted + keep * eps[t])
+        r[t] = np.clip(common[t] + vol * (ic * planted + keep * eps[t]), -_MAX_MOVE, _MAX_MOVE)
         logp[t] = (logp[t - 1] if t else 0.0) + r[t]
         if t >= 5:
             s = -(logp[t] - logp[t - 5])
@@ -117,16 +124,16 @@ def generate(
     if instruments < 2 or days < 30:
         raise UsageError("generate needs at least 2 instruments and 30 days")
     if not -0.5 <= alpha_ic <= 0.5:
-        raise UsageError(f"alpha_ic {alpha_ic} is not a small predictive power: keep it in [-0.5, 0.5]")
+        raise UsageError(
+            f"alpha_ic {alpha_ic} is not a small predictive power: keep it in [-0.5, 0.5]"
+        )
     if isinstance(start, str):
         try:
             start = date.fromisoformat(start)
         except ValueError:
             raise UsageError(f"--start: cannot parse date {start!r}; use YYYY-MM-DD") from None
     if store.exists():
-        raise UsageError(
-            f"{store.location} already holds data; generate into a new, empty store"
-        )
+        raise UsageError(f"{store.location} already holds data; generate into a new, empty store")
     step = progress or (lambda _d, _i, _n: None)
     rng = np.random.default_rng(seed)
     n, d = instruments, days
@@ -142,7 +149,9 @@ def generate(
     gone = (rng.random(n) < 0.12) & (list_idx + 60 < d - 1)
     gone[0] = d > 80
     delist_idx[gone] = [rng.integers(li + 40, d - 1) for li in list_idx[gone]]
-    alive = (np.arange(d)[:, None] >= list_idx[None, :]) & (np.arange(d)[:, None] <= delist_idx[None, :])
+    alive = (np.arange(d)[:, None] >= list_idx[None, :]) & (
+        np.arange(d)[:, None] <= delist_idx[None, :]
+    )
     industry = rng.integers(0, len(INDUSTRIES), n)
 
     step("returns", 0, 1)
@@ -155,14 +164,20 @@ def generate(
         lo, hi = list_idx[i] + 5, delist_idx[i]
         if hi - lo < 10:
             continue
-        for day in rng.choice(np.arange(lo, hi), size=min(rng.poisson(0.3 * d / 1260), hi - lo), replace=False):
+        for day in rng.choice(
+            np.arange(lo, hi), size=min(rng.poisson(0.3 * d / 1260), hi - lo), replace=False
+        ):
             events.append((i, int(day), "split", float(rng.choice([2.0, 3.0, 1.5]))))
         if rng.random() < 0.4:
             y = rng.uniform(0.003, 0.008)
             for day in range(lo + int(rng.integers(0, 63)), hi, 63):
                 events.append((i, day, "dividend", y))
     ev = (
-        pl.DataFrame(events, schema={"i": pl.Int64, "t": pl.Int64, "kind": pl.String, "x": pl.Float64}, orient="row")
+        pl.DataFrame(
+            events,
+            schema={"i": pl.Int64, "t": pl.Int64, "kind": pl.String, "x": pl.Float64},
+            orient="row",
+        )
         .unique(["i", "t"], keep="first")
         .sort("i", "t")
     )
@@ -190,10 +205,10 @@ def generate(
             high = np.round(np.maximum(open_, close) * (1 + span), 2)
             low = np.round(np.minimum(open_, close) * (1 - span * rng.uniform(0.3, 1.0, (d, m))), 2)
             vwap = np.round(np.clip((open_ + high + low + close) / 4, low, high), 2)
-            shock = np.abs(r[:, lo:hi]) * 12
+            shock = np.minimum(np.abs(r[:, lo:hi]) * 4, 0.5)
             lv = np.empty((d, m))
             lv[0] = mu_lv[lo:hi]
-            innov = rng.normal(0, 0.22, (d, m))
+            innov = rng.normal(0, 0.15, (d, m))
             for t in range(1, d):
                 lv[t] = mu_lv[lo:hi] + 0.75 * (lv[t - 1] - mu_lv[lo:hi]) + innov[t]
             volume = np.round(np.exp(lv + shock) * f)  # raw shares rise with splits
@@ -220,7 +235,9 @@ def generate(
 
     # Instruments, with a reclassification for about 5% of them.
     list_dates = [
-        dates[li].item() if late[i] else dates[0].item() - timedelta(days=int(rng.integers(30, 4000)))
+        dates[li].item()
+        if late[i]
+        else dates[0].item() - timedelta(days=int(rng.integers(30, 4000)))
         for i, li in enumerate(list_idx)
     ]
     delist_dates = [dates[di].item() if gone[i] else None for i, di in enumerate(delist_idx)]
@@ -236,11 +253,33 @@ def generate(
         if rng.random() < 0.05 and delist_idx[i] - list_idx[i] > 100:
             cut = dates[int(rng.integers(list_idx[i] + 50, delist_idx[i] - 20))].item()
             old = INDUSTRIES[(industry[i] + 1) % len(INDUSTRIES)]
-            inst_rows.append({**base, "industry": old, "valid_from": list_dates[i], "valid_to": cut - timedelta(days=1)})
-            inst_rows.append({**base, "industry": INDUSTRIES[industry[i]], "valid_from": cut, "valid_to": None})
+            inst_rows.append(
+                {
+                    **base,
+                    "industry": old,
+                    "valid_from": list_dates[i],
+                    "valid_to": cut - timedelta(days=1),
+                }
+            )
+            inst_rows.append(
+                {**base, "industry": INDUSTRIES[industry[i]], "valid_from": cut, "valid_to": None}
+            )
         else:
-            inst_rows.append({**base, "industry": INDUSTRIES[industry[i]], "valid_from": list_dates[i], "valid_to": None})
-    ingest_frame(store, table_spec("instruments"), pl.DataFrame(inst_rows), knowledge_time=kt, source="generate")
+            inst_rows.append(
+                {
+                    **base,
+                    "industry": INDUSTRIES[industry[i]],
+                    "valid_from": list_dates[i],
+                    "valid_to": None,
+                }
+            )
+    ingest_frame(
+        store,
+        table_spec("instruments"),
+        pl.DataFrame(inst_rows),
+        knowledge_time=kt,
+        source="generate",
+    )
     universe = pl.DataFrame(
         {"universe": "all", "instrument": names, "start": list_dates, "end": delist_dates},
         schema_overrides={"end": pl.Date},
@@ -248,10 +287,14 @@ def generate(
     ingest_frame(store, table_spec("universe"), universe, knowledge_time=kt, source="generate")
 
     bars_spec = table_spec("bars")
-    bars_commit = store.commit(bars_spec, bars_chunks(), knowledge_time=kt, base=None, source="generate")
+    bars_commit = store.commit(
+        bars_spec, bars_chunks(), knowledge_time=kt, base=None, source="generate"
+    )
 
     # Dividend amounts in cash: the yield times the raw close before the ex-date.
-    prev_close = np.round(p0[ev_i] * np.exp(np.cumsum(r, axis=0)[ev_t - 1, ev_i]) / factor[ev_t - 1, ev_i], 2)
+    prev_close = np.round(
+        p0[ev_i] * np.exp(np.cumsum(r, axis=0)[ev_t - 1, ev_i]) / factor[ev_t - 1, ev_i], 2
+    )
     actions = pl.DataFrame(
         {
             "instrument": np.asarray(names, dtype=object)[ev_i],
@@ -263,11 +306,15 @@ def generate(
         schema_overrides={"instrument": pl.String},
     ).with_columns(pl.col("ratio").fill_nan(None), pl.col("amount").fill_nan(None))
     if actions.height:
-        ingest_frame(store, table_spec("corporate_actions"), actions, knowledge_time=kt, source="generate")
+        ingest_frame(
+            store, table_spec("corporate_actions"), actions, knowledge_time=kt, source="generate"
+        )
 
     fund = _fundamentals(rng, names, dates, list_idx, delist_idx, p0, r, factor)
     fund_known = fund.filter(pl.col("knowledge_date") < kt.date())
-    ingest_frame(store, table_spec("fundamentals"), fund_known, knowledge_time=kt, source="generate")
+    ingest_frame(
+        store, table_spec("fundamentals"), fund_known, knowledge_time=kt, source="generate"
+    )
 
     # Vendor corrections a week later: a few closes fixed, a few fundamentals restated.
     n_fix = max(3, bars_commit.rows // 100_000)
@@ -281,14 +328,23 @@ def generate(
     )
     move = pl.Series(rng.choice([-1.0, 1.0], fixed.height) * rng.uniform(0.005, 0.02, fixed.height))
     fixed = fixed.with_columns((pl.col("close") * (1 + move)).round(2).alias("close")).with_columns(
-        pl.max_horizontal("high", "close").alias("high"), pl.min_horizontal("low", "close").alias("low")
+        pl.max_horizontal("high", "close").alias("high"),
+        pl.min_horizontal("low", "close").alias("low"),
     )
-    fix = ingest_frame(store, bars_spec, fixed, knowledge_time=kt_fix, source="generate:corrections")
+    fix = ingest_frame(
+        store, bars_spec, fixed, knowledge_time=kt_fix, source="generate:corrections"
+    )
     restated = fund_known.sample(fraction=0.01, seed=seed, shuffle=True).with_columns(
         (pl.col("value") * 1.03).round(4).alias("value")
     )
     if restated.height:
-        ingest_frame(store, table_spec("fundamentals"), restated, knowledge_time=kt_fix, source="generate:corrections")
+        ingest_frame(
+            store,
+            table_spec("fundamentals"),
+            restated,
+            knowledge_time=kt_fix,
+            source="generate:corrections",
+        )
 
     return GenerateSummary(
         instruments=n,

@@ -15,6 +15,7 @@ __all__ = ["Checked", "check_frame", "read_input"]
 _ROW = "_row"
 _DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d", "%Y/%m/%d")
 _MAX_SHOWN = 60  # an offending value is cut to this many characters in a message
+_UNPARSED = {"Float64": "not a number", "Date": "unparseable date"}
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def _parse(name: str, source: pl.DataType, target: type[pl.DataType] | pl.DataTy
         if source.is_integer():
             return col.cast(pl.String).str.to_date("%Y%m%d", strict=False)
         return col.cast(pl.Date, strict=False)
-    return col.cast(target, strict=False)  # type: ignore[arg-type]
+    return col.cast(target, strict=False)
 
 
 def _cross_checks(spec: TableSpec) -> list[tuple[str, str, pl.Expr]]:
@@ -107,7 +108,9 @@ def check_frame(
     unit = "line" if first_line == 2 else "row"
     allowed = [n for n in spec.names if n not in fixed]
     missing = [
-        c.name for c in spec.columns if c.required and c.name not in raw.columns and c.name in allowed
+        c.name
+        for c in spec.columns
+        if c.required and c.name not in raw.columns and c.name in allowed
     ]
     unknown = [c for c in raw.columns if c not in allowed]
     structural = [
@@ -137,39 +140,40 @@ def check_frame(
     if spec.name == "instruments":
         typed = typed.with_columns(pl.coalesce("valid_from", "list_date").alias("valid_from"))
 
-    # (description, column, mask over rows): evaluated together in one pass.
+    # The file's text beside the parsed values, so that every check is an expression and
+    # all of them run in one pass.
+    work = typed.with_columns(
+        frame[c].cast(pl.String).str.strip_chars().alias(f"__text_{c}") for c in raw.columns
+    )
     checks: list[tuple[str, str, pl.Expr]] = []
     for col in spec.columns:
         if col.name not in raw.columns:
             continue
-        parsed = typed[col.name]
-        text = frame[col.name].cast(pl.String).str.strip_chars()
+        parsed, text = pl.col(col.name), pl.col(f"__text_{col.name}")
         given = text.is_not_null() & (text != "")
-        unparsed = given & parsed.is_null()
-        what = {pl.Float64: "not a number", pl.Date: "unparseable date"}.get(col.dtype, "bad value")  # type: ignore[call-overload]
-        checks.append((what, col.name, pl.lit(unparsed)))
+        what = _UNPARSED.get(str(col.dtype), "bad value")
+        checks.append((what, col.name, given & parsed.is_null()))
         empty = ~given
         if col.dtype == pl.Float64:
             empty = empty | parsed.is_nan().fill_null(False)
         if not col.nullable:
-            checks.append(("missing value (empty or NaN)", col.name, pl.lit(empty)))
+            checks.append(("missing value (empty or NaN)", col.name, empty))
         if col.non_negative:
-            checks.append(("negative value", col.name, pl.lit((parsed < 0).fill_null(False))))
+            checks.append(("negative value", col.name, parsed < 0))
         if col.positive:
-            checks.append(("value not above zero", col.name, pl.lit((parsed <= 0).fill_null(False))))
+            checks.append(("value not above zero", col.name, parsed <= 0))
         if col.choices:
             bad = parsed.is_not_null() & ~parsed.is_in(list(col.choices))
-            checks.append((f"not one of {'|'.join(col.choices)}", col.name, pl.lit(bad)))
-    for what, column, mask in _cross_checks(spec):
-        checks.append((what, column, mask.fill_null(False)))
+            checks.append((f"not one of {'|'.join(col.choices)}", col.name, bad))
+    checks.extend(_cross_checks(spec))
     key_ok = pl.all_horizontal([pl.col(k).is_not_null() for k in spec.key])
     dup = key_ok & pl.struct(list(spec.key)).is_duplicated()
     checks.append((f"duplicate ({', '.join(spec.key)}) row", spec.key[-1], dup))
 
-    masks = typed.select([m.alias(f"m{i}") for i, (_, _, m) in enumerate(checks)])
+    masks = work.select(m.fill_null(False).alias(f"m{i}") for i, (_, _, m) in enumerate(checks))
     problems: list[str] = []
     reasons: list[pl.Expr] = []
-    bad_any = pl.Series("bad", [False] * typed.height)
+    bad_any = pl.repeat(False, typed.height, eager=True)
     for i, (what, column, _) in enumerate(checks):
         mask = masks[f"m{i}"]
         count = int(mask.sum())

@@ -1,0 +1,217 @@
+"""The `quarry data` command-line contract that other tools rely on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from quarry.cli import app
+from quarry.data import Store, read_bars
+
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args), env={"QUARRY_NO_PROGRESS": "1", "COLUMNS": "200"})
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> str:
+    store = str(tmp_path_factory.mktemp("cli") / "store")
+    code, _, err = run(
+        "data", "generate", "--store", store, "--instruments", "40", "--days", "260", "--seed", "3"
+    )
+    assert code == 0, err
+    return store
+
+
+def test_read_writes_the_contracted_table(generated: str, tmp_path: Path) -> None:
+    out = tmp_path / "bars.parquet"
+    code, _, err = run(
+        "data",
+        "read",
+        "--store",
+        generated,
+        "--fields",
+        "close,volume",
+        "--start",
+        "2015-03-02",
+        "--end",
+        "2015-06-30",
+        "--universe",
+        "all",
+        "--out",
+        str(out),
+    )
+    assert code == 0, err
+    df = pl.read_parquet(out)
+    assert df.columns == ["instrument", "date", "close", "volume"]
+    assert df.equals(df.sort("instrument", "date"))
+    assert str(df["date"].min()) >= "2015-03-02" and str(df["date"].max()) <= "2015-06-30"
+    expected = read_bars(
+        Store(generated), ["close", "volume"], start="2015-03-02", end="2015-06-30", universe="all"
+    )
+    assert df.equals(expected)
+
+
+def test_read_adjusted_and_as_of(generated: str, tmp_path: Path) -> None:
+    out = tmp_path / "adj.parquet"
+    code, _, err = run(
+        "data",
+        "read",
+        "--store",
+        generated,
+        "--fields",
+        "close,factor",
+        "--adjust",
+        "adjusted",
+        "--as-of",
+        "2016-01-01",
+        "--out",
+        str(out),
+    )
+    assert code == 0, err
+    df = pl.read_parquet(out)
+    assert df["date"].max() <= date(2016, 1, 1)  # nothing dated after as_of
+    assert df.select((pl.col("factor") >= 1.0).all()).item()
+
+
+def test_versions_json(generated: str) -> None:
+    code, out, _ = run("data", "versions", "--store", generated, "--json")
+    assert code == 0
+    commits = json.loads(out)
+    assert {"id", "knowledge_time", "table", "rows"} <= set(commits[0])
+    assert {c["table"] for c in commits} == {
+        "bars",
+        "instruments",
+        "universe",
+        "corporate_actions",
+        "fundamentals",
+    }
+    bars = [c for c in commits if c["table"] == "bars"]
+    assert [c["id"] for c in bars] == ["bars@0", "bars@1"]
+
+
+def test_check_json(generated: str) -> None:
+    code, out, _ = run("data", "check", "--store", generated, "--json", "--strict")
+    report = json.loads(out)
+    assert code == 0 and report["ok"] is True
+    assert report["rows"] == read_bars(Store(generated), ["close"]).height
+
+
+def test_ingest_then_correct_through_the_cli(tmp_path: Path) -> None:
+    store = str(tmp_path / "s")
+    f1 = tmp_path / "b1.csv"
+    f1.write_text("instrument,date,open,high,low,close,volume\nA,2020-01-02,1,2,1,1.5,10\n")
+    f2 = tmp_path / "b2.csv"
+    f2.write_text("instrument,date,open,high,low,close,volume\nA,2020-01-02,1,2,1,1.6,10\n")
+    assert (
+        run("data", "ingest", "bars", str(f1), "--store", store, "--knowledge-time", "2020-01-03")[
+            0
+        ]
+        == 0
+    )
+    code, out, _ = run(
+        "data",
+        "ingest",
+        "bars",
+        str(f2),
+        "--store",
+        store,
+        "--knowledge-time",
+        "2020-01-09",
+        "--json",
+    )
+    assert code == 0
+    assert json.loads(out)["corrected"] == 1
+    old = tmp_path / "old.parquet"
+    assert (
+        run(
+            "data",
+            "read",
+            "--store",
+            store,
+            "--fields",
+            "close",
+            "--as-of",
+            "2020-01-05",
+            "--out",
+            str(old),
+        )[0]
+        == 0
+    )
+    assert pl.read_parquet(old)["close"].to_list() == [1.5]
+
+
+def test_universe_ingest_needs_a_name(tmp_path: Path) -> None:
+    f = tmp_path / "u.csv"
+    f.write_text("instrument,start,end\nA,2020-01-01,\n")
+    code, _, err = run("data", "ingest", "universe", str(f), "--store", str(tmp_path / "s"))
+    assert code == 1 and "--name" in err
+
+
+def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("instrument,date,open,high,low,close,volume\nA,2020-01-02,1,2,1,x,10\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "quarry.cli",
+            "data",
+            "ingest",
+            "bars",
+            str(bad),
+            "--store",
+            str(tmp_path / "s"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0].startswith(f"error: {bad}: line 2, column 'close': not a number: 'x'")
+    assert not (tmp_path / "s").exists()  # nothing was written
+
+
+def test_unknown_field_suggests_the_closest(generated: str, tmp_path: Path) -> None:
+    code, _, err = run(
+        "data",
+        "read",
+        "--store",
+        generated,
+        "--fields",
+        "clsoe",
+        "--out",
+        str(tmp_path / "x.parquet"),
+    )
+    assert code == 1 and "did you mean 'close'" in err
+
+
+def test_missing_store_is_a_clear_error(tmp_path: Path) -> None:
+    code, _, err = run("data", "versions", "--store", str(tmp_path / "nowhere"))
+    assert code == 1 and "no Quarry store" in err
+
+
+def test_sample_sp500(tmp_path: Path) -> None:
+    store = str(tmp_path / "sp")
+    code, out, err = run("data", "sample", "sp500", "--store", store)
+    assert code == 0, err
+    assert "CLOSES ONLY" in out
+    df = read_bars(Store(store), ["close", "open"], universe="sp500")
+    assert df["instrument"].n_unique() == 20
+    assert df["open"].null_count() == df.height
+    from skfolio.datasets import load_sp500_dataset
+
+    prices = load_sp500_dataset()
+    aapl = df.filter(pl.col("instrument") == "AAPL")["close"].to_numpy()
+    assert aapl.tolist() == prices["AAPL"].dropna().tolist()

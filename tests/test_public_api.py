@@ -1,0 +1,29 @@
+"""Each package's curated surface: sorted, and every name importable."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+
+@pytest.mark.parametrize("name", ["quarry", "quarry.data", "quarry.exceptions", "quarry.cli"])
+def test_all_is_sorted_and_importable(name: str) -> None:
+    module = importlib.import_module(name)
+    names = list(module.__all__)
+    # isort-style, as ruff's RUF022 keeps it: CONSTANTS, then Classes, then functions.
+    assert names == sorted(names, key=lambda n: (not n.isupper(), not n[:1].isupper(), n))
+    for n in names:
+        assert hasattr(module, n), n
+
+
+def test_data_layer_does_not_import_upper_layers() -> None:
+    import subprocess
+    import sys
+
+    upper = ("quarry.cli", "typer", "rich", "fastapi", "mlflow", "ray")
+    code = (
+        f"import sys, quarry.data; print(sorted(m for m in sys.modules if m.startswith({upper})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
