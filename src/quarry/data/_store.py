@@ -28,10 +28,11 @@ from quarry.exceptions import ConflictError, DataError, StoreNotFoundError
 __all__ = ["Commit", "Store", "to_utc"]
 
 _META = "quarry"  # prefix of our keys in a Delta commit's custom metadata
-# Parquet row groups of this size keep per-group min/max statistics useful for pruning by
-# instrument and date, and large enough for fast scans.
-_ROW_GROUP = 1 << 20
-_TARGET_FILE = 256 * 1024 * 1024
+# One row group per file: a file then decodes into one contiguous array per column, which a
+# read can patch in place (a chunked column would be copied whole). Pruning happens per file,
+# from Delta's statistics; smaller row groups would prune little more, as rows are in key order.
+_ROW_GROUP = 1 << 26
+_TARGET_FILE = 128 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,10 @@ class Store:
             else pl.concat(list(batches), how="vertical", rechunk=False)
         )
         rows = frame.height
+        # Key order on disk is what lets reads skip sorting (see _resolve.py).
+        from quarry.data._resolve import sort_by_key
+
+        frame = sort_by_key(frame, spec.key)
         # One contiguous batch: delta-rs writes the batches of a stream concurrently and so
         # out of order, and key order on disk is what lets reads skip a sort.
         stamped = (

@@ -1,0 +1,194 @@
+"""Fast point-in-time reads of a large keyed table, without a sort or a hash join.
+
+A table's files come from commits. Quarry writes every commit in key order, so the files of
+a commit are sorted runs. The *spine* is a set of commits whose key ranges do not overlap
+(typically the bulk history); the other visible commits are *patches* (corrections). When
+every patch is newer than the spine, the answer is the spine's files concatenated in key
+order with each patched row's values written over the old ones in place. Anything else
+(patches that add keys, patches older than the spine, overlapping bulk loads) takes the
+general path: resolve with a group-wise "latest version" and sort.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from quarry.data._schemas import KT, KT_DTYPE, VERSION, TableSpec
+from quarry.data._store import Store
+
+__all__ = ["key_order_violations", "read_latest", "sort_by_key"]
+
+# Beyond this many patch rows, locating each one in the spine costs more than a sort.
+_MAX_PATCH_ROWS = 200_000
+
+
+def key_order_violations(key: Sequence[str]) -> pl.Expr:
+    """True on each row that is not strictly after the previous row in key order."""
+    last = pl.col(key[-1])
+    expr = last <= last.shift(1)
+    for name in reversed(key[:-1]):
+        col, prev = pl.col(name), pl.col(name).shift(1)
+        expr = (col < prev) | ((col == prev) & expr)
+    return expr.fill_null(False)
+
+
+def sort_by_key(df: pl.DataFrame, key: Sequence[str] = ("instrument", "date")) -> pl.DataFrame:
+    """Sort by key unless the rows already are in key order (checked in one pass)."""
+    if df.height < 2 or not df.select(key_order_violations(key).any()).item():
+        return df
+    return df.sort(list(key))
+
+
+def read_latest(
+    store: Store,
+    spec: TableSpec,
+    columns: Sequence[str],
+    predicate: pl.Expr | None,
+    as_of: datetime | None,
+) -> pl.DataFrame:
+    """Rows of ``spec`` known at ``as_of`` (one per key), filtered, in key order."""
+    columns = list(dict.fromkeys([*spec.key, *columns]))
+    dt = store.table(spec.name)
+    if dt is None:
+        return pl.DataFrame(schema={c: spec.schema()[c] for c in columns})
+    fast = _fast_path(store, spec, dt, columns, predicate, as_of)
+    if fast is not None:
+        return fast
+    lf = store.scan(spec.name, as_of=as_of, dt=dt)
+    assert lf is not None
+    if predicate is not None:
+        lf = lf.filter(predicate)
+    return sort_by_key(lf.select(columns).collect(), spec.key)
+
+
+def _files(store: Store, spec: TableSpec, dt: object, as_of: datetime | None) -> pl.DataFrame:
+    """One row per visible data file: uri, rows, key range of its first key column, commit."""
+    k0 = spec.key[0]
+    uris = dt.file_uris()  # type: ignore[attr-defined]
+    acts = pa.table(dt.get_add_actions(flatten=True))  # type: ignore[attr-defined]
+    by_name = {u.rsplit("/", 1)[-1]: u for u in uris}
+    files = pl.DataFrame(
+        acts.select(
+            ["path", "num_records", f"min.{k0}", f"max.{k0}", f"min.{KT}", f"min.{VERSION}"]
+        )
+    ).select(
+        pl.col("path")
+        .str.split("/")
+        .list.last()
+        .replace_strict(by_name, default=None, return_dtype=pl.String)
+        .alias("uri"),
+        pl.col("num_records").alias("rows"),
+        pl.col(f"min.{k0}").alias("lo"),
+        pl.col(f"max.{k0}").alias("hi"),
+        pl.col(f"min.{KT}").cast(KT_DTYPE).alias("kt"),
+        pl.col(f"min.{VERSION}").alias("version"),
+    )
+    if as_of is not None:
+        files = files.filter(pl.col("kt") <= as_of)
+    return files
+
+
+def _fast_path(
+    store: Store,
+    spec: TableSpec,
+    dt: object,
+    columns: list[str],
+    predicate: pl.Expr | None,
+    as_of: datetime | None,
+) -> pl.DataFrame | None:
+    if len(spec.key) != 2 or spec.semantics != "upsert":
+        return None
+    files = _files(store, spec, dt, as_of)
+    if files.height == 0 or files.select(pl.any_horizontal(pl.all().is_null()).any()).item():
+        return None  # no files, or missing statistics: nothing to plan with
+    commits = (
+        files.group_by("version")
+        .agg(pl.col("rows").sum(), pl.col("lo").min(), pl.col("hi").max(), pl.col("kt").first())
+        .sort("rows", descending=True)
+    )
+    spine: list[dict[str, Any]] = []
+    patches: list[dict[str, Any]] = []
+    for c in commits.iter_rows(named=True):
+        clear = all(c["hi"] < s["lo"] or c["lo"] > s["hi"] for s in spine)
+        (spine if clear else patches).append(c)
+    if patches:
+        newest_spine = max((s["kt"], s["version"]) for s in spine)
+        oldest_patch = min((p["kt"], p["version"]) for p in patches)
+        if oldest_patch <= newest_spine:
+            return None
+        if sum(int(p["rows"]) for p in patches) > _MAX_PATCH_ROWS:
+            return None
+    spine_versions = [s["version"] for s in spine]
+    spine_files = files.filter(pl.col("version").is_in(spine_versions)).sort("lo", "hi", "version")
+    opts = store.location.storage_options or None
+
+    def scan(uris: list[str], cols: list[str]) -> pl.LazyFrame:
+        lf = pl.scan_parquet(uris, storage_options=opts, hive_partitioning=False)
+        return (lf.filter(predicate) if predicate is not None else lf).select(cols)
+
+    frames = pl.collect_all([scan([u], columns) for u in spine_files["uri"].to_list()])
+    frames = [f for f in frames if f.height]
+    k0, k1 = spec.key
+    for a, b in itertools.pairwise(frames):
+        if (a[k0][-1], a[k1][-1]) >= (b[k0][0], b[k1][0]):
+            return None  # runs out of order: not written by a sorted commit
+    if patches:
+        patch_uris = files.filter(~pl.col("version").is_in(spine_versions))["uri"].to_list()
+        patch = (
+            scan(patch_uris, [*columns, KT, VERSION])
+            .sort([k0, k1, KT, VERSION])
+            .unique([k0, k1], keep="last", maintain_order=True)
+            .collect()
+        )
+        if patch.height and not _apply_patch(frames, patch, spec, columns):
+            return None
+    if not frames:
+        return pl.DataFrame(schema={c: spec.schema()[c] for c in columns})
+    return pl.concat(frames, how="vertical", rechunk=False)
+
+
+def _apply_patch(
+    frames: list[pl.DataFrame], patch: pl.DataFrame, spec: TableSpec, columns: list[str]
+) -> bool:
+    """Write each patch row over the spine row with its key, in place; False if a patch row
+    has no such row (a new key, which needs an insert and so the general path)."""
+    k0, k1 = spec.key
+    values = [c for c in columns if c not in spec.key]
+    p_k0 = patch[k0]
+    p_k1 = patch[k1].to_physical().to_numpy()
+    located = np.zeros(patch.height, dtype=bool)
+    for i in range(len(frames)):
+        frame = frames[i]
+        lo = frame[k0].search_sorted(p_k0, side="left").to_numpy()
+        hi = frame[k0].search_sorted(p_k0, side="right").to_numpy()
+        inside = np.nonzero((hi > lo) & ~located)[0]
+        if inside.size == 0:
+            continue
+        days = frame[k1].to_physical().to_numpy()
+        rows: list[int] = []
+        at: list[int] = []
+        for j in inside:
+            pos = lo[j] + int(np.searchsorted(days[lo[j] : hi[j]], p_k1[j]))
+            if pos < hi[j] and days[pos] == p_k1[j]:
+                rows.append(int(j))
+                at.append(int(pos))
+        if not rows:
+            continue
+        located[rows] = True
+        # Drop the frame's own reference so that each column is scattered in place.
+        frames[i] = None  # type: ignore[call-overload]
+        cols = frame.get_columns()
+        del frame
+        sel = patch[rows]
+        for s in cols:
+            if s.name in values:
+                s.scatter(at, sel[s.name])
+        frames[i] = pl.DataFrame(cols)
+    return bool(located.all())
