@@ -21,6 +21,7 @@ from quarry.data import (
     read_bars,
 )
 from quarry.exceptions import UsageError
+from quarry.settings import quarry_home
 
 app = typer.Typer(
     help=(
@@ -31,15 +32,23 @@ app = typer.Typer(
 )
 
 StoreOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--store",
         "-s",
         help="Store location: a directory, or s3://bucket/prefix (endpoint and keys from "
-        "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).",
+        "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY). Default: $QUARRY_STORE, "
+        "else $QUARRY_HOME/store (QUARRY_HOME defaults to ~/.quarry).",
         envvar="QUARRY_STORE",
+        show_default=False,
     ),
 ]
+
+
+def _store(location: str | None) -> Store:
+    return Store(location if location else quarry_home() / "store")
+
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 
 
@@ -59,7 +68,7 @@ class AdjustMode(StrEnum):
 @app.command("generate")
 @fail_cleanly
 def generate_cmd(
-    store: StoreOpt,
+    store: StoreOpt = None,
     instruments: Annotated[int, typer.Option(help="Number of instruments.")] = 500,
     days: Annotated[int, typer.Option(help="Number of trading days.")] = 1260,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same data.")] = 0,
@@ -78,7 +87,7 @@ def generate_cmd(
     dividends, lagged fundamentals, and vendor corrections committed a week after the
     history. Example: quarry data generate --store ./store --instruments 300 --days 1500
     """
-    s = Store(store)
+    s = _store(store)
     with progress_bar() as update:
         summary = generate(
             s, instruments, days, seed=seed, start=start, alpha_ic=alpha_ic, progress=update
@@ -94,7 +103,7 @@ def generate_cmd(
 def ingest_cmd(
     kind: Annotated[Kind, typer.Argument(help="Which table the file feeds.")],
     file: Annotated[Path, typer.Argument(help="A CSV or Parquet file.")],
-    store: StoreOpt,
+    store: StoreOpt = None,
     knowledge_time: Annotated[
         str | None,
         typer.Option(help="When this data became known (ISO 8601, UTC if no zone); default now."),
@@ -121,7 +130,7 @@ def ingest_cmd(
     if kind is not Kind.universe and name is not None:
         raise UsageError("--name applies to universe files only")
     result = ingest_file(
-        Store(store),
+        _store(store),
         kind.value,
         file,
         knowledge_time=knowledge_time,
@@ -148,8 +157,8 @@ def ingest_cmd(
 @app.command("read")
 @fail_cleanly
 def read_cmd(
-    store: StoreOpt,
     out: Annotated[Path, typer.Option(help="Output Parquet file.")],
+    store: StoreOpt = None,
     fields: Annotated[
         str, typer.Option(help="Comma-separated bar or fundamental fields.")
     ] = "open,high,low,close,volume",
@@ -165,12 +174,20 @@ def read_cmd(
         AdjustMode.raw
     ),
 ) -> None:
-    """Write a long table (instrument, date, fields...) sorted by instrument then date."""
+    """Write a long table (instrument, date, fields...) sorted by instrument then date.
+
+    Only what was known at --as-of is read: later corrections, bars dated after it and
+    fundamentals published after it are invisible. Fundamentals (eps, ...) carry their latest
+    published value forward. Example:
+
+    quarry data read --store ./store --fields close,volume,eps --universe all
+    --as-of 2019-06-30 --adjust adjusted --out bars.parquet
+    """
     names = [f.strip() for f in fields.split(",") if f.strip()]
     if not names:
         raise UsageError("--fields is empty; give e.g. --fields close,volume")
     df = read_bars(
-        Store(store),
+        _store(store),
         names,
         start=start,
         end=end,
@@ -188,9 +205,9 @@ def read_cmd(
 
 @app.command("versions")
 @fail_cleanly
-def versions_cmd(store: StoreOpt, json_out: JsonOpt = False) -> None:
+def versions_cmd(store: StoreOpt = None, json_out: JsonOpt = False) -> None:
     """List the store's commits: id (table@version), knowledge time, rows, corrections."""
-    s = Store(store)
+    s = _store(store)
     s.require()
     commits = s.commits()
     if json_out:
@@ -199,7 +216,7 @@ def versions_cmd(store: StoreOpt, json_out: JsonOpt = False) -> None:
     t = Table(title=f"Commits of {s.location}")
     for col in ("id", "knowledge time (UTC)", "rows", "corrections", "source"):
         right = col in ("rows", "corrections")
-        t.add_column(col, justify="right" if right else "left", no_wrap=col != "source")
+        t.add_column(col, justify="right" if right else "left", overflow="fold")
     for c in commits:
         t.add_row(
             c.id,
@@ -214,13 +231,13 @@ def versions_cmd(store: StoreOpt, json_out: JsonOpt = False) -> None:
 @app.command("check")
 @fail_cleanly
 def check_cmd(
-    store: StoreOpt,
+    store: StoreOpt = None,
     as_of: Annotated[str | None, typer.Option(help="Check what was known at this time.")] = None,
     strict: Annotated[bool, typer.Option(help="Exit 1 when any check fails.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Health check: missing values, price jumps over 50%, volume jumps, missing factors."""
-    report = check_health(Store(store), as_of=as_of)
+    report = check_health(_store(store), as_of=as_of)
     if json_out:
         print_json(report.as_dict())
     else:
@@ -246,9 +263,9 @@ def _print_health(report: object) -> None:
 
 @app.command("summary")
 @fail_cleanly
-def summary_cmd(store: StoreOpt, json_out: JsonOpt = False) -> None:
+def summary_cmd(store: StoreOpt = None, json_out: JsonOpt = False) -> None:
     """Summarize a store: instruments, date range, commits and health."""
-    s = Store(store)
+    s = _store(store)
     s.require()
     bars = s.scan("bars")
     inst = s.scan("instruments")
@@ -287,10 +304,10 @@ def summary_cmd(store: StoreOpt, json_out: JsonOpt = False) -> None:
 @fail_cleanly
 def sample_cmd(
     name: Annotated[str, typer.Argument(help=f"One of: {', '.join(SAMPLES)}.")],
-    store: StoreOpt,
+    store: StoreOpt = None,
 ) -> None:
     """Load real sample data that ships with an installed package (nothing is downloaded)."""
-    summary = load_sample(Store(store), name)
+    summary = load_sample(_store(store), name)
     console.print(
         f"loaded {summary.name}: {summary.instruments} instruments, {summary.rows:,} bars, "
         f"{summary.start} to {summary.end}"

@@ -13,6 +13,7 @@ import polars as pl
 
 from quarry.data._resolve import read_latest
 from quarry.data._schemas import BARS
+from quarry.data._steps import last_known
 from quarry.data._store import Store, to_utc
 from quarry.exceptions import DataError, UsageError
 
@@ -74,31 +75,23 @@ def adjustment_factors(store: Store, as_of: datetime | str | None = None) -> pl.
     )
     divs = acts.filter(pl.col("kind") == "dividend").sort("instrument", "ex_date")
     if divs.height:
-        bars = store.scan("bars", as_of=as_of)
-        if bars is None:
+        if store.table("bars") is None:
             raise DataError(
                 f"{store.location}: dividends need raw closes to adjust prices, and the store "
                 "has no bars; ingest bars first"
             )
-        closes = (
-            bars.filter(pl.col("instrument").is_in(divs["instrument"].unique().implode()))
-            .select("instrument", "date", "close")
-            .sort("instrument", "date")
-            .collect()
+        closes = read_latest(
+            store,
+            BARS,
+            ["close"],
+            pl.col("instrument").is_in(divs["instrument"].unique().implode()),
+            to_utc(as_of),
         )
-        prev = divs.join_asof(
-            closes,
-            left_on="ex_date",
-            right_on="date",
-            by="instrument",
-            strategy="backward",
-            allow_exact_matches=False,
-            check_sortedness=False,
-        )
-        div_steps = prev.select(
+        prev = last_known(divs, closes, "ex_date", "date", ["close"], strict=True).values["close"]
+        div_steps = divs.select(
             "instrument",
             "ex_date",
-            (pl.col("close") / (pl.col("close") - pl.col("amount"))).alias("step"),
+            (pl.lit(prev) / (pl.lit(prev) - pl.col("amount"))).alias("step"),
         )
         steps = pl.concat([steps, div_steps])
     # An action with no usable step (no close before it) leaves the factor unchanged.
@@ -113,6 +106,32 @@ def adjustment_factors(store: Store, as_of: datetime | str | None = None) -> pl.
             pl.col("step").cum_prod().over("instrument").alias("cum_factor"),
         )
     )
+
+
+def _membership(df: pl.DataFrame, spans: pl.DataFrame) -> pl.Series:
+    """Per row of a key-sorted frame: was its instrument a member of the universe that day?
+
+    Spans become a coverage count per instrument (+1 from a start, -1 after an end), so
+    overlapping or repeated spans need no de-duplication.
+    """
+    events = pl.concat(
+        [
+            spans.select("instrument", pl.col("start").alias("day"), pl.lit(1).alias("delta")),
+            spans.filter(pl.col("end").is_not_null()).select(
+                "instrument",
+                (pl.col("end") + pl.duration(days=1)).alias("day"),
+                pl.lit(-1).alias("delta"),
+            ),
+        ]
+    )
+    coverage = (
+        events.group_by("instrument", "day")
+        .agg(pl.col("delta").sum())
+        .sort("instrument", "day")
+        .with_columns(pl.col("delta").cum_sum().over("instrument").alias("members"))
+    )
+    found = last_known(df, coverage, "date", "day", ["members"]).values["members"]
+    return pl.Series("member", np.nan_to_num(found, nan=0.0) > 0)
 
 
 def members(
@@ -219,15 +238,12 @@ def read_bars(
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise UsageError(f"unknown field {f!r}{hint} (fields: {', '.join(valid)})")
 
-    conditions = []
-    if when is not None:  # a bar dated after as_of cannot have been known then
-        conditions.append(pl.col("date") <= when.date())
-    if start_d is not None:
-        conditions.append(pl.col("date") >= start_d)
-    if end_d is not None:
-        conditions.append(pl.col("date") <= end_d)
-    if instruments is not None:
-        conditions.append(pl.col("instrument").is_in(list(instruments)))
+    # A bar dated after as_of cannot have been known then.
+    last = (
+        min(d for d in (end_d, when.date() if when else None) if d is not None)
+        if (end_d or when)
+        else None
+    )
     need = set(bar_fields)
     if adjust == "adjusted":
         need.add("factor")
@@ -235,38 +251,25 @@ def read_bars(
         store,
         BARS,
         [f for f in BAR_FIELDS if f in need],
-        pl.all_horizontal(conditions) if conditions else None,
+        pl.col("instrument").is_in(list(instruments)) if instruments is not None else None,
         when,
+        between=(start_d, last) if (start_d or last) else None,
     )
     if universe is not None:
-        spans = members(store, universe, when)
-        df = (
-            df.lazy()
-            .join(spans.lazy(), on="instrument", how="inner", maintain_order="left")
-            .filter(
-                (pl.col("date") >= pl.col("start"))
-                & (pl.col("end").is_null() | (pl.col("date") <= pl.col("end")))
-            )
-            .drop("start", "end")
-            .unique(["instrument", "date"], keep="first", maintain_order=True)
-            .collect()
-        )
-
+        df = df.filter(_membership(df, members(store, universe, when)))
     if adjust == "adjusted":
         df = apply_adjustment(df, adjustment_factors(store, when))
     if other:
         daily = _fundamentals_daily(store, other, when).collect()
-        for f in other:
-            if f not in daily.columns:
-                daily = daily.with_columns(pl.lit(None, pl.Float64).alias(f))
-        df = df.join_asof(
-            daily.select("instrument", "knowledge_date", *other),
-            left_on="date",
-            right_on="knowledge_date",
-            by="instrument",
-            strategy="backward",
-            check_sortedness=False,
-        ).drop("knowledge_date", strict=False)
+        found = last_known(
+            df, daily, "date", "knowledge_date", [f for f in other if f in daily.columns]
+        )
+        df = df.with_columns(
+            pl.Series(
+                f, found.values[f] if f in found.values else np.full(df.height, np.nan)
+            ).fill_nan(None)
+            for f in other
+        )
     return df.select("instrument", "date", *fields)
 
 
@@ -277,21 +280,18 @@ def apply_adjustment(df: pl.DataFrame, factors: pl.DataFrame) -> pl.DataFrame:
     vendor's factor column, or 1 when the vendor gave none.
     """
     if factors.height:
-        df = df.join_asof(
-            factors,
-            left_on="date",
-            right_on="ex_date",
-            by="instrument",
-            strategy="backward",
-            check_sortedness=False,
+        found = last_known(df, factors, "date", "ex_date", ["cum_factor"])
+        # Before an instrument's first ex-date its factor is 1; instruments without actions
+        # keep the vendor's factor.
+        implied = np.where(
+            found.covered, np.nan_to_num(found.values["cum_factor"], nan=1.0), np.nan
         )
-        has_actions = pl.col("instrument").is_in(factors["instrument"].unique().implode())
-        factor = (
-            pl.when(has_actions)
-            .then(pl.col("cum_factor").fill_null(1.0))
+        df = df.with_columns(
+            pl.when(pl.lit(found.covered))
+            .then(pl.lit(implied))
             .otherwise(pl.col("factor"))
+            .alias("factor")
         )
-        df = df.with_columns(factor.alias("factor")).drop("ex_date", "cum_factor")
     f = pl.col("factor").fill_null(1.0)
     return df.with_columns(
         f.alias("factor"),

@@ -52,31 +52,63 @@ def read_latest(
     columns: Sequence[str],
     predicate: pl.Expr | None,
     as_of: datetime | None,
+    between: tuple[Any, Any] | None = None,
 ) -> pl.DataFrame:
-    """Rows of ``spec`` known at ``as_of`` (one per key), filtered, in key order."""
+    """Rows of ``spec`` known at ``as_of`` (one per key), filtered, in key order.
+
+    ``between`` bounds the second key column (a date range, either end None for open);
+    unlike a predicate it costs nothing on files whose statistics show them fully inside.
+    """
     columns = list(dict.fromkeys([*spec.key, *columns]))
     dt = store.table(spec.name)
     if dt is None:
         return pl.DataFrame(schema={c: spec.schema()[c] for c in columns})
-    fast = _fast_path(store, spec, dt, columns, predicate, as_of)
+    fast = _fast_path(store, spec, dt, columns, predicate, as_of, between)
     if fast is not None:
         return fast
     lf = store.scan(spec.name, as_of=as_of, dt=dt)
     assert lf is not None
-    if predicate is not None:
-        lf = lf.filter(predicate)
+    where = _and(predicate, _between(spec.key[1], between))
+    if where is not None:
+        lf = lf.filter(where)
     return sort_by_key(lf.select(columns).collect(), spec.key)
+
+
+def _between(column: str, bounds: tuple[Any, Any] | None) -> pl.Expr | None:
+    if bounds is None:
+        return None
+    lo, hi = bounds
+    parts = [
+        e
+        for e in (lo is not None and pl.col(column) >= lo, hi is not None and pl.col(column) <= hi)
+        if e is not False
+    ]
+    return pl.all_horizontal(parts) if parts else None
+
+
+def _and(*exprs: pl.Expr | None) -> pl.Expr | None:
+    real = [e for e in exprs if e is not None]
+    return pl.all_horizontal(real) if real else None
 
 
 def _files(store: Store, spec: TableSpec, dt: object, as_of: datetime | None) -> pl.DataFrame:
     """One row per visible data file: uri, rows, key range of its first key column, commit."""
-    k0 = spec.key[0]
+    k0, k1 = spec.key[0], spec.key[1]
     uris = dt.file_uris()  # type: ignore[attr-defined]
     acts = pa.table(dt.get_add_actions(flatten=True))  # type: ignore[attr-defined]
     by_name = {u.rsplit("/", 1)[-1]: u for u in uris}
     files = pl.DataFrame(
         acts.select(
-            ["path", "num_records", f"min.{k0}", f"max.{k0}", f"min.{KT}", f"min.{VERSION}"]
+            [
+                "path",
+                "num_records",
+                f"min.{k0}",
+                f"max.{k0}",
+                f"min.{k1}",
+                f"max.{k1}",
+                f"min.{KT}",
+                f"min.{VERSION}",
+            ]
         )
     ).select(
         pl.col("path")
@@ -87,6 +119,8 @@ def _files(store: Store, spec: TableSpec, dt: object, as_of: datetime | None) ->
         pl.col("num_records").alias("rows"),
         pl.col(f"min.{k0}").alias("lo"),
         pl.col(f"max.{k0}").alias("hi"),
+        pl.col(f"min.{k1}").alias("lo1"),
+        pl.col(f"max.{k1}").alias("hi1"),
         pl.col(f"min.{KT}").cast(KT_DTYPE).alias("kt"),
         pl.col(f"min.{VERSION}").alias("version"),
     )
@@ -102,6 +136,7 @@ def _fast_path(
     columns: list[str],
     predicate: pl.Expr | None,
     as_of: datetime | None,
+    between: tuple[Any, Any] | None,
 ) -> pl.DataFrame | None:
     if len(spec.key) != 2 or spec.semantics != "upsert":
         return None
@@ -129,20 +164,30 @@ def _fast_path(
     spine_files = files.filter(pl.col("version").is_in(spine_versions)).sort("lo", "hi", "version")
     opts = store.location.storage_options or None
 
-    def scan(uris: list[str], cols: list[str]) -> pl.LazyFrame:
-        lf = pl.scan_parquet(uris, storage_options=opts, hive_partitioning=False)
-        return (lf.filter(predicate) if predicate is not None else lf).select(cols)
-
-    frames = pl.collect_all([scan([u], columns) for u in spine_files["uri"].to_list()])
-    frames = [f for f in frames if f.height]
     k0, k1 = spec.key
+    lo1, hi1 = between if between is not None else (None, None)
+    in_range = _between(k1, between)
+
+    def scan(uris: list[str], cols: list[str], where: pl.Expr | None) -> pl.LazyFrame:
+        lf = pl.scan_parquet(uris, storage_options=opts, hive_partitioning=False)
+        return (lf.filter(where) if where is not None else lf).select(cols)
+
+    scans = []
+    for f in spine_files.iter_rows(named=True):
+        if (lo1 is not None and f["hi1"] < lo1) or (hi1 is not None and f["lo1"] > hi1):
+            continue  # the whole file is outside the range
+        inside = (lo1 is None or f["lo1"] >= lo1) and (hi1 is None or f["hi1"] <= hi1)
+        # A filter copies every column even when it keeps all rows: skip it when it would.
+        scans.append(scan([f["uri"]], columns, _and(predicate, None if inside else in_range)))
+    frames = pl.collect_all(scans) if scans else []
+    frames = [f for f in frames if f.height]
     for a, b in itertools.pairwise(frames):
         if (a[k0][-1], a[k1][-1]) >= (b[k0][0], b[k1][0]):
             return None  # runs out of order: not written by a sorted commit
     if patches:
         patch_uris = files.filter(~pl.col("version").is_in(spine_versions))["uri"].to_list()
         patch = (
-            scan(patch_uris, [*columns, KT, VERSION])
+            scan(patch_uris, [*columns, KT, VERSION], _and(predicate, in_range))
             .sort([k0, k1, KT, VERSION])
             .unique([k0, k1], keep="last", maintain_order=True)
             .collect()
