@@ -181,9 +181,8 @@ def _fast_path(
         scans.append(scan([f["uri"]], columns, _and(predicate, None if inside else in_range)))
     frames = pl.collect_all(scans) if scans else []
     frames = [f for f in frames if f.height]
-    for a, b in itertools.pairwise(frames):
-        if (a[k0][-1], a[k1][-1]) >= (b[k0][0], b[k1][0]):
-            return None  # runs out of order: not written by a sorted commit
+    if not _in_order(frames, k0, k1):
+        return None  # runs out of order: not written by a sorted commit
     if patches:
         patch_uris = files.filter(~pl.col("version").is_in(spine_versions))["uri"].to_list()
         patch = (
@@ -197,6 +196,17 @@ def _fast_path(
     if not frames:
         return pl.DataFrame(schema={c: spec.schema()[c] for c in columns})
     return pl.concat(frames, how="vertical", rechunk=False)
+
+
+def _in_order(frames: list[pl.DataFrame], k0: str, k1: str) -> bool:
+    """Whether each frame's last key precedes the next frame's first key.
+
+    A function of its own so that no loop variable outlives the check: a frame still
+    referenced elsewhere would be copied, not patched in place, by ``_apply_patch``.
+    """
+    return all(
+        (a[k0][-1], a[k1][-1]) < (b[k0][0], b[k1][0]) for a, b in itertools.pairwise(frames)
+    )
 
 
 def _apply_patch(

@@ -1,0 +1,85 @@
+"""Read benchmark on a generated market: raw, adjusted, universe and fundamental reads.
+
+Generates a synthetic store (16,000 instruments x 2,520 days by default: listings,
+delistings, splits, dividends, fundamentals and vendor corrections included) once, then
+times each kind of full read in a fresh process, taking the median of several runs.
+
+    .venv/bin/python bench/bench_reads.py
+    .venv/bin/python bench/bench_reads.py --instruments 2000 --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PRICES = ["open", "high", "low", "close", "volume"]
+CASES: dict[str, dict[str, object]] = {
+    "raw 5 fields": {"fields": PRICES},
+    "adjusted 5 fields": {"fields": PRICES, "adjust": "adjusted"},
+    "universe 'all', 5 fields": {"fields": PRICES, "universe": "all"},
+    "close + 2 fundamentals": {"fields": ["close", "eps", "book_value_per_share"]},
+}
+
+
+def _read(store_dir: str, case: str) -> dict[str, float]:
+    from quarry.data import Store, read_bars
+
+    kwargs = dict(CASES[case])
+    fields = kwargs.pop("fields")
+    t0 = time.perf_counter()
+    df = read_bars(Store(store_dir), fields, **kwargs)  # type: ignore[arg-type]
+    return {
+        "s": time.perf_counter() - t0,
+        "rows": df.height,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--instruments", type=int, default=16_000)
+    p.add_argument("--days", type=int, default=2_520)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--dir", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        print(json.dumps(_read(args.dir, args.child)))
+        return
+    store_dir = HERE / "_data" / f"generated-{args.instruments}x{args.days}"
+    from quarry.data import Store, generate
+
+    if not Store(store_dir).exists():
+        t0 = time.perf_counter()
+        generate(Store(store_dir), args.instruments, args.days, seed=1)
+        print(f"generated {store_dir} in {time.perf_counter() - t0:.1f} s", flush=True)
+    results = {}
+    for case in CASES:
+        runs = []
+        for _ in range(args.runs):
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", case, "--dir", str(store_dir)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            runs.append(json.loads(out.strip().splitlines()[-1]))
+        results[case] = {
+            "rows": runs[0]["rows"],
+            "median_s": round(statistics.median(r["s"] for r in runs), 2),
+            "peak_rss_mb": round(statistics.median(r["peak_rss_mb"] for r in runs)),
+        }
+        print(case, results[case], flush=True)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
