@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _common import peak_rss_mb  # the bench folder is on sys.path when run as a script
 
 HERE = Path(__file__).resolve().parent
 PRICES = ["open", "high", "low", "close", "volume"]
@@ -39,7 +40,7 @@ def _read(store_dir: str, case: str) -> dict[str, float]:
     return {
         "s": time.perf_counter() - t0,
         "rows": df.height,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import statistics
 import subprocess
@@ -21,12 +20,10 @@ import sys
 import time
 from pathlib import Path
 
+from _common import peak_rss_mb  # the bench folder is on sys.path when run as a script
+
 HERE = Path(__file__).resolve().parent
 FIELDS = ["open", "high", "low", "close", "volume"]
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _write(store_dir: str, instruments: int, days: int) -> dict[str, float]:
@@ -72,7 +69,7 @@ def _write(store_dir: str, instruments: int, days: int) -> dict[str, float]:
         "raw_float64_mb": frame.height * 7 * 8 / 2**20,
         "write_s": write_s,
         "correction_s": correction_s,
-        "write_peak_rss_mb": _peak_rss_mb(),
+        "write_peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -86,7 +83,7 @@ def _read(store_dir: str) -> dict[str, float]:
         "read_s": read_s,
         "rows": df.height,
         "decoded_mb": df.estimated_size("mb"),
-        "read_peak_rss_mb": _peak_rss_mb(),
+        "read_peak_rss_mb": peak_rss_mb(),
     }
 
 

@@ -215,3 +215,49 @@ def test_sample_sp500(tmp_path: Path) -> None:
     prices = load_sp500_dataset()
     aapl = df.filter(pl.col("instrument") == "AAPL")["close"].to_numpy()
     assert aapl.tolist() == prices["AAPL"].dropna().tolist()
+
+
+def test_every_table_ingests_through_the_cli(tmp_path: Path) -> None:
+    store = str(tmp_path / "s")
+    files = {
+        "instruments": "instrument,name,exchange,list_date,delist_date,industry\n"
+        "A,Alpha,XNYS,2010-01-04,,Tech\nB,Beta,XNAS,2010-01-04,2020-01-03,Energy",
+        "bars": "instrument,date,open,high,low,close,volume\n"
+        "A,2020-01-02,100,101,99,100,10\nA,2020-01-03,50,51,49,50,20\nB,2020-01-02,5,6,4,5,7",
+        "actions": "instrument,ex_date,kind,ratio,amount\nA,2020-01-03,split,2,",
+        "fundamentals": "instrument,field,period_end,knowledge_date,value\n"
+        "A,eps,2019-12-31,2020-01-03,1.5",
+    }
+    for kind, text in files.items():
+        path = tmp_path / f"{kind}.csv"
+        path.write_text(text + "\n")
+        code, out, err = run(
+            "data", "ingest", kind, str(path), "--store", store, "--knowledge-time", "2020-01-04"
+        )
+        assert code == 0, err
+        assert "committed" in out
+    universe = tmp_path / "u.csv"
+    universe.write_text("instrument,start,end\nA,2010-01-04,\nB,2010-01-04,2020-01-02\n")
+    assert run("data", "ingest", "universe", str(universe), "--name", "u", "--store", store)[0] == 0
+    out = tmp_path / "out.parquet"
+    code, _, err = run(
+        "data",
+        "read",
+        "--store",
+        store,
+        "--fields",
+        "close,factor,eps",
+        "--adjust",
+        "adjusted",
+        "--universe",
+        "u",
+        "--out",
+        str(out),
+    )
+    assert code == 0, err
+    got = pl.read_parquet(out)
+    assert got.rows() == [
+        ("A", date(2020, 1, 2), 100.0, 1.0, None),
+        ("A", date(2020, 1, 3), 100.0, 2.0, 1.5),
+        ("B", date(2020, 1, 2), 5.0, 1.0, None),
+    ]
