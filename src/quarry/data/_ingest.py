@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
+from deltalake import DeltaTable
 
 from quarry.data._schemas import TableSpec, table_spec
 from quarry.data._store import Commit, Store, to_utc
@@ -96,7 +97,7 @@ def _ingest_snapshot(
     spec: TableSpec,
     frame: pl.DataFrame,
     known_lf: pl.LazyFrame,
-    base: object,
+    base: DeltaTable,
     kt: datetime,
     source: str,
 ) -> IngestResult:
@@ -108,7 +109,7 @@ def _ingest_snapshot(
         return IngestResult(spec.name, frame.height, 0, 0, frame.height)
     was = known.select(order)
     new = frame.join(was, on=order, how="anti", nulls_equal=True).height
-    commit = store.commit(spec, frame, knowledge_time=kt, base=base, source=source)  # type: ignore[arg-type]
+    commit = store.commit(spec, frame, knowledge_time=kt, base=base, source=source)
     return IngestResult(spec.name, frame.height, new, frame.height - new, 0, commit=commit)
 
 

@@ -204,9 +204,7 @@ def _in_order(frames: list[pl.DataFrame], k0: str, k1: str) -> bool:
     A function of its own so that no loop variable outlives the check: a frame still
     referenced elsewhere would be copied, not patched in place, by ``_apply_patch``.
     """
-    return all(
-        (a[k0][-1], a[k1][-1]) < (b[k0][0], b[k1][0]) for a, b in itertools.pairwise(frames)
-    )
+    return all((a[k0][-1], a[k1][-1]) < (b[k0][0], b[k1][0]) for a, b in itertools.pairwise(frames))
 
 
 def _apply_patch(
