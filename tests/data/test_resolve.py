@@ -72,22 +72,51 @@ def test_fast_read_equals_reference(tmp_path: object, seed: int) -> None:
         assert_frame_equal(got, expected, check_dtypes=False)
 
 
-def test_fast_path_is_taken_for_corrections(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A bulk load plus later corrections must not fall back to scanning and sorting."""
+@pytest.mark.parametrize("later", ["corrections", "appended days", "both"])
+def test_fast_path_is_taken(store: Store, monkeypatch: pytest.MonkeyPatch, later: str) -> None:
+    """A bulk load plus later corrections or daily appends must not fall back to a sort."""
     rng = np.random.default_rng(1)
     bars = table_spec("bars")
     names = [f"I{i:03d}" for i in range(20)]
     dates = pd.bdate_range("2020-01-01", periods=50)
     ingest_frame(store, bars, _frame(rng, names, dates), knowledge_time="2020-06-01")
-    ingest_frame(store, bars, _frame(rng, names[:3], dates[:5]), knowledge_time="2020-07-01")
+    if later in ("corrections", "both"):
+        ingest_frame(store, bars, _frame(rng, names[:3], dates[:5]), knowledge_time="2020-07-01")
+    if later in ("appended days", "both"):
+        for k, day in enumerate(pd.bdate_range(dates[-1] + pd.Timedelta(days=1), periods=3)):
+            new = _frame(rng, names[k:], pd.DatetimeIndex([day]))  # one instrument fewer each day
+            ingest_frame(store, bars, new, knowledge_time=f"2020-07-0{k + 2}")
 
     def no_general_path(*args: object, **kwargs: object) -> None:
         raise AssertionError("general path used")
 
     monkeypatch.setattr(Store, "scan", no_general_path)
+    monkeypatch.setattr("quarry.data._resolve.sort_by_key", no_general_path)
     got = read_latest(store, bars, ["close"], None, None)
     monkeypatch.undo()
     expected = pl.from_pandas(_reference(store, None)).with_columns(pl.col("date").cast(pl.Date))
     assert_frame_equal(
         got.select("instrument", "date", "close"), expected.select("instrument", "date", "close")
     )
+
+
+def test_locate_matches_a_python_reference() -> None:
+    from quarry.data._steps import locate
+
+    rng = np.random.default_rng(4)
+    big = _frame(
+        rng, [f"I{i:02d}" for i in range(0, 30, 3)], pd.bdate_range("2020-01-01", periods=30)
+    )
+    big = big.filter(pl.Series(rng.random(big.height) < 0.7)).select("instrument", "date")
+    small = (
+        _frame(rng, [f"I{i:02d}" for i in range(30)], pd.bdate_range("2019-12-20", periods=50))
+        .filter(pl.Series(rng.random(1500) < 0.2))
+        .select("instrument", "date")
+    )
+    pos, found = locate(big, small)
+    keys = list(big.iter_rows())
+    import bisect
+
+    for (inst, day), p, f in zip(small.iter_rows(), pos, found, strict=True):
+        assert p == bisect.bisect_left(keys, (inst, day))
+        assert f == ((inst, day) in set(keys))

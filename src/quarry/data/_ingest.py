@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 from deltalake import DeltaTable
 
+from quarry.data._resolve import read_latest
 from quarry.data._schemas import TableSpec, table_spec
 from quarry.data._store import Commit, Store, to_utc
 from quarry.data._validate import check_frame, read_input
@@ -52,15 +53,21 @@ def ingest_frame(
         commit = store.commit(spec, frame, knowledge_time=kt, base=None, source=source)
         return IngestResult(spec.name, frame.height, frame.height, 0, 0, commit=commit)
 
-    known_lf = store.scan(spec.name, as_of=kt, dt=base)
     raw_lf = store.scan_raw(spec.name, base)
-    assert known_lf is not None and raw_lf is not None
+    assert raw_lf is not None
     if spec.semantics == "snapshot":
+        known_lf = store.scan(spec.name, as_of=kt, dt=base)
+        assert known_lf is not None
         return _ingest_snapshot(store, spec, frame, known_lf, base, kt, source)
 
     split = spec.key[0]
-    touched = frame[split].unique().implode()
-    known = known_lf.filter(pl.col(split).is_in(touched)).select(spec.names).collect()
+    touched = pl.col(split).is_in(frame[split].unique().implode())
+    # Only the keys in the file matter: bound the read by its instruments and, for bars,
+    # its dates, so that a daily file is compared with one day, not the whole history.
+    between = None
+    if len(spec.key) == 2 and frame.schema[spec.key[1]] == pl.Date:
+        between = (frame[spec.key[1]].min(), frame[spec.key[1]].max())
+    known = read_latest(store, spec, spec.names, touched, kt, between)
     key = list(spec.key)
     known = known.with_columns(pl.lit(True).alias("__existed"))
     joined = frame.join(known, on=key, how="left", suffix="__old", nulls_equal=True)
@@ -79,12 +86,10 @@ def ingest_frame(
     rows = changed.select(spec.names)
     # Rows whose key already has a version anywhere in the table (even one known only later
     # than this commit, as when backfilling) need de-duplication on read.
-    ever = (
-        raw_lf.filter(pl.col(split).is_in(rows[split].unique().implode()))
-        .select(key)
-        .unique()
-        .collect()
-    )
+    in_rows = pl.col(split).is_in(rows[split].unique().implode())
+    if between is not None:
+        in_rows = in_rows & pl.col(spec.key[1]).is_between(*between)
+    ever = raw_lf.filter(in_rows).select(key).unique().collect()
     overlaps = rows.join(ever, on=key, how="semi", nulls_equal=True).height
     commit = store.commit(
         spec, rows, knowledge_time=kt, base=base, corrections=overlaps, source=source

@@ -2,11 +2,12 @@
 
 A table's files come from commits. Quarry writes every commit in key order, so the files of
 a commit are sorted runs. The *spine* is a set of commits whose key ranges do not overlap
-(typically the bulk history); the other visible commits are *patches* (corrections). When
-every patch is newer than the spine, the answer is the spine's files concatenated in key
-order with each patched row's values written over the old ones in place. Anything else
-(patches that add keys, patches older than the spine, overlapping bulk loads) takes the
-general path: resolve with a group-wise "latest version" and sort.
+(typically the bulk history); the other visible commits are *patches* (corrections and
+appends). When every patch is newer than the spine, the answer is the spine's files
+concatenated in key order, with each corrected row's values written over the old ones in
+place and new keys (appended days) inserted by one gather. Anything else (patches older than
+the spine, patches that outweigh it) takes the general path: a group-wise "latest version"
+and a sort.
 """
 
 from __future__ import annotations
@@ -21,12 +22,10 @@ import polars as pl
 import pyarrow as pa
 
 from quarry.data._schemas import KT, KT_DTYPE, VERSION, TableSpec
+from quarry.data._steps import locate
 from quarry.data._store import Store
 
 __all__ = ["key_order_violations", "read_latest", "sort_by_key"]
-
-# Beyond this many patch rows, locating each one in the spine costs more than a sort.
-_MAX_PATCH_ROWS = 200_000
 
 
 def key_order_violations(key: Sequence[str]) -> pl.Expr:
@@ -158,7 +157,8 @@ def _fast_path(
         oldest_patch = min((p["kt"], p["version"]) for p in patches)
         if oldest_patch <= newest_spine:
             return None
-        if sum(int(p["rows"]) for p in patches) > _MAX_PATCH_ROWS:
+        # Patches that outweigh the spine are better resolved by one sort.
+        if sum(int(p["rows"]) for p in patches) > sum(int(s["rows"]) for s in spine):
             return None
     spine_versions = [s["version"] for s in spine]
     spine_files = files.filter(pl.col("version").is_in(spine_versions)).sort("lo", "hi", "version")
@@ -191,8 +191,10 @@ def _fast_path(
             .unique([k0, k1], keep="last", maintain_order=True)
             .collect()
         )
-        if patch.height and not _apply_patch(frames, patch, spec, columns):
-            return None
+        if patch.height:
+            if not frames:
+                return patch.select(columns)
+            return _apply_patch(frames, patch, spec, columns)
     if not frames:
         return pl.DataFrame(schema={c: spec.schema()[c] for c in columns})
     return pl.concat(frames, how="vertical", rechunk=False)
@@ -209,39 +211,50 @@ def _in_order(frames: list[pl.DataFrame], k0: str, k1: str) -> bool:
 
 def _apply_patch(
     frames: list[pl.DataFrame], patch: pl.DataFrame, spec: TableSpec, columns: list[str]
-) -> bool:
-    """Write each patch row over the spine row with its key, in place; False if a patch row
-    has no such row (a new key, which needs an insert and so the general path)."""
+) -> pl.DataFrame:
+    """The spine frames with the patch applied, in key order.
+
+    A patch row whose key the spine has is written over that row in place; the others are
+    new keys, inserted at their positions by one gather.
+    """
     k0, k1 = spec.key
     values = [c for c in columns if c not in spec.key]
-    p_k0 = patch[k0]
-    p_k1 = patch[k1].to_physical().to_numpy()
-    located = np.zeros(patch.height, dtype=bool)
-    for i in range(len(frames)):
+    heights = np.array([f.height for f in frames], dtype=np.int64)
+    starts = np.cumsum(heights) - heights
+    view = pl.concat(frames, how="vertical", rechunk=False)  # shares the frames' buffers
+    pos, found = locate(view, patch, k0, k1)
+    del view  # a second reference would turn the in-place scatter below into a copy
+
+    replace = np.nonzero(found)[0]
+    owner = np.searchsorted(starts, pos[replace], side="right") - 1
+    for i in np.unique(owner):
+        mine = replace[owner == i]
+        at = pos[mine] - starts[i]
         frame = frames[i]
-        lo = frame[k0].search_sorted(p_k0, side="left").to_numpy()
-        hi = frame[k0].search_sorted(p_k0, side="right").to_numpy()
-        inside = np.nonzero((hi > lo) & ~located)[0]
-        if inside.size == 0:
-            continue
-        days = frame[k1].to_physical().to_numpy()
-        rows: list[int] = []
-        at: list[int] = []
-        for j in inside:
-            pos = lo[j] + int(np.searchsorted(days[lo[j] : hi[j]], p_k1[j]))
-            if pos < hi[j] and days[pos] == p_k1[j]:
-                rows.append(int(j))
-                at.append(int(pos))
-        if not rows:
-            continue
-        located[rows] = True
-        # Drop the frame's own reference so that each column is scattered in place.
         frames[i] = None  # type: ignore[call-overload]
         cols = frame.get_columns()
         del frame
-        sel = patch[rows]
+        new = patch[mine]
         for s in cols:
             if s.name in values:
-                s.scatter(at, sel[s.name])
+                s.scatter(at, new[s.name])
         frames[i] = pl.DataFrame(cols)
-    return bool(located.all())
+
+    insert = np.nonzero(~found)[0]
+    if insert.size == 0:
+        return pl.concat(frames, how="vertical", rechunk=False)
+    # New keys go in at their positions: slices of the spine (zero-copy) alternate with runs
+    # of inserted rows, and one concatenation copies everything once.
+    view = pl.concat(frames, how="vertical", rechunk=False)
+    new = patch[insert].select(columns)
+    at = pos[insert]
+    cuts = np.flatnonzero(np.diff(at)) + 1  # runs of inserts sharing a position
+    pieces: list[pl.DataFrame] = []
+    done = 0
+    for run_start, run_end in zip(np.r_[0, cuts], np.r_[cuts, at.size], strict=True):
+        p = int(at[run_start])
+        pieces.append(view.slice(done, p - done))
+        pieces.append(new.slice(int(run_start), int(run_end - run_start)))
+        done = p
+    pieces.append(view.slice(done, view.height - done))
+    return pl.concat(pieces, how="vertical", rechunk=True)

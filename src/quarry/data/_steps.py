@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-__all__ = ["Lookup", "last_known"]
+__all__ = ["Lookup", "last_known", "locate"]
 
 _DAY_OFFSET = 1 << 31  # days since 1970 as a non-negative 32-bit field of the packed key
 
@@ -74,3 +74,34 @@ def last_known(
         column = right[v].cast(pl.Float64).fill_null(np.nan).to_numpy()
         out[v][rows[hit]] = column[j[hit]]
     return Lookup(out, covered)
+
+
+def locate(
+    big: pl.DataFrame, small: pl.DataFrame, k0: str = "instrument", k1: str = "date"
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of ``small``: its insertion position in ``big`` and whether ``big`` has
+    a row with exactly its key. Both frames must be sorted by (k0, k1); k1 is a date.
+
+    Positions are non-decreasing in ``small``'s order, so inserting every missing row at its
+    position (ties in order) keeps the result sorted.
+    """
+    if small.height == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+    names = small[k0].unique(maintain_order=True)
+    lo = big[k0].search_sorted(names, side="left").to_numpy().astype(np.int64)
+    hi = big[k0].search_sorted(names, side="right").to_numpy().astype(np.int64)
+    lens = hi - lo
+    total = int(lens.sum())
+    scode = names.search_sorted(small[k0]).to_numpy().astype(np.int64)
+    if total == 0:
+        return hi[scode], np.zeros(small.height, dtype=bool)
+    starts = np.cumsum(lens) - lens
+    rows = np.arange(total, dtype=np.int64) - np.repeat(starts - lo, lens)
+    bcode = np.repeat(np.arange(len(names), dtype=np.int64), lens)
+    bkey = (bcode << 32) + _days(big[k1])[rows]
+    skey = (scode << 32) + _days(small[k1])
+    j = np.searchsorted(bkey, skey, side="left")
+    jc = np.minimum(j, total - 1)
+    in_block = (j < total) & (bcode[jc] == scode)
+    found = in_block & (bkey[jc] == skey)
+    return np.where(in_block, rows[jc], hi[scode]), found
