@@ -3,21 +3,22 @@
 Many point-in-time values are step functions of date per instrument: an adjustment factor
 from each ex-date on, a fundamental from its publication date on, universe membership from
 each span's start. ``last_known`` evaluates such a step function on every row of a large
-key-sorted frame with one binary search over packed (instrument, day) keys, which is much
-cheaper than a hash-partitioned as-of join on tens of millions of rows.
+key-sorted frame, and ``locate`` finds where rows of a small frame belong in a large one.
+Both work instrument by instrument on contiguous blocks found by binary search, so they
+touch each large-frame row once, instead of hashing tens of millions of rows as an as-of
+join would.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import polars as pl
 
 __all__ = ["Lookup", "last_known", "locate"]
-
-_DAY_OFFSET = 1 << 31  # days since 1970 as a non-negative 32-bit field of the packed key
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,20 @@ class Lookup:
 
 
 def _days(s: pl.Series) -> np.ndarray:
-    days: np.ndarray = s.cast(pl.Date).to_physical().to_numpy().astype(np.int64) + _DAY_OFFSET
+    days: np.ndarray = s.cast(pl.Date).to_physical().to_numpy()
     return days
+
+
+def _blocks(big: pl.Series, small: pl.Series) -> Iterator[tuple[int, int, int, int]]:
+    """For each instrument of ``small`` (sorted): its rows [a, b) in ``small`` and [lo, hi) in
+    ``big`` (sorted; an empty range at the insertion point when absent)."""
+    names = small.unique(maintain_order=True)
+    lo = big.search_sorted(names, side="left").to_numpy()
+    hi = big.search_sorted(names, side="right").to_numpy()
+    code = names.search_sorted(small).to_numpy()
+    bounds = np.searchsorted(code, np.arange(len(names) + 1))
+    for c in range(len(names)):
+        yield int(bounds[c]), int(bounds[c + 1]), int(lo[c]), int(hi[c])
 
 
 def last_known(
@@ -53,26 +66,17 @@ def last_known(
     covered = np.zeros(n, dtype=bool)
     if n == 0 or right.height == 0:
         return Lookup(out, covered)
-    names = right["instrument"].unique(maintain_order=True)
-    lo = left["instrument"].search_sorted(names, side="left").to_numpy().astype(np.int64)
-    hi = left["instrument"].search_sorted(names, side="right").to_numpy().astype(np.int64)
-    lens = hi - lo
-    total = int(lens.sum())
-    if total == 0:
-        return Lookup(out, covered)
-    # The left rows of instruments that appear on the right, and each one's instrument code.
-    starts = np.cumsum(lens) - lens
-    rows = np.arange(total, dtype=np.int64) - np.repeat(starts - lo, lens)
-    lcode = np.repeat(np.arange(len(names), dtype=np.int64), lens)
-    lkey = (lcode << 32) + _days(left[left_on])[rows]
-    rcode = names.search_sorted(right["instrument"]).to_numpy().astype(np.int64)
-    rkey = (rcode << 32) + _days(right[right_on])
-    j = np.searchsorted(rkey, lkey, side="left" if strict else "right") - 1
-    hit = (j >= 0) & (rcode[np.maximum(j, 0)] == lcode)
-    covered[rows] = True
-    for v in values:
-        column = right[v].cast(pl.Float64).fill_null(np.nan).to_numpy()
-        out[v][rows[hit]] = column[j[hit]]
+    ldays, rdays = _days(left[left_on]), _days(right[right_on])
+    rvals = {v: right[v].cast(pl.Float64).fill_null(np.nan).to_numpy() for v in values}
+    side: Literal["left", "right"] = "left" if strict else "right"
+    for a, b, lo, hi in _blocks(left["instrument"], right["instrument"]):
+        if hi == lo:
+            continue
+        covered[lo:hi] = True
+        j = np.searchsorted(rdays[a:b], ldays[lo:hi], side=side) - 1
+        hit = j >= 0
+        for v in values:
+            out[v][lo:hi][hit] = rvals[v][a:b][j[hit]]
     return Lookup(out, covered)
 
 
@@ -85,23 +89,15 @@ def locate(
     Positions are non-decreasing in ``small``'s order, so inserting every missing row at its
     position (ties in order) keeps the result sorted.
     """
+    pos = np.zeros(small.height, dtype=np.int64)
+    found = np.zeros(small.height, dtype=bool)
     if small.height == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
-    names = small[k0].unique(maintain_order=True)
-    lo = big[k0].search_sorted(names, side="left").to_numpy().astype(np.int64)
-    hi = big[k0].search_sorted(names, side="right").to_numpy().astype(np.int64)
-    lens = hi - lo
-    total = int(lens.sum())
-    scode = names.search_sorted(small[k0]).to_numpy().astype(np.int64)
-    if total == 0:
-        return hi[scode], np.zeros(small.height, dtype=bool)
-    starts = np.cumsum(lens) - lens
-    rows = np.arange(total, dtype=np.int64) - np.repeat(starts - lo, lens)
-    bcode = np.repeat(np.arange(len(names), dtype=np.int64), lens)
-    bkey = (bcode << 32) + _days(big[k1])[rows]
-    skey = (scode << 32) + _days(small[k1])
-    j = np.searchsorted(bkey, skey, side="left")
-    jc = np.minimum(j, total - 1)
-    in_block = (j < total) & (bcode[jc] == scode)
-    found = in_block & (bkey[jc] == skey)
-    return np.where(in_block, rows[jc], hi[scode]), found
+        return pos, found
+    bdays, sdays = _days(big[k1]), _days(small[k1])
+    for a, b, lo, hi in _blocks(big[k0], small[k0]):
+        seg, want = bdays[lo:hi], sdays[a:b]
+        j = np.searchsorted(seg, want)
+        pos[a:b] = lo + j
+        if hi > lo:
+            found[a:b] = seg[np.minimum(j, hi - lo - 1)] == want
+    return pos, found
