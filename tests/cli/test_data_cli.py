@@ -261,3 +261,14 @@ def test_every_table_ingests_through_the_cli(tmp_path: Path) -> None:
         ("A", date(2020, 1, 3), 100.0, 2.0, 1.5),
         ("B", date(2020, 1, 2), 5.0, 1.0, None),
     ]
+
+
+def test_bad_arguments_exit_cleanly(generated: str, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run("data", "read", "--store", generated, "--out", str(blocker / "o.parquet"))
+    assert code == 1 and "cannot write" in err
+    code, _, _ = run("data", "generate", "--store", str(tmp_path / "g"), "--seed", "-1")
+    assert code == 2  # a usage error from the option's bounds
+    code, _, err = run("data", "generate", "--store", str(tmp_path / "g"), "--start", "9999-12-01")
+    assert code == 1 and "out of range" in err

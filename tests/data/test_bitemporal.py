@@ -271,3 +271,27 @@ def test_raw_read_equals_what_was_ingested(store: Store) -> None:
     got = read_bars(store, ["open", "high", "low", "close", "volume"])
     expected = frame.sort("instrument", "date")
     assert_frame_equal(got, expected)
+
+
+def test_fields_published_on_different_days_do_not_blank_each_other(store: Store) -> None:
+    days = ["2020-01-10", "2020-01-20", "2020-01-25"]
+    ingest_frame(
+        store,
+        table_spec("bars"),
+        bars_frame([("A", d, 1.0) for d in days]),
+        knowledge_time="2020-02-01",
+    )
+    fundamentals = pl.DataFrame(
+        {
+            "instrument": ["A", "A"],
+            "field": ["eps", "revenue"],
+            "period_end": [date(2019, 12, 31)] * 2,
+            "knowledge_date": [date(2020, 1, 10), date(2020, 1, 20)],
+            "value": [1.0, 7.0],
+        }
+    )
+    ingest_frame(store, table_spec("fundamentals"), fundamentals, knowledge_time="2020-02-01")
+    both = read_bars(store, ["eps", "revenue"])
+    assert both["eps"].to_list() == [1.0, 1.0, 1.0]
+    assert both["revenue"].to_list() == [None, 7.0, 7.0]
+    assert_frame_equal(both.select("instrument", "date", "eps"), read_bars(store, ["eps"]))

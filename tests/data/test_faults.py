@@ -133,14 +133,11 @@ def test_two_creators_of_a_table_conflict(store: Store) -> None:
 
 @pytest.mark.slow
 def test_concurrent_cli_writers_never_corrupt(store: Store, tmp_path: Path) -> None:
-    """Four processes correct the same table at once through the CLI; each either commits or
-    fails with a one-line conflict, and the store holds exactly the winners' corrections."""
-    ingest_frame(
-        store,
-        table_spec("bars"),
-        bars_frame([(f"I{i}", "2020-01-02", 10.0) for i in range(4)]),
-        knowledge_time="2020-02-01",
-    )
+    """Four CLI processes correct the same table from the same snapshot: each holds its
+    snapshot at a barrier just before committing, so exactly one can win; the others fail
+    with a one-line conflict and write nothing."""
+    seed = [(f"I{i}", "2020-01-02", 10.0) for i in range(4)]
+    ingest_frame(store, table_spec("bars"), bars_frame(seed), knowledge_time="2020-02-01")
     go = tmp_path / "go"
     procs = []
     for i in range(4):
@@ -148,13 +145,22 @@ def test_concurrent_cli_writers_never_corrupt(store: Store, tmp_path: Path) -> N
         csv.write_text(
             f"instrument,date,open,high,low,close,volume\nI{i},2020-01-02,10,20,5,{11 + i},1000\n"
         )
-        code = (
-            "import os, sys, time\n"
-            f"while not os.path.exists({str(go)!r}): time.sleep(0.005)\n"
-            "from quarry.cli import main\n"
-            f"sys.argv = ['quarry', 'data', 'ingest', 'bars', {str(csv)!r},"
-            f" '--store', {str(store.location)!r}]\n"
-            "main()\n"
+        code = textwrap.dedent(
+            f"""
+            import os, sys, time
+            import quarry.data._store as st
+            commit = st.Store.commit
+            def gated(self, *args, **kwargs):
+                open({str(tmp_path / f"ready{i}")!r}, "w").close()
+                while not os.path.exists({str(go)!r}):
+                    time.sleep(0.005)
+                return commit(self, *args, **kwargs)
+            st.Store.commit = gated
+            from quarry.cli import main
+            sys.argv = ["quarry", "data", "ingest", "bars", {str(csv)!r},
+                        "--store", {str(store.location)!r}, "--knowledge-time", "2020-03-01"]
+            main()
+            """
         )
         procs.append(
             subprocess.Popen(
@@ -164,16 +170,20 @@ def test_concurrent_cli_writers_never_corrupt(store: Store, tmp_path: Path) -> N
                 text=True,
             )
         )
-    time.sleep(2.0)  # let every process import quarry and wait at the barrier
-    go.touch()
+    deadline = time.time() + 60
+    while not all((tmp_path / f"ready{i}").exists() for i in range(4)):
+        assert time.time() < deadline, "writers did not reach the barrier"
+        time.sleep(0.01)
+    go.touch()  # every writer now holds the same snapshot
     results = [(p.wait(60), *p.communicate()) for p in procs]
     winners = [i for i, (rc, _, _) in enumerate(results) if rc == 0]
+    assert len(winners) == 1, results
     for rc, _out, err in results:
         if rc != 0:
             assert rc == 1, err
             assert "another writer committed" in err and "Traceback" not in err, err
-    assert winners, results
-    assert len(store.commits()) == 1 + len(winners)
+            assert len(err.strip().splitlines()) == 1
+    assert len(store.commits()) == 2
     closes = dict(read_bars(store, ["close"]).select("instrument", "close").iter_rows())
     for i in range(4):
         assert closes[f"I{i}"] == (11.0 + i if i in winners else 10.0)

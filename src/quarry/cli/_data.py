@@ -20,7 +20,7 @@ from quarry.data import (
     load_sample,
     read_bars,
 )
-from quarry.exceptions import UsageError
+from quarry.exceptions import DataError, UsageError
 from quarry.settings import quarry_home
 
 app = typer.Typer(
@@ -71,7 +71,9 @@ def generate_cmd(
     store: StoreOpt = None,
     instruments: Annotated[int, typer.Option(help="Number of instruments.")] = 500,
     days: Annotated[int, typer.Option(help="Number of trading days.")] = 1260,
-    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same data.")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, help="Random seed: the same seed gives the same data.")
+    ] = 0,
     start: Annotated[str, typer.Option(help="First trading day, YYYY-MM-DD.")] = "2015-01-02",
     alpha_ic: Annotated[
         float,
@@ -195,8 +197,13 @@ def read_cmd(
         as_of=as_of,
         adjust="adjusted" if adjust is AdjustMode.adjusted else "raw",
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    df.write_parquet(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        df.write_parquet(out)
+    except OSError as exc:
+        raise DataError(
+            f"{out}: cannot write ({exc.strerror or exc}); choose another --out"
+        ) from exc
     console.print(
         f"wrote {out}: {df.height} rows, {df['instrument'].n_unique()} instruments, "
         f"fields {', '.join(names)}"
@@ -279,7 +286,12 @@ def summary_cmd(store: StoreOpt = None, json_out: JsonOpt = False) -> None:
         ).collect()
         out.update(stats.to_dicts()[0])
     if inst is not None:
-        delisted = inst.select(pl.col("delist_date").is_not_null().sum()).collect().item()
+        delisted = (
+            inst.filter(pl.col("delist_date").is_not_null())
+            .select(pl.col("instrument").n_unique())
+            .collect()
+            .item()
+        )
         out["delisted_instruments"] = delisted
     commits = s.commits()
     out["commits"] = len(commits)

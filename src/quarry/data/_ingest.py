@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -13,9 +13,12 @@ from quarry.data._resolve import read_latest
 from quarry.data._schemas import TableSpec, table_spec
 from quarry.data._store import Commit, Store, to_utc
 from quarry.data._validate import check_frame, read_input
-from quarry.exceptions import BadInputError, UsageError
+from quarry.exceptions import BadInputError, DataError, UsageError
 
 __all__ = ["IngestResult", "ingest_file", "ingest_frame"]
+
+# How far a knowledge time may be ahead of this machine's clock (clocks drift).
+_CLOCK_SKEW = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ def ingest_frame(
     source: str = "",
 ) -> IngestResult:
     """Commit the rows of a valid frame that change what was known at ``knowledge_time``.
+
+    The frame is trusted: it is not validated (vendor files go through ``ingest_file``).
 
     A row whose key is new is added; a row whose key was known with other values is a
     correction, stored as a new version (nothing is overwritten); an identical row is skipped.
@@ -138,8 +143,21 @@ def ingest_file(
     if spec.name == "universe":
         if not universe:
             raise UsageError("ingesting a universe needs its name: pass --name U")
+        if skip_bad:
+            # A universe file replaces the whole membership: dropping a bad row would erase
+            # that member's history (a survivorship leak), so it must be fixed instead.
+            raise UsageError(
+                f"{path}: --skip-bad does not apply to universe files, which replace the whole "
+                "membership; fix the bad rows instead"
+            )
         fixed["universe"] = universe
-    kt = to_utc(knowledge_time) or datetime.now(UTC)
+    now = datetime.now(UTC)
+    kt = to_utc(knowledge_time) or now
+    if kt > now + _CLOCK_SKEW:
+        raise UsageError(
+            f"knowledge time {kt.isoformat()} is in the future: a commit known later than now "
+            "would shadow every correction made before then; give a past or present time"
+        )
     raw, first_line = read_input(path)
     checked = check_frame(str(path), spec, raw, first_line, fixed)
     rejects_path = None
@@ -147,7 +165,13 @@ def ingest_file(
         if not skip_bad:
             raise BadInputError(str(path), checked.problems)
         rejects_path = f"{path}.rejected.csv"
-        checked.rejected.write_csv(rejects_path)
+        try:
+            checked.rejected.write_csv(rejects_path)
+        except OSError as exc:
+            raise DataError(
+                f"{rejects_path}: cannot write the rejected rows ({exc.strerror}); nothing was "
+                "committed: make the input's folder writable or copy the file elsewhere"
+            ) from exc
     if checked.good.height == 0:
         if checked.problems:
             raise BadInputError(str(path), [*checked.problems, f"{path}: no good rows to commit"])

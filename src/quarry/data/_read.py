@@ -88,6 +88,15 @@ def adjustment_factors(store: Store, as_of: datetime | str | None = None) -> pl.
             to_utc(as_of),
         )
         prev = last_known(divs, closes, "ex_date", "date", ["close"], strict=True).values["close"]
+        bad = np.flatnonzero(divs["amount"].to_numpy() >= prev)  # NaN (no close) compares False
+        if bad.size:
+            row = divs.row(int(bad[0]), named=True)
+            raise DataError(
+                f"{store.location}: corporate_actions: dividend {row['amount']} of "
+                f"{row['instrument']} on {row['ex_date']} is not below the previous close "
+                f"{prev[bad[0]]} ({bad.size} such dividends); correct the amounts by ingesting "
+                "a fixed actions file"
+            )
         div_steps = divs.select(
             "instrument",
             "ex_date",
@@ -157,40 +166,39 @@ def members(
             else []
         )
         hint = f"; known universes: {', '.join(known)}" if known else ""
-        raise UsageError(f"{store.location}: no universe named {universe!r}{hint}")
+        when = f" as of {as_of}" if as_of is not None else ""
+        raise UsageError(f"{store.location}: no universe named {universe!r} known{when}{hint}")
     return spans
 
 
 def _fundamentals_daily(
-    store: Store, fields: Sequence[str], as_of: datetime | str | None
-) -> pl.LazyFrame:
+    store: Store, fields: Sequence[str], as_of: datetime | None
+) -> pl.DataFrame:
     """Each fundamental's value as a step function of date, visible from its knowledge_date.
 
     On a date the value is that of the latest period_end published so far (the newest
     restatement of it); a restatement of an older period does not displace a newer period.
+    Returns field, instrument, knowledge_date, value: one step per row, sorted by those.
     """
-    when = to_utc(as_of)
-    lf = store.scan("fundamentals", as_of=when)
+    lf = store.scan("fundamentals", as_of=as_of)
+    schema = {"field": pl.String, "instrument": pl.String, "knowledge_date": pl.Date}
     if lf is None:
-        schema = {"instrument": pl.String, "knowledge_date": pl.Date}
-        return pl.LazyFrame(schema={**schema, **dict.fromkeys(fields, pl.Float64)})
+        return pl.DataFrame(schema={**schema, "value": pl.Float64})
     lf = lf.filter(pl.col("field").is_in(list(fields)))
-    if when is not None:
-        lf = lf.filter(pl.col("knowledge_date") <= when.date())
+    if as_of is not None:
+        lf = lf.filter(pl.col("knowledge_date") <= as_of.date())
     ordered = lf.select("instrument", "field", "period_end", "knowledge_date", "value").sort(
-        "instrument", "field", "knowledge_date", "period_end"
+        "field", "instrument", "knowledge_date", "period_end"
     )
     effective = ordered.filter(
-        pl.col("period_end") >= pl.col("period_end").cum_max().over("instrument", "field")
+        pl.col("period_end") >= pl.col("period_end").cum_max().over("field", "instrument")
     )
     # Several rows published the same day: the one of the newest period wins.
     return (
-        effective.group_by("instrument", "field", "knowledge_date")
+        effective.group_by("field", "instrument", "knowledge_date")
         .agg(pl.col("value").sort_by("period_end").last())
+        .sort("field", "instrument", "knowledge_date")
         .collect()
-        .pivot("field", index=["instrument", "knowledge_date"], values="value")
-        .lazy()
-        .sort("instrument", "knowledge_date")
     )
 
 
@@ -260,13 +268,18 @@ def read_bars(
     if adjust == "adjusted":
         df = apply_adjustment(df, adjustment_factors(store, when))
     if other:
-        daily = _fundamentals_daily(store, other, when).collect()
-        found = last_known(
-            df, daily, "date", "knowledge_date", [f for f in other if f in daily.columns]
+        # Each field is its own step function: fields published on different days must
+        # not blank each other out.
+        daily = _fundamentals_daily(store, other, when).partition_by("field", as_dict=True)
+        empty = pl.DataFrame(
+            schema={"instrument": pl.String, "knowledge_date": pl.Date, "value": pl.Float64}
         )
         df = df.with_columns(
             pl.Series(
-                f, found.values[f] if f in found.values else np.full(df.height, np.nan)
+                f,
+                last_known(df, daily.get((f,), empty), "date", "knowledge_date", ["value"]).values[
+                    "value"
+                ],
             ).fill_nan(None)
             for f in other
         )

@@ -49,6 +49,8 @@ class TableSpec:
     key: tuple[str, ...]
     semantics: Literal["upsert", "snapshot"] = "upsert"
     snapshot_by: tuple[str, ...] = ()
+    # (column, column whose value it takes when empty)
+    defaults: tuple[tuple[str, str], ...] = ()
 
     @property
     def names(self) -> list[str]:
@@ -73,9 +75,11 @@ class TableSpec:
         required = [m for m in missing if self.column(m).required]
         if required:
             raise UsageError(f"{self.name}: missing column(s) {', '.join(required)}")
-        return frame.with_columns(
-            [pl.lit(None, self.column(m).dtype).alias(m) for m in missing]
-        ).select([pl.col(c.name).cast(c.dtype) for c in self.columns])
+        return (
+            frame.with_columns([pl.lit(None, self.column(m).dtype).alias(m) for m in missing])
+            .select([pl.col(c.name).cast(c.dtype) for c in self.columns])
+            .with_columns(pl.coalesce(col, other).alias(col) for col, other in self.defaults)
+        )
 
 
 _PRICE = {"dtype": pl.Float64, "non_negative": True}
@@ -106,10 +110,11 @@ INSTRUMENTS = TableSpec(
         Column("delist_date", pl.Date, required=False, nullable=True),
         Column("industry", pl.String, required=False, nullable=True),
         # Industry history: one row per classification; valid_from defaults to list_date.
-        Column("valid_from", pl.Date, required=False),
+        Column("valid_from", pl.Date, required=False, nullable=True),
         Column("valid_to", pl.Date, required=False, nullable=True),
     ),
     key=("instrument", "valid_from"),
+    defaults=(("valid_from", "list_date"),),
 )
 
 UNIVERSE = TableSpec(

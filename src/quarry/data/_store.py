@@ -116,7 +116,10 @@ class Store:
         except TableNotFoundError:
             return None
         except (DeltaError, OSError) as exc:
-            raise DataError(f"{self.location.child(spec.name)}: cannot open table: {exc}") from exc
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(
+                f"{self.location.child(spec.name)}: cannot open table: {first}"
+            ) from exc
 
     def exists(self) -> bool:
         """Whether any table of the store has a commit."""
@@ -202,6 +205,12 @@ class Store:
                     f"{uri}: another writer created {spec.name} while this ingest ran; "
                     "nothing was written, run it again"
                 ) from exc
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(
+                f"{uri}: commit failed: {first}; check that the store location is a "
+                "writable directory or bucket"
+            ) from exc
+        except OSError as exc:
             raise DataError(f"{uri}: commit failed: {exc}") from exc
         return Commit(
             spec.name, version, knowledge_time, datetime.now(UTC), rows, corrections, source
@@ -212,8 +221,9 @@ class Store:
     def scan_raw(self, name: str, dt: DeltaTable | None = None) -> pl.LazyFrame | None:
         """Every stored row of a table, all versions, with ``_kt`` and ``_version``.
 
-        Files are scanned in the order of their smallest key, so a table written in key order
-        (as ``generate`` and sorted vendor files do) comes back in key order with no sort.
+        Files are scanned in the order of their smallest key. Rows are not in key order in
+        general (several commits cover the same instruments); ``read_latest`` in
+        ``_resolve.py`` gives key order cheaply.
         """
         spec = table_spec(name)
         dt = dt if dt is not None else self.table(spec.name)
@@ -247,6 +257,7 @@ class Store:
         key keeps its row from the latest commit (by knowledge time, then version); a snapshot
         table keeps the whole latest commit of each snapshot group. Only instruments that were
         ever corrected pay for the de-duplication, so reading an uncorrected table is a scan.
+        Rows come in no particular order.
         """
         spec = table_spec(name)
         dt = dt if dt is not None else self.table(spec.name)
@@ -271,8 +282,7 @@ class Store:
         touched = (
             lf.filter(pl.col(VERSION).is_in(overlapping)).select(split).unique().collect()[split]
         )
-        # Every row of a touched instrument goes through the de-duplication; the others pass
-        # untouched, and a sorted merge keeps the scan order (key order) without a full sort.
+        # Every row of a touched instrument goes through the de-duplication; the others pass.
         key = list(spec.key)
         dirty = (
             lf.filter(pl.col(split).is_in(touched.implode()))
@@ -280,7 +290,7 @@ class Store:
             .unique(key, keep="last", maintain_order=True)
         )
         clean = lf.filter(~pl.col(split).is_in(touched.implode()))
-        return clean.merge_sorted(dirty, key=split)
+        return pl.concat([clean, dirty])
 
     def commits(self, name: str | None = None) -> list[Commit]:
         """The commits of one table, or of all tables, oldest first."""

@@ -132,6 +132,10 @@ def generate(
             start = date.fromisoformat(start)
         except ValueError:
             raise UsageError(f"--start: cannot parse date {start!r}; use YYYY-MM-DD") from None
+    if not date(1900, 1, 1) <= start <= date(2200, 1, 1):
+        raise UsageError(f"--start {start} is out of range: give a date between 1900 and 2200")
+    if seed < 0:
+        raise UsageError(f"--seed must be 0 or more, not {seed}")
     if store.exists():
         raise UsageError(f"{store.location} already holds data; generate into a new, empty store")
     step = progress or (lambda _d, _i, _n: None)
@@ -334,14 +338,26 @@ def generate(
     fix = ingest_frame(
         store, bars_spec, fixed, knowledge_time=kt_fix, source="generate:corrections"
     )
-    restated = fund_known.sample(fraction=0.01, seed=seed, shuffle=True).with_columns(
-        (pl.col("value") * 1.03).round(4).alias("value")
+    # Fundamentals: half of a 1% sample are vendor fixes of the value as published (same
+    # key: the truth was this value all along), half are company restatements, published
+    # 90 days later (a new knowledge_date: invisible before then).
+    picked = fund_known.sample(fraction=0.01, seed=seed, shuffle=True)
+    fixes = pl.concat(
+        [
+            picked.gather_every(2).with_columns((pl.col("value") * 1.03).round(4)),
+            picked.gather_every(2, offset=1)
+            .with_columns(
+                (pl.col("value") * 0.97).round(4),
+                pl.col("knowledge_date") + pl.duration(days=90),
+            )
+            .filter(pl.col("knowledge_date") < kt_fix.date()),
+        ]
     )
-    if restated.height:
+    if fixes.height:
         ingest_frame(
             store,
             table_spec("fundamentals"),
-            restated,
+            fixes,
             knowledge_time=kt_fix,
             source="generate:corrections",
         )

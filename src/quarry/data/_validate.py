@@ -53,6 +53,8 @@ def read_input(path: str | Path) -> tuple[pl.DataFrame, int]:
 def _parse(name: str, source: pl.DataType, target: type[pl.DataType] | pl.DataType) -> pl.Expr:
     """Parse one column to its target type; values that do not parse become null."""
     col = pl.col(name)
+    if source == pl.Boolean or source.is_nested():
+        return pl.lit(None, target)  # a flag or a list is not a value: reported as unparsed
     if source == pl.String:
         col = col.str.strip_chars()
         col = pl.when(col == "").then(None).otherwise(col)
@@ -113,13 +115,21 @@ def check_frame(
         if c.required and c.name not in raw.columns and c.name in allowed
     ]
     unknown = [c for c in raw.columns if c not in allowed]
-    structural = [
-        f"{path}: missing column {m!r} (required columns: {', '.join(_required(spec, fixed))})"
-        for m in missing
-    ] + [
-        f"{path}: unknown column {u!r} (allowed: {', '.join(allowed)}); rename or drop it"
-        for u in unknown
-    ]
+    structural = (
+        [
+            f"{path}: missing column {m!r} (required columns: {', '.join(_required(spec, fixed))})"
+            for m in missing
+        ]
+        + [
+            f"{path}: unknown column {u!r} (allowed: {', '.join(allowed)}); rename or drop it"
+            for u in unknown
+        ]
+        + [
+            f"{path}: column {c!r} holds {raw.schema[c]} values, not plain values; flatten it"
+            for c in raw.columns
+            if c in allowed and raw.schema[c].is_nested()
+        ]
+    )
     if structural:
         raise BadInputError(path, structural)
 
@@ -137,8 +147,7 @@ def check_frame(
     for col in spec.columns:
         if col.name not in typed.columns:
             typed = typed.with_columns(pl.lit(None, col.dtype).alias(col.name))
-    if spec.name == "instruments":
-        typed = typed.with_columns(pl.coalesce("valid_from", "list_date").alias("valid_from"))
+    typed = typed.with_columns(pl.coalesce(c, other).alias(c) for c, other in spec.defaults)
 
     # The file's text beside the parsed values, so that every check is an expression and
     # all of them run in one pass.
@@ -156,6 +165,7 @@ def check_frame(
         empty = ~given
         if col.dtype == pl.Float64:
             empty = empty | parsed.is_nan().fill_null(False)
+            checks.append(("not a finite number", col.name, parsed.is_infinite()))
         if not col.nullable:
             checks.append(("missing value (empty or NaN)", col.name, empty))
         if col.non_negative:
@@ -189,7 +199,16 @@ def check_frame(
         )
         bad_any = bad_any | mask
         reasons.append(pl.when(pl.lit(mask)).then(pl.lit(f"{column}: {what}")))
-    good = typed.filter(~bad_any).drop(_ROW).select(spec.names)
+    # NaN is an empty value: in an optional column it is stored as null.
+    good = (
+        typed.filter(~bad_any)
+        .select(spec.names)
+        .with_columns(
+            pl.col(c.name).fill_nan(None)
+            for c in spec.columns
+            if c.dtype == pl.Float64 and c.nullable
+        )
+    )
     if reasons:
         reason = pl.concat_str(reasons, separator="; ", ignore_nulls=True)
         rejected = (
