@@ -170,7 +170,11 @@ def read_cmd(
         str | None, typer.Option(help="Keep rows on dates the instrument was a member.")
     ] = None,
     as_of: Annotated[
-        str | None, typer.Option(help="Read what was known at this time (ISO 8601); default now.")
+        str | None,
+        typer.Option(
+            help="Read what was known at this time (ISO 8601, UTC unless a zone is given; a "
+            "bare date means its 00:00). Default: everything known."
+        ),
     ] = None,
     adjust: Annotated[AdjustMode, typer.Option(help="raw prices, or adjusted for actions.")] = (
         AdjustMode.raw
@@ -239,7 +243,9 @@ def versions_cmd(store: StoreOpt = None, json_out: JsonOpt = False) -> None:
 @fail_cleanly
 def check_cmd(
     store: StoreOpt = None,
-    as_of: Annotated[str | None, typer.Option(help="Check what was known at this time.")] = None,
+    as_of: Annotated[
+        str | None, typer.Option(help="Check what was known at this time (ISO 8601, UTC).")
+    ] = None,
     strict: Annotated[bool, typer.Option(help="Exit 1 when any check fails.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
