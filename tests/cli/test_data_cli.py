@@ -272,3 +272,15 @@ def test_bad_arguments_exit_cleanly(generated: str, tmp_path: Path) -> None:
     assert code == 2  # a usage error from the option's bounds
     code, _, err = run("data", "generate", "--store", str(tmp_path / "g"), "--start", "9999-12-01")
     assert code == 1 and "out of range" in err
+
+
+def test_replace_reports_retractions(tmp_path: Path) -> None:
+    store = str(tmp_path / "s")
+    head = "instrument,ex_date,kind,ratio,amount\n"
+    first, fixed = tmp_path / "a1.csv", tmp_path / "a2.csv"
+    first.write_text(head + "A,2020-01-03,split,2,\n")
+    fixed.write_text(head + "A,2020-01-06,split,2,\n")
+    assert run("data", "ingest", "actions", str(first), "--store", store)[0] == 0
+    code, out, err = run("data", "ingest", "actions", str(fixed), "--store", store, "--replace")
+    assert code == 0, err
+    assert "1 new, 0 corrected, 0 unchanged, 1 retracted" in out

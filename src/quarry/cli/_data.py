@@ -118,6 +118,14 @@ def ingest_cmd(
         ),
     ] = False,
     name: Annotated[str | None, typer.Option(help="Universe name (universe files only).")] = None,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            help="The file is the whole truth for its instruments (bars: within its dates): "
+            "known rows it lacks are retracted from the knowledge time on (a wrong ex-date or "
+            "publication date, say). Earlier as-of reads still see them."
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Validate a vendor file and commit what it adds or corrects, atomically.
@@ -138,6 +146,7 @@ def ingest_cmd(
         knowledge_time=knowledge_time,
         skip_bad=skip_bad,
         universe=name,
+        replace=replace,
     )
     if json_out:
         out = {k: v for k, v in vars(result).items() if k != "commit"}
@@ -151,6 +160,7 @@ def ingest_cmd(
         console.print(
             f"committed {c.id} at knowledge time {c.knowledge_time.isoformat()}: "
             f"{result.new} new, {result.corrected} corrected, {result.unchanged} unchanged"
+            + (f", {result.retracted} retracted" if result.retracted else "")
         )
     if result.rejected:
         err.print(f"{result.rejected} bad rows skipped; see {result.rejects_path}")

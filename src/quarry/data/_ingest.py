@@ -33,6 +33,7 @@ class IngestResult:
     rejected: int = 0
     rejects_path: str | None = None
     commit: Commit | None = None
+    retracted: int = 0
 
 
 def ingest_frame(
@@ -42,10 +43,13 @@ def ingest_frame(
     *,
     knowledge_time: datetime | str | None = None,
     source: str = "",
+    replace: bool = False,
 ) -> IngestResult:
     """Commit the rows of a valid frame that change what was known at ``knowledge_time``.
 
     The frame is trusted: it is not validated (vendor files go through ``ingest_file``).
+    With ``replace`` the frame is the whole truth for its instruments (for bars: within its
+    date range): a known key it lacks is retracted from ``knowledge_time`` on.
 
     A row whose key is new is added; a row whose key was known with other values is a
     correction, stored as a new version (nothing is overwritten); an identical row is skipped.
@@ -86,7 +90,10 @@ def ingest_frame(
     unchanged = flagged.height - changed.height
     corrected = int(changed["__existed"].sum())
     new = changed.height - corrected
-    if changed.height == 0:
+    gone = known.select(key).join(frame.select(key), on=key, how="anti", nulls_equal=True)
+    if not replace:
+        gone = gone.clear()
+    if changed.height == 0 and gone.height == 0:
         return IngestResult(spec.name, frame.height, 0, 0, unchanged)
     rows = changed.select(spec.names)
     # Rows whose key already has a version anywhere in the table (even one known only later
@@ -97,9 +104,17 @@ def ingest_frame(
     ever = raw_lf.filter(in_rows).select(key).unique().collect()
     overlaps = rows.join(ever, on=key, how="semi", nulls_equal=True).height
     commit = store.commit(
-        spec, rows, knowledge_time=kt, base=base, corrections=overlaps, source=source
+        spec,
+        rows,
+        knowledge_time=kt,
+        base=base,
+        corrections=overlaps + gone.height,
+        source=source,
+        retract=gone,
     )
-    return IngestResult(spec.name, frame.height, new, corrected, unchanged, commit=commit)
+    return IngestResult(
+        spec.name, frame.height, new, corrected, unchanged, commit=commit, retracted=gone.height
+    )
 
 
 def _ingest_snapshot(
@@ -131,6 +146,7 @@ def ingest_file(
     knowledge_time: datetime | str | None = None,
     skip_bad: bool = False,
     universe: str | None = None,
+    replace: bool = False,
 ) -> IngestResult:
     """Validate a CSV or Parquet vendor file and ingest it as one commit.
 
@@ -176,7 +192,14 @@ def ingest_file(
         if checked.problems:
             raise BadInputError(str(path), [*checked.problems, f"{path}: no good rows to commit"])
         raise BadInputError(str(path), [f"{path}: the file has no rows"])
-    result = ingest_frame(store, spec, checked.good, knowledge_time=kt, source=Path(path).name)
+    if replace and skip_bad:
+        raise UsageError(
+            f"{path}: --replace with --skip-bad would retract the rows that were skipped; "
+            "fix the bad rows or drop one of the two options"
+        )
+    result = ingest_frame(
+        store, spec, checked.good, knowledge_time=kt, source=Path(path).name, replace=replace
+    )
     return IngestResult(
         result.table,
         raw.height,
@@ -186,4 +209,5 @@ def ingest_file(
         checked.rejected.height,
         rejects_path,
         result.commit,
+        result.retracted,
     )

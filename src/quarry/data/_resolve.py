@@ -21,9 +21,9 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from quarry.data._schemas import KT, KT_DTYPE, VERSION, TableSpec
+from quarry.data._schemas import DELETED, KT, KT_DTYPE, VERSION, TableSpec
 from quarry.data._steps import locate
-from quarry.data._store import Store
+from quarry.data._store import Store, _commits_of
 
 __all__ = ["key_order_violations", "read_latest", "sort_by_key"]
 
@@ -161,6 +161,9 @@ def _fast_path(
         if sum(int(p["rows"]) for p in patches) > sum(int(s["rows"]) for s in spine):
             return None
     spine_versions = [s["version"] for s in spine]
+    retracting = {c.version for c in _commits_of(spec.name, dt) if c.retracted}  # type: ignore[arg-type]
+    if retracting & set(spine_versions):
+        return None  # a bulk commit with retractions: resolve it the general way
     spine_files = files.filter(pl.col("version").is_in(spine_versions)).sort("lo", "hi", "version")
     opts = store.location.storage_options or None
 
@@ -186,14 +189,14 @@ def _fast_path(
     if patches:
         patch_uris = files.filter(~pl.col("version").is_in(spine_versions))["uri"].to_list()
         patch = (
-            scan(patch_uris, [*columns, KT, VERSION], _and(predicate, in_range))
+            scan(patch_uris, [*columns, KT, VERSION, DELETED], _and(predicate, in_range))
             .sort([k0, k1, KT, VERSION])
             .unique([k0, k1], keep="last", maintain_order=True)
             .collect()
         )
         if patch.height:
             if not frames:
-                return patch.select(columns)
+                return patch.filter(~pl.col(DELETED)).select(columns)
             return _apply_patch(frames, patch, spec, columns)
     if not frames:
         return pl.DataFrame(schema={c: spec.schema()[c] for c in columns})
@@ -225,7 +228,8 @@ def _apply_patch(
     pos, found = locate(view, patch, k0, k1)
     del view  # a second reference would turn the in-place scatter below into a copy
 
-    replace = np.nonzero(found)[0]
+    retracted = patch[DELETED].to_numpy()
+    replace = np.nonzero(found & ~retracted)[0]
     owner = np.searchsorted(starts, pos[replace], side="right") - 1
     for i in np.unique(owner):
         mine = replace[owner == i]
@@ -240,21 +244,30 @@ def _apply_patch(
                 s.scatter(at, new[s.name])
         frames[i] = pl.DataFrame(cols)
 
-    insert = np.nonzero(~found)[0]
-    if insert.size == 0:
+    insert = np.nonzero(~found & ~retracted)[0]
+    remove = pos[np.nonzero(found & retracted)[0]]
+    if insert.size == 0 and remove.size == 0:
         return pl.concat(frames, how="vertical", rechunk=False)
-    # New keys go in at their positions: slices of the spine (zero-copy) alternate with runs
-    # of inserted rows, and one concatenation copies everything once.
+    # New keys go in at their positions and retracted rows are left out: slices of the spine
+    # (zero-copy) alternate with runs of new rows, and one concatenation copies all once.
     view = pl.concat(frames, how="vertical", rechunk=False)
     new = patch[insert].select(columns)
     at = pos[insert]
     cuts = np.flatnonzero(np.diff(at)) + 1  # runs of inserts sharing a position
+    # (position, 0: insert the run [a, b) of new rows before it | 1: leave its row out, a, b)
+    events = [
+        (int(at[a]), 0, int(a), int(b))
+        for a, b in zip(np.r_[0, cuts], np.r_[cuts, at.size], strict=True)
+        if at.size
+    ] + [(int(p), 1, 0, 0) for p in remove]
     pieces: list[pl.DataFrame] = []
     done = 0
-    for run_start, run_end in zip(np.r_[0, cuts], np.r_[cuts, at.size], strict=True):
-        p = int(at[run_start])
+    for p, kind, a, b in sorted(events):
         pieces.append(view.slice(done, p - done))
-        pieces.append(new.slice(int(run_start), int(run_end - run_start)))
-        done = p
+        if kind == 0:
+            pieces.append(new.slice(a, b - a))
+            done = p
+        else:
+            done = p + 1
     pieces.append(view.slice(done, view.height - done))
     return pl.concat(pieces, how="vertical", rechunk=True)

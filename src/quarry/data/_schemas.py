@@ -7,14 +7,25 @@ from typing import Literal
 
 import polars as pl
 
-__all__ = ["SYSTEM_COLUMNS", "TABLES", "Column", "TableSpec", "table_spec"]
+__all__ = [
+    "DELETED",
+    "KT",
+    "SYSTEM_COLUMNS",
+    "TABLES",
+    "VERSION",
+    "Column",
+    "TableSpec",
+    "table_spec",
+]
 
 # Every stored row carries the knowledge time of the commit that wrote it and that commit's
 # table version; together they order the versions of one key (a tie on time goes to the later
 # commit).
 KT = "_kt"
 VERSION = "_version"
-SYSTEM_COLUMNS = (KT, VERSION)
+# A retraction ("this key no longer holds") is a row of its own, so it is history too.
+DELETED = "_deleted"
+SYSTEM_COLUMNS = (KT, VERSION, DELETED)
 KT_DTYPE = pl.Datetime("us", "UTC")
 
 
@@ -65,6 +76,15 @@ class TableSpec:
 
     def schema(self) -> pl.Schema:
         return pl.Schema({c.name: c.dtype for c in self.columns})
+
+    def stored_schema(self) -> pl.Schema:
+        """The columns as stored: the table's own and the system columns."""
+        system: dict[str, pl.DataType] = {
+            KT: KT_DTYPE,
+            VERSION: pl.Int64(),
+            DELETED: pl.Boolean(),
+        }
+        return pl.Schema({**dict(self.schema()), **system})
 
     def conform(self, frame: pl.DataFrame) -> pl.DataFrame:
         """The frame with this table's columns, in order and type; absent optional columns

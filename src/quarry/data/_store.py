@@ -22,7 +22,7 @@ from deltalake import CommitProperties, DeltaTable, WriterProperties, write_delt
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from quarry.data._location import Location, parse_location
-from quarry.data._schemas import KT, KT_DTYPE, VERSION, TableSpec, table_spec
+from quarry.data._schemas import DELETED, KT, KT_DTYPE, VERSION, TableSpec, table_spec
 from quarry.exceptions import ConflictError, DataError, StoreNotFoundError
 
 __all__ = ["Commit", "Store", "to_utc"]
@@ -46,6 +46,7 @@ class Commit:
     rows: int
     corrections: int
     source: str
+    retracted: int = 0
 
     @property
     def id(self) -> str:
@@ -60,6 +61,7 @@ class Commit:
             "committed_at": self.committed_at.isoformat(),
             "rows": self.rows,
             "corrections": self.corrections,
+            "retracted": self.retracted,
             "source": self.source,
         }
 
@@ -147,12 +149,14 @@ class Store:
         base: DeltaTable | None,
         corrections: int = 0,
         source: str = "",
+        retract: pl.DataFrame | None = None,
     ) -> Commit:
         """Append rows to a table as one atomic commit at ``knowledge_time``.
 
         ``base`` is the snapshot the caller's decisions were made on (None for a new table).
         If another writer committed after it, nothing is written and ConflictError is raised:
-        the caller's view of "what changed" would be stale.
+        the caller's view of "what changed" would be stale. ``retract`` holds keys that no
+        longer hold from ``knowledge_time`` on; each becomes a retraction row in this commit.
         """
         version = 0 if base is None else base.version() + 1
         frame = (
@@ -160,6 +164,16 @@ class Store:
             if isinstance(batches, pl.DataFrame)
             else pl.concat(list(batches), how="vertical", rechunk=False)
         )
+        frame = spec.conform(frame).with_columns(pl.lit(False).alias(DELETED))
+        retracted = 0 if retract is None else retract.height
+        if retracted:
+            assert retract is not None
+            tombs = spec.conform(
+                retract.select(spec.key).with_columns(
+                    pl.lit(None, spec.column(v).dtype).alias(v) for v in spec.values
+                )
+            ).with_columns(pl.lit(True).alias(DELETED))
+            frame = pl.concat([frame, tombs])
         rows = frame.height
         # Key order on disk is what lets reads skip sorting (see _resolve.py).
         from quarry.data._resolve import sort_by_key
@@ -167,19 +181,17 @@ class Store:
         frame = sort_by_key(frame, spec.key)
         # One contiguous batch: delta-rs writes the batches of a stream concurrently and so
         # out of order, and key order on disk is what lets reads skip a sort.
-        stamped = (
-            spec.conform(frame)
-            .with_columns(
-                pl.lit(knowledge_time, KT_DTYPE).alias(KT),
-                pl.lit(version, pl.Int64).alias(VERSION),
-            )
-            .rechunk()
-        )
-        data = stamped.to_arrow().cast(_arrow_schema(spec)).combine_chunks()
+        stamped = frame.with_columns(
+            pl.lit(knowledge_time, KT_DTYPE).alias(KT),
+            pl.lit(version, pl.Int64).alias(VERSION),
+        ).rechunk()
+        schema = _arrow_schema(spec)
+        data = stamped.select(schema.names).to_arrow().cast(schema).combine_chunks()
         meta = {
             f"{_META}.knowledge_time": knowledge_time.isoformat(),
             f"{_META}.corrections": str(corrections),
             f"{_META}.source": source,
+            f"{_META}.retracted": str(retracted),
         }
         uri = self.location.child(spec.name)
         try:
@@ -213,7 +225,14 @@ class Store:
         except OSError as exc:
             raise DataError(f"{uri}: commit failed: {exc}") from exc
         return Commit(
-            spec.name, version, knowledge_time, datetime.now(UTC), rows, corrections, source
+            spec.name,
+            version,
+            knowledge_time,
+            datetime.now(UTC),
+            rows,
+            corrections,
+            source,
+            retracted,
         )
 
     # -- reading -----------------------------------------------------------------------------
@@ -231,7 +250,7 @@ class Store:
             return None
         uris = dt.file_uris()
         if not uris:
-            return pl.LazyFrame(schema={**dict(spec.schema()), KT: KT_DTYPE, VERSION: pl.Int64})
+            return pl.LazyFrame(schema=spec.stored_schema())
         k0, k1 = spec.key[0], spec.key[1]
         acts = pa.table(dt.get_add_actions(flatten=True))
         stats = pl.DataFrame(acts.select(["path", f"min.{k0}", f"min.{k1}"]))
@@ -245,7 +264,7 @@ class Store:
             files,
             storage_options=self.location.storage_options or None,
             hive_partitioning=False,
-            schema={**dict(spec.schema()), KT: KT_DTYPE, VERSION: pl.Int64},
+            schema=spec.stored_schema(),
         )
 
     def scan(
@@ -277,7 +296,7 @@ class Store:
             )
         overlapping = [c.version for c in commits if c.corrections > 0]
         if not overlapping:
-            return lf
+            return lf  # no key has two rows, so none is retracted either
         split = spec.key[0]
         touched = (
             lf.filter(pl.col(VERSION).is_in(overlapping)).select(split).unique().collect()[split]
@@ -290,7 +309,7 @@ class Store:
             .unique(key, keep="last", maintain_order=True)
         )
         clean = lf.filter(~pl.col(split).is_in(touched.implode()))
-        return pl.concat([clean, dirty])
+        return pl.concat([clean, dirty.filter(~pl.col(DELETED))])
 
     def commits(self, name: str | None = None) -> list[Commit]:
         """The commits of one table, or of all tables, oldest first."""
@@ -306,8 +325,7 @@ class Store:
 
 
 def _arrow_schema(spec: TableSpec) -> pa.Schema:
-    cols = pl.DataFrame(schema={**dict(spec.schema()), KT: KT_DTYPE, VERSION: pl.Int64})
-    schema = cols.to_arrow().schema
+    schema = pl.DataFrame(schema=spec.stored_schema()).to_arrow().schema
     # Delta has one string type; large strings hold any table size (over 2 GiB of text).
     return pa.schema(
         [
@@ -333,6 +351,7 @@ def _commits_of(table: str, dt: DeltaTable) -> list[Commit]:
                 rows=int(metrics.get("num_added_rows", 0)),
                 corrections=int(entry.get(f"{_META}.corrections", 0)),
                 source=str(entry.get(f"{_META}.source", "")),
+                retracted=int(entry.get(f"{_META}.retracted", 0)),
             )
         )
     return out
