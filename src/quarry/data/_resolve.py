@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
+from deltalake import DeltaTable
 
 from quarry.data._schemas import DELETED, KT, KT_DTYPE, VERSION, TableSpec
 from quarry.data._steps import locate
-from quarry.data._store import Store, _commits_of
+from quarry.data._store import Store, commits_of
 
 __all__ = ["key_order_violations", "read_latest", "sort_by_key"]
 
@@ -90,11 +91,11 @@ def _and(*exprs: pl.Expr | None) -> pl.Expr | None:
     return pl.all_horizontal(real) if real else None
 
 
-def _files(store: Store, spec: TableSpec, dt: object, as_of: datetime | None) -> pl.DataFrame:
+def _files(store: Store, spec: TableSpec, dt: DeltaTable, as_of: datetime | None) -> pl.DataFrame:
     """One row per visible data file: uri, rows, key range of its first key column, commit."""
     k0, k1 = spec.key[0], spec.key[1]
-    uris = dt.file_uris()  # type: ignore[attr-defined]
-    acts = pa.table(dt.get_add_actions(flatten=True))  # type: ignore[attr-defined]
+    uris = dt.file_uris()
+    acts = pa.table(dt.get_add_actions(flatten=True))
     by_name = {u.rsplit("/", 1)[-1]: u for u in uris}
     files = pl.DataFrame(
         acts.select(
@@ -131,7 +132,7 @@ def _files(store: Store, spec: TableSpec, dt: object, as_of: datetime | None) ->
 def _fast_path(
     store: Store,
     spec: TableSpec,
-    dt: object,
+    dt: DeltaTable,
     columns: list[str],
     predicate: pl.Expr | None,
     as_of: datetime | None,
@@ -161,7 +162,7 @@ def _fast_path(
         if sum(int(p["rows"]) for p in patches) > sum(int(s["rows"]) for s in spine):
             return None
     spine_versions = [s["version"] for s in spine]
-    retracting = {c.version for c in _commits_of(spec.name, dt) if c.retracted}  # type: ignore[arg-type]
+    retracting = {c.version for c in commits_of(spec.name, dt) if c.retracted}
     if retracting & set(spine_versions):
         return None  # a bulk commit with retractions: resolve it the general way
     spine_files = files.filter(pl.col("version").is_in(spine_versions)).sort("lo", "hi", "version")

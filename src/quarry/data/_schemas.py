@@ -102,17 +102,15 @@ class TableSpec:
         )
 
 
-_PRICE = {"dtype": pl.Float64, "non_negative": True}
-
 BARS = TableSpec(
     "bars",
     (
         Column("instrument", pl.String),
         Column("date", pl.Date),
-        Column("open", **_PRICE),  # type: ignore[arg-type]
-        Column("high", **_PRICE),  # type: ignore[arg-type]
-        Column("low", **_PRICE),  # type: ignore[arg-type]
-        Column("close", **_PRICE),  # type: ignore[arg-type]
+        Column("open", pl.Float64, non_negative=True),
+        Column("high", pl.Float64, non_negative=True),
+        Column("low", pl.Float64, non_negative=True),
+        Column("close", pl.Float64, non_negative=True),
         Column("volume", pl.Float64, non_negative=True),
         Column("vwap", pl.Float64, required=False, nullable=True, non_negative=True),
         Column("factor", pl.Float64, required=False, nullable=True, positive=True),

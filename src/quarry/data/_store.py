@@ -25,7 +25,7 @@ from quarry.data._location import Location, parse_location
 from quarry.data._schemas import DELETED, KT, KT_DTYPE, VERSION, TableSpec, table_spec
 from quarry.exceptions import ConflictError, DataError, StoreNotFoundError
 
-__all__ = ["Commit", "Store", "to_utc"]
+__all__ = ["Commit", "Store", "commits_of", "to_utc"]
 
 _META = "quarry"  # prefix of our keys in a Delta commit's custom metadata
 # One row group per file: a file then decodes into one contiguous array per column, which a
@@ -284,7 +284,7 @@ class Store:
             return None
         lf = self.scan_raw(spec.name, dt)
         assert lf is not None
-        commits = _commits_of(spec.name, dt)
+        commits = commits_of(spec.name, dt)
         when = to_utc(as_of)
         if when is not None:
             lf = lf.filter(pl.col(KT) <= when)
@@ -320,7 +320,7 @@ class Store:
         for table in names:
             dt = self.table(table)
             if dt is not None:
-                out.extend(_commits_of(table, dt))
+                out.extend(commits_of(table, dt))
         return sorted(out, key=lambda c: (c.committed_at, c.table, c.version))
 
 
@@ -335,7 +335,7 @@ def _arrow_schema(spec: TableSpec) -> pa.Schema:
     )
 
 
-def _commits_of(table: str, dt: DeltaTable) -> list[Commit]:
+def commits_of(table: str, dt: DeltaTable) -> list[Commit]:
     out = []
     for entry in dt.history():
         kt = entry.get(f"{_META}.knowledge_time")
