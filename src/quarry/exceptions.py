@@ -9,7 +9,9 @@ what to do about it::
     │   ├── BadInputError       a vendor file failed validation (carries one line per problem)
     │   ├── StoreNotFoundError  no Quarry store at the given location
     │   └── ConflictError       another writer committed first; nothing of ours was written
-    └── UsageError              a bad argument (an unparseable date, an unknown field ...)
+    ├── UsageError              a bad argument (an unparseable date, an unknown field ...)
+    │   └── ExpressionError     a feature expression that does not parse or names no operator
+    └── LookaheadError          a feature that reads data from after its date
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ __all__ = [
     "BadInputError",
     "ConflictError",
     "DataError",
+    "ExpressionError",
+    "LookaheadError",
     "QuarryError",
     "StoreNotFoundError",
     "UsageError",
@@ -69,3 +73,11 @@ class BadInputError(DataError):
 
     def lines(self) -> list[str]:
         return [*self.problems, self.summary]
+
+
+class ExpressionError(UsageError):
+    """A feature expression that does not parse, or uses an unknown operator or field."""
+
+
+class LookaheadError(QuarryError):
+    """A feature reads data from after its own date (allowed only in a label)."""

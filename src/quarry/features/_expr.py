@@ -1,0 +1,164 @@
+"""Feature expressions: immutable, hashable, serializable trees in Qlib's notation.
+
+An ``Expr`` is a node: a field (``$close``), a number, or an operator applied to arguments.
+Arithmetic on expressions builds new expressions, as in Qlib and polars, so
+``Ref(F("close"), 1) / F("close") - 1`` and the parsed text ``Ref($close, 1)/$close - 1``
+give equal, equally hashed trees. ``str(expr)`` is the canonical text, which parses back to
+an equal tree; ``expr.key`` hashes that text, for caches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Union
+
+__all__ = ["Expr", "F", "Num", "call"]
+
+Operand = Union["Expr", float, int]
+
+# Infix spellings of the binary operators (Qlib's class names on the left).
+INFIX = {
+    "Add": "+",
+    "Sub": "-",
+    "Mul": "*",
+    "Div": "/",
+    "Gt": ">",
+    "Ge": ">=",
+    "Lt": "<",
+    "Le": "<=",
+    "Eq": "==",
+    "Ne": "!=",
+    "And": "&",
+    "Or": "|",
+}
+
+
+def _wrap(value: Operand) -> Expr:
+    if isinstance(value, Expr):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"cannot use {value!r} in a feature expression: give a number or Expr")
+    return Num(float(value))
+
+
+@dataclass(frozen=True)
+class Expr:
+    """A node of a feature expression. Use ``F``, ``Num``, ``call`` or the parser to build."""
+
+    op: str
+    args: tuple[Expr, ...] = ()
+    name: str = ""  # the field, for op == "$"
+    value: float = 0.0  # the number, for op == "#"
+
+    # -- text -------------------------------------------------------------------------------
+
+    def __str__(self) -> str:
+        if self.op == "$":
+            return f"${self.name}"
+        if self.op == "#":
+            v = self.value
+            return str(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)
+        if self.op == "Neg":
+            return f"(-{self.args[0]})"
+        if self.op in INFIX:
+            return f"({self.args[0]} {INFIX[self.op]} {self.args[1]})"
+        return f"{self.op}({', '.join(str(a) for a in self.args)})"
+
+    def __repr__(self) -> str:
+        return f"Expr({str(self)!r})"
+
+    @property
+    def key(self) -> str:
+        """A stable hash of the canonical text, for caches keyed by expression."""
+        return hashlib.sha256(str(self).encode()).hexdigest()[:24]
+
+    def walk(self) -> list[Expr]:
+        """This node and every node below it, each once, children before parents."""
+        seen: dict[Expr, None] = {}
+
+        def visit(node: Expr) -> None:
+            if node in seen:
+                return
+            for a in node.args:
+                visit(a)
+            seen[node] = None
+
+        visit(self)
+        return list(seen)
+
+    # -- building ---------------------------------------------------------------------------
+
+    def __bool__(self) -> bool:
+        raise TypeError(
+            "a feature expression has no truth value: combine conditions with & and |, "
+            "and use If(cond, a, b) instead of Python's if/and/or"
+        )
+
+    def __add__(self, other: Operand) -> Expr:
+        return Expr("Add", (self, _wrap(other)))
+
+    def __radd__(self, other: Operand) -> Expr:
+        return Expr("Add", (_wrap(other), self))
+
+    def __sub__(self, other: Operand) -> Expr:
+        return Expr("Sub", (self, _wrap(other)))
+
+    def __rsub__(self, other: Operand) -> Expr:
+        return Expr("Sub", (_wrap(other), self))
+
+    def __mul__(self, other: Operand) -> Expr:
+        return Expr("Mul", (self, _wrap(other)))
+
+    def __rmul__(self, other: Operand) -> Expr:
+        return Expr("Mul", (_wrap(other), self))
+
+    def __truediv__(self, other: Operand) -> Expr:
+        return Expr("Div", (self, _wrap(other)))
+
+    def __rtruediv__(self, other: Operand) -> Expr:
+        return Expr("Div", (_wrap(other), self))
+
+    def __neg__(self) -> Expr:
+        return Expr("Neg", (self,))
+
+    def __gt__(self, other: Operand) -> Expr:
+        return Expr("Gt", (self, _wrap(other)))
+
+    def __ge__(self, other: Operand) -> Expr:
+        return Expr("Ge", (self, _wrap(other)))
+
+    def __lt__(self, other: Operand) -> Expr:
+        return Expr("Lt", (self, _wrap(other)))
+
+    def __le__(self, other: Operand) -> Expr:
+        return Expr("Le", (self, _wrap(other)))
+
+    def __and__(self, other: Operand) -> Expr:
+        return Expr("And", (self, _wrap(other)))
+
+    def __or__(self, other: Operand) -> Expr:
+        return Expr("Or", (self, _wrap(other)))
+
+    def eq(self, other: Operand) -> Expr:
+        """``==`` (a method, since ``__eq__`` compares trees)."""
+        return Expr("Eq", (self, _wrap(other)))
+
+    def ne(self, other: Operand) -> Expr:
+        """``!=`` (a method, since ``__ne__`` compares trees)."""
+        return Expr("Ne", (self, _wrap(other)))
+
+
+def F(name: str) -> Expr:
+    """A field of the store: ``F("close")`` is ``$close``."""
+    return Expr("$", name=name)
+
+
+def Num(value: float) -> Expr:
+    """A number."""
+    return Expr("#", value=float(value))
+
+
+def call(op: str, *args: Operand) -> Expr:
+    """An operator applied to arguments: ``call("Mean", F("close"), 5)``."""
+    return Expr(op, tuple(_wrap(a) for a in args))

@@ -1,0 +1,79 @@
+"""The expression parser: Qlib's notation, Python's precedence, errors with a caret."""
+
+from __future__ import annotations
+
+import pytest
+
+from quarry.exceptions import ExpressionError
+from quarry.features import F, Num, call, parse
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("$close", F("close")),
+        ("Ref($close, 1)/$close - 1", call("Ref", F("close"), 1) / F("close") - 1),
+        ("($close-$open)/$open", (F("close") - F("open")) / F("open")),
+        ("-$close * 2", -F("close") * 2),
+        ("Ref($close, -2)", call("Ref", F("close"), Num(-2))),
+        ("$high-Greater($open, $close)", F("high") - call("Greater", F("open"), F("close"))),
+        (
+            "Mean($close>Ref($close, 1), 5)",
+            call("Mean", F("close") > call("Ref", F("close"), 1), 5),
+        ),
+        # Python's precedence, as in Qlib: & binds tighter than a comparison.
+        ("$a > $b & $c", F("a") > (F("b") & F("c"))),
+        ("($a > $b) & ($c < 1e-3)", (F("a") > F("b")) & (F("c") < 0.001)),
+        ("$a + $b * $c - $d / 2", F("a") + F("b") * F("c") - F("d") / 2),
+        (
+            "Corr($close, Log($volume+1), 10)",
+            call("Corr", F("close"), call("Log", F("volume") + 1), 10),
+        ),
+    ],
+)
+def test_parses_like_the_python_expression(text: str, expected: object) -> None:
+    assert parse(text) == expected
+
+
+def test_canonical_text_round_trips_and_hashes_stably() -> None:
+    for text in [
+        "Std($close, 20)/$close",
+        "If($close > $open, 1, -1)",
+        "-(Ref($close, 1) - $close)",
+    ]:
+        expr = parse(text)
+        assert parse(str(expr)) == expr
+        assert parse(str(expr)).key == expr.key
+        assert hash(parse(text)) == hash(expr)
+    assert parse("Mean($close, 5)").key != parse("Mean($close, 10)").key
+
+
+def test_shared_subexpressions_are_one_node() -> None:
+    expr = parse("(Ref($close, 1) - $close) / Ref($close, 1)")
+    refs = [n for n in expr.walk() if n.op == "Ref"]
+    assert len(refs) == 1  # walk() visits each distinct node once
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "caret_at"),
+    [
+        ("Mean($close, 5", "expected ')'", 14),
+        ("Maen($close, 5)", "unknown operator 'Maen'; did you mean Mean?", 0),
+        ("Mean($close)", "Mean takes 2 arguments, not 1", 0),
+        ("$close + * 2", "expected a field, number or operator, found '*'", 9),
+        ("$close ? 2", "unexpected character '?'", 7),
+        ("$a < $b < $c", "chained comparison", 8),
+    ],
+)
+def test_errors_point_at_the_position(text: str, message: str, caret_at: int) -> None:
+    with pytest.raises(ExpressionError) as err:
+        parse(text)
+    first, caret = str(err.value).split("\n")
+    assert first.startswith(message)
+    assert first.endswith(text)
+    assert caret.index("^") == first.index(text) + caret_at
+
+
+def test_expressions_refuse_truthiness() -> None:
+    with pytest.raises(TypeError, match="no truth value"):
+        bool(F("close") > 1)
