@@ -4,6 +4,8 @@ missing values inside windows, and windows longer than the history."""
 
 from __future__ import annotations
 
+from datetime import date
+
 import numpy as np
 import pandas as pd
 import polars as pl
@@ -128,3 +130,17 @@ def test_label_may_look_ahead_but_a_feature_may_not(frame: pl.DataFrame) -> None
 def test_unknown_field_names_the_closest(frame: pl.DataFrame) -> None:
     with pytest.raises(ExpressionError, match=r"unknown field \$clsoe \(did you mean \$close\?\)"):
         compute(frame, {"x": "$clsoe"})
+
+
+def test_division_by_zero_keeps_infinity_like_qlib() -> None:
+    df = pl.DataFrame(
+        {
+            "instrument": ["A"] * 3,
+            "date": [date(2020, 1, d) for d in (1, 2, 3)],
+            "x": [1.0, 0.0, 2.0],
+            "y": [0.0, 0.0, 1.0],
+        }
+    )
+    got = compute(df, {"q": "$x / $y", "m": "Mean($x / $y, 2)"})
+    assert got["q"].to_list() == [float("inf"), None, 2.0]  # 0/0 is missing, 1/0 is inf
+    assert got["m"].to_list() == [float("inf"), float("inf"), 2.0]

@@ -6,7 +6,8 @@ all requested expressions becomes one column, computed once, in stages by depth,
 sub-expression shared by many features (``Ref($close, 1)`` in Alpha158) costs one pass.
 
 Missing values are nulls throughout (a NaN from 0/0 or Log of a negative becomes null), so
-that windows skip them, as pandas' rolling functions skip NaN in Qlib.
+that windows skip them, as pandas' rolling functions skip NaN in Qlib. The semantics follow
+Qlib's, as pinned down in docs/qlib_operators.md.
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ def _window(node: Expr) -> int:
 
 
 def _clean(e: pl.Expr) -> pl.Expr:
-    """NaN and infinities become null (missing), as windows should skip them."""
-    return pl.when(e.is_finite()).then(e).otherwise(None)
+    """NaN becomes null (missing), so that windows skip it as pandas skips NaN. Infinities
+    stay, as in Qlib (see docs/qlib_operators.md)."""
+    return e.fill_nan(None)
 
 
 def _ts(e: pl.Expr) -> pl.Expr:
