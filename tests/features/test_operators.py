@@ -7,38 +7,12 @@ from __future__ import annotations
 from datetime import date
 
 import numpy as np
-import pandas as pd
 import polars as pl
 import pytest
 
 from quarry.exceptions import ExpressionError, LookaheadError
 from quarry.features._compile import compute
-
-
-@pytest.fixture(scope="module")
-def frame() -> pl.DataFrame:
-    rng = np.random.default_rng(0)
-    days = pd.bdate_range("2020-01-01", periods=40)
-    parts = []
-    for inst, (start, stop) in {"A": (0, 40), "B": (10, 40), "C": (0, 25), "D": (30, 33)}.items():
-        n = stop - start
-        close = 10 * np.exp(np.cumsum(rng.normal(0, 0.02, n)))
-        vol = rng.uniform(100, 1000, n)
-        close[rng.random(n) < 0.1] = np.nan  # holes inside windows
-        parts.append(
-            pd.DataFrame(
-                {"instrument": inst, "date": days[start:stop], "close": close, "volume": vol}
-            )
-        )
-    df = pd.concat(parts).sort_values(["instrument", "date"])
-    return pl.from_pandas(df).with_columns(pl.col("date").cast(pl.Date))
-
-
-def _pandas(frame: pl.DataFrame, fn: object) -> np.ndarray:
-    df = frame.to_pandas()
-    out = df.groupby("instrument", group_keys=False)[["close", "volume"]].apply(fn)  # type: ignore[arg-type]
-    return np.asarray(out, dtype=float)
-
+from tests.features.helpers import by_instrument
 
 WINDOWS = [1, 3, 5, 60]  # 60 is longer than any instrument's history
 
@@ -60,7 +34,7 @@ WINDOWS = [1, 3, 5, 60]  # 60 is longer than any instrument's history
 )
 def test_time_series_operator(frame: pl.DataFrame, op: str, reference: object, n: int) -> None:
     got = compute(frame, {"x": f"{op}($close, {n})"})["x"].to_numpy()
-    expected = _pandas(frame, lambda g: reference(g, n))  # type: ignore[operator]
+    expected = by_instrument(frame, lambda g: reference(g, n))  # type: ignore[operator]
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12, equal_nan=True)
 
 
@@ -68,7 +42,9 @@ def test_time_series_operator(frame: pl.DataFrame, op: str, reference: object, n
 def test_window_zero_is_the_whole_history(frame: pl.DataFrame, op: str) -> None:
     got = compute(frame, {"x": f"{op}($close, 0)"})["x"].to_numpy()
     method = {"Count": "count"}.get(op, op.lower())
-    expected = _pandas(frame, lambda g: getattr(g["close"].expanding(min_periods=1), method)())
+    expected = by_instrument(
+        frame, lambda g: getattr(g["close"].expanding(min_periods=1), method)()
+    )
     np.testing.assert_allclose(got, expected, rtol=1e-7, atol=1e-9, equal_nan=True)
 
 

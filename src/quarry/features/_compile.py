@@ -113,6 +113,128 @@ def _min(x: pl.Expr, n: int) -> pl.Expr:
     return _cum(x.cum_min()) if n == 0 else x.rolling_min(n, min_samples=1)
 
 
+def _windowed(name: str) -> Callable[[pl.Expr, int], pl.Expr]:
+    """A Polars rolling statistic that has no expanding form here (N == 0 is refused)."""
+
+    def fn(x: pl.Expr, n: int) -> pl.Expr:
+        if n == 0:
+            raise ExpressionError(f"{name} needs a window of at least 1 row")
+        return _clean(_STAT[name](x, n))
+
+    return fn
+
+
+_STAT: dict[str, Callable[[pl.Expr, int], pl.Expr]] = {
+    "Med": lambda x, n: x.rolling_median(n, min_samples=1),
+    "Skew": lambda x, n: x.rolling_skew(n, bias=False, min_samples=3),
+    "Kurt": lambda x, n: x.rolling_kurtosis(n, fisher=True, bias=False, min_samples=4),
+}
+
+
+def _count_valid(x: pl.Expr, n: int) -> pl.Expr:
+    return x.is_not_null().cast(pl.Float64).rolling_sum(n, min_samples=1)
+
+
+def _msum(x: pl.Expr, n: int) -> pl.Expr:
+    """Rolling sum in which a missing value counts as 0."""
+    return x.fill_null(0.0).rolling_sum(n, min_samples=1)
+
+
+def _mad(x: pl.Expr, n: int) -> pl.Expr:
+    """Mean absolute deviation around the window mean (not the median deviation).
+
+    Polars has no rolling form, so each of the N offsets is one vectorized pass.
+    """
+    if n == 0:
+        raise ExpressionError("Mad needs a window of at least 1 row")
+    mean = x.rolling_mean(n, min_samples=1)
+    total = pl.sum_horizontal((x.shift(k) - mean).abs().fill_null(0.0) for k in range(n))
+    return total / _count_valid(x, n)
+
+
+def _quantile(args: list[pl.Expr], node: Expr) -> pl.Expr:
+    n = _window(Expr(node.op, node.args[:2]))
+    q = node.args[2]
+    if q.op != "#" or not 0 <= q.value <= 1:
+        raise ExpressionError(f"{node}: the quantile must be a number between 0 and 1")
+    return _ts(args[0].rolling_quantile(q.value, "linear", n, min_samples=1))
+
+
+def _rank(x: pl.Expr, n: int) -> pl.Expr:
+    """Percentile of the current value in its window (average rank of ties / count)."""
+    if n == 0:
+        raise ExpressionError("Rank needs a window of at least 1 row")
+    rank = x.rolling_rank(n, "average", min_samples=1)
+    return pl.when(x.is_not_null()).then(rank / _count_valid(x, n))
+
+
+def _ema(args: list[pl.Expr], node: Expr) -> pl.Expr:
+    span = node.args[1]
+    if span.op != "#" or span.value <= 0:
+        raise ExpressionError(f"{node}: the span must be a positive number")
+    x = args[0]
+    # A missing row keeps its weight slot and repeats the last average, as pandas does.
+    if span.value < 1:  # Qlib reads a fraction as the smoothing factor itself
+        ema = x.ewm_mean(alpha=span.value, adjust=True, min_samples=1, ignore_nulls=False)
+    else:
+        ema = x.ewm_mean(span=span.value, adjust=True, min_samples=1, ignore_nulls=False)
+    return _ts(ema.forward_fill())
+
+
+def _pair(args: list[pl.Expr], node: Expr) -> tuple[pl.Expr, pl.Expr, pl.Expr, int]:
+    """Both series restricted to rows where both are present, and their count."""
+    n = _window(node)
+    if n <= 0:
+        raise ExpressionError(f"{node}: the window must be at least 1 row")
+    both = args[0].is_not_null() & args[1].is_not_null()
+    a, b = pl.when(both).then(args[0]), pl.when(both).then(args[1])
+    return a, b, _count_valid(a, n), n
+
+
+def _cov(args: list[pl.Expr], node: Expr) -> pl.Expr:
+    a, b, k, n = _pair(args, node)
+    sab, sa, sb = _msum(a * b, n), _msum(a, n), _msum(b, n)
+    return _ts(_clean(pl.when(k > 1).then((sab - sa * sb / k) / (k - 1))))
+
+
+_FLAT = 2e-5  # Qlib masks Corr and Rsquare where a rolling std is this close to zero
+
+
+def _flat(x: pl.Expr, n: int) -> pl.Expr:
+    return x.rolling_std(n, min_samples=1, ddof=1).abs() <= _FLAT
+
+
+def _corr(args: list[pl.Expr], node: Expr) -> pl.Expr:
+    a, b, k, n = _pair(args, node)
+    sab, sa, sb = _msum(a * b, n), _msum(a, n), _msum(b, n)
+    saa, sbb = _msum(a * a, n), _msum(b * b, n)
+    cov = sab - sa * sb / k
+    den = ((saa - sa * sa / k) * (sbb - sb * sb / k)).sqrt()
+    corr = _clean(pl.when(k > 1).then(cov / den))
+    flat = _flat(args[0], n).fill_null(False) | _flat(args[1], n).fill_null(False)
+    return _ts(pl.when(~flat).then(corr))
+
+
+def _regression(args: list[pl.Expr], node: Expr) -> dict[str, pl.Expr]:
+    """Least squares of the window's values on their row positions (NaN rows dropped)."""
+    n = _window(node)
+    if n <= 0:
+        raise ExpressionError(f"{node}: the window must be at least 1 row")
+    y = args[0]
+    t = pl.int_range(pl.len(), dtype=pl.Int64).cast(pl.Float64)
+    x = pl.when(y.is_not_null()).then(t)
+    k = _count_valid(y, n)
+    sx, sy, sxy = _msum(x, n), _msum(y, n), _msum(x * y, n)
+    sxx, syy = _msum(x * x, n), _msum(y * y, n)
+    vx, vy, cxy = k * sxx - sx * sx, k * syy - sy * sy, k * sxy - sx * sy
+    slope = _clean(cxy / vx)
+    return {
+        "slope": slope,
+        "rsquare": pl.when(~_flat(y, n).fill_null(False)).then(_clean(cxy * cxy / (vx * vy))),
+        "resi": _clean(y - (slope * t + (sy - slope * sx) / k)),
+    }
+
+
 def _ref(args: list[pl.Expr], node: Expr) -> pl.Expr:
     return _ts(args[0].shift(_window(node)))
 
@@ -180,6 +302,18 @@ _BUILD: dict[str, Callable[[list[pl.Expr], Expr], pl.Expr]] = {
     "Count": _rolling(_count),
     "Max": _rolling(_max),
     "Min": _rolling(_min),
+    "Med": _rolling(_windowed("Med")),
+    "Skew": _rolling(_windowed("Skew")),
+    "Kurt": _rolling(_windowed("Kurt")),
+    "Mad": _rolling(_mad),
+    "Quantile": _quantile,
+    "Rank": _rolling(_rank),
+    "EMA": _ema,
+    "Cov": _cov,
+    "Corr": _corr,
+    "Slope": lambda args, node: _ts(_regression(args, node)["slope"]),
+    "Rsquare": lambda args, node: _ts(_regression(args, node)["rsquare"]),
+    "Resi": lambda args, node: _ts(_regression(args, node)["resi"]),
     "CSRank": _cs_rank,
     "CSZScore": _cs_zscore,
     "CSDemean": _cs_demean,
