@@ -80,3 +80,57 @@ def test_corr_and_rsquare_are_masked_on_flat_windows() -> None:
     # The first four rows of $a are flat: Qlib returns NaN there, not 0/0 noise.
     assert got["c"][:4].null_count() == 4 and got["r"][:4].null_count() == 4
     assert got["c"][7] == pytest.approx(np.corrcoef([3.0, 2.0, 5.0], [7.0, 6.0, 9.0])[0, 1])
+
+
+def _qlib_idx(w: np.ndarray, largest: bool) -> float:
+    # np.argmax/argmin over the raw window, as Qlib applies them (a NaN wins), plus one.
+    return float((np.argmax(w) if largest else np.argmin(w)) + 1)
+
+
+def _qlib_wma(w: np.ndarray) -> float:
+    weights = np.arange(1, len(w) + 1, dtype=float)
+    weights /= weights.sum()
+    return float(np.nanmean(weights * w))
+
+
+@pytest.mark.parametrize("n", [1, 5, 20, 60])
+@pytest.mark.parametrize(
+    ("op", "fn"),
+    [
+        ("IdxMax", lambda w: _qlib_idx(w, True)),
+        ("IdxMin", lambda w: _qlib_idx(w, False)),
+        ("WMA", _qlib_wma),
+    ],
+)
+def test_window_position_operators(frame: pl.DataFrame, op: str, fn: object, n: int) -> None:
+    got = compute(frame, {"x": f"{op}($close, {n})"})["x"].to_numpy()
+    expected = by_instrument(frame, lambda g: _roll(g, n, fn))
+    np.testing.assert_allclose(got, expected, rtol=1e-9, equal_nan=True)
+
+
+def test_idxmax_counts_from_the_oldest_row_and_prefers_the_oldest_tie() -> None:
+    days = pd.bdate_range("2020-01-01", periods=5)
+    df = pl.DataFrame(
+        {
+            "instrument": "A",
+            "date": days.values.astype("datetime64[D]"),
+            "x": [3.0, 1.0, 3.0, 2.0, 0.0],
+        }
+    )
+    got = compute(df, {"i": "IdxMax($x, 3)", "j": "IdxMin($x, 3)"})
+    assert got["i"].to_list() == [1.0, 1.0, 1.0, 2.0, 1.0]
+    assert got["j"].to_list() == [1.0, 2.0, 2.0, 1.0, 3.0]
+
+
+def test_cs_neutralize_removes_the_industry_mean() -> None:
+    df = pl.DataFrame(
+        {
+            "instrument": ["A", "B", "C", "A", "B", "C"],
+            "date": [pd.Timestamp("2020-01-01").date()] * 3
+            + [pd.Timestamp("2020-01-02").date()] * 3,
+            "x": [1.0, 3.0, 10.0, 2.0, 2.0, 5.0],
+            "industry": ["tech", "tech", "energy", "tech", "tech", "energy"],
+        }
+    ).sort("instrument", "date")
+    got = compute(df, {"n": "CSNeutralize($x, $industry)"}).sort("date", "instrument")
+    assert got["n"].to_list() == [-1.0, 1.0, 0.0, 0.0, 0.0, 0.0]

@@ -235,6 +235,60 @@ def _regression(args: list[pl.Expr], node: Expr) -> dict[str, pl.Expr]:
     }
 
 
+def _slots(n: int) -> tuple[pl.Expr, list[int]]:
+    """The length of each row's window (shorter at the start of a history) and the offsets,
+    oldest first."""
+    row = pl.int_range(pl.len(), dtype=pl.Int64)
+    return pl.min_horizontal(row + 1, pl.lit(n, pl.Int64)), list(range(n - 1, -1, -1))
+
+
+def _idx(x: pl.Expr, n: int, *, largest: bool) -> pl.Expr:
+    """1-based position, from the oldest row of the window, of its largest (smallest) value;
+    ties go to the oldest. As numpy's argmax in Qlib does, a window holding a missing value
+    gives that value's position (the oldest such).
+
+    Each offset is one independent term (no term nests another), so the plan stays linear
+    in the window length.
+    """
+    if n == 0:
+        raise ExpressionError("IdxMax and IdxMin need a window of at least 1 row")
+    length, offsets = _slots(n)
+    extreme = x.rolling_max(n, min_samples=1) if largest else x.rolling_min(n, min_samples=1)
+    at_extreme = pl.max_horizontal(
+        pl.when((pl.lit(k, pl.Int64) < length) & (x.shift(k) == extreme)).then(pl.lit(k, pl.Int64))
+        for k in offsets
+    )
+    at_hole = pl.max_horizontal(
+        pl.when((pl.lit(k, pl.Int64) < length) & x.shift(k).is_null()).then(pl.lit(k, pl.Int64))
+        for k in offsets
+    )
+    at = pl.coalesce(at_hole, at_extreme)
+    return pl.when(extreme.is_not_null()).then((length - at).cast(pl.Float64))
+
+
+def _wma(x: pl.Expr, n: int) -> pl.Expr:
+    """Qlib's WMA: weights 1..L (newest heaviest) summing to 1 over the window's L slots,
+    and then the mean of weight x value over the present values, that is divided by their
+    count once more (a quirk of Qlib's that we keep, to match its output)."""
+    if n == 0:
+        raise ExpressionError("WMA needs a window of at least 1 row")
+    length, offsets = _slots(n)
+    total = pl.sum_horizontal(
+        pl.when(pl.lit(k, pl.Int64) < length).then((length - k) * x.shift(k)).fill_null(0.0)
+        for k in offsets
+    )
+    weight_sum = length * (length + 1) / 2
+    return _clean(total / weight_sum / _count_valid(x, n))
+
+
+def _cs_neutralize(args: list[pl.Expr], node: Expr) -> pl.Expr:
+    """The value less its industry's mean on the same date (regression on industry
+    dummies)."""
+    if node.args[1].op != "$":
+        raise ExpressionError(f"{node}: the second argument must be a field, such as $industry")
+    return args[0] - args[0].mean().over(BY_DATE, args[1])
+
+
 def _ref(args: list[pl.Expr], node: Expr) -> pl.Expr:
     return _ts(args[0].shift(_window(node)))
 
@@ -314,6 +368,10 @@ _BUILD: dict[str, Callable[[list[pl.Expr], Expr], pl.Expr]] = {
     "Slope": lambda args, node: _ts(_regression(args, node)["slope"]),
     "Rsquare": lambda args, node: _ts(_regression(args, node)["rsquare"]),
     "Resi": lambda args, node: _ts(_regression(args, node)["resi"]),
+    "IdxMax": _rolling(lambda x, n: _idx(x, n, largest=True)),
+    "IdxMin": _rolling(lambda x, n: _idx(x, n, largest=False)),
+    "WMA": _rolling(_wma),
+    "CSNeutralize": _cs_neutralize,
     "CSRank": _cs_rank,
     "CSZScore": _cs_zscore,
     "CSDemean": _cs_demean,
@@ -371,8 +429,10 @@ def compute(
             args = [_ref_of(a, names) for a in node.args]
             stages.setdefault(depth[node], []).append(build(args, node).alias(names[node]))
 
+    # A field that names groups (CSNeutralize's industry) keeps its type; the rest are floats.
+    groups = {n.args[1].name for e in exprs.values() for n in e.walk() if n.op == "CSNeutralize"}
     lf = frame.lazy().with_columns(
-        _clean(pl.col(f).cast(pl.Float64)).alias(f) for f in sorted(fields)
+        _clean(pl.col(f).cast(pl.Float64)).alias(f) for f in sorted(fields - groups)
     )
     for d in sorted(stages):
         lf = lf.with_columns(stages[d])
