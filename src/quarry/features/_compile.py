@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+import numpy as np
 import polars as pl
 
 from quarry.exceptions import ExpressionError, LookaheadError
@@ -242,28 +243,43 @@ def _slots(n: int) -> tuple[pl.Expr, list[int]]:
     return pl.min_horizontal(row + 1, pl.lit(n, pl.Int64)), list(range(n - 1, -1, -1))
 
 
+def _idx_numpy(values: np.ndarray, row: np.ndarray, n: int, largest: bool) -> np.ndarray:
+    """IdxMax/IdxMin over one column holding several instruments (``row``: each row's index
+    within its instrument). Each instrument is padded in front with n-1 slots that can never
+    win, so that windows never reach into the previous instrument; numpy's argmax then gives
+    Qlib's answers, its NaN quirk included."""
+    starts = np.flatnonzero(row == 0)
+    pad = -np.inf if largest else np.inf
+    padded = np.insert(values, np.repeat(starts, n - 1), pad)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, n)
+    # Row r sits at r + (n-1) * k in padded, k the instruments started by then; its window
+    # starts n-1 slots earlier.
+    shift = (np.searchsorted(starts, np.arange(values.size), side="right") - 1) * (n - 1)
+    picked = windows[np.arange(values.size) + shift]
+    j = np.argmax(picked, axis=1) if largest else np.argmin(picked, axis=1)
+    missing_pad = np.maximum(0, n - 1 - row)
+    pos = (j + 1 - missing_pad).astype(np.float64)
+    valid = (~np.isnan(picked)).sum(axis=1) - missing_pad  # padding is never NaN
+    pos[valid <= 0] = np.nan
+    out: np.ndarray = pos
+    return out
+
+
 def _idx(x: pl.Expr, n: int, *, largest: bool) -> pl.Expr:
     """1-based position, from the oldest row of the window, of its largest (smallest) value;
-    ties go to the oldest. As numpy's argmax in Qlib does, a window holding a missing value
-    gives that value's position (the oldest such).
-
-    Each offset is one independent term (no term nests another), so the plan stays linear
-    in the window length.
-    """
+    ties go to the oldest; a window holding a missing value gives that value's position (the
+    oldest such), as numpy's argmax does in Qlib."""
     if n == 0:
         raise ExpressionError("IdxMax and IdxMin need a window of at least 1 row")
-    length, offsets = _slots(n)
-    extreme = x.rolling_max(n, min_samples=1) if largest else x.rolling_min(n, min_samples=1)
-    at_extreme = pl.max_horizontal(
-        pl.when((pl.lit(k, pl.Int64) < length) & (x.shift(k) == extreme)).then(pl.lit(k, pl.Int64))
-        for k in offsets
-    )
-    at_hole = pl.max_horizontal(
-        pl.when((pl.lit(k, pl.Int64) < length) & x.shift(k).is_null()).then(pl.lit(k, pl.Int64))
-        for k in offsets
-    )
-    at = pl.coalesce(at_hole, at_extreme)
-    return pl.when(extreme.is_not_null()).then((length - at).cast(pl.Float64))
+
+    def run(s: pl.Series) -> pl.Series:
+        parts = s.struct.unnest()
+        values = parts["x"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+        row = parts["row"].to_numpy()
+        return pl.Series(_idx_numpy(values, row, n, largest)).fill_nan(None)
+
+    row = pl.int_range(pl.len(), dtype=pl.Int64).over(BY_INSTRUMENT)
+    return pl.struct(x.alias("x"), row.alias("row")).map_batches(run, return_dtype=pl.Float64)
 
 
 def _wma(x: pl.Expr, n: int) -> pl.Expr:
@@ -368,8 +384,8 @@ _BUILD: dict[str, Callable[[list[pl.Expr], Expr], pl.Expr]] = {
     "Slope": lambda args, node: _ts(_regression(args, node)["slope"]),
     "Rsquare": lambda args, node: _ts(_regression(args, node)["rsquare"]),
     "Resi": lambda args, node: _ts(_regression(args, node)["resi"]),
-    "IdxMax": _rolling(lambda x, n: _idx(x, n, largest=True)),
-    "IdxMin": _rolling(lambda x, n: _idx(x, n, largest=False)),
+    "IdxMax": lambda args, node: _idx(args[0], _window(node), largest=True),
+    "IdxMin": lambda args, node: _idx(args[0], _window(node), largest=False),
     "WMA": _rolling(_wma),
     "CSNeutralize": _cs_neutralize,
     "CSRank": _cs_rank,
