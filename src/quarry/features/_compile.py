@@ -216,24 +216,61 @@ def _corr(args: list[pl.Expr], node: Expr) -> pl.Expr:
     return _ts(pl.when(~flat).then(corr))
 
 
-def _regression(args: list[pl.Expr], node: Expr) -> dict[str, pl.Expr]:
-    """Least squares of the window's values on their row positions (NaN rows dropped)."""
+def _regression_numpy(values: np.ndarray, row: np.ndarray, n: int, what: str) -> np.ndarray:
+    """Least squares of each window's values on their slot positions 1..n (NaN rows
+    dropped, today at n), over a column of several instruments (``row``: index within the
+    instrument). Window sums come from cumulative sums, so memory stays linear in rows."""
+    starts = np.flatnonzero(row == 0)
+    padded = np.insert(values, np.repeat(starts, n - 1), np.nan)  # windows stay in their instrument
+    ok = ~np.isnan(padded)
+    y = np.where(ok, padded, 0.0)
+    p = np.arange(padded.size, dtype=np.float64)
+    m = ok.astype(np.float64)
+
+    def window_sum(v: np.ndarray) -> np.ndarray:
+        c = np.concatenate([[0.0], np.cumsum(v)])
+        sums: np.ndarray = c[n:] - c[:-n]  # the window starting at each padded index
+        return sums
+
+    at = np.arange(values.size) + (
+        np.searchsorted(starts, np.arange(values.size), side="right") - 1
+    ) * (n - 1)
+    base = at - 1.0  # slot position = padded index - base
+    k = window_sum(m)[at]
+    sm_p, sm_pp = window_sum(m * p)[at], window_sum(m * p * p)[at]
+    sy, syp, syy = window_sum(y)[at], window_sum(y * p)[at], window_sum(y * y)[at]
+    sx = sm_p - base * k
+    sxx = sm_pp - 2 * base * sm_p + base * base * k
+    sxy = syp - base * sy
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vx, vy, cxy = k * sxx - sx * sx, k * syy - sy * sy, k * sxy - sx * sy
+        slope = cxy / vx
+        if what == "slope":
+            out = slope
+        elif what == "rsquare":
+            out = cxy * cxy / (vx * vy)
+        else:  # the residual of today's point, at slot n
+            out = values - (slope * n + (sy - slope * sx) / k)
+    out = np.where(k >= 2, out, np.nan)
+    result: np.ndarray = out
+    return result
+
+
+def _regression(args: list[pl.Expr], node: Expr, what: str) -> pl.Expr:
     n = _window(node)
     if n <= 0:
         raise ExpressionError(f"{node}: the window must be at least 1 row")
-    y = args[0]
-    t = pl.int_range(pl.len(), dtype=pl.Int64).cast(pl.Float64)
-    x = pl.when(y.is_not_null()).then(t)
-    k = _count_valid(y, n)
-    sx, sy, sxy = _msum(x, n), _msum(y, n), _msum(x * y, n)
-    sxx, syy = _msum(x * x, n), _msum(y * y, n)
-    vx, vy, cxy = k * sxx - sx * sx, k * syy - sy * sy, k * sxy - sx * sy
-    slope = _clean(cxy / vx)
-    return {
-        "slope": slope,
-        "rsquare": pl.when(~_flat(y, n).fill_null(False)).then(_clean(cxy * cxy / (vx * vy))),
-        "resi": _clean(y - (slope * t + (sy - slope * sx) / k)),
-    }
+
+    def run(s: pl.Series) -> pl.Series:
+        parts = s.struct.unnest()
+        values = parts["x"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+        return pl.Series(_regression_numpy(values, parts["row"].to_numpy(), n, what)).fill_nan(None)
+
+    row = pl.int_range(pl.len(), dtype=pl.Int64).over(BY_INSTRUMENT)
+    fit = pl.struct(args[0].alias("x"), row.alias("row")).map_batches(run, return_dtype=pl.Float64)
+    if what == "rsquare":  # Qlib's mask: NaN where the window is (nearly) flat
+        fit = pl.when(~_ts(_flat(args[0], n)).fill_null(False)).then(fit)
+    return fit
 
 
 def _slots(n: int) -> tuple[pl.Expr, list[int]]:
@@ -381,9 +418,9 @@ _BUILD: dict[str, Callable[[list[pl.Expr], Expr], pl.Expr]] = {
     "EMA": _ema,
     "Cov": _cov,
     "Corr": _corr,
-    "Slope": lambda args, node: _ts(_regression(args, node)["slope"]),
-    "Rsquare": lambda args, node: _ts(_regression(args, node)["rsquare"]),
-    "Resi": lambda args, node: _ts(_regression(args, node)["resi"]),
+    "Slope": lambda args, node: _regression(args, node, "slope"),
+    "Rsquare": lambda args, node: _regression(args, node, "rsquare"),
+    "Resi": lambda args, node: _regression(args, node, "resi"),
     "IdxMax": lambda args, node: _idx(args[0], _window(node), largest=True),
     "IdxMin": lambda args, node: _idx(args[0], _window(node), largest=False),
     "WMA": _rolling(_wma),
