@@ -8,7 +8,7 @@ import sys
 import typer
 
 from quarry import __version__
-from quarry.cli import _data
+from quarry.cli import _data, _features
 from quarry.cli._output import err
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(_data.app, name="data")
+app.add_typer(_features.app, name="features")
 
 
 @app.command()

@@ -11,9 +11,10 @@ from typing import Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from quarry.exceptions import QuarryError
+from quarry.exceptions import ExpressionError, QuarryError
 
 __all__ = ["console", "err", "fail_cleanly", "print_json", "progress_bar"]
 
@@ -37,8 +38,19 @@ def fail_cleanly(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except QuarryError as exc:
-            for line in exc.lines():
-                err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+            lines = exc.lines()
+            if isinstance(exc, ExpressionError):  # the caret line lines up under the text
+                lines = str(exc).split("\n")
+                err.print(
+                    f"[bold red]error:[/] {lines[0]}", highlight=False, soft_wrap=True, markup=True
+                )
+                for line in lines[1:]:
+                    err.print(
+                        " " * len("error: ") + line, highlight=False, soft_wrap=True, markup=False
+                    )
+                raise typer.Exit(1) from None
+            for line in lines:
+                err.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper

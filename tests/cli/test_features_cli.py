@@ -1,0 +1,100 @@
+"""The `quarry features compute` command-line contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from quarry.cli import app
+from quarry.data import Store, read_bars
+from quarry.features import alpha158
+
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args), env={"QUARRY_NO_PROGRESS": "1", "COLUMNS": "200"})
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = str(tmp_path_factory.mktemp("feat") / "store")
+    assert run("data", "generate", "--store", path, "--instruments", "12", "--days", "150")[0] == 0
+    return path
+
+
+def test_alpha158_with_label_from_a_store(store: str, tmp_path: Path) -> None:
+    out = tmp_path / "f.parquet"
+    label = "Ref($close, -2)/Ref($close, -1) - 1"
+    args = ["--store", store, "--set", "alpha158", "--label", label, "--start", "2015-03-02"]
+    code, stdout, stderr = run("features", "compute", *args, "--out", str(out))
+    assert code == 0, stderr
+    df = pl.read_parquet(out)
+    assert df.columns == ["instrument", "date", *alpha158(), "LABEL0"]
+    assert str(df["date"].min()) >= "2015-03-02"
+    # MA5 uses history before --start: on the first written day it is a full 5-day mean.
+    bars = read_bars(Store(store), ["close"], adjust="adjusted").filter(
+        pl.col("instrument") == "SYN00001"
+    )
+    c = bars["close"].to_numpy()
+    first = df.filter(pl.col("instrument") == "SYN00001").row(0, named=True)
+    i = bars["date"].to_list().index(first["date"])
+    assert first["MA5"] == pytest.approx(c[i - 4 : i + 1].mean() / c[i])
+    assert "wrote" in stdout
+
+
+def test_expressions_from_a_bars_file(tmp_path: Path) -> None:
+    bars = tmp_path / "bars.csv"
+    bars.write_text(
+        "instrument,date,open,high,low,close,volume\n"
+        + "".join(f"A,2020-01-{d:02d},1,2,1,{d},10\n" for d in range(1, 8))
+    )
+    out = tmp_path / "f.parquet"
+    code, _, err = run(
+        "features",
+        "compute",
+        "--bars",
+        str(bars),
+        "--expr",
+        "M3=Mean($close, 3)",
+        "--out",
+        str(out),
+    )
+    assert code == 0, err
+    np.testing.assert_allclose(pl.read_parquet(out)["M3"].to_numpy(), [1, 1.5, 2, 3, 4, 5, 6])
+
+
+def test_lookahead_is_refused_before_reading(tmp_path: Path) -> None:
+    code, _, err = run(
+        "features",
+        "compute",
+        "--store",
+        str(tmp_path / "none"),
+        "--expr",
+        "X=Ref($close, -1)",
+        "--out",
+        str(tmp_path / "o.parquet"),
+    )
+    assert code == 1 and "into the future" in err
+
+
+def test_parse_error_shows_a_caret(tmp_path: Path) -> None:
+    code, _, err = run(
+        "features",
+        "compute",
+        "--bars",
+        "x.csv",
+        "--expr",
+        "X=Mean($close, 5",
+        "--out",
+        str(tmp_path / "o.parquet"),
+    )
+    assert code == 1
+    first, caret = err.rstrip("\n").split("\n")[-2:]
+    assert first.startswith("error: expected ')'")
+    assert caret.index("^") == first.index("Mean($close, 5") + len("Mean($close, 5")
