@@ -7,18 +7,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from typer.testing import CliRunner
 
-from quarry.cli import app
 from quarry.data import Store, read_bars
 from quarry.features import alpha158
-
-runner = CliRunner()
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, list(args), env={"QUARRY_NO_PROGRESS": "1", "COLUMNS": "200"})
-    return result.exit_code, result.stdout, result.stderr
+from tests.cli.helpers import run
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,14 @@ import polars as pl
 import typer
 from rich.table import Table
 
-from quarry.cli._output import console, err, fail_cleanly, print_json, progress_bar
+from quarry.cli._output import (
+    console,
+    err,
+    fail_cleanly,
+    print_json,
+    progress_bar,
+    write_parquet,
+)
 from quarry.data import (
     SAMPLES,
     Store,
@@ -20,7 +27,7 @@ from quarry.data import (
     load_sample,
     read_bars,
 )
-from quarry.exceptions import DataError, UsageError
+from quarry.exceptions import UsageError
 from quarry.settings import quarry_home
 
 app = typer.Typer(
@@ -211,13 +218,7 @@ def read_cmd(
         as_of=as_of,
         adjust="adjusted" if adjust is AdjustMode.adjusted else "raw",
     )
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        df.write_parquet(out)
-    except OSError as exc:
-        raise DataError(
-            f"{out}: cannot write ({exc.strerror or exc}); choose another --out"
-        ) from exc
+    write_parquet(df, out)
     console.print(
         f"wrote {out}: {df.height} rows, {df['instrument'].n_unique()} instruments, "
         f"fields {', '.join(names)}"

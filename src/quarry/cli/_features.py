@@ -8,7 +8,7 @@ from typing import Annotated
 import polars as pl
 import typer
 
-from quarry.cli._output import console, err, fail_cleanly
+from quarry.cli._output import console, err, fail_cleanly, write_parquet
 from quarry.exceptions import DataError, UsageError
 
 app = typer.Typer(
@@ -136,13 +136,7 @@ def compute_cmd(
         result = result.filter(pl.col("date") >= pl.lit(start).str.to_date())
     if end is not None:
         result = result.filter(pl.col("date") <= pl.lit(end).str.to_date())
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        result.write_parquet(out)
-    except OSError as exc:
-        raise DataError(
-            f"{out}: cannot write ({exc.strerror or exc}); choose another --out"
-        ) from exc
+    write_parquet(result, out)
     console.print(
         f"wrote {out}: {result.height:,} rows x {len(parsed)} features"
         + (" + LABEL0" if label_expr is not None else "")

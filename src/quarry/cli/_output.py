@@ -7,16 +7,18 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+import polars as pl
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from quarry.exceptions import ExpressionError, QuarryError
+from quarry.exceptions import DataError, ExpressionError, QuarryError
 
-__all__ = ["console", "err", "fail_cleanly", "print_json", "progress_bar"]
+__all__ = ["console", "err", "fail_cleanly", "print_json", "progress_bar", "write_parquet"]
 
 console = Console()
 err = Console(stderr=True)
@@ -77,3 +79,14 @@ def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
             bar.update(tasks[description], completed=done, total=total)
 
         yield update
+
+
+def write_parquet(df: pl.DataFrame, out: Path) -> None:
+    """Write a command's result, turning a filesystem failure into a one-line error."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        df.write_parquet(out)
+    except OSError as exc:
+        raise DataError(
+            f"{out}: cannot write ({exc.strerror or exc}); choose another --out"
+        ) from exc
