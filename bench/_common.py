@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import resource
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 
 def peak_rss_mb() -> float:
@@ -15,3 +19,13 @@ def peak_rss_mb() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_child(script: str, *args: str) -> dict[str, Any]:
+    """Run ``script`` in a fresh Python process and return the JSON on its last line, so that
+    each measurement has its own peak RSS and no warm state."""
+    out = subprocess.run(
+        [sys.executable, script, *args], capture_output=True, text=True, check=True
+    ).stdout
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result

@@ -12,12 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _common import peak_rss_mb  # the bench folder is on sys.path when run as a script
+from _common import peak_rss_mb, run_child  # the bench folder is on sys.path when run as a script
 
 HERE = Path(__file__).resolve().parent
 FIELDS = ["open", "high", "low", "close", "volume"]
@@ -71,15 +70,7 @@ def main() -> None:
     shutil.rmtree(args.dir, ignore_errors=True)
     shutil.copytree(source, args.dir)
     ingest = _append(args.dir, args.days)
-    reads = [
-        json.loads(
-            subprocess.run(
-                [sys.executable, __file__, "--child", "read", "--dir", args.dir],
-                capture_output=True, text=True, check=True,
-            ).stdout.strip().splitlines()[-1]
-        )
-        for _ in range(args.runs)
-    ]  # fmt: skip
+    reads = [run_child(__file__, "--child", "read", "--dir", args.dir) for _ in range(args.runs)]
     reads.sort(key=lambda r: r["read_s"])
     mid = reads[len(reads) // 2]
     print(json.dumps({

@@ -12,12 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from _common import peak_rss_mb  # the bench folder is on sys.path when run as a script
+from _common import peak_rss_mb, run_child  # the bench folder is on sys.path when run as a script
 
 HERE = Path(__file__).resolve().parent
 
@@ -49,15 +47,7 @@ def main() -> None:
     store_dir = HERE / "_data" / f"generated-{args.instruments}x{args.days}"
     if not Store(store_dir).exists():
         generate(Store(store_dir), args.instruments, args.days, seed=1)
-    runs = [
-        json.loads(
-            subprocess.run(
-                [sys.executable, __file__, "--child", str(store_dir)],
-                capture_output=True, text=True, check=True,
-            ).stdout.strip().splitlines()[-1]
-        )
-        for _ in range(args.runs)
-    ]  # fmt: skip
+    runs = [run_child(__file__, "--child", str(store_dir)) for _ in range(args.runs)]
     print(json.dumps({
         "instruments": args.instruments,
         "days": args.days,

@@ -13,12 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from _common import peak_rss_mb  # the bench folder is on sys.path when run as a script
+from _common import peak_rss_mb, run_child  # the bench folder is on sys.path when run as a script
 
 HERE = Path(__file__).resolve().parent
 PRICES = ["open", "high", "low", "close", "volume"]
@@ -64,15 +62,9 @@ def main() -> None:
         print(f"generated {store_dir} in {time.perf_counter() - t0:.1f} s", flush=True)
     results = {}
     for case in CASES:
-        runs = []
-        for _ in range(args.runs):
-            out = subprocess.run(
-                [sys.executable, __file__, "--child", case, "--dir", str(store_dir)],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-            runs.append(json.loads(out.strip().splitlines()[-1]))
+        runs = [
+            run_child(__file__, "--child", case, "--dir", str(store_dir)) for _ in range(args.runs)
+        ]
         results[case] = {
             "rows": runs[0]["rows"],
             "median_s": round(statistics.median(r["s"] for r in runs), 2),

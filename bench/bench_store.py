@@ -15,12 +15,10 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from _common import peak_rss_mb  # the bench folder is on sys.path when run as a script
+from _common import peak_rss_mb, run_child  # the bench folder is on sys.path when run as a script
 
 HERE = Path(__file__).resolve().parent
 FIELDS = ["open", "high", "low", "close", "volume"]
@@ -87,14 +85,6 @@ def _read(store_dir: str) -> dict[str, float]:
     }
 
 
-def _child(*args: str) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, __file__, *args], capture_output=True, text=True, check=True
-    ).stdout
-    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
-    return result
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--instruments", type=int, default=16_000)
@@ -112,7 +102,8 @@ def main() -> None:
 
     shutil.rmtree(args.dir, ignore_errors=True)
     print(f"writing {args.instruments} x {args.days} bars to {args.dir} ...", flush=True)
-    w = _child(
+    w = run_child(
+        __file__,
         "--child",
         "write",
         "--dir",
@@ -125,7 +116,7 @@ def main() -> None:
     disk_mb = sum(f.stat().st_size for f in Path(args.dir).rglob("*") if f.is_file()) / 2**20
     reads = []
     for i in range(args.runs):
-        reads.append(_child("--child", "read", "--dir", args.dir))
+        reads.append(run_child(__file__, "--child", "read", "--dir", args.dir))
         print(f"read {i + 1}/{args.runs}: {reads[-1]['read_s']:.2f} s", flush=True)
     times = [r["read_s"] for r in reads]
     rss = [r["read_peak_rss_mb"] for r in reads]

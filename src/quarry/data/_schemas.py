@@ -10,7 +10,6 @@ import polars as pl
 __all__ = [
     "DELETED",
     "KT",
-    "SYSTEM_COLUMNS",
     "TABLES",
     "VERSION",
     "Column",
@@ -25,7 +24,6 @@ KT = "_kt"
 VERSION = "_version"
 # A retraction ("this key no longer holds") is a row of its own, so it is history too.
 DELETED = "_deleted"
-SYSTEM_COLUMNS = (KT, VERSION, DELETED)
 KT_DTYPE = pl.Datetime("us", "UTC")
 
 

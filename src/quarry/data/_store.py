@@ -22,7 +22,7 @@ from deltalake import CommitProperties, DeltaTable, WriterProperties, write_delt
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from quarry.data._location import Location, parse_location
-from quarry.data._schemas import DELETED, KT, KT_DTYPE, VERSION, TableSpec, table_spec
+from quarry.data._schemas import DELETED, KT, KT_DTYPE, TABLES, VERSION, TableSpec, table_spec
 from quarry.exceptions import ConflictError, DataError, StoreNotFoundError
 
 __all__ = ["Commit", "Store", "commits_of", "to_utc"]
@@ -125,10 +125,7 @@ class Store:
 
     def exists(self) -> bool:
         """Whether any table of the store has a commit."""
-        return any(
-            self.table(name) is not None
-            for name in ("bars", "instruments", "universe", "fundamentals", "corporate_actions")
-        )
+        return any(self.table(name) is not None for name in TABLES)
 
     def require(self) -> None:
         """Raise StoreNotFoundError unless the store holds data."""
@@ -313,8 +310,6 @@ class Store:
 
     def commits(self, name: str | None = None) -> list[Commit]:
         """The commits of one table, or of all tables, oldest first."""
-        from quarry.data._schemas import TABLES
-
         names = [table_spec(name).name] if name else list(TABLES)
         out: list[Commit] = []
         for table in names:

@@ -44,8 +44,9 @@ def check_lookahead(expr: Expr, *, label: bool = False) -> None:
             )
 
 
-def _window(node: Expr) -> int:
-    arg = node.args[-1]
+def _window(node: Expr, position: int = -1) -> int:
+    """The whole-number window argument of a node (its last argument unless told)."""
+    arg = node.args[position]
     if arg.op != "#" or not arg.value.is_integer():
         raise ExpressionError(f"{node}: the window must be a whole number, not {arg}")
     return int(arg.value)
@@ -154,7 +155,7 @@ def _mad(x: pl.Expr, n: int) -> pl.Expr:
 
 
 def _quantile(args: list[pl.Expr], node: Expr) -> pl.Expr:
-    n = _window(Expr(node.op, node.args[:2]))
+    n = _window(node, 1)
     q = node.args[2]
     if q.op != "#" or not 0 <= q.value <= 1:
         raise ExpressionError(f"{node}: the quantile must be a number between 0 and 1")
@@ -216,12 +217,39 @@ def _corr(args: list[pl.Expr], node: Expr) -> pl.Expr:
     return _ts(pl.when(~flat).then(corr))
 
 
+def _pad(values: np.ndarray, row: np.ndarray, n: int, fill: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pad each instrument of a column in front with n-1 ``fill`` slots, so that no window
+    reaches into the previous instrument (``row``: each row's index within its instrument).
+
+    Returns the padded array and, per row, the padded index where its window starts: row r
+    sits at r + (n-1) * k in the padded array, k the instruments started by then, and its
+    window starts n-1 slots earlier.
+    """
+    starts = np.flatnonzero(row == 0)
+    padded = np.insert(values, np.repeat(starts, n - 1), fill)
+    rows = np.arange(values.size)
+    at = rows + (np.searchsorted(starts, rows, side="right") - 1) * (n - 1)
+    return padded, at
+
+
+def _by_numpy(x: pl.Expr, fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> pl.Expr:
+    """Run a numpy kernel over the whole column at once: ``fn(values, row)`` with missing
+    values as NaN and ``row`` each row's index within its instrument."""
+
+    def run(s: pl.Series) -> pl.Series:
+        parts = s.struct.unnest()
+        values = parts["x"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+        return pl.Series(fn(values, parts["row"].to_numpy())).fill_nan(None)
+
+    row = pl.int_range(pl.len(), dtype=pl.Int64).over(BY_INSTRUMENT)
+    return pl.struct(x.alias("x"), row.alias("row")).map_batches(run, return_dtype=pl.Float64)
+
+
 def _regression_numpy(values: np.ndarray, row: np.ndarray, n: int, what: str) -> np.ndarray:
     """Least squares of each window's values on their slot positions 1..n (NaN rows
     dropped, today at n), over a column of several instruments (``row``: index within the
     instrument). Window sums come from cumulative sums, so memory stays linear in rows."""
-    starts = np.flatnonzero(row == 0)
-    padded = np.insert(values, np.repeat(starts, n - 1), np.nan)  # windows stay in their instrument
+    padded, at = _pad(values, row, n, np.nan)  # NaN padding: dropped like missing values
     ok = ~np.isnan(padded)
     y = np.where(ok, padded, 0.0)
     p = np.arange(padded.size, dtype=np.float64)
@@ -232,9 +260,6 @@ def _regression_numpy(values: np.ndarray, row: np.ndarray, n: int, what: str) ->
         sums: np.ndarray = c[n:] - c[:-n]  # the window starting at each padded index
         return sums
 
-    at = np.arange(values.size) + (
-        np.searchsorted(starts, np.arange(values.size), side="right") - 1
-    ) * (n - 1)
     base = at - 1.0  # slot position = padded index - base
     k = window_sum(m)[at]
     sm_p, sm_pp = window_sum(m * p)[at], window_sum(m * p * p)[at]
@@ -261,13 +286,7 @@ def _regression(args: list[pl.Expr], node: Expr, what: str) -> pl.Expr:
     if n <= 0:
         raise ExpressionError(f"{node}: the window must be at least 1 row")
 
-    def run(s: pl.Series) -> pl.Series:
-        parts = s.struct.unnest()
-        values = parts["x"].cast(pl.Float64).fill_null(np.nan).to_numpy()
-        return pl.Series(_regression_numpy(values, parts["row"].to_numpy(), n, what)).fill_nan(None)
-
-    row = pl.int_range(pl.len(), dtype=pl.Int64).over(BY_INSTRUMENT)
-    fit = pl.struct(args[0].alias("x"), row.alias("row")).map_batches(run, return_dtype=pl.Float64)
+    fit = _by_numpy(args[0], lambda values, row: _regression_numpy(values, row, n, what))
     if what == "rsquare":  # Qlib's mask: NaN where the window is (nearly) flat
         fit = pl.when(~_ts(_flat(args[0], n)).fill_null(False)).then(fit)
     return fit
@@ -285,14 +304,8 @@ def _idx_numpy(values: np.ndarray, row: np.ndarray, n: int, largest: bool) -> np
     within its instrument). Each instrument is padded in front with n-1 slots that can never
     win, so that windows never reach into the previous instrument; numpy's argmax then gives
     Qlib's answers, its NaN quirk included."""
-    starts = np.flatnonzero(row == 0)
-    pad = -np.inf if largest else np.inf
-    padded = np.insert(values, np.repeat(starts, n - 1), pad)
-    windows = np.lib.stride_tricks.sliding_window_view(padded, n)
-    # Row r sits at r + (n-1) * k in padded, k the instruments started by then; its window
-    # starts n-1 slots earlier.
-    shift = (np.searchsorted(starts, np.arange(values.size), side="right") - 1) * (n - 1)
-    picked = windows[np.arange(values.size) + shift]
+    padded, at = _pad(values, row, n, -np.inf if largest else np.inf)
+    picked = np.lib.stride_tricks.sliding_window_view(padded, n)[at]
     j = np.argmax(picked, axis=1) if largest else np.argmin(picked, axis=1)
     missing_pad = np.maximum(0, n - 1 - row)
     pos = (j + 1 - missing_pad).astype(np.float64)
@@ -309,14 +322,7 @@ def _idx(x: pl.Expr, n: int, *, largest: bool) -> pl.Expr:
     if n == 0:
         raise ExpressionError("IdxMax and IdxMin need a window of at least 1 row")
 
-    def run(s: pl.Series) -> pl.Series:
-        parts = s.struct.unnest()
-        values = parts["x"].cast(pl.Float64).fill_null(np.nan).to_numpy()
-        row = parts["row"].to_numpy()
-        return pl.Series(_idx_numpy(values, row, n, largest)).fill_nan(None)
-
-    row = pl.int_range(pl.len(), dtype=pl.Int64).over(BY_INSTRUMENT)
-    return pl.struct(x.alias("x"), row.alias("row")).map_batches(run, return_dtype=pl.Float64)
+    return _by_numpy(x, lambda values, row: _idx_numpy(values, row, n, largest))
 
 
 def _wma(x: pl.Expr, n: int) -> pl.Expr:
