@@ -1,14 +1,27 @@
 """Features: Qlib's expression language over the point-in-time store.
 
-So far: immutable expression trees, the parser, the compiler to one vectorized Polars plan
-(every operator of Qlib's language but Mask, plus cross-sectional ones), and the Alpha158
-and Alpha360 sets. Processors, the cache, out-of-core computation and the command line
-follow.
+Immutable expression trees and their parser; a compiler that evaluates every distinct node
+once over dense instruments x days panels, with numba window kernels; cross-sectional
+operators; the Alpha158 and Alpha360 sets; and processors with fit-on-train semantics.
 """
 
-from quarry.features._compile import check_lookahead, compute
+from quarry.features._compile import Plan, check_lookahead, compute
 from quarry.features._expr import Expr, F, Num, call
 from quarry.features._parser import parse
+from quarry.features._processors import (
+    PROCESSORS,
+    CSRankNorm,
+    CSZScoreNorm,
+    DropnaLabel,
+    Fillna,
+    IndustryNeutralize,
+    Pipeline,
+    ProcessInf,
+    Processor,
+    RobustZScoreNorm,
+    Winsorize,
+    ZScoreNorm,
+)
 from quarry.features._registry import OPERATORS
 from quarry.features._sets import DEFAULT_LABEL, FEATURE_SETS, alpha158, alpha360
 
@@ -16,9 +29,22 @@ __all__ = [
     "DEFAULT_LABEL",
     "FEATURE_SETS",
     "OPERATORS",
+    "PROCESSORS",
+    "CSRankNorm",
+    "CSZScoreNorm",
+    "DropnaLabel",
     "Expr",
     "F",
+    "Fillna",
+    "IndustryNeutralize",
     "Num",
+    "Pipeline",
+    "Plan",
+    "ProcessInf",
+    "Processor",
+    "RobustZScoreNorm",
+    "Winsorize",
+    "ZScoreNorm",
     "alpha158",
     "alpha360",
     "call",

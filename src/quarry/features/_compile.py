@@ -1,31 +1,36 @@
-"""Compile expression trees into one vectorized Polars plan over all instruments at once.
+"""Compile expression trees into one plan and evaluate it over dense panels.
 
-The input is a long frame sorted by instrument, then date. Time-series operators run per
-instrument (``over("instrument")``), cross-sectional ones per date. Every distinct node of
-all requested expressions becomes one column, computed once, in stages by depth, so a
-sub-expression shared by many features (``Ref($close, 1)`` in Alpha158) costs one pass.
-
-Missing values are nulls throughout (a NaN from 0/0 or Log of a negative becomes null), so
-that windows skip them, as pandas' rolling functions skip NaN in Qlib. The semantics follow
-Qlib's, as pinned down in docs/qlib_operators.md.
+Every distinct node of all requested expressions is computed once, in dependency order
+(``Ref($close, 1)`` once for all of Alpha158), and freed as soon as its last user is done,
+so memory holds only the live intermediate panels. Element-wise operators are numpy
+expressions over whole panels; window operators are the numba kernels of ``_kernels``;
+cross-sectional ones work per day across all instruments. Semantics follow Qlib's, as
+pinned down in docs/qlib_operators.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import difflib
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
 from quarry.exceptions import ExpressionError, LookaheadError
+from quarry.features import _kernels as k
 from quarry.features._expr import Expr
+from quarry.features._grid import BY_DATE, BY_INSTRUMENT, Grid
+from quarry.features._memory import reuse_freed_memory
 from quarry.features._parser import parse
 from quarry.features._registry import OPERATORS
 
-__all__ = ["check_lookahead", "compute"]
+__all__ = ["Plan", "check_lookahead", "compute", "evaluate"]
 
-BY_INSTRUMENT = "instrument"
-BY_DATE = "date"
+LABEL = "LABEL0"
+
+Value = np.ndarray | float
 
 
 def check_lookahead(expr: Expr, *, label: bool = False) -> None:
@@ -52,389 +57,206 @@ def _window(node: Expr, position: int = -1) -> int:
     return int(arg.value)
 
 
-def _clean(e: pl.Expr) -> pl.Expr:
-    """NaN becomes null (missing), so that windows skip it as pandas skips NaN. Infinities
-    stay, as in Qlib (see docs/qlib_operators.md)."""
-    return e.fill_nan(None)
-
-
-def _ts(e: pl.Expr) -> pl.Expr:
-    return e.over(BY_INSTRUMENT)
-
-
-def _rolling(fn: Callable[[pl.Expr, int], pl.Expr]) -> Callable[[list[pl.Expr], Expr], pl.Expr]:
-    """A window operator: N > 0 a trailing window of N rows (at least one value), N == 0
-    the whole history so far."""
-
-    def build(args: list[pl.Expr], node: Expr) -> pl.Expr:
-        n = _window(node)
-        if n < 0:
-            raise ExpressionError(f"{node}: a window cannot be negative")
-        return _ts(fn(args[0], n))
-
-    return build
-
-
-def _cum(e: pl.Expr) -> pl.Expr:
-    """A running total that carries through a missing row, as pandas' expanding windows do
-    (Polars gives null on that row)."""
-    return e.forward_fill()
-
-
-def _mean(x: pl.Expr, n: int) -> pl.Expr:
-    return _cum(x.cum_sum()) / x.cum_count() if n == 0 else x.rolling_mean(n, min_samples=1)
-
-
-def _sum(x: pl.Expr, n: int) -> pl.Expr:
-    total = _cum(x.cum_sum()) if n == 0 else x.rolling_sum(n, min_samples=1)
-    count = (
-        x.cum_count() if n == 0 else x.is_not_null().cast(pl.Int32).rolling_sum(n, min_samples=1)
-    )
-    return pl.when(count > 0).then(total)  # a window with no value has no sum
-
-
-def _var(x: pl.Expr, n: int) -> pl.Expr:
-    if n == 0:
-        # Welford would be steadier; sums of squares are fine at feature magnitudes.
-        k = x.cum_count()
-        mean = _cum(x.cum_sum()) / k
-        return pl.when(k > 1).then((_cum((x * x).cum_sum()) - k * mean * mean) / (k - 1))
-    return x.rolling_var(n, min_samples=1, ddof=1)
-
-
-def _count(x: pl.Expr, n: int) -> pl.Expr:
-    valid = x.is_not_null().cast(pl.Float64)
-    return valid.cum_sum() if n == 0 else valid.rolling_sum(n, min_samples=1)
-
-
-def _max(x: pl.Expr, n: int) -> pl.Expr:
-    return _cum(x.cum_max()) if n == 0 else x.rolling_max(n, min_samples=1)
-
-
-def _min(x: pl.Expr, n: int) -> pl.Expr:
-    return _cum(x.cum_min()) if n == 0 else x.rolling_min(n, min_samples=1)
-
-
-def _windowed(name: str) -> Callable[[pl.Expr, int], pl.Expr]:
-    """A Polars rolling statistic that has no expanding form here (N == 0 is refused)."""
-
-    def fn(x: pl.Expr, n: int) -> pl.Expr:
-        if n == 0:
-            raise ExpressionError(f"{name} needs a window of at least 1 row")
-        return _clean(_STAT[name](x, n))
-
-    return fn
-
-
-_STAT: dict[str, Callable[[pl.Expr, int], pl.Expr]] = {
-    "Med": lambda x, n: x.rolling_median(n, min_samples=1),
-    "Skew": lambda x, n: x.rolling_skew(n, bias=False, min_samples=3),
-    "Kurt": lambda x, n: x.rolling_kurtosis(n, fisher=True, bias=False, min_samples=4),
-}
-
-
-def _count_valid(x: pl.Expr, n: int) -> pl.Expr:
-    return x.is_not_null().cast(pl.Float64).rolling_sum(n, min_samples=1)
-
-
-def _msum(x: pl.Expr, n: int) -> pl.Expr:
-    """Rolling sum in which a missing value counts as 0."""
-    return x.fill_null(0.0).rolling_sum(n, min_samples=1)
-
-
-def _mad(x: pl.Expr, n: int) -> pl.Expr:
-    """Mean absolute deviation around the window mean (not the median deviation).
-
-    Polars has no rolling form, so each of the N offsets is one vectorized pass.
-    """
-    if n == 0:
-        raise ExpressionError("Mad needs a window of at least 1 row")
-    mean = x.rolling_mean(n, min_samples=1)
-    total = pl.sum_horizontal((x.shift(k) - mean).abs().fill_null(0.0) for k in range(n))
-    return total / _count_valid(x, n)
-
-
-def _quantile(args: list[pl.Expr], node: Expr) -> pl.Expr:
-    n = _window(node, 1)
-    q = node.args[2]
-    if q.op != "#" or not 0 <= q.value <= 1:
-        raise ExpressionError(f"{node}: the quantile must be a number between 0 and 1")
-    return _ts(args[0].rolling_quantile(q.value, "linear", n, min_samples=1))
-
-
-def _rank(x: pl.Expr, n: int) -> pl.Expr:
-    """Percentile of the current value in its window (average rank of ties / count)."""
-    if n == 0:
-        raise ExpressionError("Rank needs a window of at least 1 row")
-    rank = x.rolling_rank(n, "average", min_samples=1)
-    return pl.when(x.is_not_null()).then(rank / _count_valid(x, n))
-
-
-def _ema(args: list[pl.Expr], node: Expr) -> pl.Expr:
-    span = node.args[1]
-    if span.op != "#" or span.value <= 0:
-        raise ExpressionError(f"{node}: the span must be a positive number")
-    x = args[0]
-    # A missing row keeps its weight slot and repeats the last average, as pandas does.
-    if span.value < 1:  # Qlib reads a fraction as the smoothing factor itself
-        ema = x.ewm_mean(alpha=span.value, adjust=True, min_samples=1, ignore_nulls=False)
-    else:
-        ema = x.ewm_mean(span=span.value, adjust=True, min_samples=1, ignore_nulls=False)
-    return _ts(ema.forward_fill())
-
-
-def _pair(args: list[pl.Expr], node: Expr) -> tuple[pl.Expr, pl.Expr, pl.Expr, int]:
-    """Both series restricted to rows where both are present, and their count."""
-    n = _window(node)
-    if n <= 0:
-        raise ExpressionError(f"{node}: the window must be at least 1 row")
-    both = args[0].is_not_null() & args[1].is_not_null()
-    a, b = pl.when(both).then(args[0]), pl.when(both).then(args[1])
-    return a, b, _count_valid(a, n), n
-
-
-def _cov(args: list[pl.Expr], node: Expr) -> pl.Expr:
-    a, b, k, n = _pair(args, node)
-    sab, sa, sb = _msum(a * b, n), _msum(a, n), _msum(b, n)
-    return _ts(_clean(pl.when(k > 1).then((sab - sa * sb / k) / (k - 1))))
-
-
-_FLAT = 2e-5  # Qlib masks Corr and Rsquare where a rolling std is this close to zero
-
-
-def _flat(x: pl.Expr, n: int) -> pl.Expr:
-    return x.rolling_std(n, min_samples=1, ddof=1).abs() <= _FLAT
-
-
-def _corr(args: list[pl.Expr], node: Expr) -> pl.Expr:
-    a, b, k, n = _pair(args, node)
-    sab, sa, sb = _msum(a * b, n), _msum(a, n), _msum(b, n)
-    saa, sbb = _msum(a * a, n), _msum(b * b, n)
-    cov = sab - sa * sb / k
-    den = ((saa - sa * sa / k) * (sbb - sb * sb / k)).sqrt()
-    corr = _clean(pl.when(k > 1).then(cov / den))
-    flat = _flat(args[0], n).fill_null(False) | _flat(args[1], n).fill_null(False)
-    return _ts(pl.when(~flat).then(corr))
-
-
-def _pad(values: np.ndarray, row: np.ndarray, n: int, fill: float) -> tuple[np.ndarray, np.ndarray]:
-    """Pad each instrument of a column in front with n-1 ``fill`` slots, so that no window
-    reaches into the previous instrument (``row``: each row's index within its instrument).
-
-    Returns the padded array and, per row, the padded index where its window starts: row r
-    sits at r + (n-1) * k in the padded array, k the instruments started by then, and its
-    window starts n-1 slots earlier.
-    """
-    starts = np.flatnonzero(row == 0)
-    padded = np.insert(values, np.repeat(starts, n - 1), fill)
-    rows = np.arange(values.size)
-    at = rows + (np.searchsorted(starts, rows, side="right") - 1) * (n - 1)
-    return padded, at
-
-
-def _by_numpy(x: pl.Expr, fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> pl.Expr:
-    """Run a numpy kernel over the whole column at once: ``fn(values, row)`` with missing
-    values as NaN and ``row`` each row's index within its instrument."""
-
-    def run(s: pl.Series) -> pl.Series:
-        parts = s.struct.unnest()
-        values = parts["x"].cast(pl.Float64).fill_null(np.nan).to_numpy()
-        return pl.Series(fn(values, parts["row"].to_numpy())).fill_nan(None)
-
-    row = pl.int_range(pl.len(), dtype=pl.Int64).over(BY_INSTRUMENT)
-    return pl.struct(x.alias("x"), row.alias("row")).map_batches(run, return_dtype=pl.Float64)
-
-
-def _regression_numpy(values: np.ndarray, row: np.ndarray, n: int, what: str) -> np.ndarray:
-    """Least squares of each window's values on their slot positions 1..n (NaN rows
-    dropped, today at n), over a column of several instruments (``row``: index within the
-    instrument). Window sums come from cumulative sums, so memory stays linear in rows."""
-    padded, at = _pad(values, row, n, np.nan)  # NaN padding: dropped like missing values
-    ok = ~np.isnan(padded)
-    y = np.where(ok, padded, 0.0)
-    p = np.arange(padded.size, dtype=np.float64)
-    m = ok.astype(np.float64)
-
-    def window_sum(v: np.ndarray) -> np.ndarray:
-        c = np.concatenate([[0.0], np.cumsum(v)])
-        sums: np.ndarray = c[n:] - c[:-n]  # the window starting at each padded index
-        return sums
-
-    base = at - 1.0  # slot position = padded index - base
-    k = window_sum(m)[at]
-    sm_p, sm_pp = window_sum(m * p)[at], window_sum(m * p * p)[at]
-    sy, syp, syy = window_sum(y)[at], window_sum(y * p)[at], window_sum(y * y)[at]
-    sx = sm_p - base * k
-    sxx = sm_pp - 2 * base * sm_p + base * base * k
-    sxy = syp - base * sy
-    with np.errstate(divide="ignore", invalid="ignore"):
-        vx, vy, cxy = k * sxx - sx * sx, k * syy - sy * sy, k * sxy - sx * sy
-        slope = cxy / vx
-        if what == "slope":
-            out = slope
-        elif what == "rsquare":
-            out = cxy * cxy / (vx * vy)
-        else:  # the residual of today's point, at slot n
-            out = values - (slope * n + (sy - slope * sx) / k)
-    out = np.where(k >= 2, out, np.nan)
-    result: np.ndarray = out
-    return result
-
-
-def _regression(args: list[pl.Expr], node: Expr, what: str) -> pl.Expr:
-    n = _window(node)
-    if n <= 0:
-        raise ExpressionError(f"{node}: the window must be at least 1 row")
-
-    fit = _by_numpy(args[0], lambda values, row: _regression_numpy(values, row, n, what))
-    if what == "rsquare":  # Qlib's mask: NaN where the window is (nearly) flat
-        fit = pl.when(~_ts(_flat(args[0], n)).fill_null(False)).then(fit)
-    return fit
-
-
-def _slots(n: int) -> tuple[pl.Expr, list[int]]:
-    """The length of each row's window (shorter at the start of a history) and the offsets,
-    oldest first."""
-    row = pl.int_range(pl.len(), dtype=pl.Int64)
-    return pl.min_horizontal(row + 1, pl.lit(n, pl.Int64)), list(range(n - 1, -1, -1))
-
-
-def _idx_numpy(values: np.ndarray, row: np.ndarray, n: int, largest: bool) -> np.ndarray:
-    """IdxMax/IdxMin over one column holding several instruments (``row``: each row's index
-    within its instrument). Each instrument is padded in front with n-1 slots that can never
-    win, so that windows never reach into the previous instrument; numpy's argmax then gives
-    Qlib's answers, its NaN quirk included."""
-    padded, at = _pad(values, row, n, -np.inf if largest else np.inf)
-    picked = np.lib.stride_tricks.sliding_window_view(padded, n)[at]
-    j = np.argmax(picked, axis=1) if largest else np.argmin(picked, axis=1)
-    missing_pad = np.maximum(0, n - 1 - row)
-    pos = (j + 1 - missing_pad).astype(np.float64)
-    valid = (~np.isnan(picked)).sum(axis=1) - missing_pad  # padding is never NaN
-    pos[valid <= 0] = np.nan
-    out: np.ndarray = pos
-    return out
-
-
-def _idx(x: pl.Expr, n: int, *, largest: bool) -> pl.Expr:
-    """1-based position, from the oldest row of the window, of its largest (smallest) value;
-    ties go to the oldest; a window holding a missing value gives that value's position (the
-    oldest such), as numpy's argmax does in Qlib."""
-    if n == 0:
-        raise ExpressionError("IdxMax and IdxMin need a window of at least 1 row")
-
-    return _by_numpy(x, lambda values, row: _idx_numpy(values, row, n, largest))
-
-
-def _wma(x: pl.Expr, n: int) -> pl.Expr:
-    """Qlib's WMA: weights 1..L (newest heaviest) summing to 1 over the window's L slots,
-    and then the mean of weight x value over the present values, that is divided by their
-    count once more (a quirk of Qlib's that we keep, to match its output)."""
-    if n == 0:
-        raise ExpressionError("WMA needs a window of at least 1 row")
-    length, offsets = _slots(n)
-    total = pl.sum_horizontal(
-        pl.when(pl.lit(k, pl.Int64) < length).then((length - k) * x.shift(k)).fill_null(0.0)
-        for k in offsets
-    )
-    weight_sum = length * (length + 1) / 2
-    return _clean(total / weight_sum / _count_valid(x, n))
-
-
-def _cs_neutralize(args: list[pl.Expr], node: Expr) -> pl.Expr:
-    """The value less its industry's mean on the same date (regression on industry
-    dummies)."""
-    if node.args[1].op != "$":
-        raise ExpressionError(f"{node}: the second argument must be a field, such as $industry")
-    return args[0] - args[0].mean().over(BY_DATE, args[1])
-
-
-def _ref(args: list[pl.Expr], node: Expr) -> pl.Expr:
-    return _ts(args[0].shift(_window(node)))
-
-
-def _delta(args: list[pl.Expr], node: Expr) -> pl.Expr:
-    return _ts(args[0] - args[0].shift(_window(node)))
-
-
-def _cs_rank(args: list[pl.Expr], node: Expr) -> pl.Expr:
-    x = args[0]
-    return (x.rank("average") / x.count()).over(BY_DATE)
-
-
-def _cs_zscore(args: list[pl.Expr], node: Expr) -> pl.Expr:
-    x = args[0]
-    return ((x - x.mean()) / x.std(ddof=1)).over(BY_DATE)
-
-
-def _cs_demean(args: list[pl.Expr], node: Expr) -> pl.Expr:
-    return (args[0] - args[0].mean()).over(BY_DATE)
-
-
-def _binary(fn: Callable[[pl.Expr, pl.Expr], pl.Expr]) -> Callable[[list[pl.Expr], Expr], pl.Expr]:
-    return lambda args, node: fn(args[0], args[1])
-
-
-def _as_float(e: pl.Expr) -> pl.Expr:
-    return e.cast(pl.Float64)
-
-
-_BUILD: dict[str, Callable[[list[pl.Expr], Expr], pl.Expr]] = {
-    "Add": _binary(lambda a, b: a + b),
-    "Sub": _binary(lambda a, b: a - b),
-    "Mul": _binary(lambda a, b: a * b),
-    "Div": _binary(lambda a, b: _clean(a / b)),
-    # A comparison with a missing value is false (true for !=), as in pandas and so Qlib.
-    "Gt": _binary(lambda a, b: _as_float((a > b).fill_null(False))),
-    "Ge": _binary(lambda a, b: _as_float((a >= b).fill_null(False))),
-    "Lt": _binary(lambda a, b: _as_float((a < b).fill_null(False))),
-    "Le": _binary(lambda a, b: _as_float((a <= b).fill_null(False))),
-    "Eq": _binary(lambda a, b: _as_float((a == b).fill_null(False))),
-    "Ne": _binary(lambda a, b: _as_float((a != b).fill_null(True))),
-    "And": _binary(lambda a, b: _as_float((a != 0) & (b != 0))),
-    "Or": _binary(lambda a, b: _as_float((a != 0) | (b != 0))),
-    # np.maximum / np.minimum: a missing side makes the result missing.
-    "Greater": _binary(
-        lambda a, b: pl.when(a.is_not_null() & b.is_not_null()).then(pl.max_horizontal(a, b))
-    ),
-    "Less": _binary(
-        lambda a, b: pl.when(a.is_not_null() & b.is_not_null()).then(pl.min_horizontal(a, b))
-    ),
-    "Power": _binary(lambda a, b: _clean(a.pow(b))),
-    "Neg": lambda args, node: -args[0],
-    "Abs": lambda args, node: args[0].abs(),
-    "Log": lambda args, node: _clean(args[0].log()),
-    "Sign": lambda args, node: args[0].sign().cast(pl.Float64),
-    "Not": lambda args, node: _as_float(args[0] == 0),
-    "If": lambda args, node: pl.when(args[0] != 0).then(args[1]).otherwise(args[2]),
-    "Ref": _ref,
-    "Delta": _delta,
-    "Mean": _rolling(_mean),
-    "Sum": _rolling(_sum),
-    "Var": _rolling(_var),
-    "Std": _rolling(lambda x, n: _var(x, n).sqrt()),
-    "Count": _rolling(_count),
-    "Max": _rolling(_max),
-    "Min": _rolling(_min),
-    "Med": _rolling(_windowed("Med")),
-    "Skew": _rolling(_windowed("Skew")),
-    "Kurt": _rolling(_windowed("Kurt")),
-    "Mad": _rolling(_mad),
-    "Quantile": _quantile,
-    "Rank": _rolling(_rank),
-    "EMA": _ema,
-    "Cov": _cov,
-    "Corr": _corr,
-    "Slope": lambda args, node: _regression(args, node, "slope"),
-    "Rsquare": lambda args, node: _regression(args, node, "rsquare"),
-    "Resi": lambda args, node: _regression(args, node, "resi"),
-    "IdxMax": lambda args, node: _idx(args[0], _window(node), largest=True),
-    "IdxMin": lambda args, node: _idx(args[0], _window(node), largest=False),
-    "WMA": _rolling(_wma),
-    "CSNeutralize": _cs_neutralize,
-    "CSRank": _cs_rank,
-    "CSZScore": _cs_zscore,
-    "CSDemean": _cs_demean,
-}
+# -- the plan ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The named outputs, every operator node they need in dependency order, and for each
+    node the position of its last user (after which its panel is dropped)."""
+
+    outputs: dict[str, Expr]
+    nodes: tuple[Expr, ...]
+    last_use: dict[Expr, int]
+    # Extra inputs of a node beyond its arguments: the rolling stds behind Corr's and
+    # Rsquare's flat-window mask, shared with any Std the features ask for themselves.
+    extras: dict[Expr, tuple[Expr, ...]]
+    # Quantiles (and medians) of one series over one window, computed in one pass.
+    fused: dict[Expr, tuple[Expr, ...]]
+
+    @classmethod
+    def build(cls, features: Mapping[str, Expr | str], *, label: Expr | str | None = None) -> Plan:
+        """Parse, check (look-ahead, operators, windows) and order ``features`` (plus the
+        label as ``LABEL0``) before any data is touched."""
+        outputs = {name: parse(e) if isinstance(e, str) else e for name, e in features.items()}
+        for e in outputs.values():
+            check_lookahead(e)
+        if label is not None:
+            outputs[LABEL] = parse(label) if isinstance(label, str) else label
+        nodes: dict[Expr, None] = {}
+        extras: dict[Expr, tuple[Expr, ...]] = {}
+        for e in outputs.values():
+            for node in e.walk():
+                if node.op in ("$", "#"):
+                    continue
+                if node.op not in OPERATORS or node.op not in _BUILD:
+                    raise ExpressionError(f"{node}: operator {node.op} is not supported yet")
+                _CHECK.get(node.op, _no_check)(node)
+                if node.op in ("Corr", "Rsquare"):
+                    window = node.args[-1]
+                    extras[node] = tuple(Expr("Std", (a, window)) for a in node.args[:-1])
+                    for std in extras[node]:
+                        nodes.update(dict.fromkeys(n for n in std.walk() if n.op not in ("$", "#")))
+                nodes[node] = None
+        order = tuple(nodes)
+        last_use: dict[Expr, int] = {}
+        for i, node in enumerate(order):
+            for a in (*node.args, *extras.get(node, ())):
+                last_use[a] = i
+        by_window: dict[tuple[Expr, int], list[Expr]] = {}
+        for node in order:
+            if node.op in ("Quantile", "Med"):
+                by_window.setdefault((node.args[0], _window(node, 1)), []).append(node)
+        fused = {n: tuple(group) for group in by_window.values() for n in group}
+        return cls(outputs, order, last_use, extras, fused)
+
+    def inputs(self, node: Expr) -> tuple[Expr, ...]:
+        """The nodes a node reads: its arguments and its extras."""
+        return (*node.args, *self.extras.get(node, ()))
+
+    @property
+    def fields(self) -> set[str]:
+        """Every field the outputs read, group fields included."""
+        return {n.name for e in self.outputs.values() for n in e.walk() if n.op == "$"}
+
+    @property
+    def group_fields(self) -> set[str]:
+        """Fields read as group labels (CSNeutralize's second argument), not as numbers."""
+        return {n.args[1].name for n in self.nodes if n.op == "CSNeutralize"}
+
+    @property
+    def cross_sectional(self) -> list[Expr]:
+        """The cross-sectional nodes, each after every one it depends on."""
+        return [n for n in self.nodes if OPERATORS[n.op].kind == "cross"]
+
+    def check_fields(self, have: Sequence[str]) -> None:
+        """Name the closest column for a field the data does not have."""
+        missing = sorted(f for f in self.fields if f not in have)
+        if not missing:
+            return
+        cols = [c for c in have if c not in (BY_INSTRUMENT, BY_DATE)]
+        hints = []
+        for m in missing:
+            close = difflib.get_close_matches(m, cols, 1)
+            hints.append(f"${m}" + (f" (did you mean ${close[0]}?)" if close else ""))
+        raise ExpressionError(
+            f"unknown field {', '.join(hints)}; fields: {', '.join('$' + h for h in cols)}"
+        )
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Chunk:
+    """Instruments lo..hi of a grid: their field panels, histories and, for nodes computed
+    beforehand over all instruments (cross-sectional ones, when chunked), their panels."""
+
+    grid: Grid
+    lo: int
+    hi: int
+    known: Mapping[Expr, np.ndarray]
+    _history: np.ndarray | None = None
+
+    @property
+    def start(self) -> np.ndarray:
+        return self.grid.start[self.lo : self.hi]
+
+    @property
+    def end(self) -> np.ndarray:
+        return self.grid.end[self.lo : self.hi]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.hi - self.lo, self.grid.shape[1]
+
+    @property
+    def history(self) -> np.ndarray:
+        if self._history is None:
+            self._history = self.grid.in_history(self.lo, self.hi)
+        return self._history
+
+    @property
+    def whole(self) -> bool:
+        return self.lo == 0 and self.hi == self.grid.shape[0]
+
+    def field(self, name: str) -> np.ndarray:
+        return self.grid.fields[name][self.lo : self.hi]
+
+    def full(self, v: Value) -> np.ndarray:
+        """A panel of v (a number becomes a constant panel within the histories)."""
+        if isinstance(v, np.ndarray):
+            return v
+        return np.where(self.history, v, np.nan)
+
+    def mask(self, v: np.ndarray) -> np.ndarray:
+        """NaN outside the histories, for operators that turn NaN into a number."""
+        return np.where(self.history, v, np.nan)
+
+
+def evaluate(
+    plan: Plan,
+    grid: Grid,
+    *,
+    lo: int = 0,
+    hi: int | None = None,
+    known: Mapping[Expr, np.ndarray] | None = None,
+    targets: Sequence[Expr] | None = None,
+    sink: Callable[[Expr, np.ndarray], None],
+) -> None:
+    """Evaluate the plan over instruments lo..hi, handing each target's panel (the plan's
+    outputs unless told) to ``sink`` as soon as it is computed."""
+    chunk = _Chunk(grid, lo, grid.shape[0] if hi is None else hi, known or {})
+    wanted = set(plan.outputs.values() if targets is None else targets)
+    needed = _needed(plan, wanted, chunk.known)
+    values: dict[Expr, Value] = {}
+
+    def value(node: Expr) -> Value:
+        if node.op == "#":
+            return node.value
+        if node.op == "$":
+            return chunk.field(node.name)
+        return values[node]
+
+    stash: dict[Expr, np.ndarray] = {}  # results computed early, with a fused sibling
+    for e in wanted:  # a bare field or number as an output
+        if e.op in ("$", "#"):
+            sink(e, chunk.full(value(e)))
+    with np.errstate(all="ignore"):
+        for i, node in enumerate(plan.nodes):
+            if node not in needed:
+                continue
+            if node in chunk.known:
+                values[node] = chunk.known[node][lo : chunk.hi]
+            elif node in stash:
+                values[node] = stash.pop(node)
+            elif node in plan.fused:
+                group = [n for n in plan.fused[node] if n in needed and n not in chunk.known]
+                panels = _quantiles(group, chunk.full(value(node.args[0])), chunk)
+                values[node] = panels.pop(node)
+                stash.update(panels)
+            else:
+                args = [value(a) for a in plan.inputs(node)]
+                values[node] = _BUILD[node.op](args, node, chunk)
+            if node in wanted:
+                sink(node, chunk.full(values[node]))
+            for a in plan.inputs(node):
+                if plan.last_use.get(a) == i and a in values:
+                    del values[a]  # its last user is done: free the panel
+
+
+def _needed(plan: Plan, wanted: set[Expr], known: Mapping[Expr, np.ndarray]) -> set[Expr]:
+    """The operator nodes the targets depend on, stopping at nodes already known."""
+    needed: set[Expr] = set()
+    stack = [e for e in wanted if e.op not in ("$", "#")]
+    while stack:
+        node = stack.pop()
+        if node in needed:
+            continue
+        needed.add(node)
+        if node not in known:
+            stack.extend(a for a in plan.inputs(node) if a.op not in ("$", "#"))
+    return needed
 
 
 def compute(
@@ -443,65 +265,320 @@ def compute(
     *,
     label: Expr | str | None = None,
 ) -> pl.DataFrame:
-    """Evaluate named expressions on a long frame sorted by instrument, then date.
+    """Evaluate named expressions on a long frame with columns instrument, date and fields.
 
-    Returns instrument, date and one Float64 column per feature, plus ``LABEL0`` when a
-    label is given. Features that read the future raise LookaheadError before any work.
+    Returns the frame's instrument and date, in its row order, and one Float64 column per
+    feature (missing values null), plus ``LABEL0`` when a label is given. Features that
+    read the future raise LookaheadError before any work. The whole frame is held in
+    memory; ``quarry.features.compute_to_parquet`` works in bounded memory instead.
     """
-    exprs = {name: parse(e) if isinstance(e, str) else e for name, e in features.items()}
-    for e in exprs.values():
-        check_lookahead(e)
-    if label is not None:
-        exprs["LABEL0"] = parse(label) if isinstance(label, str) else label
-    fields = {n.name for e in exprs.values() for n in e.walk() if n.op == "$"}
-    missing = sorted(f for f in fields if f not in frame.columns)
-    if missing:
-        import difflib
+    plan = Plan.build(features, label=label)
+    plan.check_fields(frame.columns)
+    reuse_freed_memory()
+    groups = plan.group_fields
+    grid = Grid.from_frame(frame, sorted(plan.fields - groups), groups=sorted(groups))
+    by_expr: dict[Expr, list[str]] = {}
+    for name, e in plan.outputs.items():
+        by_expr.setdefault(e, []).append(name)
+    columns: dict[str, pl.Series] = {}
 
-        have = [c for c in frame.columns if c not in (BY_INSTRUMENT, BY_DATE)]
-        hints = [
-            f"${m}"
-            + (f" (did you mean ${c[0]}?)" if (c := difflib.get_close_matches(m, have, 1)) else "")
-            for m in missing
-        ]
-        raise ExpressionError(
-            f"unknown field {', '.join(hints)}; fields: {', '.join('$' + h for h in have)}"
-        )
+    cells = grid.rows[0] * grid.shape[1] + grid.rows[1]
 
-    # Every distinct operator node becomes a column, computed once, by depth.
-    names: dict[Expr, str] = {}
-    depth: dict[Expr, int] = {}
-    stages: dict[int, list[pl.Expr]] = {}
-    for e in exprs.values():
-        for node in e.walk():
-            if node in depth:
-                continue
-            if node.op == "$" or node.op == "#":
-                depth[node] = 0
-                continue
-            spec = OPERATORS.get(node.op)
-            build = _BUILD.get(node.op)
-            if spec is None or build is None:
-                raise ExpressionError(f"{node}: operator {node.op} is not supported yet")
-            depth[node] = 1 + max(depth[a] for a in node.args)
-            names[node] = f"__n{len(names)}"
-            args = [_ref_of(a, names) for a in node.args]
-            stages.setdefault(depth[node], []).append(build(args, node).alias(names[node]))
+    def sink(node: Expr, panel: np.ndarray) -> None:
+        series = pl.Series(np.take(panel, cells), dtype=pl.Float64, nan_to_null=True)
+        for name in by_expr[node]:
+            columns[name] = series.alias(name)
 
-    # A field that names groups (CSNeutralize's industry) keeps its type; the rest are floats.
-    groups = {n.args[1].name for e in exprs.values() for n in e.walk() if n.op == "CSNeutralize"}
-    lf = frame.lazy().with_columns(
-        _clean(pl.col(f).cast(pl.Float64)).alias(f) for f in sorted(fields - groups)
-    )
-    for d in sorted(stages):
-        lf = lf.with_columns(stages[d])
-    out = [_ref_of(e, names).cast(pl.Float64).alias(name) for name, e in exprs.items()]
-    return lf.select(BY_INSTRUMENT, BY_DATE, *out).collect()
+    evaluate(plan, grid, sink=sink)
+    return frame.select(BY_INSTRUMENT, BY_DATE).with_columns(columns[name] for name in plan.outputs)
 
 
-def _ref_of(node: Expr, names: Mapping[Expr, str]) -> pl.Expr:
-    if node.op == "$":
-        return pl.col(node.name)
-    if node.op == "#":
-        return pl.lit(node.value, pl.Float64)
-    return pl.col(names[node])
+# -- operators ------------------------------------------------------------------------------------
+
+Build = Callable[[list[Value], Expr, _Chunk], Value]
+
+
+def _no_check(node: Expr) -> None:
+    return None
+
+
+def _whole_window(node: Expr) -> None:
+    _window(node)
+
+
+def _positive_window(node: Expr) -> None:
+    if _window(node) <= 0:
+        raise ExpressionError(f"{node}: the window must be at least 1 row")
+
+
+def _window_or_history(node: Expr) -> None:
+    if _window(node) < 0:
+        raise ExpressionError(f"{node}: a window cannot be negative (0 means all history)")
+
+
+def _check_quantile(node: Expr) -> None:
+    if _window(node, 1) <= 0:
+        raise ExpressionError(f"{node}: the window must be at least 1 row")
+    q = node.args[2]
+    if q.op != "#" or not 0 <= q.value <= 1:
+        raise ExpressionError(f"{node}: the quantile must be a number between 0 and 1")
+
+
+def _check_span(node: Expr) -> None:
+    span = node.args[1]
+    if span.op != "#" or span.value <= 0:
+        raise ExpressionError(f"{node}: the span must be a positive number")
+
+
+def _check_group(node: Expr) -> None:
+    if node.args[1].op != "$":
+        raise ExpressionError(f"{node}: the second argument must be a field, such as $industry")
+
+
+_CHECK: dict[str, Callable[[Expr], None]] = {
+    **dict.fromkeys(["Mean", "Sum", "Var", "Std", "Count", "Max", "Min"], _window_or_history),
+    **dict.fromkeys(
+        "Med Skew Kurt Mad Rank IdxMax IdxMin WMA Slope Rsquare Resi Corr Cov".split(),
+        _positive_window,
+    ),
+    "Ref": _whole_window,
+    "Delta": _whole_window,
+    "Quantile": _check_quantile,
+    "EMA": _check_span,
+    "CSNeutralize": _check_group,
+}
+
+
+def _length(node: Expr, chunk: _Chunk, position: int = -1) -> int:
+    """The window in rows: N, or the whole calendar for N == 0 (an expanding window)."""
+    n = _window(node, position)
+    return n if n > 0 else chunk.shape[1]
+
+
+def _sums(what: int) -> Build:
+    def build(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
+        x = chunk.full(args[0])
+        return k.rolling_sum(x, _length(node, chunk), chunk.start, chunk.end, what)  # type: ignore[no-any-return]
+
+    return build
+
+
+def _var(std: bool) -> Build:
+    def build(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
+        x = chunk.full(args[0])
+        return k.rolling_var(x, _length(node, chunk), chunk.start, chunk.end, std)  # type: ignore[no-any-return]
+
+    return build
+
+
+def _extreme(largest: bool) -> Build:
+    def build(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
+        x = chunk.full(args[0])
+        return k.rolling_extreme(x, _length(node, chunk), chunk.start, chunk.end, largest)  # type: ignore[no-any-return]
+
+    return build
+
+
+def _idx(largest: bool) -> Build:
+    def build(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
+        x = chunk.full(args[0])
+        return k.idx_extreme(x, _window(node), chunk.start, chunk.end, largest)  # type: ignore[no-any-return]
+
+    return build
+
+
+def _quantiles(group: list[Expr], x: np.ndarray, chunk: _Chunk) -> dict[Expr, np.ndarray]:
+    """Quantile and Med nodes over the same series and window, in one pass."""
+    qs = np.array([0.5 if n.op == "Med" else n.args[2].value for n in group])
+    panels = k.rolling_quantile(x, _window(group[0], 1), chunk.start, chunk.end, qs)
+    return {n: panels[j] for j, n in enumerate(group)}
+
+
+def _rank(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
+    return k.rolling_rank(chunk.full(args[0]), _window(node), chunk.start, chunk.end)  # type: ignore[no-any-return]
+
+
+def _shape(what: int) -> Build:
+    def build(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
+        x = chunk.full(args[0])
+        return k.rolling_shape(x, _window(node), chunk.start, chunk.end, what)  # type: ignore[no-any-return]
+
+    return build
+
+
+_FLAT = 2e-5  # Qlib masks Corr and Rsquare where a rolling std is this close to zero
+
+
+def _regression(what: int) -> Build:
+    def build(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
+        x = chunk.full(args[0])
+        fit: np.ndarray = k.rolling_regression(x, _window(node), chunk.start, chunk.end, what)
+        if what == 1:  # Qlib's mask: NaN where the window is (nearly) flat
+            fit[_flat(args[2])] = np.nan  # arg 2 is the extra: the rolling std
+        return fit
+
+    return build
+
+
+def _flat(std: Value) -> np.ndarray:
+    """Where a rolling std (an extra input) is within Qlib's tolerance of zero; a std of
+    fewer than two values (NaN) is not flat."""
+    flat: np.ndarray = np.abs(std) <= _FLAT
+    return flat
+
+
+def _pair(what: int) -> Build:
+    def build(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
+        a, b, n = chunk.full(args[0]), chunk.full(args[1]), _window(node)
+        out: np.ndarray = k.rolling_corr_cov(a, b, n, chunk.start, chunk.end, what)
+        if what == 1:  # args 3 and 4 are the extras: each side's rolling std
+            out[_flat(args[3]) | _flat(args[4])] = np.nan
+        return out
+
+    return build
+
+
+def _ema(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
+    span = node.args[1].value
+    alpha = span if span < 1 else 2.0 / (span + 1.0)  # Qlib reads a fraction as alpha itself
+    return k.ewm_mean(chunk.full(args[0]), alpha, chunk.start, chunk.end)  # type: ignore[no-any-return]
+
+
+def _shift(x: Value, n: int, chunk: _Chunk) -> Value:
+    """x moved n days later (n < 0: earlier). Cells before an instrument's history are NaN,
+    so a shift never brings in another instrument's or an earlier listing's values."""
+    if not isinstance(x, np.ndarray) or n == 0:
+        return x
+    out = np.full(chunk.shape, np.nan)
+    if n > 0:
+        out[:, n:] = x[:, :-n]
+    else:
+        out[:, :n] = x[:, -n:]
+    return chunk.mask(out)
+
+
+def _ref(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
+    return _shift(args[0], _window(node), chunk)
+
+
+def _delta(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
+    return args[0] - _shift(args[0], _window(node), chunk)
+
+
+def _need_whole(node: Expr, chunk: _Chunk) -> None:
+    if not chunk.whole:
+        raise RuntimeError(f"{node} needs every instrument at once; compute it beforehand")
+
+
+def _cs_rank(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
+    _need_whole(node, chunk)
+    return k.cs_rank(chunk.full(args[0]))  # type: ignore[no-any-return]
+
+
+def _cs_zscore(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
+    _need_whole(node, chunk)
+    x = chunk.full(args[0])
+    with warnings.catch_warnings():  # a day with fewer than two values gives NaN, quietly
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(x, axis=0)
+        std = np.nanstd(x, axis=0, ddof=1)
+    z: np.ndarray = (x - mean) / std
+    return z
+
+
+def _cs_demean(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
+    _need_whole(node, chunk)
+    x = chunk.full(args[0])
+    with warnings.catch_warnings():  # a day with no value gives NaN, quietly
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(x, axis=0)
+    demeaned: np.ndarray = x - mean
+    return demeaned
+
+
+def _cs_neutralize(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
+    _need_whole(node, chunk)
+    name = node.args[1].name
+    group = chunk.field(name)
+    groups = chunk.grid.groups.get(name)
+    if groups is None:
+        raise RuntimeError(f"{name} was not laid out as a group field")
+    return k.cs_neutralize(chunk.full(args[0]), group, groups)  # type: ignore[no-any-return]
+
+
+def _binary(fn: Callable[[Value, Value], Value]) -> Build:
+    return lambda args, node, chunk: fn(args[0], args[1])
+
+
+def _truth(fn: Callable[[Value, Value], Value]) -> Build:
+    """A comparison or logical operator: 1.0 or 0.0 within the histories. A comparison with
+    a missing value is false (true for !=), as in numpy and so Qlib."""
+
+    def build(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
+        return chunk.mask(np.asarray(fn(args[0], args[1]), dtype=np.float64))
+
+    return build
+
+
+def _if(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
+    # A missing condition counts as true, as numpy's where does with NaN in Qlib.
+    return chunk.mask(np.where(np.asarray(args[0]) != 0, args[1], args[2]))
+
+
+_BUILD: dict[str, Build] = {
+    "Add": _binary(lambda a, b: a + b),
+    "Sub": _binary(lambda a, b: a - b),
+    "Mul": _binary(lambda a, b: a * b),
+    "Div": _binary(lambda a, b: np.divide(a, b)),
+    "Power": lambda args, node, chunk: chunk.mask(np.power(args[0], args[1])),
+    "Gt": _truth(lambda a, b: np.greater(a, b)),
+    "Ge": _truth(lambda a, b: np.greater_equal(a, b)),
+    "Lt": _truth(lambda a, b: np.less(a, b)),
+    "Le": _truth(lambda a, b: np.less_equal(a, b)),
+    "Eq": _truth(lambda a, b: np.equal(a, b)),
+    "Ne": _truth(lambda a, b: np.not_equal(a, b)),
+    "And": _truth(lambda a, b: np.logical_and(np.not_equal(a, 0), np.not_equal(b, 0))),
+    "Or": _truth(lambda a, b: np.logical_or(np.not_equal(a, 0), np.not_equal(b, 0))),
+    # np.maximum / np.minimum: a missing side makes the result missing.
+    "Greater": _binary(lambda a, b: np.maximum(a, b)),
+    "Less": _binary(lambda a, b: np.minimum(a, b)),
+    "Neg": lambda args, node, chunk: -args[0],
+    "Abs": lambda args, node, chunk: np.abs(args[0]),
+    "Log": lambda args, node, chunk: np.log(args[0]),
+    "Sign": lambda args, node, chunk: np.sign(args[0]),
+    "Not": lambda args, node, chunk: chunk.mask(np.equal(args[0], 0).astype(np.float64)),
+    "If": _if,
+    "Ref": _ref,
+    "Delta": _delta,
+    "Count": _sums(0),
+    "Sum": _sums(1),
+    "Mean": _sums(2),
+    "Var": _var(std=False),
+    "Std": _var(std=True),
+    "Max": _extreme(largest=True),
+    "Min": _extreme(largest=False),
+    "Rank": _rank,
+    # Evaluated with their fused siblings (see evaluate); these serve a lone one.
+    "Med": lambda args, node, chunk: _quantiles([node], chunk.full(args[0]), chunk)[node],
+    "Quantile": lambda args, node, chunk: _quantiles([node], chunk.full(args[0]), chunk)[node],
+    "Skew": _shape(0),
+    "Kurt": _shape(1),
+    "Mad": lambda args, node, chunk: k.rolling_mad(
+        chunk.full(args[0]), _window(node), chunk.start, chunk.end
+    ),
+    "WMA": lambda args, node, chunk: k.rolling_wma(
+        chunk.full(args[0]), _window(node), chunk.start, chunk.end
+    ),
+    "EMA": _ema,
+    "Cov": _pair(0),
+    "Corr": _pair(1),
+    "Slope": _regression(0),
+    "Rsquare": _regression(1),
+    "Resi": _regression(2),
+    "IdxMax": _idx(largest=True),
+    "IdxMin": _idx(largest=False),
+    "CSRank": _cs_rank,
+    "CSZScore": _cs_zscore,
+    "CSDemean": _cs_demean,
+    "CSNeutralize": _cs_neutralize,
+}

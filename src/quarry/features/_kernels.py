@@ -1,0 +1,538 @@
+"""Window kernels over dense panels, compiled with numba.
+
+A window's valid values are its finite ones: pandas' rolling functions (and so Qlib's)
+read an infinity as missing.
+
+A panel is a float64 array of shape (instruments, days) on the market calendar, NaN where a
+value is missing. ``start[i]``/``end[i]`` bound instrument i's history (its first listed day
+and one past its last): a window never reaches before ``start[i]``, as Qlib's windows start
+at the first row of an instrument's history, and cells outside the history stay NaN.
+
+Every kernel runs instruments in parallel (``prange``) and walks each history once, keeping
+running state (sums, Welford moments, monotonic queues, a sorted window), so a window of N
+rows costs O(1) or O(log N) per row instead of O(N). ``n`` is the window length; callers
+pass the whole calendar length for an expanding window (Qlib's N = 0). Semantics follow
+pandas' rolling functions with ``min_periods=1``, as Qlib's do (docs/qlib_operators.md).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+__all__ = [
+    "cs_neutralize",
+    "cs_rank",
+    "ewm_mean",
+    "idx_extreme",
+    "rolling_corr_cov",
+    "rolling_extreme",
+    "rolling_mad",
+    "rolling_quantile",
+    "rolling_rank",
+    "rolling_regression",
+    "rolling_shape",
+    "rolling_sum",
+    "rolling_var",
+    "rolling_wma",
+]
+
+_OPTS = {"parallel": True, "cache": True, "nogil": True}
+
+
+@njit(**_OPTS)
+def rolling_sum(x, n, start, end, what):
+    """Count (0), sum (1) or mean (2) of the valid values in each window. Count counts
+    infinities too, as pandas' does (it does not read them as missing)."""
+    rows, cols = x.shape
+    out = np.full((rows, cols), np.nan)
+    for i in prange(rows):
+        k = 0
+        total = 0.0
+        for t in range(start[i], end[i]):
+            old = t - n
+            if old >= start[i]:
+                w = x[i, old]
+                if math.isfinite(w) or (what == 0 and w == w):
+                    k -= 1
+                    total -= w
+            v = x[i, t]
+            if math.isfinite(v) or (what == 0 and v == v):
+                k += 1
+                total += v
+            if what == 0:
+                out[i, t] = k
+            elif k == 0:
+                total = 0.0  # drop the rounding left over from values gone by
+            else:
+                out[i, t] = total if what == 1 else total / k
+    return out
+
+
+@njit(**_OPTS)
+def rolling_var(x, n, start, end, std):
+    """Variance with ddof=1 (its square root when ``std``) of the valid values in each
+    window, at least two. Welford's remove/add updates, as pandas does; exactly 0 when every
+    value in the window is the same (pandas' rule for constant windows)."""
+    rows, cols = x.shape
+    out = np.full((rows, cols), np.nan)
+    inv = 1.0 / np.arange(1, min(n, cols) + 2)  # 1/k by lookup: divisions are the cost
+    for i in prange(rows):
+        k = 0
+        mean = 0.0
+        ssq = 0.0
+        same = 0  # how many of the newest values equal the newest one
+        last = np.nan
+        for t in range(start[i], end[i]):
+            old = t - n
+            if old >= start[i]:
+                w = x[i, old]
+                if math.isfinite(w):
+                    k -= 1
+                    if k > 0:
+                        d = w - mean
+                        mean -= d * inv[k - 1]
+                        ssq -= (k + 1) * d * d * inv[k - 1]
+                    else:
+                        mean = 0.0
+                        ssq = 0.0
+            v = x[i, t]
+            if math.isfinite(v):
+                k += 1
+                d = v - mean
+                mean += d * inv[k - 1]
+                ssq += (k - 1) * d * d * inv[k - 1]
+                same = same + 1 if v == last else 1
+                last = v
+            if same > k:
+                same = k
+            if k >= 2:
+                var = 0.0 if same >= k else max(ssq / (k - 1), 0.0)
+                out[i, t] = math.sqrt(var) if std else var
+    return out
+
+
+@njit(**_OPTS)
+def rolling_extreme(x, n, start, end, largest):
+    """Max (or min) of the valid values in each window, with a monotonic queue."""
+    rows, cols = x.shape
+    out = np.full((rows, cols), np.nan)
+    for i in prange(rows):
+        queue = np.empty(end[i] - start[i] + 1, dtype=np.int64)
+        head = 0
+        tail = 0
+        for t in range(start[i], end[i]):
+            v = x[i, t]
+            if math.isfinite(v):
+                while tail > head and (
+                    x[i, queue[tail - 1]] <= v if largest else x[i, queue[tail - 1]] >= v
+                ):
+                    tail -= 1
+                queue[tail] = t
+                tail += 1
+            while tail > head and queue[head] <= t - n:
+                head += 1
+            if tail > head:
+                out[i, t] = x[i, queue[head]]
+    return out
+
+
+@njit(**_OPTS)
+def idx_extreme(x, n, start, end, largest):
+    """Qlib's IdxMax/IdxMin: the 1-based position, from the oldest row of the window, of
+    its largest (smallest) value, the oldest on ties. A window holding a missing value gives
+    the position of its oldest missing value, as numpy's argmax does inside Qlib. NaN when
+    the window has no valid value."""
+    rows, cols = x.shape
+    out = np.full((rows, cols), np.nan)
+    for i in prange(rows):
+        size = end[i] - start[i] + 1
+        queue = np.empty(size, dtype=np.int64)
+        nans = np.empty(size, dtype=np.int64)
+        head = 0
+        tail = 0
+        nan_head = 0
+        nan_tail = 0
+        for t in range(start[i], end[i]):
+            v = x[i, t]
+            if math.isfinite(v):
+                # Strict comparison keeps an older equal value ahead: ties go to the oldest.
+                while tail > head and (
+                    x[i, queue[tail - 1]] < v if largest else x[i, queue[tail - 1]] > v
+                ):
+                    tail -= 1
+                queue[tail] = t
+                tail += 1
+            else:
+                nans[nan_tail] = t
+                nan_tail += 1
+            first = max(start[i], t - n + 1)
+            while tail > head and queue[head] < first:
+                head += 1
+            while nan_tail > nan_head and nans[nan_head] < first:
+                nan_head += 1
+            if tail == head:
+                continue
+            at = nans[nan_head] if nan_tail > nan_head else queue[head]
+            out[i, t] = at - first + 1
+    return out
+
+
+@njit(inline="always")
+def _insert(buf, k, v):
+    """Insert v into the sorted buf[:k], shifting the larger values right."""
+    j = k
+    while j > 0 and buf[j - 1] > v:
+        buf[j] = buf[j - 1]
+        j -= 1
+    buf[j] = v
+
+
+@njit(inline="always")
+def _remove(buf, k, v):
+    """Remove one copy of v from the sorted buf[:k]."""
+    j = np.searchsorted(buf[:k], v)
+    while j < k - 1:
+        buf[j] = buf[j + 1]
+        j += 1
+
+
+@njit(inline="always")
+def _replace(buf, k, old, new):
+    """Swap one copy of old for new in the sorted buf[:k], shifting only the values
+    between the two positions."""
+    j = np.searchsorted(buf[:k], old)
+    while j > 0 and buf[j - 1] > new:
+        buf[j] = buf[j - 1]
+        j -= 1
+    while j < k - 1 and buf[j + 1] < new:
+        buf[j] = buf[j + 1]
+        j += 1
+    buf[j] = new
+
+
+@njit(**_OPTS)
+def rolling_quantile(x, n, start, end, qs):
+    """Quantiles ``qs`` (one output panel each) of each window's valid values, with
+    linear interpolation as pandas; the median is q = 0.5. Kept in a sorted copy of the
+    window, updated by one shift per day."""
+    rows, cols = x.shape
+    out = np.full((qs.size, rows, cols), np.nan)
+    for i in prange(rows):
+        buf = np.empty(min(n, end[i] - start[i]) + 1)
+        k = 0
+        for t in range(start[i], end[i]):
+            v = x[i, t]
+            old = t - n
+            w = x[i, old] if old >= start[i] else np.nan
+            if math.isfinite(w) and math.isfinite(v):
+                _replace(buf, k, w, v)
+            elif math.isfinite(w):
+                _remove(buf, k, w)
+                k -= 1
+            elif math.isfinite(v):
+                _insert(buf, k, v)
+                k += 1
+            if k == 0:
+                continue
+            for m in range(qs.size):
+                pos = qs[m] * (k - 1)
+                lo = int(pos)
+                if pos == lo:
+                    out[m, i, t] = buf[lo]
+                else:
+                    out[m, i, t] = buf[lo] + (buf[lo + 1] - buf[lo]) * (pos - lo)
+    return out
+
+
+@njit(**_OPTS)
+def rolling_rank(x, n, start, end):
+    """The percentile rank of the current value among the window's valid values, ties
+    averaged (pandas' ``rank(pct=True)``); NaN when the current value is missing."""
+    rows, cols = x.shape
+    out = np.full((rows, cols), np.nan)
+    for i in prange(rows):
+        for t in range(start[i], end[i]):
+            v = x[i, t]
+            if not math.isfinite(v):
+                continue
+            less = 0
+            equal = 0
+            k = 0
+            for j in range(max(start[i], t - n + 1), t + 1):
+                w = x[i, j]
+                if math.isfinite(w):
+                    k += 1
+                    less += w < v
+                    equal += w == v
+            out[i, t] = (less + (equal + 1) / 2.0) / k
+    return out
+
+
+@njit(**_OPTS)
+def rolling_shape(x, n, start, end, what):
+    """Skewness (what 0, at least 3 values) or excess kurtosis (what 1, at least 4), both
+    bias-corrected as pandas computes them; NaN for a window whose variance is at most
+    1e-14 (pandas 3). Two passes over each window: these are rarely used, short windows."""
+    rows, cols = x.shape
+    out = np.full((rows, cols), np.nan)
+    for i in prange(rows):
+        for t in range(start[i], end[i]):
+            first = max(start[i], t - n + 1)
+            k = 0
+            s = 0.0
+            for j in range(first, t + 1):
+                if math.isfinite(x[i, j]):
+                    k += 1
+                    s += x[i, j]
+            if k < 3 + what:
+                continue
+            mean = s / k
+            m2 = 0.0
+            m3 = 0.0
+            m4 = 0.0
+            for j in range(first, t + 1):
+                v = x[i, j]
+                if math.isfinite(v):
+                    d = v - mean
+                    m2 += d * d
+                    m3 += d * d * d
+                    m4 += d * d * d * d
+            m2 /= k
+            m3 /= k
+            m4 /= k
+            if m2 <= 1e-14:
+                continue
+            if what == 0:
+                out[i, t] = math.sqrt(k * (k - 1.0)) / (k - 2.0) * m3 / m2**1.5
+            else:
+                g2 = m4 / (m2 * m2) - 3.0
+                out[i, t] = (k - 1.0) / ((k - 2.0) * (k - 3.0)) * ((k + 1.0) * g2 + 6.0)
+    return out
+
+
+@njit(**_OPTS)
+def rolling_mad(x, n, start, end):
+    """Mean absolute deviation of the window's valid values around their mean."""
+    rows, cols = x.shape
+    out = np.full((rows, cols), np.nan)
+    for i in prange(rows):
+        for t in range(start[i], end[i]):
+            first = max(start[i], t - n + 1)
+            k = 0
+            s = 0.0
+            for j in range(first, t + 1):
+                if math.isfinite(x[i, j]):
+                    k += 1
+                    s += x[i, j]
+            if k == 0:
+                continue
+            mean = s / k
+            dev = 0.0
+            for j in range(first, t + 1):
+                if math.isfinite(x[i, j]):
+                    dev += abs(x[i, j] - mean)
+            out[i, t] = dev / k
+    return out
+
+
+@njit(**_OPTS)
+def rolling_wma(x, n, start, end):
+    """Qlib's WMA: weights 1..L over the window's L slots (newest heaviest), normalized to
+    sum to 1, and then the mean of weight x value over the valid values, that is, divided by
+    their count once more (a quirk of Qlib's, kept to match its output)."""
+    rows, cols = x.shape
+    out = np.full((rows, cols), np.nan)
+    for i in prange(rows):
+        for t in range(start[i], end[i]):
+            first = max(start[i], t - n + 1)
+            length = t - first + 1
+            k = 0
+            s = 0.0
+            for j in range(first, t + 1):
+                if math.isfinite(x[i, j]):
+                    k += 1
+                    s += (j - first + 1) * x[i, j]
+            if k > 0:
+                out[i, t] = s / (length * (length + 1) / 2.0) / k
+    return out
+
+
+@njit(**_OPTS)
+def ewm_mean(x, alpha, start, end):
+    """pandas' ``ewm(alpha=..., adjust=True).mean()``: a missing row keeps its weight slot
+    and repeats the last average."""
+    rows, cols = x.shape
+    out = np.full((rows, cols), np.nan)
+    decay = 1.0 - alpha
+    for i in prange(rows):
+        avg = np.nan
+        weight = 1.0
+        for t in range(start[i], end[i]):
+            v = x[i, t]
+            if avg == avg:
+                weight *= decay
+                if math.isfinite(v):
+                    if avg != v:
+                        avg = (weight * avg + v) / (weight + 1.0)
+                    weight += 1.0
+            elif math.isfinite(v):
+                avg = v
+            out[i, t] = avg
+    return out
+
+
+@njit(**_OPTS)
+def rolling_corr_cov(a, b, n, start, end, what):
+    """Covariance ddof=1 (what 0) or Pearson correlation (what 1) over the rows of each
+    window where both values are present, from Welford co-moments; NaN with fewer than two
+    such rows."""
+    rows, cols = a.shape
+    out = np.full((rows, cols), np.nan)
+    for i in prange(rows):
+        k = 0
+        ma = 0.0
+        mb = 0.0
+        saa = 0.0
+        sbb = 0.0
+        sab = 0.0
+        for t in range(start[i], end[i]):
+            old = t - n
+            if old >= start[i]:
+                u = a[i, old]
+                v = b[i, old]
+                if math.isfinite(u) and math.isfinite(v):
+                    k -= 1
+                    if k > 0:
+                        da = u - ma
+                        db = v - mb
+                        ma -= da / k
+                        mb -= db / k
+                        saa -= da * (u - ma)
+                        sbb -= db * (v - mb)
+                        sab -= da * (v - mb)
+                    else:
+                        ma = mb = saa = sbb = sab = 0.0
+            u = a[i, t]
+            v = b[i, t]
+            if math.isfinite(u) and math.isfinite(v):
+                k += 1
+                da = u - ma
+                db = v - mb
+                ma += da / k
+                mb += db / k
+                saa += da * (u - ma)
+                sbb += db * (v - mb)
+                sab += da * (v - mb)
+            if k < 2:
+                continue
+            if what == 0:
+                out[i, t] = sab / (k - 1)
+            else:
+                den = math.sqrt(max(saa, 0.0) * max(sbb, 0.0))
+                if den > 0:
+                    out[i, t] = sab / den
+    return out
+
+
+@njit(**_OPTS)
+def rolling_regression(y, n, start, end, what):
+    """Least squares of each window's valid values on their slot positions (today last):
+    slope (what 0), R squared (1), or the residual of today's value (2, NaN when today's
+    value is missing). At least two points. Running sums as in Qlib's Cython; positions
+    count from the instrument's first day (the fit does not depend on where they start),
+    whole numbers whose sums stay exact."""
+    rows, cols = y.shape
+    out = np.full((rows, cols), np.nan)
+    for i in prange(rows):
+        k = 0
+        sp = spp = sy = spy = syy = 0.0
+        base = start[i]
+        for t in range(start[i], end[i]):
+            v = y[i, t]
+            if math.isfinite(v):
+                p = t - base
+                k += 1
+                sp += p
+                spp += p * p
+                sy += v
+                spy += p * v
+                syy += v * v
+            old = t - n
+            if old >= start[i]:
+                w = y[i, old]
+                if math.isfinite(w):
+                    p = old - base
+                    k -= 1
+                    sp -= p
+                    spp -= p * p
+                    sy -= w
+                    spy -= p * w
+                    syy -= w * w
+            if k < 2:
+                continue
+            vx = k * spp - sp * sp
+            cxy = k * spy - sp * sy
+            if vx <= 0:
+                continue
+            slope = cxy / vx
+            if what == 0:
+                out[i, t] = slope
+            elif what == 1:
+                vy = k * syy - sy * sy
+                if vy > 0:
+                    out[i, t] = cxy * cxy / (vx * vy)
+            elif math.isfinite(y[i, t]):
+                intercept = (sy - slope * sp) / k
+                out[i, t] = y[i, t] - (slope * (t - base) + intercept)
+    return out
+
+
+@njit(**_OPTS)
+def cs_rank(x):
+    """Per day (column), each valid value's average-tie rank over the day's valid values,
+    divided by their count."""
+    rows, cols = x.shape
+    out = np.full((rows, cols), np.nan)
+    for t in prange(cols):
+        col = x[:, t].copy()
+        valid = np.flatnonzero(col == col)
+        k = valid.size
+        if k == 0:
+            continue
+        vals = col[valid]
+        order = np.argsort(vals, kind="mergesort")
+        j = 0
+        while j < k:
+            m = j
+            while m + 1 < k and vals[order[m + 1]] == vals[order[j]]:
+                m += 1
+            rank = (j + m) / 2.0 + 1.0
+            for r in range(j, m + 1):
+                out[valid[order[r]], t] = rank / k
+            j = m + 1
+    return out
+
+
+@njit(**_OPTS)
+def cs_neutralize(x, group, groups):
+    """Per day, each value less the mean of its group's valid values that day (the
+    residual of a regression on group dummies). A missing group gives NaN."""
+    rows, cols = x.shape
+    out = np.full((rows, cols), np.nan)
+    for t in prange(cols):
+        sums = np.zeros(groups)
+        counts = np.zeros(groups)
+        for i in range(rows):
+            g = group[i, t]
+            v = x[i, t]
+            if g >= 0 and v == v:
+                sums[g] += v
+                counts[g] += 1.0
+        for i in range(rows):
+            g = group[i, t]
+            if g >= 0 and x[i, t] == x[i, t]:
+                out[i, t] = x[i, t] - sums[g] / counts[g]
+    return out
