@@ -90,3 +90,38 @@ def test_parse_error_shows_a_caret(tmp_path: Path) -> None:
     first, caret = err.rstrip("\n").split("\n")[-2:]
     assert first.startswith("error: expected ')'")
     assert caret.index("^") == first.index("Mean($close, 5") + len("Mean($close, 5")
+
+
+def test_a_directory_output_in_chunks_matches_one_file(store: str, tmp_path: Path) -> None:
+    args = ["features", "compute", "--store", store, "--expr", "R=CSRank(Mean($close, 5))"]
+    code, _, err = run(*args, "--out", str(tmp_path / "one.parquet"))
+    assert code == 0, err
+    # The fixed part (interpreter and libraries) is reckoned at 400MB; 50KB beyond it holds
+    # a few of these instruments' panels (150 days each), so the run takes several chunks.
+    code, stdout, err = run(*args, "--out", str(tmp_path / "parts"), "--memory", "400.05MB")
+    assert code == 0, err
+    assert "chunks of up to" in stdout and " 1 chunk " not in stdout
+    one = pl.read_parquet(tmp_path / "one.parquet")
+    parts = pl.read_parquet(tmp_path / "parts" / "*.parquet").sort("instrument", "date")
+    assert len(list((tmp_path / "parts").iterdir())) > 1
+    assert parts.equals(one)
+
+
+def test_universe_keeps_member_rows(store: str, tmp_path: Path) -> None:
+    out = tmp_path / "u.parquet"
+    code, _, err = run(
+        "features", "compute", "--store", store, "--universe", "all",
+        "--expr", "M=Mean($close, 3)", "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    members = read_bars(Store(store), ["close"], universe="all").select("instrument", "date")
+    got = pl.read_parquet(out).select("instrument", "date")
+    assert got.equals(members.sort("instrument", "date"))
+
+
+def test_bad_memory_setting_is_one_line(tmp_path: Path) -> None:
+    code, _, err = run(
+        "features", "compute", "--bars", "x.csv", "--expr", "M=$close",
+        "--memory", "lots", "--out", str(tmp_path / "o.parquet"),
+    )  # fmt: skip
+    assert code == 1 and "write it like 4GB" in err and "Traceback" not in err

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Annotated
 
 import polars as pl
 import typer
 
-from quarry.cli._output import console, err, fail_cleanly, write_parquet
+from quarry.cli._output import console, err, fail_cleanly, progress_bar
 from quarry.exceptions import DataError, UsageError
 
 app = typer.Typer(
@@ -58,7 +59,13 @@ def _read_bars_file(path: Path) -> pl.DataFrame:
 @app.command("compute")
 @fail_cleanly
 def compute_cmd(
-    out: Annotated[Path, typer.Option(help="Output Parquet file.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="FILE.parquet (one file, a row group per chunk of instruments) or a "
+            "directory (one Parquet file per chunk)."
+        ),
+    ],
     store: Annotated[
         str | None, typer.Option(help="Store to read bars from (adjusted prices).")
     ] = None,
@@ -66,7 +73,7 @@ def compute_cmd(
         Path | None, typer.Option(help="A Parquet or CSV file of bars instead of a store.")
     ] = None,
     universe: Annotated[
-        str | None, typer.Option(help="Keep rows where the instrument is a member.")
+        str | None, typer.Option(help="Write rows where the instrument is a member.")
     ] = None,
     as_of: Annotated[str | None, typer.Option(help="Use what the store knew at this time.")] = None,
     feature_set: Annotated[str | None, typer.Option("--set", help="alpha158 or alpha360.")] = None,
@@ -84,16 +91,29 @@ def compute_cmd(
         str | None, typer.Option(help="First date written (history before it is used).")
     ] = None,
     end: Annotated[str | None, typer.Option(help="Last date written.")] = None,
+    memory: Annotated[
+        str | None,
+        typer.Option(
+            help="Memory to compute within, e.g. 8GB (default $QUARRY_FEATURES_MEMORY or "
+            "4GB); larger universes are computed in more chunks of instruments."
+        ),
+    ] = None,
 ) -> None:
-    """Compute features for every instrument and date, one column each.
+    """Compute features for every instrument and date, one float32 column each.
 
-    Windows use each instrument's full history before --start, so the first dates are not
-    cut short. A feature that reads the future is refused before any data is read.
+    Windows run on the market calendar over each instrument's full history, also before
+    --start, so the first dates are not cut short; a day an instrument did not trade is a
+    missing row, as in Qlib. A feature that reads the future is refused before any data is
+    read. Universes larger than memory are computed in chunks of instruments and written
+    as they finish.
+
     Example: quarry features compute --store ./store --set alpha158 --label
     'Ref($close, -2)/Ref($close, -1) - 1' --start 2020-01-01 --out features.parquet
     """
     from quarry.data import Store, read_bars
-    from quarry.features import FEATURE_SETS, check_lookahead, compute, parse
+    from quarry.features import FEATURE_SETS, Plan
+    from quarry.features._grid import Grid
+    from quarry.features._outofcore import compute_to_parquet, memory_budget
 
     features: dict[str, str] = {}
     if feature_set:
@@ -103,41 +123,52 @@ def compute_cmd(
     features.update(_named(expr or []))
     if not features:
         raise UsageError("nothing to compute: give --set alpha158|alpha360 or --expr NAME=EXPR")
-    parsed = {name: parse(text) for name, text in features.items()}
-    for e in parsed.values():
-        check_lookahead(e)  # before reading anything
-    label_expr = parse(label) if label else None
+    plan = Plan.build(features, label=label)  # parse and look-ahead checks, before reading
+    memory_budget(memory)  # a malformed --memory fails before the work, too
     if (store is None) == (bars is None):
         raise UsageError("give exactly one of --store and --bars")
-    fields = sorted(
-        {
-            n.name
-            for e in [*parsed.values(), *([label_expr] if label_expr is not None else [])]
-            for n in e.walk()
-            if n.op == "$"
-        }
-    )
+    if universe is not None and store is None:
+        raise UsageError("--universe needs --store")
+    first, last = _date(start, "--start"), _date(end, "--end")
+    groups = plan.group_fields
     with err.status("reading bars"):
         if store is not None:
-            frame = read_bars(Store(store), fields, as_of=as_of, adjust="adjusted")
+            frame = read_bars(Store(store), sorted(plan.fields), as_of=as_of, adjust="adjusted")
         else:
             assert bars is not None
             frame = _read_bars_file(bars)
-    with err.status(f"computing {len(parsed)} features on {frame.height:,} rows"):
-        result = compute(frame, parsed, label=label_expr)
-    if universe is not None:
-        if store is None:
-            raise UsageError("--universe needs --store")
-        members = read_bars(Store(store), ["close"], as_of=as_of, universe=universe).select(
-            "instrument", "date"
+    if frame.height == 0:
+        raise DataError(f"{store or bars}: no bars to compute features on")
+    plan.check_fields(frame.columns)
+    with err.status(f"laying out {frame.height:,} bars"):
+        grid = Grid.from_frame(
+            frame, sorted(plan.fields - groups), groups=sorted(groups), keep_rows=False
         )
-        result = result.join(members, on=["instrument", "date"], how="semi", maintain_order="left")
-    if start is not None:
-        result = result.filter(pl.col("date") >= pl.lit(start).str.to_date())
-    if end is not None:
-        result = result.filter(pl.col("date") <= pl.lit(end).str.to_date())
-    write_parquet(result, out)
+    del frame  # the panels hold everything from here on
+    emit = grid.present.copy()
+    days = grid.calendar
+    if first is not None:
+        emit[:, (days < first).to_numpy()] = False
+    if last is not None:
+        emit[:, (days > last).to_numpy()] = False
+    if universe is not None:
+        members = read_bars(Store(str(store)), ["close"], as_of=as_of, universe=universe)
+        emit &= grid.cells_of(members)
+    with progress_bar() as update:
+        written = compute_to_parquet(grid, plan, out, emit=emit, memory=memory, progress=update)
+    n = len(plan.outputs) - (1 if label else 0)
     console.print(
-        f"wrote {out}: {result.height:,} rows x {len(parsed)} features"
-        + (" + LABEL0" if label_expr is not None else "")
+        f"wrote {out}: {written.rows:,} rows x {n} features"
+        + (" + LABEL0" if label else "")
+        + f" ({written.chunks} chunk{'s' if written.chunks != 1 else ''} of up to "
+        f"{written.instruments_per_chunk:,} instruments)"
     )
+
+
+def _date(text: str | None, option: str) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"{option} {text!r}: write the date as YYYY-MM-DD") from None

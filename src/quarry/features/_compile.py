@@ -282,7 +282,8 @@ def compute(
         by_expr.setdefault(e, []).append(name)
     columns: dict[str, pl.Series] = {}
 
-    cells = grid.rows[0] * grid.shape[1] + grid.rows[1]
+    inst, when = grid.cells()
+    cells = inst * grid.shape[1] + when
 
     def sink(node: Expr, panel: np.ndarray) -> None:
         series = pl.Series(np.take(panel, cells), dtype=pl.Float64, nan_to_null=True)

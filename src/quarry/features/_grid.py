@@ -28,7 +28,8 @@ class Grid:
     """Fields of a long frame as (instruments, days) float64 arrays, NaN where missing.
 
     ``present`` marks the cells that had a row in the frame, the cells results are
-    reported for; ``rows`` maps the frame's rows to cells, in the frame's order.
+    reported for; ``rows`` maps the frame's rows to cells, in the frame's order (dropped
+    with ``keep_rows=False`` once the fields are laid out, to save memory at scale).
     """
 
     instruments: pl.Series
@@ -36,7 +37,7 @@ class Grid:
     start: np.ndarray
     end: np.ndarray
     present: np.ndarray
-    rows: tuple[np.ndarray, np.ndarray]
+    rows: tuple[np.ndarray, np.ndarray] | None
     fields: dict[str, np.ndarray] = field(default_factory=dict)
     groups: dict[str, int] = field(default_factory=dict)  # group field -> number of groups
 
@@ -46,7 +47,12 @@ class Grid:
 
     @classmethod
     def from_frame(
-        cls, frame: pl.DataFrame, fields: Iterable[str], *, groups: Iterable[str] = ()
+        cls,
+        frame: pl.DataFrame,
+        fields: Iterable[str],
+        *,
+        groups: Iterable[str] = (),
+        keep_rows: bool = True,
     ) -> Grid:
         """Lay out ``fields`` (as floats) and ``groups`` (as integer codes, -1 missing) of a
         long frame with columns instrument and date."""
@@ -78,7 +84,38 @@ class Grid:
             grid.fields[name] = grid._lay_out(frame, name)
         for name in groups:
             grid.fields[name], grid.groups[name] = grid._lay_out_groups(frame, name)
+        if not keep_rows:
+            grid.rows = None
         return grid
+
+    def cells(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.rows is None:
+            raise RuntimeError("this grid dropped its row map (keep_rows=False)")
+        return self.rows
+
+    def cells_of(self, frame: pl.DataFrame) -> np.ndarray:
+        """A mask of the cells that ``frame`` (instrument, date) has a row for; rows of
+        instruments or dates outside the grid are ignored."""
+        names = self.instruments.cast(pl.String)
+        keys = frame.select(
+            pl.col(BY_INSTRUMENT)
+            .cast(pl.String)
+            .replace_strict(names, np.arange(len(names)), default=None, return_dtype=pl.Int64)
+            .alias("i"),
+            pl.col(BY_DATE).to_physical().alias("d"),
+        ).drop_nulls()
+        days = keys["d"].to_numpy()
+        calendar = self.calendar.to_physical().to_numpy()
+        t = np.searchsorted(calendar, days)
+        ok = (t < calendar.size) & (calendar[np.minimum(t, calendar.size - 1)] == days)
+        mask = np.zeros(self.shape, dtype=bool)
+        mask[keys["i"].to_numpy()[ok], t[ok]] = True
+        return mask
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the laid-out fields and masks."""
+        return sum(a.nbytes for a in self.fields.values()) + self.present.nbytes
 
     def _lay_out(self, frame: pl.DataFrame, name: str) -> np.ndarray:
         column = frame[name]
@@ -89,7 +126,7 @@ class Grid:
             )
         values = column.cast(pl.Float64).fill_null(np.nan).to_numpy()
         out = np.full(self.shape, np.nan)
-        out[self.rows] = values
+        out[self.cells()] = values
         return out
 
     def _lay_out_groups(self, frame: pl.DataFrame, name: str) -> tuple[np.ndarray, int]:
@@ -97,7 +134,7 @@ class Grid:
         labels = column.drop_nulls().unique().sort()
         codes = column.cast(pl.String).cast(pl.Enum(labels.cast(pl.String))).to_physical()
         out = np.full(self.shape, -1, dtype=np.int64)
-        out[self.rows] = codes.fill_null(-1).to_numpy()
+        out[self.cells()] = codes.fill_null(-1).to_numpy()
         return out, len(labels)
 
     def in_history(self, lo: int = 0, hi: int | None = None) -> np.ndarray:

@@ -1,0 +1,242 @@
+"""Features for universes larger than memory, written to Parquet as they are computed.
+
+Time-series operators need one instrument's whole history and nothing of the others, so the
+plan runs over chunks of instruments, sized so that the chunk's live panels fit the memory
+setting. Cross-sectional operators need every instrument on a day: before the chunks, each
+one's argument is computed chunk by chunk into one panel over the whole universe, and the
+operator then runs day by day across it (one panel per cross-sectional node is the memory
+they cost). Each finished chunk is written straight away, as float32 (the precision Qlib
+keeps its features in), so peak memory is the input panels plus one chunk's work.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+
+from quarry.exceptions import DataError, UsageError
+from quarry.features._compile import Plan, evaluate
+from quarry.features._expr import Expr
+from quarry.features._grid import BY_DATE, BY_INSTRUMENT, Grid
+from quarry.features._memory import reuse_freed_memory
+
+__all__ = ["DEFAULT_MEMORY", "Written", "compute_to_parquet", "parse_size"]
+
+DEFAULT_MEMORY = "4GB"
+MEMORY_ENV = "QUARRY_FEATURES_MEMORY"
+_BASELINE = 400 * 2**20  # the interpreter, numba, polars and arrow themselves
+_SCRATCH_PANELS = 4  # temporaries inside one operator (masks, a kernel's output)
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a run wrote: the Parquet path, rows, feature columns and how it was chunked."""
+
+    path: Path
+    rows: int
+    columns: int
+    chunks: int
+    instruments_per_chunk: int
+
+
+def parse_size(text: str) -> int:
+    """Bytes from a size such as ``4GB``, ``512MiB`` or ``8g``."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*", text.lower())
+    if not m:
+        raise UsageError(f"memory size {text!r}: write it like 4GB, 512MB or 8GiB")
+    scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[m.group(2)]
+    return int(float(m.group(1)) * scale)
+
+
+def memory_budget(memory: str | None) -> int:
+    """The memory setting: the argument, else $QUARRY_FEATURES_MEMORY, else 4GB."""
+    return parse_size(memory or os.environ.get(MEMORY_ENV) or DEFAULT_MEMORY)
+
+
+def peak_panels(plan: Plan) -> int:
+    """The most panels the plan holds at once, walking it in order and dropping each node
+    after its last user (as ``evaluate`` does), plus fused quantiles computed early."""
+    live: set[Expr] = set()
+    peak = 0
+    for i, node in enumerate(plan.nodes):
+        live.add(node)
+        peak = max(peak, len(live) + len(plan.fused.get(node, ())))
+        live -= {a for a in plan.inputs(node) if plan.last_use.get(a) == i}
+    return peak + _SCRATCH_PANELS
+
+
+def compute_to_parquet(
+    grid: Grid,
+    plan: Plan,
+    out: Path,
+    *,
+    emit: np.ndarray | None = None,
+    memory: str | None = None,
+    instruments_per_chunk: int | None = None,
+    progress: Progress | None = None,
+) -> Written:
+    """Compute ``plan`` over ``grid`` in bounded memory and write Parquet to ``out``.
+
+    ``emit`` marks the cells to write (default: every cell the bars had). A path ending in
+    ``.parquet`` becomes one file with a row group per chunk; any other path a directory
+    of part files, one per chunk. Rows are sorted by instrument, then date; columns are
+    instrument, date and one float32 column per output, missing values null.
+    ``instruments_per_chunk`` overrides the size worked out from ``memory``.
+    """
+    reuse_freed_memory()
+    budget = memory_budget(memory)
+    n, days = grid.shape
+    if n == 0:
+        raise DataError("no bars to compute features on")
+    emit = grid.present if emit is None else emit & grid.present
+    cross = plan.cross_sectional
+    fixed = _BASELINE + grid.nbytes + emit.nbytes + len(cross) * n * days * 8
+    per_instrument = days * (8 * peak_panels(plan) + 3 * 4 * len(plan.outputs))
+    size = (budget - fixed) // per_instrument
+    if size < 1:
+        need = (fixed + per_instrument) / 2**30
+        raise UsageError(
+            f"memory setting {budget / 2**30:.1f} GiB is too small for {n:,} instruments x "
+            f"{days:,} days: the input panels alone take {fixed / 2**30:.1f} GiB; give "
+            f"--memory {np.ceil(need * 10) / 10:.1f}GB or more, or fewer instruments"
+        )
+    size = min(n, int(instruments_per_chunk or size))
+    chunks = [(lo, min(n, lo + size)) for lo in range(0, n, size)]
+
+    known = _cross_sectional(plan, grid, chunks, progress)
+    writer = _Writer(out)
+    rows = 0
+    try:
+        for lo, hi in chunks:
+            part = _chunk_frame(plan, grid, lo, hi, emit[lo:hi], known)
+            rows += part.height
+            writer.write(part)
+            if progress:
+                progress("features", hi, n)
+            del part
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    return Written(out, rows, len(plan.outputs), len(chunks), size)
+
+
+def _cross_sectional(
+    plan: Plan, grid: Grid, chunks: list[tuple[int, int]], progress: Progress | None
+) -> dict[Expr, np.ndarray]:
+    """Each cross-sectional node over the whole universe, in dependency order: its
+    arguments chunk by chunk, then the operator across all instruments."""
+    known: dict[Expr, np.ndarray] = {}
+    cross = plan.cross_sectional
+    for step, node in enumerate(cross):
+        args = [a for a in node.args if a.op not in ("$", "#")]
+        inputs = _assemble(plan, grid, chunks, known, args)
+        whole = [(0, grid.shape[0])]
+        known[node] = _assemble(plan, grid, whole, {**known, **inputs}, [node])[node]
+        if progress:
+            progress("cross-section", step + 1, len(cross))
+    return known
+
+
+def _assemble(
+    plan: Plan,
+    grid: Grid,
+    chunks: list[tuple[int, int]],
+    known: dict[Expr, np.ndarray],
+    targets: list[Expr],
+) -> dict[Expr, np.ndarray]:
+    """Panels of ``targets`` over all instruments, computed chunk by chunk."""
+    panels = {e: np.empty(grid.shape) for e in targets}
+    for lo, hi in chunks if targets else []:
+
+        def keep(e: Expr, panel: np.ndarray, lo: int = lo, hi: int = hi) -> None:
+            panels[e][lo:hi] = panel
+
+        evaluate(plan, grid, lo=lo, hi=hi, known=known, targets=targets, sink=keep)
+    return panels
+
+
+def _chunk_frame(
+    plan: Plan,
+    grid: Grid,
+    lo: int,
+    hi: int,
+    emit: np.ndarray,
+    known: dict[Expr, np.ndarray],
+) -> pl.DataFrame:
+    """The chunk's emitted cells, sorted by instrument then date, one column per output."""
+    inst, when = np.nonzero(emit)
+    flat = inst * grid.shape[1] + when
+    by_expr: dict[Expr, list[str]] = {}
+    for name, e in plan.outputs.items():
+        by_expr.setdefault(e, []).append(name)
+    columns: dict[str, pl.Series] = {}
+
+    def sink(node: Expr, panel: np.ndarray) -> None:
+        values = np.take(panel, flat).astype(np.float32)
+        for name in by_expr[node]:
+            columns[name] = pl.Series(name, values, nan_to_null=True)
+
+    evaluate(plan, grid, lo=lo, hi=hi, known=known, sink=sink)
+    return pl.DataFrame(
+        [
+            grid.instruments.gather(inst + lo).cast(pl.String).alias(BY_INSTRUMENT),
+            grid.calendar.gather(when).alias(BY_DATE),
+            *(columns[name] for name in plan.outputs),
+        ]
+    )
+
+
+class _Writer:
+    """One Parquet file with a row group per chunk, or a directory with a file per chunk;
+    written under a temporary name and moved into place only when complete, so a failed
+    run leaves nothing half-written at ``out``."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.single = out.suffix == ".parquet"
+        self.tmp = out.with_name(f".{out.name}.partial")
+        self.parts = 0
+        self._file: pq.ParquetWriter | None = None
+        _remove(self.tmp)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not self.single:
+            self.tmp.mkdir()
+
+    def write(self, part: pl.DataFrame) -> None:
+        table = part.to_arrow()
+        if self.single:
+            if self._file is None:
+                self._file = pq.ParquetWriter(self.tmp, table.schema, compression="zstd")
+            self._file.write_table(table)
+        else:
+            pq.write_table(table, self.tmp / f"part-{self.parts:05d}.parquet", compression="zstd")
+        self.parts += 1
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        _remove(self.out)
+        self.tmp.rename(self.out)
+
+    def abort(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        _remove(self.tmp)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
