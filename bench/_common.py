@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,20 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_child(script: str, *args: str) -> dict[str, Any]:
+def run_child(
+    script: str, *args: str, python: str | None = None, env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Run ``script`` in a fresh Python process and return the JSON on its last line, so that
-    each measurement has its own peak RSS and no warm state."""
+    each measurement has its own peak RSS and no warm state.
+
+    ``python`` is the interpreter (this one by default); ``env`` holds variables to set on top
+    of this process's environment."""
     out = subprocess.run(
-        [sys.executable, script, *args], capture_output=True, text=True, check=True
+        [python or sys.executable, script, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=None if env is None else {**os.environ, **env},
     ).stdout
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
