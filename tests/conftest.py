@@ -16,6 +16,12 @@ import pytest
 from quarry.data import Store
 
 
+@pytest.fixture(autouse=True)
+def _private_quarry_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test gets its own QUARRY_HOME (feature cache, tracking), never the user's."""
+    monkeypatch.setenv("QUARRY_HOME", str(tmp_path / "quarry-home"))
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     return Store(tmp_path / "store")

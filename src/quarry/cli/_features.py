@@ -98,6 +98,14 @@ def compute_cmd(
             "4GB); larger universes are computed in more chunks of instruments."
         ),
     ] = None,
+    no_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache",
+            help="Neither reuse nor keep results in the feature cache "
+            "($QUARRY_HOME/cache/features), which is keyed by the store's commits.",
+        ),
+    ] = False,
 ) -> None:
     """Compute features for every instrument and date, one float32 column each.
 
@@ -105,15 +113,15 @@ def compute_cmd(
     --start, so the first dates are not cut short; a day an instrument did not trade is a
     missing row, as in Qlib. A feature that reads the future is refused before any data is
     read. Universes larger than memory are computed in chunks of instruments and written
-    as they finish.
+    as they finish. From a store, results are cached per expression and commit: a later
+    run reuses them, and a correction to the store recomputes only what it affects.
 
     Example: quarry features compute --store ./store --set alpha158 --label
     'Ref($close, -2)/Ref($close, -1) - 1' --start 2020-01-01 --out features.parquet
     """
-    from quarry.data import Store, read_bars
-    from quarry.features import FEATURE_SETS, Plan
-    from quarry.features._grid import Grid
-    from quarry.features._outofcore import compute_to_parquet, memory_budget
+    from quarry.data import Store
+    from quarry.features import FEATURE_SETS, FeatureCache, Plan, materialize
+    from quarry.features._outofcore import memory_budget
 
     features: dict[str, str] = {}
     if feature_set:
@@ -123,45 +131,44 @@ def compute_cmd(
     features.update(_named(expr or []))
     if not features:
         raise UsageError("nothing to compute: give --set alpha158|alpha360 or --expr NAME=EXPR")
-    plan = Plan.build(features, label=label)  # parse and look-ahead checks, before reading
+    Plan.build(features, label=label)  # parse and look-ahead checks, before reading
     memory_budget(memory)  # a malformed --memory fails before the work, too
     if (store is None) == (bars is None):
         raise UsageError("give exactly one of --store and --bars")
     if universe is not None and store is None:
         raise UsageError("--universe needs --store")
     first, last = _date(start, "--start"), _date(end, "--end")
-    groups = plan.group_fields
-    with err.status("reading bars"):
-        if store is not None:
-            frame = read_bars(Store(store), sorted(plan.fields), as_of=as_of, adjust="adjusted")
-        else:
-            assert bars is not None
-            frame = _read_bars_file(bars)
-    if frame.height == 0:
-        raise DataError(f"{store or bars}: no bars to compute features on")
-    plan.check_fields(frame.columns)
-    with err.status(f"laying out {frame.height:,} bars"):
-        grid = Grid.from_frame(
-            frame, sorted(plan.fields - groups), groups=sorted(groups), keep_rows=False
-        )
-    del frame  # the panels hold everything from here on
-    emit = grid.present.copy()
-    days = grid.calendar
-    if first is not None:
-        emit[:, (days < first).to_numpy()] = False
-    if last is not None:
-        emit[:, (days > last).to_numpy()] = False
-    if universe is not None:
-        members = read_bars(Store(str(store)), ["close"], as_of=as_of, universe=universe)
-        emit &= grid.cells_of(members)
+    if store is not None:
+        source: Store | pl.DataFrame = Store(store)
+    else:
+        assert bars is not None
+        with err.status("reading bars"):
+            source = _read_bars_file(bars)
     with progress_bar() as update:
-        written = compute_to_parquet(grid, plan, out, emit=emit, memory=memory, progress=update)
-    n = len(plan.outputs) - (1 if label else 0)
+        done = materialize(
+            source,
+            features,
+            out,
+            label=label,
+            universe=universe,
+            as_of=as_of,
+            start=first,
+            end=last,
+            memory=memory,
+            cache=None if no_cache or store is None else FeatureCache(),
+            progress=update,
+        )
+    n = done.features - (1 if label else 0)
+    how = (
+        f"{len(done.cached)} from the cache, {len(done.computed)} computed"
+        if done.cached
+        else f"{done.chunks} chunk{'s' if done.chunks != 1 else ''} of up to "
+        f"{done.instruments_per_chunk:,} instruments"
+    )
     console.print(
-        f"wrote {out}: {written.rows:,} rows x {n} features"
+        f"wrote {out}: {done.rows:,} rows x {n} features"
         + (" + LABEL0" if label else "")
-        + f" ({written.chunks} chunk{'s' if written.chunks != 1 else ''} of up to "
-        f"{written.instruments_per_chunk:,} instruments)"
+        + f" ({how})"
     )
 
 

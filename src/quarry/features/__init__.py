@@ -5,8 +5,10 @@ once over dense instruments x days panels, with numba window kernels; cross-sect
 operators; the Alpha158 and Alpha360 sets; and processors with fit-on-train semantics.
 """
 
+from quarry.features._cache import FeatureCache
 from quarry.features._compile import Plan, check_lookahead, compute
 from quarry.features._expr import Expr, F, Num, call
+from quarry.features._materialize import Materialized, materialize
 from quarry.features._parser import parse
 from quarry.features._processors import (
     PROCESSORS,
@@ -35,8 +37,10 @@ __all__ = [
     "DropnaLabel",
     "Expr",
     "F",
+    "FeatureCache",
     "Fillna",
     "IndustryNeutralize",
+    "Materialized",
     "Num",
     "Pipeline",
     "Plan",
@@ -50,5 +54,6 @@ __all__ = [
     "call",
     "check_lookahead",
     "compute",
+    "materialize",
     "parse",
 ]

@@ -22,7 +22,7 @@ from quarry.exceptions import ExpressionError, LookaheadError
 from quarry.features import _kernels as k
 from quarry.features._expr import Expr
 from quarry.features._grid import BY_DATE, BY_INSTRUMENT, Grid
-from quarry.features._memory import reuse_freed_memory
+from quarry.features._memory import reuse_freed_memory, small_pages
 from quarry.features._parser import parse
 from quarry.features._registry import OPERATORS
 
@@ -219,10 +219,11 @@ def evaluate(
         return values[node]
 
     stash: dict[Expr, np.ndarray] = {}  # results computed early, with a fused sibling
+    owned: set[Expr] = set()  # nodes whose panel no other live node shares
     for e in wanted:  # a bare field or number as an output
         if e.op in ("$", "#"):
             sink(e, chunk.full(value(e)))
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), small_pages():
         for i, node in enumerate(plan.nodes):
             if node not in needed:
                 continue
@@ -237,12 +238,38 @@ def evaluate(
                 stash.update(panels)
             else:
                 args = [value(a) for a in plan.inputs(node)]
-                values[node] = _BUILD[node.op](args, node, chunk)
+                spare = _spare(plan, node, i, values, owned)
+                if spare is not None:  # write over a panel nothing needs after this node
+                    values[node] = _UFUNC[node.op](*args, out=values[spare])
+                    owned.discard(spare)
+                else:
+                    values[node] = _BUILD[node.op](args, node, chunk)
+            result = values[node]
+            if isinstance(result, np.ndarray) and result.base is None:
+                shared = {n for n, v in values.items() if v is result and n != node}
+                owned.difference_update(shared)
+                if not shared:
+                    owned.add(node)
             if node in wanted:
                 sink(node, chunk.full(values[node]))
             for a in plan.inputs(node):
                 if plan.last_use.get(a) == i and a in values:
                     del values[a]  # its last user is done: free the panel
+                    owned.discard(a)
+
+
+def _spare(
+    plan: Plan, node: Expr, i: int, values: Mapping[Expr, Value], owned: set[Expr]
+) -> Expr | None:
+    """An argument of an element-wise node whose panel can take the result: computed here
+    (not a field or a view), shared with no other node, and last used by this node. Writing
+    in place spares allocating (and page-faulting) a fresh panel per operation."""
+    if node.op not in _UFUNC:
+        return None
+    for a in node.args:
+        if a in owned and plan.last_use.get(a) == i and isinstance(values.get(a), np.ndarray):
+            return a
+    return None
 
 
 def _needed(plan: Plan, wanted: set[Expr], known: Mapping[Expr, np.ndarray]) -> set[Expr]:
@@ -525,6 +552,20 @@ def _if(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
     # A missing condition counts as true, as numpy's where does with NaN in Qlib.
     return chunk.mask(np.where(np.asarray(args[0]) != 0, args[1], args[2]))
 
+
+# Element-wise operators that are one numpy ufunc, so that they can write in place.
+_UFUNC: dict[str, np.ufunc] = {
+    "Add": np.add,
+    "Sub": np.subtract,
+    "Mul": np.multiply,
+    "Div": np.divide,
+    "Greater": np.maximum,  # a missing side makes the result missing
+    "Less": np.minimum,
+    "Neg": np.negative,
+    "Abs": np.absolute,
+    "Log": np.log,
+    "Sign": np.sign,
+}
 
 _BUILD: dict[str, Build] = {
     "Add": _binary(lambda a, b: a + b),

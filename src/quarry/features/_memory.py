@@ -1,4 +1,7 @@
-"""Keep freed panels' memory for the next panel instead of handing it back to the OS.
+"""Memory habits for many large short-lived panels.
+
+``reuse_freed_memory``: keep freed panels' memory for the next panel instead of handing it
+back to the OS.
 
 glibc's malloc serves each block above a threshold (128 KiB, rising to at most 32 MiB) with
 a fresh mmap and unmaps it on free, so every new panel of a feature plan page-faults all
@@ -10,12 +13,16 @@ does not shrink back after the work.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
 import sys
+from collections.abc import Iterator
 
-__all__ = ["reuse_freed_memory"]
+import numpy as np
+
+__all__ = ["reuse_freed_memory", "small_pages"]
 
 _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
@@ -37,3 +44,24 @@ def reuse_freed_memory() -> bool:
     ok &= mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1
     ok &= mallopt(_M_TOP_PAD, 64 * 1024 * 1024) == 1
     return bool(ok)
+
+
+@contextlib.contextmanager
+def small_pages() -> Iterator[None]:
+    """Ask numpy not to request transparent huge pages for new arrays meanwhile.
+
+    numpy advises the kernel to back large arrays with huge pages; where the kernel then
+    compacts memory on the fault (THP defrag "madvise", as on this project's machines), each
+    new panel stalls. Measured on Alpha158, 300 instruments x 2,500 days in a fresh process:
+    3.2-3.9 s with the advice, 2.3 s without.
+    """
+    core = getattr(np, "_core", None) or getattr(np, "core", None)
+    setter = getattr(getattr(core, "multiarray", None), "_set_madvise_hugepage", None)
+    if setter is None:
+        yield
+        return
+    before = setter(False)
+    try:
+        yield
+    finally:
+        setter(before)

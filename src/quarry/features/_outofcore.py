@@ -15,11 +15,14 @@ import os
 import re
 import shutil
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from quarry.exceptions import DataError, UsageError
@@ -28,12 +31,24 @@ from quarry.features._expr import Expr
 from quarry.features._grid import BY_DATE, BY_INSTRUMENT, Grid
 from quarry.features._memory import reuse_freed_memory
 
-__all__ = ["DEFAULT_MEMORY", "Written", "compute_to_parquet", "parse_size"]
+__all__ = [
+    "DEFAULT_MEMORY",
+    "ChunkWriter",
+    "ParquetOut",
+    "Written",
+    "compute_chunks",
+    "compute_to_parquet",
+    "parse_size",
+]
 
 DEFAULT_MEMORY = "4GB"
 MEMORY_ENV = "QUARRY_FEATURES_MEMORY"
 _BASELINE = 400 * 2**20  # the interpreter, numba, polars and arrow themselves
 _SCRATCH_PANELS = 4  # temporaries inside one operator (masks, a kernel's output)
+_OUTPUT_COPIES = 4  # float32 columns, the frame, its arrow table, the chunk being written
+# Floats gain nothing from dictionaries, which cost most of the write time; zstd at level 1
+# still saves a quarter of the size at the speed of no compression.
+_PARQUET = {"compression": "zstd", "compression_level": 1, "use_dictionary": [BY_INSTRUMENT]}
 
 Progress = Callable[[str, int, int], None]
 
@@ -75,6 +90,16 @@ def peak_panels(plan: Plan) -> int:
     return peak + _SCRATCH_PANELS
 
 
+class ChunkWriter(Protocol):
+    """Where finished chunks go: an output file or directory, or a cache entry."""
+
+    def write(self, part: pl.DataFrame) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 def compute_to_parquet(
     grid: Grid,
     plan: Plan,
@@ -89,10 +114,54 @@ def compute_to_parquet(
 
     ``emit`` marks the cells to write (default: every cell the bars had). A path ending in
     ``.parquet`` becomes one file with a row group per chunk; any other path a directory
-    of part files, one per chunk. Rows are sorted by instrument, then date; columns are
-    instrument, date and one float32 column per output, missing values null.
-    ``instruments_per_chunk`` overrides the size worked out from ``memory``.
+    of part files, one per chunk (see ``ParquetOut``). Rows are sorted by instrument, then
+    date; columns are instrument, date and one float32 column per output, missing values
+    null. ``instruments_per_chunk`` overrides the size worked out from ``memory``.
     """
+    return compute_chunks(
+        grid,
+        plan,
+        ParquetOut(out),
+        emit=emit,
+        memory=memory,
+        instruments_per_chunk=instruments_per_chunk,
+        progress=progress,
+        path=out,
+    )
+
+
+def compute_chunks(
+    grid: Grid,
+    plan: Plan,
+    writer: ChunkWriter,
+    *,
+    emit: np.ndarray | None = None,
+    memory: str | None = None,
+    instruments_per_chunk: int | None = None,
+    progress: Progress | None = None,
+    path: Path = Path(),
+) -> Written:
+    """Compute ``plan`` over ``grid`` in bounded memory, handing each chunk to ``writer``
+    (closed when all went well, aborted otherwise)."""
+    try:
+        return _compute_chunks(
+            grid, plan, writer, emit, memory, instruments_per_chunk, progress, path
+        )
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _compute_chunks(
+    grid: Grid,
+    plan: Plan,
+    writer: ChunkWriter,
+    emit: np.ndarray | None,
+    memory: str | None,
+    instruments_per_chunk: int | None,
+    progress: Progress | None,
+    path: Path,
+) -> Written:
     reuse_freed_memory()
     budget = memory_budget(memory)
     n, days = grid.shape
@@ -101,7 +170,7 @@ def compute_to_parquet(
     emit = grid.present if emit is None else emit & grid.present
     cross = plan.cross_sectional
     fixed = _BASELINE + grid.nbytes + emit.nbytes + len(cross) * n * days * 8
-    per_instrument = days * (8 * peak_panels(plan) + 3 * 4 * len(plan.outputs))
+    per_instrument = days * (8 * peak_panels(plan) + _OUTPUT_COPIES * 4 * len(plan.outputs))
     size = (budget - fixed) // per_instrument
     if size < 1:
         need = (fixed + per_instrument) / 2**30
@@ -114,21 +183,16 @@ def compute_to_parquet(
     chunks = [(lo, min(n, lo + size)) for lo in range(0, n, size)]
 
     known = _cross_sectional(plan, grid, chunks, progress)
-    writer = _Writer(out)
     rows = 0
-    try:
-        for lo, hi in chunks:
-            part = _chunk_frame(plan, grid, lo, hi, emit[lo:hi], known)
-            rows += part.height
-            writer.write(part)
-            if progress:
-                progress("features", hi, n)
-            del part
-    except BaseException:
-        writer.abort()
-        raise
+    for lo, hi in chunks:
+        part = _chunk_frame(plan, grid, lo, hi, emit[lo:hi], known)
+        rows += part.height
+        writer.write(part)
+        if progress:
+            progress("features", hi, n)
+        del part
     writer.close()
-    return Written(out, rows, len(plan.outputs), len(chunks), size)
+    return Written(path, rows, len(plan.outputs), len(chunks), size)
 
 
 def _cross_sectional(
@@ -197,7 +261,7 @@ def _chunk_frame(
     )
 
 
-class _Writer:
+class ParquetOut:
     """One Parquet file with a row group per chunk, or a directory with a file per chunk;
     written under a temporary name and moved into place only when complete, so a failed
     run leaves nothing half-written at ``out``."""
@@ -208,28 +272,47 @@ class _Writer:
         self.tmp = out.with_name(f".{out.name}.partial")
         self.parts = 0
         self._file: pq.ParquetWriter | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quarry-write")
+        self._pending: Future[None] | None = None
         _remove(self.tmp)
         out.parent.mkdir(parents=True, exist_ok=True)
         if not self.single:
             self.tmp.mkdir()
 
     def write(self, part: pl.DataFrame) -> None:
-        table = part.to_arrow()
+        """Write a chunk in the background (arrow's writer releases the GIL), so the next
+        chunk is computed meanwhile; at most one write is in flight."""
+        self.wait()
+        self._pending = self._pool.submit(self._write, part.to_arrow())
+
+    def wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def _write(self, table: pa.Table) -> None:
         if self.single:
             if self._file is None:
-                self._file = pq.ParquetWriter(self.tmp, table.schema, compression="zstd")
+                self._file = pq.ParquetWriter(self.tmp, table.schema, **_PARQUET)
             self._file.write_table(table)
         else:
-            pq.write_table(table, self.tmp / f"part-{self.parts:05d}.parquet", compression="zstd")
+            pq.write_table(table, self.tmp / f"part-{self.parts:05d}.parquet", **_PARQUET)
         self.parts += 1
 
     def close(self) -> None:
+        self.wait()
+        self._pool.shutdown()
         if self._file is not None:
             self._file.close()
         _remove(self.out)
         self.tmp.rename(self.out)
 
     def abort(self) -> None:
+        try:
+            self.wait()
+        except Exception:  # the failure being handled is the one to report
+            pass
+        self._pool.shutdown()
         if self._file is not None:
             self._file.close()
         _remove(self.tmp)

@@ -1,0 +1,104 @@
+"""The feature cache: later runs reuse results; a correction recomputes exactly what it
+affects, because the keys hold the commits the values were computed from."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from quarry.data import Store, generate, ingest_frame, read_bars, table_spec
+from quarry.features import FeatureCache, materialize
+from quarry.features import _materialize as materialize_module
+
+FEATURES = {"MA5": "Mean($close, 5)/$close", "EPS": "$eps / $close", "R": "CSRank($close)"}
+LABEL = "Ref($close, -2)/Ref($close, -1) - 1"
+
+
+@pytest.fixture
+def market(tmp_path: Path) -> Store:
+    store = Store(tmp_path / "store")
+    generate(store, 8, 120, seed=4)
+    return store
+
+
+def _run(store: Store, cache: FeatureCache | None, out: Path, **kw: object) -> pl.DataFrame:
+    done = materialize(store, FEATURES, out, label=LABEL, cache=cache, **kw)  # type: ignore[arg-type]
+    _run.last = done  # type: ignore[attr-defined]
+    return pl.read_parquet(out)
+
+
+def test_a_cached_run_equals_an_uncached_one_and_reads_no_bars(
+    market: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = FeatureCache(tmp_path / "cache")
+    plain = _run(market, None, tmp_path / "plain.parquet", start=date(2015, 3, 1))
+    first = _run(market, cache, tmp_path / "first.parquet", start=date(2015, 3, 1))
+    assert first.equals(plain)
+    assert set(_run.last.computed) == {*FEATURES, "LABEL0"}  # type: ignore[attr-defined]
+
+    def no_reading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a fully cached run read the bars")
+
+    monkeypatch.setattr(materialize_module, "read_bars", no_reading)
+    again = _run(market, cache, tmp_path / "again.parquet", start=date(2015, 3, 1))
+    assert again.equals(plain)
+    assert _run.last.computed == ()  # type: ignore[attr-defined]
+
+
+def test_a_new_expression_is_the_only_one_computed(market: Store, tmp_path: Path) -> None:
+    cache = FeatureCache(tmp_path / "cache")
+    _run(market, cache, tmp_path / "a.parquet")
+    done = materialize(
+        market, {**FEATURES, "STD5": "Std($close, 5)"}, tmp_path / "b.parquet", cache=cache
+    )
+    assert done.computed == ("STD5",)
+    reference = materialize(market, {"STD5": "Std($close, 5)"}, tmp_path / "c.parquet")
+    assert reference.rows == done.rows
+    got = pl.read_parquet(tmp_path / "b.parquet")
+    assert got["STD5"].equals(pl.read_parquet(tmp_path / "c.parquet")["STD5"])
+
+
+def test_a_bar_correction_recomputes_bar_features_and_old_as_of_still_hits(
+    market: Store, tmp_path: Path
+) -> None:
+    cache = FeatureCache(tmp_path / "cache")
+    known_then = max(c.committed_at for c in market.commits())
+    before = _run(market, cache, tmp_path / "before.parquet", as_of=known_then)
+    row = read_bars(market, ["open", "high", "low", "close", "volume"]).filter(
+        (pl.col("instrument") == "SYN00002") & (pl.col("date") == date(2015, 3, 10))
+    )
+    fixed = row.with_columns(pl.col("close") * 1.01, pl.col("high") * 1.01)
+    ingest_frame(market, table_spec("bars"), fixed, source="vendor correction")
+
+    after = _run(market, cache, tmp_path / "after.parquet", as_of=None)
+    assert set(_run.last.computed) == {*FEATURES, "LABEL0"}  # type: ignore[attr-defined]
+    assert after.equals(_run(market, None, tmp_path / "uncached.parquet"))
+    assert not after.equals(before)  # the correction reached the features
+
+    # As known before the correction, the entries computed then are still the answer.
+    old = _run(market, cache, tmp_path / "old.parquet", as_of=known_then)
+    assert _run.last.computed == ()  # type: ignore[attr-defined]
+    assert old.equals(before)
+
+
+def test_a_fundamentals_correction_recomputes_only_what_reads_them(
+    market: Store, tmp_path: Path
+) -> None:
+    cache = FeatureCache(tmp_path / "cache")
+    _run(market, cache, tmp_path / "a.parquet")
+    restatement = pl.DataFrame(
+        {
+            "instrument": ["SYN00003"],
+            "field": ["eps"],
+            "period_end": [date(2015, 3, 31)],
+            "knowledge_date": [date(2015, 5, 1)],
+            "value": [9.99],
+        }
+    )
+    ingest_frame(market, table_spec("fundamentals"), restatement, source="restatement")
+    after = _run(market, cache, tmp_path / "b.parquet")
+    assert _run.last.computed == ("EPS",)  # type: ignore[attr-defined]
+    assert after.equals(_run(market, None, tmp_path / "c.parquet"))
