@@ -10,7 +10,7 @@ an equal tree; ``expr.key`` hashes that text, for caches.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Union
 
 __all__ = ["Expr", "F", "Num", "call"]
@@ -50,6 +50,14 @@ class Expr:
     args: tuple[Expr, ...] = ()
     name: str = ""  # the field, for op == "$"
     value: float = 0.0  # the number, for op == "#"
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        # Computed once: plans look nodes up in dicts all the time, and the generated hash
+        # would walk the whole subtree on every lookup.
+        if not self._hash:
+            object.__setattr__(self, "_hash", hash((self.op, self.args, self.name, self.value)))
+        return self._hash
 
     # -- text -------------------------------------------------------------------------------
 

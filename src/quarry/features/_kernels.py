@@ -3,10 +3,12 @@
 A window's valid values are its finite ones: pandas' rolling functions (and so Qlib's)
 read an infinity as missing.
 
-A panel is a float64 array of shape (instruments, days) on the market calendar, NaN where a
-value is missing. ``start[i]``/``end[i]`` bound instrument i's history (its first listed day
-and one past its last): a window never reaches before ``start[i]``, as Qlib's windows start
-at the first row of an instrument's history, and cells outside the history stay NaN.
+Each kernel fills ``out``, a panel the caller provides (and may be reusing), NaN wherever
+it has no value. A panel is a float64 array of shape (instruments, days) on the market
+calendar, NaN where a value is missing. ``start[i]``/``end[i]`` bound instrument i's
+history (its first listed day and one past its last): a window never reaches before
+``start[i]``, as Qlib's windows start at the first row of an instrument's history, and
+cells outside the history stay NaN.
 
 Every kernel runs instruments in parallel (``prange``) and walks each history once, keeping
 running state (sums, Welford moments, monotonic queues, a sorted window), so a window of N
@@ -43,12 +45,12 @@ _OPTS = {"parallel": True, "cache": True, "nogil": True}
 
 
 @njit(**_OPTS)
-def rolling_sum(x, n, start, end, what):
+def rolling_sum(x, n, start, end, what, out):
     """Count (0), sum (1) or mean (2) of the valid values in each window. Count counts
     infinities too, as pandas' does (it does not read them as missing)."""
-    rows, cols = x.shape
-    out = np.full((rows, cols), np.nan)
+    rows, _cols = x.shape
     for i in prange(rows):
+        out[i, :] = np.nan
         k = 0
         total = 0.0
         for t in range(start[i], end[i]):
@@ -72,14 +74,14 @@ def rolling_sum(x, n, start, end, what):
 
 
 @njit(**_OPTS)
-def rolling_var(x, n, start, end, std):
+def rolling_var(x, n, start, end, std, out):
     """Variance with ddof=1 (its square root when ``std``) of the valid values in each
     window, at least two. Welford's remove/add updates, as pandas does; exactly 0 when every
     value in the window is the same (pandas' rule for constant windows)."""
     rows, cols = x.shape
-    out = np.full((rows, cols), np.nan)
     inv = 1.0 / np.arange(1, min(n, cols) + 2)  # 1/k by lookup: divisions are the cost
     for i in prange(rows):
+        out[i, :] = np.nan
         k = 0
         mean = 0.0
         ssq = 0.0
@@ -115,11 +117,11 @@ def rolling_var(x, n, start, end, std):
 
 
 @njit(**_OPTS)
-def rolling_extreme(x, n, start, end, largest):
+def rolling_extreme(x, n, start, end, largest, out):
     """Max (or min) of the valid values in each window, with a monotonic queue."""
-    rows, cols = x.shape
-    out = np.full((rows, cols), np.nan)
+    rows, _cols = x.shape
     for i in prange(rows):
+        out[i, :] = np.nan
         queue = np.empty(end[i] - start[i] + 1, dtype=np.int64)
         head = 0
         tail = 0
@@ -140,14 +142,14 @@ def rolling_extreme(x, n, start, end, largest):
 
 
 @njit(**_OPTS)
-def idx_extreme(x, n, start, end, largest):
+def idx_extreme(x, n, start, end, largest, out):
     """Qlib's IdxMax/IdxMin: the 1-based position, from the oldest row of the window, of
     its largest (smallest) value, the oldest on ties. A window holding a missing value gives
     the position of its oldest missing value, as numpy's argmax does inside Qlib. NaN when
     the window has no valid value."""
-    rows, cols = x.shape
-    out = np.full((rows, cols), np.nan)
+    rows, _cols = x.shape
     for i in prange(rows):
+        out[i, :] = np.nan
         size = end[i] - start[i] + 1
         queue = np.empty(size, dtype=np.int64)
         nans = np.empty(size, dtype=np.int64)
@@ -248,37 +250,43 @@ def rolling_quantile(x, n, start, end, qs):
 
 
 @njit(**_OPTS)
-def rolling_rank(x, n, start, end):
+def rolling_rank(x, n, start, end, out):
     """The percentile rank of the current value among the window's valid values, ties
-    averaged (pandas' ``rank(pct=True)``); NaN when the current value is missing."""
-    rows, cols = x.shape
-    out = np.full((rows, cols), np.nan)
+    averaged (pandas' ``rank(pct=True)``); NaN when the current value is missing. Two
+    binary searches in a sorted copy of the window, kept as for the quantiles."""
+    rows, _cols = x.shape
     for i in prange(rows):
+        out[i, :] = np.nan
+        buf = np.empty(min(n, end[i] - start[i]) + 1)
+        k = 0
         for t in range(start[i], end[i]):
             v = x[i, t]
-            if not math.isfinite(v):
+            old = t - n
+            w = x[i, old] if old >= start[i] else np.nan
+            if math.isfinite(w) and math.isfinite(v):
+                _replace(buf, k, w, v)
+            elif math.isfinite(w):
+                _remove(buf, k, w)
+                k -= 1
+            elif math.isfinite(v):
+                _insert(buf, k, v)
+                k += 1
+            if k == 0 or not math.isfinite(v):
                 continue
-            less = 0
-            equal = 0
-            k = 0
-            for j in range(max(start[i], t - n + 1), t + 1):
-                w = x[i, j]
-                if math.isfinite(w):
-                    k += 1
-                    less += w < v
-                    equal += w == v
-            out[i, t] = (less + (equal + 1) / 2.0) / k
+            less = np.searchsorted(buf[:k], v, side="left")
+            upto = np.searchsorted(buf[:k], v, side="right")
+            out[i, t] = (less + (upto - less + 1) / 2.0) / k
     return out
 
 
 @njit(**_OPTS)
-def rolling_shape(x, n, start, end, what):
+def rolling_shape(x, n, start, end, what, out):
     """Skewness (what 0, at least 3 values) or excess kurtosis (what 1, at least 4), both
     bias-corrected as pandas computes them; NaN for a window whose variance is at most
     1e-14 (pandas 3). Two passes over each window: these are rarely used, short windows."""
-    rows, cols = x.shape
-    out = np.full((rows, cols), np.nan)
+    rows, _cols = x.shape
     for i in prange(rows):
+        out[i, :] = np.nan
         for t in range(start[i], end[i]):
             first = max(start[i], t - n + 1)
             k = 0
@@ -314,11 +322,11 @@ def rolling_shape(x, n, start, end, what):
 
 
 @njit(**_OPTS)
-def rolling_mad(x, n, start, end):
+def rolling_mad(x, n, start, end, out):
     """Mean absolute deviation of the window's valid values around their mean."""
-    rows, cols = x.shape
-    out = np.full((rows, cols), np.nan)
+    rows, _cols = x.shape
     for i in prange(rows):
+        out[i, :] = np.nan
         for t in range(start[i], end[i]):
             first = max(start[i], t - n + 1)
             k = 0
@@ -339,13 +347,13 @@ def rolling_mad(x, n, start, end):
 
 
 @njit(**_OPTS)
-def rolling_wma(x, n, start, end):
+def rolling_wma(x, n, start, end, out):
     """Qlib's WMA: weights 1..L over the window's L slots (newest heaviest), normalized to
     sum to 1, and then the mean of weight x value over the valid values, that is, divided by
     their count once more (a quirk of Qlib's, kept to match its output)."""
-    rows, cols = x.shape
-    out = np.full((rows, cols), np.nan)
+    rows, _cols = x.shape
     for i in prange(rows):
+        out[i, :] = np.nan
         for t in range(start[i], end[i]):
             first = max(start[i], t - n + 1)
             length = t - first + 1
@@ -361,13 +369,13 @@ def rolling_wma(x, n, start, end):
 
 
 @njit(**_OPTS)
-def ewm_mean(x, alpha, start, end):
+def ewm_mean(x, alpha, start, end, out):
     """pandas' ``ewm(alpha=..., adjust=True).mean()``: a missing row keeps its weight slot
     and repeats the last average."""
-    rows, cols = x.shape
-    out = np.full((rows, cols), np.nan)
+    rows, _cols = x.shape
     decay = 1.0 - alpha
     for i in prange(rows):
+        out[i, :] = np.nan
         avg = np.nan
         weight = 1.0
         for t in range(start[i], end[i]):
@@ -385,13 +393,13 @@ def ewm_mean(x, alpha, start, end):
 
 
 @njit(**_OPTS)
-def rolling_corr_cov(a, b, n, start, end, what):
+def rolling_corr_cov(a, b, n, start, end, what, out):
     """Covariance ddof=1 (what 0) or Pearson correlation (what 1) over the rows of each
     window where both values are present, from Welford co-moments; NaN with fewer than two
     such rows."""
-    rows, cols = a.shape
-    out = np.full((rows, cols), np.nan)
+    rows, _cols = a.shape
     for i in prange(rows):
+        out[i, :] = np.nan
         k = 0
         ma = 0.0
         mb = 0.0
@@ -438,15 +446,15 @@ def rolling_corr_cov(a, b, n, start, end, what):
 
 
 @njit(**_OPTS)
-def rolling_regression(y, n, start, end, what):
+def rolling_regression(y, n, start, end, what, out):
     """Least squares of each window's valid values on their slot positions (today last):
     slope (what 0), R squared (1), or the residual of today's value (2, NaN when today's
     value is missing). At least two points. Running sums as in Qlib's Cython; positions
     count from the instrument's first day (the fit does not depend on where they start),
     whole numbers whose sums stay exact."""
-    rows, cols = y.shape
-    out = np.full((rows, cols), np.nan)
+    rows, _cols = y.shape
     for i in prange(rows):
+        out[i, :] = np.nan
         k = 0
         sp = spp = sy = spy = syy = 0.0
         base = start[i]
@@ -491,12 +499,12 @@ def rolling_regression(y, n, start, end, what):
 
 
 @njit(**_OPTS)
-def cs_rank(x):
+def cs_rank(x, out):
     """Per day (column), each valid value's average-tie rank over the day's valid values,
     divided by their count."""
-    rows, cols = x.shape
-    out = np.full((rows, cols), np.nan)
+    _rows, cols = x.shape
     for t in prange(cols):
+        out[:, t] = np.nan
         col = x[:, t].copy()
         valid = np.flatnonzero(col == col)
         k = valid.size
@@ -517,12 +525,12 @@ def cs_rank(x):
 
 
 @njit(**_OPTS)
-def cs_neutralize(x, group, groups):
+def cs_neutralize(x, group, groups, out):
     """Per day, each value less the mean of its group's valid values that day (the
     residual of a regression on group dummies). A missing group gives NaN."""
     rows, cols = x.shape
-    out = np.full((rows, cols), np.nan)
     for t in prange(cols):
+        out[:, t] = np.nan
         sums = np.zeros(groups)
         counts = np.zeros(groups)
         for i in range(rows):

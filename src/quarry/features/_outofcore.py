@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from quarry.exceptions import DataError, UsageError
-from quarry.features._compile import Plan, evaluate
+from quarry.features._compile import Plan, as_series, evaluate
 from quarry.features._expr import Expr
 from quarry.features._grid import BY_DATE, BY_INSTRUMENT, Grid
 from quarry.features._memory import reuse_freed_memory
@@ -247,9 +247,9 @@ def _chunk_frame(
     columns: dict[str, pl.Series] = {}
 
     def sink(node: Expr, panel: np.ndarray) -> None:
-        values = np.take(panel, flat).astype(np.float32)
+        series = as_series(np.take(panel, flat).astype(np.float32))
         for name in by_expr[node]:
-            columns[name] = pl.Series(name, values, nan_to_null=True)
+            columns[name] = series.alias(name)
 
     evaluate(plan, grid, lo=lo, hi=hi, known=known, sink=sink)
     return pl.DataFrame(
