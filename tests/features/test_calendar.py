@@ -11,7 +11,7 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from quarry.exceptions import DataError
+from quarry.exceptions import DataError, ExpressionError
 from quarry.features import Plan, compute
 
 
@@ -141,3 +141,27 @@ def test_duplicate_rows_are_refused() -> None:
     frame = pl.concat([_market(), _market().head(1)])
     with pytest.raises(DataError, match="repeat instrument 'A'"):
         compute(frame, {"x": "$close"})
+
+
+def test_mask_reads_another_instruments_series_on_each_ones_days() -> None:
+    frame = _market()
+    got = compute(
+        frame, {"m": 'Mask($close, "A")', "rs": 'Mean($close, 3) - Mask(Mean($close, 3), "A")'}
+    )
+    df = frame.to_pandas()
+    a = df[df["instrument"] == "A"].set_index("date")["close"]
+    calendar = sorted(df["date"].unique())
+    a_dense = a.reindex(calendar)  # NaN on A's suspended days
+    a_mean = a_dense.rolling(3, min_periods=1).mean()
+    expected_m = df["date"].map(a_dense).to_numpy(dtype=float)
+    own_mean = _dense_reference(frame, lambda d: d["close"].rolling(3, min_periods=1).mean())
+    expected_rs = own_mean.to_numpy(dtype=float) - df["date"].map(a_mean).to_numpy(dtype=float)
+    np.testing.assert_allclose(got["m"].to_numpy(), expected_m, equal_nan=True)
+    np.testing.assert_allclose(got["rs"].to_numpy(), expected_rs, rtol=1e-12, equal_nan=True)
+
+
+def test_mask_names_a_missing_instrument() -> None:
+    with pytest.raises(ExpressionError, match=r"no instrument 'a' in the data; did you mean 'A'"):
+        compute(_market(), {"m": 'Mask($close, "a")'})
+    with pytest.raises(ExpressionError, match="must be an instrument code"):
+        compute(_market(), {"m": "Mask($close, 3)"})

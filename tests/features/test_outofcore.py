@@ -24,6 +24,7 @@ FEATURES = {
     # time series over a cross-section over a time series: two cross-sectional levels
     "nested": "CSZScore(Mean(CSRank($close), 3) - $volume)",
     "plain": "$close",
+    "mask": 'Mean($close, 3) / Mask(Mean($close, 3), "A")',
 }
 
 

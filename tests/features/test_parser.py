@@ -40,6 +40,7 @@ def test_canonical_text_round_trips_and_hashes_stably() -> None:
         "Std($close, 20)/$close",
         "If($close > $open, 1, -1)",
         "-(Ref($close, 1) - $close)",
+        "$close / Mask($close, 'SH000300')",
     ]:
         expr = parse(text)
         assert parse(str(expr)) == expr

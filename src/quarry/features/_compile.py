@@ -30,6 +30,7 @@ from quarry.features._registry import OPERATORS
 __all__ = ["Plan", "as_series", "check_lookahead", "compute", "evaluate"]
 
 LABEL = "LABEL0"
+LEAVES = ("$", "#", "'")  # a field, a number, a text argument
 
 Value = np.ndarray | float
 
@@ -88,7 +89,7 @@ class Plan:
         extras: dict[Expr, tuple[Expr, ...]] = {}
         for e in outputs.values():
             for node in e.walk():
-                if node.op in ("$", "#"):
+                if node.op in LEAVES:
                     continue
                 if node.op not in OPERATORS or node.op not in _BUILD:
                     raise ExpressionError(f"{node}: operator {node.op} is not supported yet")
@@ -97,7 +98,7 @@ class Plan:
                     window = node.args[-1]
                     extras[node] = tuple(Expr("Std", (a, window)) for a in node.args[:-1])
                     for std in extras[node]:
-                        nodes.update(dict.fromkeys(n for n in std.walk() if n.op not in ("$", "#")))
+                        nodes.update(dict.fromkeys(n for n in std.walk() if n.op not in LEAVES))
                 nodes[node] = None
         order = tuple(nodes)
         last_use: dict[Expr, int] = {}
@@ -240,6 +241,8 @@ def evaluate(
     def value(node: Expr) -> Value:
         if node.op == "#":
             return node.value
+        if node.op == "'":
+            return np.nan  # a text argument: its operator reads it from the node
         if node.op == "$":
             return chunk.field(node.name)
         return values[node]
@@ -247,7 +250,7 @@ def evaluate(
     stash: dict[Expr, np.ndarray] = {}  # results computed early, with a fused sibling
     owned: set[Expr] = set()  # nodes whose panel no other live node shares
     for e in wanted:  # a bare field or number as an output
-        if e.op in ("$", "#"):
+        if e.op in LEAVES:
             sink(e, chunk.full(value(e)))
     with np.errstate(all="ignore"), small_pages():
         for i, node in enumerate(plan.nodes):
@@ -313,14 +316,14 @@ def _spare(
 def _needed(plan: Plan, wanted: set[Expr], known: Mapping[Expr, np.ndarray]) -> set[Expr]:
     """The operator nodes the targets depend on, stopping at nodes already known."""
     needed: set[Expr] = set()
-    stack = [e for e in wanted if e.op not in ("$", "#")]
+    stack = [e for e in wanted if e.op not in LEAVES]
     while stack:
         node = stack.pop()
         if node in needed:
             continue
         needed.add(node)
         if node not in known:
-            stack.extend(a for a in plan.inputs(node) if a.op not in ("$", "#"))
+            stack.extend(a for a in plan.inputs(node) if a.op not in LEAVES)
     return needed
 
 
@@ -414,6 +417,13 @@ def _check_span(node: Expr) -> None:
         raise ExpressionError(f"{node}: the span must be a positive number")
 
 
+def _check_mask(node: Expr) -> None:
+    if node.args[1].op != "'":
+        raise ExpressionError(
+            f'{node}: the second argument must be an instrument code, such as "SPY"'
+        )
+
+
 def _check_group(node: Expr) -> None:
     if node.args[1].op != "$":
         raise ExpressionError(f"{node}: the second argument must be a field, such as $industry")
@@ -430,6 +440,7 @@ _CHECK: dict[str, Callable[[Expr], None]] = {
     "Quantile": _check_quantile,
     "EMA": _check_span,
     "CSNeutralize": _check_group,
+    "Mask": _check_mask,
 }
 
 
@@ -592,6 +603,23 @@ def _cs_neutralize(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
     return k.cs_neutralize(chunk.full(args[0]), group, groups, chunk.alloc())  # type: ignore[no-any-return]
 
 
+def _mask(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
+    """Qlib's Mask(x, "CODE"): x as computed for instrument CODE, on each instrument's own
+    days (not a masking operation, despite the name)."""
+    _need_whole(node, chunk)
+    code = node.args[1].name
+    names = chunk.grid.instruments.cast(pl.String)
+    where = names.index_of(code)
+    if where is None:
+        same_case = [n for n in names.to_list() if n.lower() == code.lower()]
+        close = same_case or difflib.get_close_matches(code, names.to_list(), 1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ExpressionError(f"{node}: no instrument {code!r} in the data{hint}")
+    out = chunk.alloc()
+    out[:] = chunk.full(args[0])[where]
+    return chunk.mask(out)
+
+
 def _binary(fn: Callable[[Value, Value], Value]) -> Build:
     return lambda args, node, chunk: fn(args[0], args[1])
 
@@ -683,4 +711,5 @@ _BUILD: dict[str, Build] = {
     "CSZScore": _cs_zscore,
     "CSDemean": _cs_demean,
     "CSNeutralize": _cs_neutralize,
+    "Mask": _mask,
 }

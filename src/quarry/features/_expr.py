@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Union
 
-__all__ = ["Expr", "F", "Num", "call"]
+__all__ = ["Expr", "F", "Num", "Text", "call"]
 
 Operand = Union["Expr", float, int]
 
@@ -64,6 +64,8 @@ class Expr:
     def __str__(self) -> str:
         if self.op == "$":
             return f"${self.name}"
+        if self.op == "'":
+            return f'"{self.name}"'
         if self.op == "#":
             v = self.value
             return str(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)
@@ -160,6 +162,13 @@ class Expr:
 def F(name: str) -> Expr:
     """A field of the store: ``F("close")`` is ``$close``."""
     return Expr("$", name=name)
+
+
+def Text(value: str) -> Expr:
+    """A text argument, such as the instrument code of ``Mask($close, "SH000300")``."""
+    if '"' in value:
+        raise ValueError(f"a text argument cannot hold a double quote: {value!r}")
+    return Expr("'", name=value)
 
 
 def Num(value: float) -> Expr:

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from quarry.exceptions import DataError, UsageError
-from quarry.features._compile import Plan, as_series, evaluate
+from quarry.features._compile import LEAVES, Plan, as_series, evaluate
 from quarry.features._expr import Expr
 from quarry.features._grid import BY_DATE, BY_INSTRUMENT, Grid
 from quarry.features._memory import reuse_freed_memory
@@ -203,7 +203,7 @@ def _cross_sectional(
     known: dict[Expr, np.ndarray] = {}
     cross = plan.cross_sectional
     for step, node in enumerate(cross):
-        args = [a for a in node.args if a.op not in ("$", "#")]
+        args = [a for a in node.args if a.op not in LEAVES]
         inputs = _assemble(plan, grid, chunks, known, args)
         whole = [(0, grid.shape[0])]
         known[node] = _assemble(plan, grid, whole, {**known, **inputs}, [node])[node]

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from quarry.exceptions import ExpressionError
-from quarry.features._expr import Expr, F, Num
+from quarry.features._expr import Expr, F, Num, Text
 from quarry.features._registry import OPERATORS
 
 __all__ = ["parse"]
@@ -21,6 +21,7 @@ __all__ = ["parse"]
 _TOKEN = re.compile(
     r"\s*(?:(?P<num>\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)"
     r"|(?P<field>\$[A-Za-z_][A-Za-z_0-9]*)"
+    r"|(?P<str>\"[^\"]*\"|'[^']*')"
     r"|(?P<name>[A-Za-z_][A-Za-z_0-9]*)"
     r"|(?P<op>>=|<=|==|!=|[-+*/()<>,&|]))"
 )
@@ -135,6 +136,9 @@ class _Parser:
         if tok.kind == "field":
             self.i += 1
             return F(tok.text[1:])
+        if tok.kind == "str":  # an instrument code, as in Mask($close, "SH000300")
+            self.i += 1
+            return Text(tok.text[1:-1])
         if tok.kind == "name":
             return self.call()
         if self.take("("):

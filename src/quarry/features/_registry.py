@@ -31,7 +31,6 @@ def _specs() -> dict[str, OpSpec]:
     for name in ("Neg", "Abs", "Log", "Sign", "Not"):
         out[name] = OpSpec(name, "elementwise", 1, 1)
     out["If"] = OpSpec("If", "elementwise", 3, 3)
-    out["Mask"] = OpSpec("Mask", "elementwise", 2, 2)
     for name in ("Mean", "Sum", "Std", "Var", "Skew", "Kurt", "Max", "Min", "Med", "Mad",
                  "Rank", "IdxMax", "IdxMin", "Slope", "Rsquare", "Resi", "Delta", "EMA",
                  "WMA", "Count"):  # fmt: skip
@@ -43,6 +42,8 @@ def _specs() -> dict[str, OpSpec]:
     for name in ("CSRank", "CSZScore", "CSDemean"):
         out[name] = OpSpec(name, "cross", 1, 1)
     out["CSNeutralize"] = OpSpec("CSNeutralize", "cross", 2, 2)
+    # Mask(x, "CODE"): x of another instrument, so it needs every instrument at once too.
+    out["Mask"] = OpSpec("Mask", "cross", 2, 2)
     return out
 
 
