@@ -2,7 +2,7 @@
 out-of-core, through the command line a researcher would run.
 
 Each run is a fresh process running ``quarry features compute --store S --set alpha158
---label ... --out F --memory M``; it reports wall time, peak RSS (VmHWM of that process)
+--label ... --out F --memory M --no-cache``; it reports wall time, peak RSS (VmHWM of that process)
 and what was written. The store is generated once under bench/_data/ (about 70 s, 8 GB).
 
     .venv/bin/python bench/bench_features_scale.py                    # 16,000 x 2,520
@@ -28,7 +28,8 @@ def _run(store_dir: str, out: str, memory: str) -> dict[str, float]:
     from quarry.cli import main
 
     argv = ["quarry", "features", "compute", "--store", store_dir, "--set", "alpha158"]
-    sys.argv = [*argv, "--label", LABEL, "--out", out, "--memory", memory]
+    # --no-cache: every run computes everything (a cached rerun would only copy files).
+    sys.argv = [*argv, "--label", LABEL, "--out", out, "--memory", memory, "--no-cache"]
     t0 = time.perf_counter()
     try:
         main()
