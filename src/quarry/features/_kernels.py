@@ -215,6 +215,22 @@ def _replace(buf, k, old, new):
     buf[j] = new
 
 
+@njit(inline="always")
+def _slide(buf, k, old, new):
+    """Move a sorted window of k valid values one day on: ``old`` leaves and ``new`` enters
+    (either may be missing). Returns the new count."""
+    if math.isfinite(old) and math.isfinite(new):
+        _replace(buf, k, old, new)
+        return k
+    if math.isfinite(old):
+        _remove(buf, k, old)
+        return k - 1
+    if math.isfinite(new):
+        _insert(buf, k, new)
+        return k + 1
+    return k
+
+
 @njit(**_OPTS)
 def rolling_quantile(x, n, start, end, qs):
     """Quantiles ``qs`` (one output panel each) of each window's valid values, with
@@ -228,15 +244,7 @@ def rolling_quantile(x, n, start, end, qs):
         for t in range(start[i], end[i]):
             v = x[i, t]
             old = t - n
-            w = x[i, old] if old >= start[i] else np.nan
-            if math.isfinite(w) and math.isfinite(v):
-                _replace(buf, k, w, v)
-            elif math.isfinite(w):
-                _remove(buf, k, w)
-                k -= 1
-            elif math.isfinite(v):
-                _insert(buf, k, v)
-                k += 1
+            k = _slide(buf, k, x[i, old] if old >= start[i] else np.nan, v)
             if k == 0:
                 continue
             for m in range(qs.size):
@@ -262,15 +270,7 @@ def rolling_rank(x, n, start, end, out):
         for t in range(start[i], end[i]):
             v = x[i, t]
             old = t - n
-            w = x[i, old] if old >= start[i] else np.nan
-            if math.isfinite(w) and math.isfinite(v):
-                _replace(buf, k, w, v)
-            elif math.isfinite(w):
-                _remove(buf, k, w)
-                k -= 1
-            elif math.isfinite(v):
-                _insert(buf, k, v)
-                k += 1
+            k = _slide(buf, k, x[i, old] if old >= start[i] else np.nan, v)
             if k == 0 or not math.isfinite(v):
                 continue
             less = np.searchsorted(buf[:k], v, side="left")

@@ -87,6 +87,8 @@ def peak_panels(plan: Plan) -> int:
         live.add(node)
         peak = max(peak, len(live) + len(plan.fused.get(node, ())))
         live -= {a for a in plan.inputs(node) if plan.last_use.get(a) == i}
+        if node not in plan.last_use:  # an output nothing reads: handed over, then freed
+            live.discard(node)
     return peak + _SCRATCH_PANELS
 
 
