@@ -72,6 +72,16 @@ def test_window_zero_is_the_whole_history(frame: pl.DataFrame, op: str) -> None:
             "($close > 10) & ($volume > 500)",
             lambda d: ((d["close"] > 10) & (d["volume"] > 500)).astype(float),
         ),
+        (
+            "($close < 10) | ($volume >= 500)",
+            lambda d: ((d["close"] < 10) | (d["volume"] >= 500)).astype(float),
+        ),
+        # A comparison with a missing value is false (true for !=), as numpy's is.
+        ("Not($close > 10)", lambda d: (~(d["close"] > 10)).astype(float)),
+        ("$close <= 10", lambda d: (d["close"] <= 10).astype(float)),
+        ("$close == $close", lambda d: (d["close"] == d["close"]).astype(float)),
+        ("$close != $close", lambda d: (d["close"] != d["close"]).astype(float)),
+        ("-$close * 2 / $volume", lambda d: -d["close"] * 2 / d["volume"]),
     ],
 )
 def test_elementwise(frame: pl.DataFrame, text: str, reference: object) -> None:
