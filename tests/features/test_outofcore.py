@@ -106,3 +106,17 @@ def test_sizes_parse() -> None:
     assert parse_size("1.5g") == int(1.5 * 2**30)
     with pytest.raises(UsageError, match="write it like 4GB"):
         parse_size("lots")
+
+
+def test_the_file_says_how_its_columns_were_made(tmp_path: Path) -> None:
+    import json
+
+    import pyarrow.parquet as pq
+
+    frame = make_frame()
+    label = "Ref($close, -2) / Ref($close, -1) - 1"
+    plan = Plan.build({"ma": "Mean($close, 5) / $close"}, label=label)
+    compute_to_parquet(_grid(frame, plan), plan, tmp_path / "f.parquet")
+    meta = pq.read_schema(tmp_path / "f.parquet").metadata
+    assert json.loads(meta[b"quarry.features"]) == {"ma": "(Mean($close, 5) / $close)"}
+    assert meta[b"quarry.label"].decode() == str(plan.outputs["LABEL0"])

@@ -22,7 +22,13 @@ from quarry.features._cache import FeatureCache, data_state
 from quarry.features._compile import LABEL, Plan
 from quarry.features._expr import Expr
 from quarry.features._grid import Grid
-from quarry.features._outofcore import ParquetOut, Progress, compute_chunks, compute_to_parquet
+from quarry.features._outofcore import (
+    ParquetOut,
+    Progress,
+    compute_chunks,
+    compute_to_parquet,
+    plan_metadata,
+)
 
 __all__ = ["Materialized", "materialize"]
 
@@ -86,7 +92,7 @@ def materialize(
         done = compute_chunks(grid, sub, writer, emit=emit, memory=memory, progress=progress)
         chunks, size = done.chunks, done.instruments_per_chunk
         del grid, emit
-    output = ParquetOut(out)
+    output = ParquetOut(out, plan_metadata(plan))
     try:
         rows = entry.assemble([(n, keys[n]) for n in names], output.write)
     except BaseException:

@@ -11,6 +11,7 @@ keeps its features in), so peak memory is the input panels plus one chunk's work
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -26,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from quarry.exceptions import DataError, UsageError
-from quarry.features._compile import LEAVES, Plan, as_series, evaluate
+from quarry.features._compile import LABEL, LEAVES, Plan, as_series, evaluate
 from quarry.features._expr import Expr
 from quarry.features._grid import BY_DATE, BY_INSTRUMENT, Grid
 from quarry.features._memory import reuse_freed_memory
@@ -112,7 +113,8 @@ def compute_to_parquet(
     instruments_per_chunk: int | None = None,
     progress: Progress | None = None,
 ) -> Written:
-    """Compute ``plan`` over ``grid`` in bounded memory and write Parquet to ``out``.
+    """Compute ``plan`` over ``grid`` in bounded memory and write Parquet to ``out``
+    (with the plan's expressions in the file's metadata, see ``plan_metadata``).
 
     ``emit`` marks the cells to write (default: every cell the bars had). A path ending in
     ``.parquet`` becomes one file with a row group per chunk; any other path a directory
@@ -123,13 +125,24 @@ def compute_to_parquet(
     return compute_chunks(
         grid,
         plan,
-        ParquetOut(out),
+        ParquetOut(out, plan_metadata(plan)),
         emit=emit,
         memory=memory,
         instruments_per_chunk=instruments_per_chunk,
         progress=progress,
         path=out,
     )
+
+
+def plan_metadata(plan: Plan) -> dict[str, str]:
+    """Parquet metadata that says how the columns were made: ``quarry.features`` (a JSON
+    object of name -> expression) and ``quarry.label`` (the label's expression), so that
+    training can tell the label's horizon from the file alone."""
+    features = {n: str(e) for n, e in plan.outputs.items() if n != LABEL}
+    meta = {"quarry.features": json.dumps(features)}
+    if LABEL in plan.outputs:
+        meta["quarry.label"] = str(plan.outputs[LABEL])
+    return meta
 
 
 def compute_chunks(
@@ -268,8 +281,9 @@ class ParquetOut:
     written under a temporary name and moved into place only when complete, so a failed
     run leaves nothing half-written at ``out``."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, metadata: dict[str, str] | None = None) -> None:
         self.out = out
+        self.metadata = {k.encode(): v.encode() for k, v in (metadata or {}).items()}
         self.single = out.suffix == ".parquet"
         self.tmp = out.with_name(f".{out.name}.partial")
         self.parts = 0
@@ -293,6 +307,10 @@ class ParquetOut:
             pending.result()
 
     def _write(self, table: pa.Table) -> None:
+        if self.metadata:
+            table = table.replace_schema_metadata(
+                {**(table.schema.metadata or {}), **self.metadata}
+            )
         if self.single:
             if self._file is None:
                 self._file = pq.ParquetWriter(self.tmp, table.schema, **_PARQUET)
