@@ -8,7 +8,16 @@ import pytest
 
 
 @pytest.mark.parametrize(
-    "name", ["quarry", "quarry.data", "quarry.features", "quarry.exceptions", "quarry.cli"]
+    "name",
+    [
+        "quarry",
+        "quarry.data",
+        "quarry.features",
+        "quarry.models",
+        "quarry.tracking",
+        "quarry.exceptions",
+        "quarry.cli",
+    ],
 )
 def test_all_is_sorted_and_importable(name: str) -> None:
     module = importlib.import_module(name)
@@ -32,5 +41,24 @@ def test_data_layer_does_not_import_upper_layers() -> None:
     code = (
         f"import sys, quarry.data; print(sorted(m for m in sys.modules if m.startswith({upper})))"
     )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("package", "upper"),
+    [
+        ("quarry.features", ("quarry.cli", "quarry.models", "typer", "rich", "mlflow", "ray")),
+        # models log through quarry.tracking, which imports MLflow only when it is used
+        ("quarry.models", ("quarry.cli", "typer", "rich", "mlflow", "lightgbm", "ray")),
+    ],
+)
+def test_research_layers_import_nothing_above_them_or_heavy_at_import(
+    package: str, upper: tuple[str, ...]
+) -> None:
+    import subprocess
+    import sys
+
+    code = f"import sys, {package}; print(sorted(m for m in sys.modules if m.startswith({upper})))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -36,7 +36,7 @@ Value = np.ndarray | float
 
 
 def check_lookahead(expr: Expr, *, label: bool = False) -> None:
-    """Refuse a feature that reads the future: a Ref with a negative shift.
+    """Refuse a feature that reads the future: a Ref (or Delta) with a negative shift.
 
     Labels may look ahead (that is what they are for); features may not. Raised when the
     expression is compiled, before any data is read, naming the offending sub-expression.
@@ -44,10 +44,10 @@ def check_lookahead(expr: Expr, *, label: bool = False) -> None:
     if label:
         return
     for node in expr.walk():
-        if node.op == "Ref" and _window(node) < 0:
+        if node.op in ("Ref", "Delta") and _window(node) < 0:
             raise LookaheadError(
                 f"{node} reads {-_window(node)} row(s) into the future, inside the feature "
-                f"{expr}; only a label may use a negative Ref"
+                f"{expr}; only a label may use a negative Ref or Delta"
             )
 
 

@@ -1,0 +1,67 @@
+"""Models: datasets honest about time, estimators, training tracked in MLflow, and the
+analysis of the scores they produce.
+
+- Datasets: train/valid/test segments or a walk-forward schedule, a purge gap of the label's
+  horizon between them (``check_segments`` refuses a leak, ``purge`` makes the gap).
+- Models: LightGBM (Qlib's benchmark parameters), ridge/lasso, and an MLP with the ``mlp``
+  extra; early-stopped on the valid segment, deterministic given a seed.
+- ``train``: fit, score every segment, write predictions and metrics, log to MLflow.
+- Signal analysis: daily IC and Rank IC with their information ratios and t-statistics,
+  quantile-group returns and the long-short spread, the signal's autocorrelation and turnover.
+"""
+
+from quarry.models._dataset import (
+    Segments,
+    WalkForward,
+    Window,
+    check_segments,
+    label_horizon,
+    purge,
+    split,
+)
+from quarry.models._estimators import (
+    MODELS,
+    QLIB_LIGHTGBM,
+    LightGBMModel,
+    LinearModel,
+    Model,
+    make_model,
+)
+from quarry.models._signal import (
+    SignalReport,
+    analyze,
+    autocorrelation,
+    daily_ic,
+    ic_summary,
+    long_short,
+    quantile_returns,
+    turnover,
+)
+from quarry.models._train import TrainResult, feature_columns, train
+
+__all__ = [
+    "MODELS",
+    "QLIB_LIGHTGBM",
+    "LightGBMModel",
+    "LinearModel",
+    "Model",
+    "Segments",
+    "SignalReport",
+    "TrainResult",
+    "WalkForward",
+    "Window",
+    "analyze",
+    "autocorrelation",
+    "check_segments",
+    "daily_ic",
+    "feature_columns",
+    "ic_summary",
+    "label_horizon",
+    "long_short",
+    "make_model",
+    "purge",
+    "quantile_returns",
+    "split",
+    "train",
+    "turnover",
+]

@@ -1,0 +1,236 @@
+"""Models as estimators: fit on a training segment, early-stop on a validation segment,
+predict a score; deterministic given a seed.
+
+LightGBM is the default, with the parameters of Qlib's Alpha158 benchmark; a linear model
+(ridge or lasso) picks its penalty on the validation segment (its form of early stopping).
+Each model also knows how to log itself to MLflow with its own flavor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import os
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
+
+import numpy as np
+
+from quarry.exceptions import UsageError
+
+__all__ = ["MODELS", "QLIB_LIGHTGBM", "LightGBMModel", "LinearModel", "Model", "make_model"]
+
+# Qlib's examples/benchmarks/LightGBM/workflow_config_lightgbm_Alpha158.yaml (num_threads is
+# the machine's instead of 20), trained with 1,000 rounds and early stopping after 50.
+QLIB_LIGHTGBM: dict[str, Any] = {
+    "objective": "regression",  # Qlib's loss: mse
+    "colsample_bytree": 0.8879,
+    "learning_rate": 0.2,
+    "subsample": 0.8789,
+    "lambda_l1": 205.6999,
+    "lambda_l2": 580.9768,
+    "max_depth": 8,
+    "num_leaves": 210,
+}
+
+
+class Model(Protocol):
+    """What training needs of a model."""
+
+    name: str
+
+    def fit(
+        self, x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray
+    ) -> Model: ...
+
+    def predict(self, x: np.ndarray) -> np.ndarray: ...
+
+    def params(self) -> dict[str, Any]: ...
+
+    def log_model(self, example: np.ndarray, feature_names: list[str]) -> None: ...
+
+
+class LightGBMModel:
+    """Gradient-boosted trees (LightGBM), early-stopped on the validation segment."""
+
+    name = "lightgbm"
+
+    def __init__(
+        self,
+        params: Mapping[str, Any] | None = None,
+        *,
+        seed: int = 0,
+        num_boost_round: int = 1000,
+        early_stopping_rounds: int = 50,
+    ) -> None:
+        self.lgb_params = {**QLIB_LIGHTGBM, **(params or {})}
+        self.seed = seed
+        self.num_boost_round = int(self.lgb_params.pop("num_boost_round", num_boost_round))
+        self.early_stopping_rounds = int(
+            self.lgb_params.pop("early_stopping_rounds", early_stopping_rounds)
+        )
+        self.booster_: Any = None
+
+    def params(self) -> dict[str, Any]:
+        return {
+            **self.lgb_params,
+            "seed": self.seed,
+            "num_boost_round": self.num_boost_round,
+            "early_stopping_rounds": self.early_stopping_rounds,
+        }
+
+    def fit(
+        self, x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray
+    ) -> LightGBMModel:
+        import lightgbm as lgb
+
+        params = {
+            **self.lgb_params,
+            "seed": self.seed,
+            "deterministic": True,  # same seed, same data: the same trees
+            "force_row_wise": True,
+            "num_threads": self.lgb_params.get("num_threads", os.cpu_count() or 1),
+            "verbosity": -1,
+        }
+        train = lgb.Dataset(x_train, y_train, free_raw_data=True)
+        valid = lgb.Dataset(x_valid, y_valid, reference=train, free_raw_data=True)
+        self.booster_ = lgb.train(
+            params,
+            train,
+            num_boost_round=self.num_boost_round,
+            valid_sets=[valid],
+            valid_names=["valid"],
+            callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
+        )
+        return self
+
+    @property
+    def best_iteration(self) -> int:
+        return int(self.booster_.best_iteration) if self.booster_ is not None else 0
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        if self.booster_ is None:
+            raise UsageError("the model is not trained yet: call fit first")
+        out: np.ndarray = self.booster_.predict(x, num_iteration=self.booster_.best_iteration)
+        return out
+
+    def log_model(self, example: np.ndarray, feature_names: list[str]) -> None:
+        import mlflow
+        import pandas as pd
+        from mlflow.models import infer_signature
+
+        frame = pd.DataFrame(example, columns=feature_names)
+        signature = infer_signature(frame, self.predict(example))
+        with _quiet_mlflow():
+            mlflow.lightgbm.log_model(self.booster_, name="model", signature=signature)
+
+
+class LinearModel:
+    """Ridge (or lasso) regression on standardized features, missing values at the training
+    mean; the penalty is the one of ``alphas`` with the least squared error on the
+    validation segment."""
+
+    name = "linear"
+
+    def __init__(
+        self,
+        params: Mapping[str, Any] | None = None,
+        *,
+        seed: int = 0,
+    ) -> None:
+        params = dict(params or {})
+        self.kind = str(params.pop("kind", "ridge"))
+        if self.kind not in ("ridge", "lasso"):
+            raise UsageError(f"linear model kind {self.kind!r}: choose ridge or lasso")
+        self.alphas = [float(a) for a in params.pop("alphas", [0.1, 1.0, 10.0, 100.0, 1000.0])]
+        if params:
+            raise UsageError(
+                f"unknown linear model parameter(s) {', '.join(sorted(params))}; "
+                "the linear model takes kind (ridge or lasso) and alphas"
+            )
+        self.seed = seed
+        self.pipeline_: Any = None
+        self.alpha_: float | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {"kind": self.kind, "alphas": self.alphas, "seed": self.seed}
+
+    def _pipeline(self, alpha: float) -> Any:
+        from sklearn.impute import SimpleImputer
+        from sklearn.linear_model import Lasso, Ridge
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        regression = (
+            Ridge(alpha=alpha, random_state=self.seed)
+            if self.kind == "ridge"
+            else Lasso(alpha=alpha / 1000.0, random_state=self.seed, max_iter=5000)
+        )
+        return make_pipeline(SimpleImputer(strategy="mean"), StandardScaler(), regression)
+
+    def fit(
+        self, x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray
+    ) -> LinearModel:
+        best: tuple[float, float, Any] | None = None
+        for alpha in self.alphas:
+            pipeline = self._pipeline(alpha).fit(_finite(x_train), y_train)
+            error = float(np.mean((pipeline.predict(_finite(x_valid)) - y_valid) ** 2))
+            if best is None or error < best[0]:
+                best = (error, alpha, pipeline)
+        assert best is not None
+        _, self.alpha_, self.pipeline_ = best
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        if self.pipeline_ is None:
+            raise UsageError("the model is not trained yet: call fit first")
+        out: np.ndarray = self.pipeline_.predict(_finite(x))
+        return out
+
+    def log_model(self, example: np.ndarray, feature_names: list[str]) -> None:
+        import mlflow
+        from mlflow.models import infer_signature
+
+        signature = infer_signature(example, self.predict(example))
+        with _quiet_mlflow():
+            mlflow.sklearn.log_model(
+                self.pipeline_,
+                name="model",
+                signature=signature,
+                skops_trusted_types=["numpy.dtype"],  # the imputer keeps its dtype
+            )
+
+
+@contextlib.contextmanager
+def _quiet_mlflow() -> Iterator[None]:
+    """MLflow's flavors warn about type hints they infer for their own wrappers; nothing a
+    user of Quarry can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*type hint is inferred", category=UserWarning)
+        yield
+
+
+def _finite(x: np.ndarray) -> np.ndarray:
+    """Infinities become missing, which the imputer fills (a linear model cannot take inf)."""
+    return np.where(np.isfinite(x), x, np.nan)
+
+
+MODELS: dict[str, type[LightGBMModel] | type[LinearModel]] = {
+    "lightgbm": LightGBMModel,
+    "linear": LinearModel,
+}
+
+
+def make_model(name: str, params: Mapping[str, Any] | None = None, *, seed: int = 0) -> Model:
+    """A model by name (``lightgbm``, ``linear``, or ``mlp`` with the ``mlp`` extra)."""
+    if name == "mlp":
+        from quarry.models._mlp import MLPModel
+
+        mlp: Model = MLPModel(params, seed=seed)
+        return mlp
+    if name not in MODELS:
+        close = difflib.get_close_matches(name, [*MODELS, "mlp"], n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise UsageError(f"unknown model {name!r}{hint} (models: lightgbm, linear, mlp)")
+    return MODELS[name](params, seed=seed)

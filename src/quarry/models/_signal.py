@@ -1,0 +1,428 @@
+"""Signal analysis: how well a score ranks tomorrow's returns, and how it behaves over time.
+
+Every function takes a long frame with one row per instrument and date (``instrument``,
+``date``, a score column, ``score`` unless told, and a label column, ``LABEL0`` unless told)
+and returns a plain Polars frame or dict. Work is vectorized with Polars over all dates at once.
+
+Missing values: a null, NaN or infinite score or label is missing. Correlations on a date use
+only the instruments that have both values (the *pairs*); a date with fewer than two pairs, or
+on which either side is constant, has a null correlation, the way ``scipy.stats.pearsonr``
+gives NaN for constant input. Summaries skip those dates.
+
+Definitions, per date (cross-sectional):
+
+- **IC**: Pearson correlation of score and label; **Rank IC**: Spearman correlation, i.e. the
+  Pearson correlation of their ranks with ties given their average rank. ``ic_summary`` reports
+  their means over days, ``ICIR = mean / std`` (``ddof=1``) and the t-statistic
+  ``mean / (std / sqrt(days))``.
+- **Quantile groups**: the instruments with both values are numbered 1..n by ascending score,
+  ties broken by instrument name (so the result does not depend on row order), and cut into
+  ``groups`` equal-count buckets exactly as ``pandas.qcut(ranks, groups)`` cuts those numbers
+  (group 1 has the lowest scores). A date with fewer pairs than ``groups`` has no groups.
+- **Autocorrelation**: Spearman correlation of each instrument's score on a date with its score
+  ``lag`` dates earlier in the frame's calendar (the sorted distinct dates of the frame).
+- **Turnover**: the share of the top (bottom) group's instruments on a date that were not in
+  the top (bottom) group on the previous date of the calendar; groups here use every instrument
+  with a score, label or not.
+
+Example::
+
+    report = analyze(predictions)  # a frame of instrument, date, score, LABEL0
+    report.summary["rank_ic"], report.as_dict()["long_short_mean"]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from quarry.exceptions import UsageError
+
+__all__ = [
+    "SignalReport",
+    "analyze",
+    "autocorrelation",
+    "daily_ic",
+    "ic_summary",
+    "long_short",
+    "quantile_returns",
+    "turnover",
+]
+
+INSTRUMENT = "instrument"
+DATE = "date"
+SCORE = "score"
+LABEL = "LABEL0"
+SUMMARY_KEYS = ("ic", "icir", "rank_ic", "rank_icir", "ic_t", "rank_ic_t", "days")
+
+
+# -- checks -----------------------------------------------------------------------------------
+
+
+def _require(frame: pl.DataFrame, columns: Sequence[str]) -> None:
+    for name in columns:
+        if name not in frame.columns:
+            raise UsageError(
+                f"column {name!r} not found; the frame has columns "
+                f"{', '.join(frame.columns) or '(none)'}"
+            )
+        dtype = frame.schema[name]
+        if name not in (INSTRUMENT, DATE) and not dtype.is_numeric():
+            raise UsageError(f"column {name!r} must be numeric, not {dtype}")
+
+
+def _unique_keys(frame: pl.DataFrame) -> None:
+    dup = frame.select(INSTRUMENT, DATE).filter(pl.struct(INSTRUMENT, DATE).is_duplicated())
+    if dup.height:
+        first = dup.row(0)
+        raise UsageError(
+            f"{dup.height} rows share an (instrument, date) with another row, e.g. "
+            f"{first[0]!r} on {first[1]}; keep one row per instrument and date"
+        )
+
+
+def _positive_int(value: object, what: str, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise UsageError(f"{what} must be an integer of at least {least}, not {value!r}")
+    return value
+
+
+# -- building blocks --------------------------------------------------------------------------
+
+
+def _value(column: str) -> pl.Expr:
+    """A column as Float64 with every missing value (null, NaN, +-inf) as null."""
+    x = pl.col(column).cast(pl.Float64)
+    return pl.when(x.is_finite()).then(x).otherwise(None)
+
+
+def _correlations(x: str, y: str) -> list[pl.Expr]:
+    """Aggregations over the pairs of one group: n, Pearson, Spearman (null when undefined)."""
+    ok = pl.col(x).is_not_null() & pl.col(y).is_not_null()
+    xs, ys = pl.col(x).filter(ok), pl.col(y).filter(ok)
+    # A constant side has no correlation; checking min < max is exact, whereas the variance of
+    # equal floats can come out a hair above zero and give a meaningless number.
+    defined = (ok.sum() >= 2) & (xs.min() < xs.max()) & (ys.min() < ys.max())
+    pearson = pl.corr(xs, ys)
+    spearman = pl.corr(xs.rank("average"), ys.rank("average"))
+    return [
+        pl.when(defined).then(pearson).otherwise(None).fill_nan(None).alias("pearson"),
+        pl.when(defined).then(spearman).otherwise(None).fill_nan(None).alias("spearman"),
+        ok.sum().cast(pl.Int64).alias("n"),
+    ]
+
+
+def _calendar(frame: pl.DataFrame, lag: int) -> pl.DataFrame:
+    """The frame's distinct dates, sorted, each with the date ``lag`` steps before (or null)."""
+    return frame.select(pl.col(DATE).unique().sort()).with_columns(
+        pl.col(DATE).shift(lag).alias("prev")
+    )
+
+
+def _assign_groups(rows: pl.DataFrame, groups: int) -> pl.DataFrame:
+    """Add ``group`` (1..groups) to rows of (instrument, date, s), dropping thin dates.
+
+    Rows are numbered r = 1..n per date by ascending ``s``, ties broken by instrument; row r goes
+    to the first group k with r <= 1 + (n - 1) * k / groups (row 1 to group 1), the bins
+    ``pandas.qcut`` draws over the numbers 1..n. In integers: k = ceil((r - 1) * groups / (n - 1)).
+    """
+    r, n = pl.col("r"), pl.col("n")
+    k = ((r - 1) * groups + n - 2) // (n - 1)
+    return (
+        rows.sort(DATE, "s", INSTRUMENT)
+        .with_columns(
+            pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over(DATE).alias("r"),
+            pl.len().over(DATE).cast(pl.Int64).alias("n"),
+        )
+        .filter(pl.col("n") >= groups)
+        .with_columns(pl.max_horizontal(pl.lit(1, pl.Int64), k).alias("group"))
+        .drop("r", "n")
+    )
+
+
+def _finite_values(series: pl.Series) -> npt.NDArray[np.float64]:
+    values = np.asarray(series.cast(pl.Float64).drop_nulls().to_numpy(), dtype=np.float64)
+    return values[np.isfinite(values)]
+
+
+def _mean(series: pl.Series) -> float:
+    values = _finite_values(series)
+    return float(values.mean()) if values.size else math.nan
+
+
+# -- public functions -------------------------------------------------------------------------
+
+
+def daily_ic(frame: pl.DataFrame, score: str = SCORE, label: str = LABEL) -> pl.DataFrame:
+    """The IC and Rank IC of a score against a label on each date.
+
+    Parameters
+    ----------
+    frame
+        A long frame with ``date``, the score column and the label column.
+    score, label
+        The column names.
+
+    Returns
+    -------
+    pl.DataFrame
+        One row per date of the frame, sorted: ``date``, ``ic`` (Pearson), ``rank_ic``
+        (Spearman, ties at their average rank), ``n`` (the pairs used). The correlations are
+        null where fewer than two pairs exist or either side is constant on that date.
+
+    Raises
+    ------
+    UsageError
+        A column is missing or not numeric.
+    """
+    _require(frame, (DATE, score, label))
+    return (
+        frame.select(DATE, _value(score).alias("x"), _value(label).alias("y"))
+        .group_by(DATE)
+        .agg(_correlations("x", "y"))
+        .sort(DATE)
+        .select(DATE, pl.col("pearson").alias("ic"), pl.col("spearman").alias("rank_ic"), "n")
+    )
+
+
+def ic_summary(daily: pl.DataFrame) -> dict[str, float]:
+    """Means, information ratios and t-statistics of a ``daily_ic`` frame.
+
+    Days with a null IC are skipped. ``icir = mean / std`` with ``ddof=1``, and
+    ``ic_t = mean / (std / sqrt(days)) = icir * sqrt(days)``; likewise for the Rank IC.
+    ``days`` counts the days with an IC. A statistic that cannot be computed (no days; one day
+    or a zero standard deviation for the ratios) is NaN.
+
+    Returns
+    -------
+    dict[str, float]
+        Keys ``ic``, ``icir``, ``rank_ic``, ``rank_icir``, ``ic_t``, ``rank_ic_t``, ``days``.
+    """
+    _require(daily, ("ic", "rank_ic"))
+    out: dict[str, float] = {}
+    for name in ("ic", "rank_ic"):
+        values = _finite_values(daily[name])
+        days = values.size
+        mean = float(values.mean()) if days else math.nan
+        std = float(values.std(ddof=1)) if days >= 2 else math.nan
+        ratio = mean / std if std > 0 else math.nan
+        out[name] = mean
+        out[f"{name}ir"] = ratio
+        out[f"{name}_t"] = ratio * math.sqrt(days)
+        if name == "ic":
+            out["days"] = float(days)
+    return {key: out[key] for key in SUMMARY_KEYS}
+
+
+def quantile_returns(
+    frame: pl.DataFrame, score: str = SCORE, label: str = LABEL, groups: int = 5
+) -> pl.DataFrame:
+    """The mean label of each score quantile group on each date.
+
+    Per date, the instruments with both a score and a label are numbered by ascending score,
+    ties broken by instrument name, and cut into ``groups`` equal-count groups as
+    ``pandas.qcut(numbers, groups)`` would: group 1 holds the lowest scores, group ``groups``
+    the highest. A date with fewer such instruments than ``groups`` is left out.
+
+    Returns
+    -------
+    pl.DataFrame
+        ``date``, ``group`` (1..groups), ``mean_return``; sorted by date and group.
+    """
+    groups = _positive_int(groups, "groups", 2)
+    _require(frame, (INSTRUMENT, DATE, score, label))
+    rows = frame.select(
+        INSTRUMENT, DATE, _value(score).alias("s"), _value(label).alias("y")
+    ).drop_nulls(["s", "y"])
+    return (
+        _assign_groups(rows, groups)
+        .group_by(DATE, "group")
+        .agg(pl.col("y").mean().alias("mean_return"))
+        .sort(DATE, "group")
+    )
+
+
+def long_short(qr: pl.DataFrame) -> pl.DataFrame:
+    """The top group's mean return minus the bottom group's, per date, from ``quantile_returns``.
+
+    The top group is the highest group number in ``qr``; a date missing either group gets null.
+
+    Returns
+    -------
+    pl.DataFrame
+        ``date``, ``spread``; sorted by date.
+    """
+    _require(qr, (DATE, "group", "mean_return"))
+    top = qr["group"].max()
+    ret = pl.col("mean_return")
+    return (
+        qr.group_by(DATE)
+        .agg(
+            (
+                ret.filter(pl.col("group") == top).first()
+                - ret.filter(pl.col("group") == 1).first()
+            ).alias("spread")
+        )
+        .sort(DATE)
+    )
+
+
+def autocorrelation(frame: pl.DataFrame, score: str = SCORE, lag: int = 1) -> pl.DataFrame:
+    """The Spearman correlation of each instrument's score with its score ``lag`` dates before.
+
+    The earlier date is the ``lag``-th previous date in the frame's calendar (its distinct
+    dates), whether or not an instrument has a row there. Only instruments with a score on
+    both dates count; fewer than two, or a constant side, give null.
+
+    Returns
+    -------
+    pl.DataFrame
+        ``date``, ``autocorr`` for every calendar date but the first ``lag``; sorted by date.
+    """
+    lag = _positive_int(lag, "lag", 1)
+    _require(frame, (INSTRUMENT, DATE, score))
+    _unique_keys(frame)
+    values = frame.select(INSTRUMENT, DATE, _value(score).alias("s"))
+    earlier = values.rename({DATE: "prev", "s": "s_prev"})
+    return (
+        values.join(_calendar(frame, lag), on=DATE)
+        .filter(pl.col("prev").is_not_null())
+        .join(earlier, on=[INSTRUMENT, "prev"], how="left")
+        .group_by(DATE)
+        .agg(_correlations("s", "s_prev"))
+        .sort(DATE)
+        .select(DATE, pl.col("spearman").alias("autocorr"))
+    )
+
+
+def turnover(frame: pl.DataFrame, score: str = SCORE, groups: int = 5) -> pl.DataFrame:
+    """The share of the top and bottom groups' instruments that are new since the previous date.
+
+    Groups are cut as in ``quantile_returns`` but over every instrument with a score (a label
+    is not needed to be held). On each date, ``top_turnover`` is the share of the top group's
+    instruments that were not in the top group on the previous calendar date; likewise
+    ``bottom_turnover`` for group 1. It is null when either date has no groups (fewer scored
+    instruments than ``groups``).
+
+    Returns
+    -------
+    pl.DataFrame
+        ``date``, ``top_turnover``, ``bottom_turnover`` for every calendar date but the first;
+        sorted by date.
+    """
+    groups = _positive_int(groups, "groups", 2)
+    _require(frame, (INSTRUMENT, DATE, score))
+    _unique_keys(frame)
+    rows = frame.select(INSTRUMENT, DATE, _value(score).alias("s")).drop_nulls("s")
+    grouped = _assign_groups(rows, groups).select(INSTRUMENT, DATE, "group")
+    calendar = _calendar(frame, 1).filter(pl.col("prev").is_not_null())
+    # The dates on which both this date and the previous one have groups.
+    grouped_dates = grouped.select(pl.col(DATE).unique())
+    out = calendar.join(grouped_dates, on=DATE, how="semi").join(
+        grouped_dates.rename({DATE: "prev"}), on="prev", how="semi"
+    )
+    for side, g in (("top", groups), ("bottom", 1)):
+        members = grouped.filter(pl.col("group") == g).select(INSTRUMENT, DATE)
+        was_there = members.rename({DATE: "prev"}).with_columns(pl.lit(True).alias("was"))
+        share = (
+            members.join(calendar, on=DATE)
+            .join(was_there, on=[INSTRUMENT, "prev"], how="left")
+            .group_by(DATE)
+            .agg((1.0 - pl.col("was").fill_null(False).cast(pl.Float64).mean()).alias(side))
+        )
+        out = out.join(share, on=DATE, how="left")
+    return (
+        calendar.select(DATE)
+        .join(out.drop("prev"), on=DATE, how="left")
+        .sort(DATE)
+        .select(
+            DATE, pl.col("top").alias("top_turnover"), pl.col("bottom").alias("bottom_turnover")
+        )
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class SignalReport:
+    """Everything ``analyze`` computes about one score.
+
+    Compared by identity (``eq=False``): the frames it holds have no truth value.
+
+    Attributes
+    ----------
+    summary
+        ``ic_summary`` of ``daily_ic``.
+    daily_ic, quantile_returns, long_short, autocorr, turnover
+        The frames of the functions of those names.
+    """
+
+    summary: dict[str, float]
+    daily_ic: pl.DataFrame
+    quantile_returns: pl.DataFrame
+    long_short: pl.DataFrame
+    autocorr: pl.DataFrame
+    turnover: pl.DataFrame
+
+    def as_dict(self) -> dict[str, float]:
+        """The headline numbers, for ``metrics.json``.
+
+        Keys ``ic``, ``icir``, ``rank_ic``, ``rank_icir``, ``ic_t``, ``rank_ic_t`` (from the
+        summary), and the means over dates (skipping nulls) of the long-short spread, the
+        autocorrelation and the top group's turnover: ``long_short_mean``, ``autocorr_mean``,
+        ``turnover_mean``. A number that cannot be computed is NaN.
+        """
+        out = {key: self.summary[key] for key in SUMMARY_KEYS if key != "days"}
+        out["long_short_mean"] = _mean(self.long_short["spread"])
+        out["autocorr_mean"] = _mean(self.autocorr["autocorr"])
+        out["turnover_mean"] = _mean(self.turnover["top_turnover"])
+        return out
+
+
+def analyze(
+    frame: pl.DataFrame,
+    score: str = SCORE,
+    label: str = LABEL,
+    *,
+    groups: int = 5,
+    lag: int = 1,
+) -> SignalReport:
+    """Run every analysis of this module on one score.
+
+    Parameters
+    ----------
+    frame
+        A long frame with ``instrument``, ``date``, the score column and the label column,
+        one row per instrument and date.
+    score, label
+        The column names.
+    groups
+        How many quantile groups (for the returns and the turnover).
+    lag
+        How many calendar dates back the autocorrelation looks.
+
+    Returns
+    -------
+    SignalReport
+
+    Examples
+    --------
+    ::
+
+        report = analyze(predictions, groups=10)
+        report.as_dict()["rank_ic"]
+    """
+    _require(frame, (INSTRUMENT, DATE, score, label))
+    daily = daily_ic(frame, score, label)
+    qr = quantile_returns(frame, score, label, groups)
+    return SignalReport(
+        summary=ic_summary(daily),
+        daily_ic=daily,
+        quantile_returns=qr,
+        long_short=long_short(qr),
+        autocorr=autocorrelation(frame, score, lag),
+        turnover=turnover(frame, score, groups),
+    )

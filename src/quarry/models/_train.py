@@ -1,0 +1,208 @@
+"""Training: features and a label -> a model, its predictions and metrics, tracked in MLflow.
+
+The segments are checked against the label's horizon before anything is fitted, so a
+training window whose labels reach into the validation or test period is refused. The label
+is z-scored per day for learning (Qlib's CSZScoreNorm, with rows missing it dropped), but
+every metric is computed against the raw label: IC is the mean over days of the
+cross-sectional correlation between score and label.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from quarry.exceptions import UsageError
+from quarry.models._dataset import Segments, check_segments, split
+from quarry.models._estimators import Model, make_model
+from quarry.models._signal import analyze
+
+__all__ = ["TrainResult", "feature_columns", "train"]
+
+KEYS = ("instrument", "date")
+SEGMENTS = ("train", "valid", "test")
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A finished training: the MLflow run, metrics per segment, and the test predictions."""
+
+    run_id: str | None
+    metrics: dict[str, dict[str, float]]
+    predictions: pl.DataFrame
+    model: Model
+    seconds: float
+
+
+def feature_columns(frame: pl.DataFrame, label: str) -> list[str]:
+    """The numeric columns that are neither keys nor labels (``LABEL*``)."""
+    return [
+        c
+        for c, t in frame.schema.items()
+        if c not in KEYS and c != label and not c.startswith("LABEL") and t.is_numeric()
+    ]
+
+
+def _learnable(frame: pl.DataFrame, label: str) -> pl.DataFrame:
+    """Rows with a finite label, the label z-scored per day (Qlib's DropnaLabel and
+    CSZScoreNorm for learning)."""
+    y = pl.col(label)
+    rows = frame.filter(y.is_not_null() & y.is_finite())
+    std = y.std(ddof=1).over("date")
+    return rows.with_columns(
+        pl.when(std > 0).then((y - y.mean().over("date")) / std).otherwise(0.0).alias(label)
+    )
+
+
+def _matrix(frame: pl.DataFrame, columns: list[str]) -> np.ndarray:
+    matrix: np.ndarray = frame.select(pl.col(columns).cast(pl.Float32)).to_numpy()
+    return matrix
+
+
+def train(
+    features: pl.DataFrame,
+    segments: Segments,
+    *,
+    label: str = "LABEL0",
+    model: str = "lightgbm",
+    params: Mapping[str, Any] | None = None,
+    horizon: int = 2,
+    seed: int = 0,
+    out: Path | None = None,
+    experiment: str | None = "quarry",
+    tags: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Fit ``model`` on the train segment, early-stop on valid, score all three segments.
+
+    ``features`` has instrument, date, feature columns and ``label``. ``horizon`` is how many
+    days ahead the label reads (2 for Qlib's default label): the segments must be that far
+    apart. With ``out``, writes predictions.parquet (the test segment) and metrics.json;
+    with ``experiment``, logs parameters, metrics, artifacts and the model to MLflow.
+    """
+    say = progress or (lambda message: None)
+    for column in (*KEYS, label):
+        if column not in features.columns:
+            raise UsageError(
+                f"the features have no {column!r} column (columns: "
+                f"{', '.join(features.columns[:12])}{', ...' if features.width > 12 else ''})"
+            )
+    columns = feature_columns(features, label)
+    if not columns:
+        raise UsageError("the features have no numeric feature column besides the label")
+    if segments.valid is None:
+        raise UsageError("training needs a valid segment to stop early on: give --valid")
+    calendar = features["date"].unique().sort().to_list()
+    check_segments(segments, calendar, horizon)
+    parts = split(features, segments)
+    for name, (first, last) in segments.spans():
+        if parts[name].height == 0:
+            raise UsageError(f"the {name} segment {first}:{last} holds no rows of the features")
+
+    started = time.perf_counter()
+    estimator = make_model(model, params, seed=seed)
+    fit_train, fit_valid = _learnable(parts["train"], label), _learnable(parts["valid"], label)
+    say(f"training {model} on {fit_train.height:,} rows x {len(columns)} features")
+    estimator.fit(
+        _matrix(fit_train, columns),
+        fit_train[label].to_numpy(),
+        _matrix(fit_valid, columns),
+        fit_valid[label].to_numpy(),
+    )
+    seconds = time.perf_counter() - started
+
+    scored: dict[str, pl.DataFrame] = {}
+    metrics: dict[str, dict[str, float]] = {}
+    for name in SEGMENTS:
+        part = parts[name]
+        score = estimator.predict(_matrix(part, columns))
+        scored[name] = part.select(*KEYS, pl.Series("score", score, dtype=pl.Float64), label)
+        metrics[name] = analyze(scored[name], score="score", label=label).as_dict()
+    predictions = scored["test"].select(*KEYS, "score")
+
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        predictions.write_parquet(out / "predictions.parquet")
+        (out / "metrics.json").write_text(_json(metrics))
+    run_id = None
+    if experiment is not None:
+        say("logging to MLflow")
+        run_id = _log(
+            experiment,
+            estimator,
+            segments,
+            metrics,
+            scored,
+            columns,
+            fit_train,
+            {**(tags or {}), "quarry.model": model},
+            {"horizon": horizon, "label": label, "train_seconds": round(seconds, 3)},
+            out,
+        )
+    return TrainResult(run_id, metrics, predictions, estimator, seconds)
+
+
+def _log(
+    experiment: str,
+    estimator: Model,
+    segments: Segments,
+    metrics: dict[str, dict[str, float]],
+    scored: dict[str, pl.DataFrame],
+    columns: list[str],
+    fit_train: pl.DataFrame,
+    tags: Mapping[str, str],
+    extra: Mapping[str, Any],
+    out: Path | None,
+) -> str:
+    import tempfile
+
+    import mlflow
+
+    from quarry.models._plots import ic_plot
+    from quarry.tracking import experiment_id
+
+    with mlflow.start_run(experiment_id=experiment_id(experiment)) as run:
+        mlflow.set_tags(dict(tags))
+        mlflow.log_params({k: _param(v) for k, v in estimator.params().items()})
+        mlflow.log_params({f"segment_{n}": f"{a}:{b}" for n, (a, b) in segments.spans()})
+        mlflow.log_params({**extra, "features": len(columns)})
+        for name, values in metrics.items():
+            mlflow.log_metrics(
+                {f"{name}_{k}": v for k, v in values.items() if v is not None and np.isfinite(v)}
+            )
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = out or Path(tmp)
+            if out is None:
+                scored["test"].select(*KEYS, "score").write_parquet(folder / "predictions.parquet")
+                (folder / "metrics.json").write_text(_json(metrics))
+            mlflow.log_artifact(str(folder / "predictions.parquet"))
+            mlflow.log_artifact(str(folder / "metrics.json"))
+            png = Path(tmp) / "ic.png"
+            ic_plot(scored, png)
+            mlflow.log_artifact(str(png), artifact_path="plots")
+        example = _matrix(fit_train.head(50), columns)
+        estimator.log_model(example, columns)
+        return str(run.info.run_id)
+
+
+def _json(metrics: dict[str, dict[str, float]]) -> str:
+    """The metrics as JSON, an undefined one (a constant score has no IC) as null."""
+    clean = {
+        name: {k: (v if v is not None and np.isfinite(v) else None) for k, v in values.items()}
+        for name, values in metrics.items()
+    }
+    return json.dumps(clean, indent=2, allow_nan=False)
+
+
+def _param(value: Any) -> str | int | float:
+    if isinstance(value, str | int | float):
+        return value
+    return json.dumps(value, default=str)

@@ -1,0 +1,92 @@
+"""MLflow set up for Quarry: where runs live, experiments, registry aliases."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from quarry.exceptions import UsageError
+from quarry.settings import quarry_home
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+__all__ = [
+    "TRACKING_ENV",
+    "alias_version",
+    "client",
+    "experiment_id",
+    "register",
+    "set_alias",
+    "tracking_uri",
+]
+
+TRACKING_ENV = "QUARRY_TRACKING_URI"
+
+# MLflow 3 reports usage to its makers over the network unless told not to; Quarry's
+# tracking stays on the machine (or the team's own server).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def tracking_uri() -> str:
+    """``$QUARRY_TRACKING_URI``, or a SQLite database under ``$QUARRY_HOME``."""
+    uri = os.environ.get(TRACKING_ENV)
+    if uri:
+        return uri
+    home = quarry_home()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'mlflow.db'}"
+
+
+def _artifact_root() -> str | None:
+    """Artifacts of the local default go next to its database; a server decides its own."""
+    if os.environ.get(TRACKING_ENV):
+        return None
+    return (quarry_home() / "mlartifacts").as_uri()
+
+
+def client() -> MlflowClient:
+    """An MLflow client on Quarry's tracking URI (also set as the process's default, so
+    that ``mlflow.start_run`` and the model flavors log to the same place)."""
+    import mlflow
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return mlflow.MlflowClient(uri, registry_uri=uri)
+
+
+def experiment_id(name: str) -> str:
+    """The id of experiment ``name``, created on first use."""
+    mlflow_client = client()
+    found = mlflow_client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    return str(mlflow_client.create_experiment(name, artifact_location=_artifact_root()))
+
+
+def register(run_id: str, name: str, artifact: str = "model") -> int:
+    """Register the model a run logged as a new version of ``name``; returns the version."""
+    import mlflow
+
+    client()
+    version = mlflow.register_model(f"runs:/{run_id}/{artifact}", name)
+    return int(version.version)
+
+
+def set_alias(name: str, alias: str, version: int) -> None:
+    """Point ``alias`` of registered model ``name`` at ``version`` (moving it if set)."""
+    client().set_registered_model_alias(name, alias, str(version))
+
+
+def alias_version(name: str, alias: str) -> int | None:
+    """The version ``alias`` points at, or None when the model or the alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = client().get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower():
+            return None
+        raise UsageError(f"model registry: {str(exc).splitlines()[0]}") from exc
+    return int(version.version)

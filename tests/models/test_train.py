@@ -1,0 +1,126 @@
+"""Training end to end: a planted alpha is recovered and pure noise is not; segments that
+leak are refused; results are deterministic and tracked in MLflow."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from scipy import stats
+
+from quarry.data import Store, generate, read_bars
+from quarry.exceptions import LookaheadError, UsageError
+from quarry.features import DEFAULT_LABEL, compute
+from quarry.models import Segments, train
+
+# A few momentum/reversal and volatility features; the planted alpha is minus the 5-day
+# log return, which the first one carries (up to a monotone transform).
+FEATURES = {
+    "ROC5": "Ref($close, 5)/$close",
+    "ROC1": "Ref($close, 1)/$close",
+    "ROC20": "Ref($close, 20)/$close",
+    "STD20": "Std($close/Ref($close, 1), 20)",
+    "VMA5": "Mean($volume, 5)/($volume+1e-12)",
+    "MA10": "Mean($close, 10)/$close",
+}
+SEGMENTS = Segments.parse(
+    {
+        "train": "2015-01-02:2016-06-30",
+        "valid": "2016-07-06:2016-12-30",
+        "test": "2017-01-05:2017-12-29",
+    }
+)
+
+
+def _features(tmp_path: Path, alpha_ic: float, seed: int) -> pl.DataFrame:
+    store = Store(tmp_path / f"store-{seed}")
+    generate(store, 120, 800, seed=seed, alpha_ic=alpha_ic)
+    bars = read_bars(store, ["close", "volume"], adjust="adjusted")
+    return compute(bars, FEATURES, label=DEFAULT_LABEL)
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.mark.slow
+def test_lightgbm_recovers_a_planted_alpha_and_finds_none_in_noise(
+    tmp_path: Path, tracking: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QUARRY_TRACKING_URI", tracking)
+    planted = train(_features(tmp_path, 0.08, 1), SEGMENTS, out=tmp_path / "planted")
+    noise = train(_features(tmp_path, 0.0, 2), SEGMENTS, out=tmp_path / "noise", experiment=None)
+
+    test = planted.metrics["test"]
+    # ~250 test days: a daily Rank IC of noise has a mean within about 0.01 of zero.
+    assert test["rank_ic"] > 0.03 and test["rank_ic_t"] > 4, test
+    # On noise the model finds nothing: a small Rank IC, or none at all when early stopping
+    # keeps no split and every score is the same (an undefined IC).
+    nothing = noise.metrics["test"]
+    assert np.isnan(nothing["rank_ic"]) or abs(nothing["rank_ic"]) < 0.015, nothing
+    assert np.isnan(nothing["rank_ic"]) or abs(nothing["rank_ic_t"]) < 3, nothing
+
+    written = json.loads((tmp_path / "planted" / "metrics.json").read_text())
+    assert set(written) == {"train", "valid", "test"}
+    for segment in written.values():
+        assert {"ic", "icir", "rank_ic", "rank_icir"} <= set(segment)
+    predictions = pl.read_parquet(tmp_path / "planted" / "predictions.parquet")
+    assert predictions.columns == ["instrument", "date", "score"]
+    assert predictions["date"].min() >= date(2017, 1, 5)
+
+
+def test_metrics_are_the_daily_correlations_of_score_and_label(tmp_path: Path) -> None:
+    frame = _features(tmp_path, 0.08, 3)
+    result = train(frame, SEGMENTS, model="linear", out=tmp_path / "lin", experiment=None)
+    scored = result.predictions.join(
+        frame.select("instrument", "date", "LABEL0"), on=["instrument", "date"]
+    )
+    pearson, spearman = [], []
+    for _, day in scored.drop_nulls().group_by("date"):
+        if day.height > 2:
+            pearson.append(stats.pearsonr(day["score"], day["LABEL0"])[0])
+            spearman.append(stats.spearmanr(day["score"], day["LABEL0"])[0])
+    assert result.metrics["test"]["ic"] == pytest.approx(np.mean(pearson), abs=1e-9)
+    assert result.metrics["test"]["rank_ic"] == pytest.approx(np.mean(spearman), abs=1e-9)
+    icir = np.mean(spearman) / np.std(spearman, ddof=1)
+    assert result.metrics["test"]["rank_icir"] == pytest.approx(icir, rel=1e-6)
+
+
+def test_the_same_seed_gives_the_same_model(tmp_path: Path) -> None:
+    frame = _features(tmp_path, 0.05, 4)
+    params = {"num_boost_round": 40}
+    a = train(frame, SEGMENTS, params=params, seed=7, experiment=None)
+    b = train(frame, SEGMENTS, params=params, seed=7, experiment=None)
+    assert a.predictions.equals(b.predictions)
+
+
+def test_a_training_window_overlapping_the_labels_that_follow_is_refused(tmp_path: Path) -> None:
+    frame = _features(tmp_path, 0.0, 5)
+    leaky = Segments.parse(
+        {
+            "train": "2015-01-02:2016-06-30",
+            "valid": "2016-07-01:2016-12-30",  # the next trading day: labels overlap
+            "test": "2017-01-05:2017-12-29",
+        }
+    )
+    with pytest.raises(LookaheadError):
+        train(frame, leaky, experiment=None)
+
+
+def test_a_feature_built_from_the_label_is_refused_before_training() -> None:
+    with pytest.raises(LookaheadError, match="into the future"):
+        compute(
+            pl.DataFrame({"instrument": ["A"], "date": [date(2020, 1, 2)], "close": [1.0]}),
+            {"LEAK": "Ref($close, -2)/Ref($close, -1) - 1"},
+        )
+
+
+def test_unknown_model_names_the_closest(tmp_path: Path) -> None:
+    frame = _features(tmp_path, 0.0, 6)
+    with pytest.raises(UsageError, match="did you mean lightgbm"):
+        train(frame, SEGMENTS, model="lightgmb", experiment=None)
