@@ -6,6 +6,8 @@ analysis of the scores they produce.
 - Models: LightGBM (Qlib's benchmark parameters), ridge/lasso, and an MLP with the ``mlp``
   extra; early-stopped on the valid segment, deterministic given a seed.
 - ``train``: fit, score every segment, write predictions and metrics, log to MLflow.
+- ``search``: Optuna over a parameter space, trials in parallel processes, each a nested
+  MLflow run, scored on the validation segment.
 - Signal analysis: daily IC and Rank IC with their information ratios and t-statistics,
   quantile-group returns and the long-short spread, the signal's autocorrelation and turnover.
 """
@@ -27,6 +29,7 @@ from quarry.models._estimators import (
     Model,
     make_model,
 )
+from quarry.models._search import DEFAULT_SPACES, SearchResult, search
 from quarry.models._signal import (
     SignalReport,
     analyze,
@@ -40,11 +43,13 @@ from quarry.models._signal import (
 from quarry.models._train import TrainResult, feature_columns, train
 
 __all__ = [
+    "DEFAULT_SPACES",
     "MODELS",
     "QLIB_LIGHTGBM",
     "LightGBMModel",
     "LinearModel",
     "Model",
+    "SearchResult",
     "Segments",
     "SignalReport",
     "TrainResult",
@@ -61,6 +66,7 @@ __all__ = [
     "make_model",
     "purge",
     "quantile_returns",
+    "search",
     "split",
     "train",
     "turnover",
