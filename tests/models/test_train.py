@@ -124,3 +124,40 @@ def test_unknown_model_names_the_closest(tmp_path: Path) -> None:
     frame = _features(tmp_path, 0.0, 6)
     with pytest.raises(UsageError, match="did you mean lightgbm"):
         train(frame, SEGMENTS, model="lightgmb", experiment=None)
+
+
+def test_walk_forward_predicts_every_test_day_out_of_sample(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quarry.models import WalkForward, train_walk_forward
+
+    monkeypatch.setenv("QUARRY_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    frame = _features(tmp_path, 0.08, 12)
+    schedule = WalkForward(
+        start=date(2017, 1, 2), end=date(2017, 6, 30), step=40, horizon=2,
+        train_days=300, valid_days=60,
+    )  # fmt: skip
+    result = train_walk_forward(
+        frame, schedule, params={"num_boost_round": 60}, out=tmp_path / "wf"
+    )
+    calendar = frame["date"].unique().sort().to_list()
+    windows = schedule.windows(calendar)
+    assert len(windows) == 4  # ~124 trading days in steps of 40
+    test_days = {d for d in calendar if date(2017, 1, 2) <= d <= date(2017, 6, 30)}
+    assert set(result.predictions["date"].unique().to_list()) == test_days
+    assert result.predictions.select("instrument", "date").is_duplicated().sum() == 0
+    for window in windows:  # each fit ends a purge gap before the days it predicts
+        assert window.train[1] < window.test[0] and window.valid is not None
+        gap = [d for d in calendar if window.valid[1] < d < window.test[0]]
+        assert len(gap) >= schedule.horizon
+    # The out-of-sample metrics are those of the concatenated predictions.
+    scored = result.predictions.join(frame.select("instrument", "date", "LABEL0"),
+                                     on=["instrument", "date"])  # fmt: skip
+    spearman = [
+        stats.spearmanr(day["score"], day["LABEL0"])[0]
+        for _, day in scored.drop_nulls().group_by("date")
+        if day.height > 2
+    ]
+    assert result.metrics["test"]["rank_ic"] == pytest.approx(np.mean(spearman), abs=1e-9)
+    assert result.metrics["test"]["rank_ic"] > 0.02
+    assert result.run_id is not None

@@ -40,7 +40,7 @@ from quarry.models._signal import (
     quantile_returns,
     turnover,
 )
-from quarry.models._train import TrainResult, feature_columns, train
+from quarry.models._train import TrainResult, feature_columns, train, train_walk_forward
 
 __all__ = [
     "DEFAULT_SPACES",
@@ -69,5 +69,6 @@ __all__ = [
     "search",
     "split",
     "train",
+    "train_walk_forward",
     "turnover",
 ]

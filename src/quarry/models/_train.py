@@ -20,11 +20,11 @@ import numpy as np
 import polars as pl
 
 from quarry.exceptions import UsageError
-from quarry.models._dataset import Segments, check_segments, split
+from quarry.models._dataset import Segments, WalkForward, check_segments, split
 from quarry.models._estimators import Model, make_model
 from quarry.models._signal import analyze
 
-__all__ = ["TrainResult", "feature_columns", "train"]
+__all__ = ["TrainResult", "feature_columns", "train", "train_walk_forward"]
 
 KEYS = ("instrument", "date")
 SEGMENTS = ("train", "valid", "test")
@@ -206,3 +206,74 @@ def _param(value: Any) -> str | int | float:
     if isinstance(value, str | int | float):
         return value
     return json.dumps(value, default=str)
+
+
+def train_walk_forward(
+    features: pl.DataFrame,
+    schedule: WalkForward,
+    *,
+    label: str = "LABEL0",
+    model: str = "lightgbm",
+    params: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    out: Path | None = None,
+    experiment: str | None = "quarry",
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Retrain on each window of ``schedule`` and predict the test window that follows it;
+    the out-of-sample predictions, concatenated, are scored as one ``test`` segment.
+
+    Each window is purged by the schedule's horizon (see ``WalkForward``) and needs
+    ``valid_days`` for early stopping. The model returned (and logged) is the last window's.
+    """
+    say = progress or (lambda message: None)
+    calendar = features["date"].unique().sort().to_list()
+    windows = schedule.windows(calendar)
+    if schedule.valid_days == 0:
+        raise UsageError("walk-forward training stops early on valid: give valid_days of 1 or more")
+    started = time.perf_counter()
+    pieces: list[pl.DataFrame] = []
+    last: TrainResult | None = None
+    for k, window in enumerate(windows):
+        say(f"window {k + 1}/{len(windows)}: test {window.test[0]}:{window.test[1]}")
+        last = train(
+            features, window.segments(), label=label, model=model, params=params,
+            horizon=schedule.horizon, seed=seed, experiment=None,
+        )  # fmt: skip
+        pieces.append(last.predictions)
+    assert last is not None
+    predictions = pl.concat(pieces).sort(*KEYS)
+    scored = predictions.join(features.select(*KEYS, label), on=list(KEYS), how="left")
+    metrics = {"test": analyze(scored, score="score", label=label).as_dict()}
+    seconds = time.perf_counter() - started
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        predictions.write_parquet(out / "predictions.parquet")
+        (out / "metrics.json").write_text(_json(metrics))
+    run_id = None
+    if experiment is not None:
+        import mlflow
+
+        from quarry.tracking import experiment_id
+
+        with mlflow.start_run(experiment_id=experiment_id(experiment)) as run:
+            mlflow.set_tags({"quarry.model": model, "quarry.schedule": "walk-forward"})
+            mlflow.log_params({k: _param(v) for k, v in last.model.params().items()})
+            mlflow.log_params(
+                {
+                    "windows": len(windows),
+                    "step": schedule.step,
+                    "train_days": str(schedule.train_days),
+                    "valid_days": schedule.valid_days,
+                    "horizon": schedule.horizon,
+                }
+            )
+            mlflow.log_metrics(
+                {f"test_{k}": v for k, v in metrics["test"].items() if np.isfinite(v)}
+            )
+            last.model.log_model(
+                _matrix(features.head(50), feature_columns(features, label)),
+                feature_columns(features, label),
+            )
+            run_id = str(run.info.run_id)
+    return TrainResult(run_id, metrics, predictions, last.model, seconds)
