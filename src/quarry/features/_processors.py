@@ -36,11 +36,12 @@ from __future__ import annotations
 import abc
 import difflib
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime
+from datetime import date
 from typing import Any, ClassVar, Self
 
 import polars as pl
 
+from quarry._dates import to_date
 from quarry.exceptions import UsageError
 
 __all__ = [
@@ -85,15 +86,9 @@ def _suggest(value: str, choices: Sequence[str]) -> str:
 
 
 def _as_date(value: object, what: str) -> date:
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value.strip())
-        except ValueError:
-            pass
+    found = to_date(value)
+    if found is not None:
+        return found
     raise UsageError(f"{what}: cannot read {value!r} as a date; use YYYY-MM-DD")
 
 

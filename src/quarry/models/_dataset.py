@@ -24,6 +24,7 @@ from typing import TypeAlias
 
 import polars as pl
 
+from quarry._dates import to_date
 from quarry.exceptions import ExpressionError, LookaheadError, UsageError
 from quarry.features import Expr, parse
 
@@ -82,15 +83,9 @@ def _show(span: Span) -> str:
 
 
 def _to_date(value: object, name: str) -> date:
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value.strip())
-        except ValueError:
-            pass
+    found = to_date(value)
+    if found is not None:
+        return found
     raise UsageError(
         f"segment {name}: {value!r} is not a date; write START:END as YYYY-MM-DD:YYYY-MM-DD, "
         f"such as {_EXAMPLE}"
