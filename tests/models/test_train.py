@@ -161,3 +161,14 @@ def test_walk_forward_predicts_every_test_day_out_of_sample(
     assert result.metrics["test"]["rank_ic"] == pytest.approx(np.mean(spearman), abs=1e-9)
     assert result.metrics["test"]["rank_ic"] > 0.02
     assert result.run_id is not None
+
+
+def test_the_mlp_learns_the_planted_alpha_and_is_deterministic(tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="the mlp extra (quarry[mlp]) is not installed")
+    frame = _features(tmp_path, 0.08, 13)
+    params = {"hidden": [32], "max_epochs": 15, "patience": 3}
+    a = train(frame, SEGMENTS, model="mlp", params=params, seed=3)  # logged to MLflow too
+    b = train(frame, SEGMENTS, model="mlp", params=params, seed=3, experiment=None)
+    assert a.predictions.equals(b.predictions)
+    assert a.run_id is not None
+    assert a.metrics["test"]["rank_ic"] > 0.02, a.metrics["test"]

@@ -129,8 +129,12 @@ class MLPModel:
         import mlflow
         from mlflow.models import infer_signature
 
-        signature = infer_signature(self._inputs(example), self.predict(example))
+        inputs = self._inputs(example)
+        signature = infer_signature(inputs, self.predict(example))
         from quarry.models._estimators import _quiet_mlflow
 
         with _quiet_mlflow():
-            mlflow.pytorch.log_model(self.net_, name="model", signature=signature)
+            # MLflow traces the network on an example (its "pt2" format needs one).
+            mlflow.pytorch.log_model(
+                self.net_, name="model", signature=signature, input_example=inputs[:2]
+            )
