@@ -172,3 +172,19 @@ def test_the_mlp_learns_the_planted_alpha_and_is_deterministic(tmp_path: Path) -
     assert a.predictions.equals(b.predictions)
     assert a.run_id is not None
     assert a.metrics["test"]["rank_ic"] > 0.02, a.metrics["test"]
+
+
+def test_progress_reports_each_boosting_round(tmp_path: Path) -> None:
+    frame = _features(tmp_path, 0.05, 14)
+    messages: list[str] = []
+    result = train(
+        frame, SEGMENTS, params={"num_boost_round": 15, "early_stopping_rounds": 100},
+        experiment=None, progress=messages.append,
+    )  # fmt: skip
+    rounds = [m for m in messages if m.startswith("boosting round")]
+    assert rounds == [f"boosting round {i}/15" for i in range(1, 16)]
+    assert result.predictions.height > 0
+    # progress=True draws a status line instead; it must not change the result
+    again = train(frame, SEGMENTS, params={"num_boost_round": 15, "early_stopping_rounds": 100},
+                  experiment=None, progress=True)  # fmt: skip
+    assert again.predictions.equals(result.predictions)

@@ -102,7 +102,7 @@ def train_cmd(
     source = str(features / "*.parquet") if features.is_dir() else str(features)
     with err.status("reading features"):
         frame = pl.read_parquet(source)
-    with err.status(f"training {model}") as status:
+    with err.status(f"training {model}") as status:  # the same messages a notebook shows
         result = run_training(
             frame,
             segments,

@@ -12,7 +12,7 @@ import contextlib
 import difflib
 import os
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 import numpy as np
@@ -71,6 +71,7 @@ class LightGBMModel:
             self.lgb_params.pop("early_stopping_rounds", early_stopping_rounds)
         )
         self.booster_: Any = None
+        self.on_iteration: Callable[[int], None] | None = None  # progress, per round
 
     def params(self) -> dict[str, Any]:
         return {
@@ -101,9 +102,16 @@ class LightGBMModel:
             num_boost_round=self.num_boost_round,
             valid_sets=[valid],
             valid_names=["valid"],
-            callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
+            callbacks=[
+                lgb.early_stopping(self.early_stopping_rounds, verbose=False),
+                *([self._report] if self.on_iteration is not None else []),
+            ],
         )
         return self
+
+    def _report(self, env: Any) -> None:
+        if self.on_iteration is not None:
+            self.on_iteration(env.iteration + 1)
 
     @property
     def best_iteration(self) -> int:

@@ -9,9 +9,10 @@ cross-sectional correlation between score and label.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import polars as pl
 
 from quarry.exceptions import UsageError
 from quarry.models._dataset import Segments, WalkForward, check_segments, split
-from quarry.models._estimators import Model, make_model
+from quarry.models._estimators import LightGBMModel, Model, make_model
 from quarry.models._signal import analyze
 
 __all__ = ["TrainResult", "feature_columns", "train", "train_walk_forward"]
@@ -79,7 +80,7 @@ def train(
     out: Path | None = None,
     experiment: str | None = "quarry",
     tags: Mapping[str, str] | None = None,
-    progress: Progress | None = None,
+    progress: Progress | bool | None = None,
 ) -> TrainResult:
     """Fit ``model`` on the train segment, early-stop on valid, score all three segments.
 
@@ -87,8 +88,28 @@ def train(
     days ahead the label reads (2 for Qlib's default label): the segments must be that far
     apart. With ``out``, writes predictions.parquet (the test segment) and metrics.json;
     with ``experiment``, logs parameters, metrics, artifacts and the model to MLflow.
+    ``progress=True`` shows what is happening (in a terminal or a notebook), boosting
+    rounds included; a callable receives each message instead.
     """
-    say = progress or (lambda message: None)
+    with _reporter(progress) as say:
+        return _train(
+            features, segments, label, model, params, horizon, seed, out, experiment, tags, say
+        )
+
+
+def _train(
+    features: pl.DataFrame,
+    segments: Segments,
+    label: str,
+    model: str,
+    params: Mapping[str, Any] | None,
+    horizon: int,
+    seed: int,
+    out: Path | None,
+    experiment: str | None,
+    tags: Mapping[str, str] | None,
+    say: Progress,
+) -> TrainResult:
     for column in (*KEYS, label):
         if column not in features.columns:
             raise UsageError(
@@ -111,6 +132,9 @@ def train(
     estimator = make_model(model, params, seed=seed)
     fit_train, fit_valid = _learnable(parts["train"], label), _learnable(parts["valid"], label)
     say(f"training {model} on {fit_train.height:,} rows x {len(columns)} features")
+    if isinstance(estimator, LightGBMModel):
+        rounds = estimator.num_boost_round
+        estimator.on_iteration = lambda done: say(f"boosting round {done}/{rounds}")
     estimator.fit(
         _matrix(fit_train, columns),
         fit_train[label].to_numpy(),
@@ -193,6 +217,21 @@ def _log(
         return str(run.info.run_id)
 
 
+@contextlib.contextmanager
+def _reporter(progress: Progress | bool | None) -> Iterator[Progress]:
+    """A message sink: silent, the caller's, or a rich status line (terminal or notebook)."""
+    if callable(progress):
+        yield progress
+        return
+    if not progress:
+        yield lambda message: None
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status("starting") as status:
+        yield lambda message: status.update(message)
+
+
 def _json(metrics: dict[str, dict[str, float]]) -> str:
     """The metrics as JSON, an undefined one (a constant score has no IC) as null."""
     clean = {
@@ -218,7 +257,7 @@ def train_walk_forward(
     seed: int = 0,
     out: Path | None = None,
     experiment: str | None = "quarry",
-    progress: Progress | None = None,
+    progress: Progress | bool | None = None,
 ) -> TrainResult:
     """Retrain on each window of ``schedule`` and predict the test window that follows it;
     the out-of-sample predictions, concatenated, are scored as one ``test`` segment.
@@ -226,7 +265,21 @@ def train_walk_forward(
     Each window is purged by the schedule's horizon (see ``WalkForward``) and needs
     ``valid_days`` for early stopping. The model returned (and logged) is the last window's.
     """
-    say = progress or (lambda message: None)
+    with _reporter(progress) as say:
+        return _walk_forward(features, schedule, label, model, params, seed, out, experiment, say)
+
+
+def _walk_forward(
+    features: pl.DataFrame,
+    schedule: WalkForward,
+    label: str,
+    model: str,
+    params: Mapping[str, Any] | None,
+    seed: int,
+    out: Path | None,
+    experiment: str | None,
+    say: Progress,
+) -> TrainResult:
     calendar = features["date"].unique().sort().to_list()
     windows = schedule.windows(calendar)
     if schedule.valid_days == 0:
@@ -238,7 +291,7 @@ def train_walk_forward(
         say(f"window {k + 1}/{len(windows)}: test {window.test[0]}:{window.test[1]}")
         last = train(
             features, window.segments(), label=label, model=model, params=params,
-            horizon=schedule.horizon, seed=seed, experiment=None,
+            horizon=schedule.horizon, seed=seed, experiment=None, progress=say,
         )  # fmt: skip
         pieces.append(last.predictions)
     assert last is not None
