@@ -18,11 +18,18 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# The main job as far as it goes so far: a market with a planted alpha, Alpha158 and its
+# label, and LightGBM trained on it, tracked in MLflow under runs/home.
+demo: export QUARRY_HOME ?= $(CURDIR)/runs/home
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)/store
-	QUARRY_HOME=$${QUARRY_HOME:-$(CURDIR)/runs/home} $(BIN)/quarry data generate --store $(DEMO_DIR)/store --instruments 300 --days 1500 --seed 7 --alpha-ic 0.05
+	$(BIN)/quarry data generate --store $(DEMO_DIR)/store --instruments 300 --days 1500 --seed 7 --alpha-ic 0.05
 	$(BIN)/quarry data summary --store $(DEMO_DIR)/store
-	$(BIN)/quarry data versions --store $(DEMO_DIR)/store
+	$(BIN)/quarry features compute --store $(DEMO_DIR)/store --set alpha158 \
+		--label 'Ref($$close, -2)/Ref($$close, -1) - 1' --out $(DEMO_DIR)/features.parquet
+	$(BIN)/quarry train --features $(DEMO_DIR)/features.parquet --model lightgbm \
+		--train 2015-01-02:2018-06-29 --valid 2018-07-09:2019-06-28 --test 2019-07-08:2020-09-30 \
+		--out $(DEMO_DIR)/lightgbm
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
