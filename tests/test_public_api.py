@@ -15,6 +15,8 @@ import pytest
         "quarry.features",
         "quarry.models",
         "quarry.tracking",
+        "quarry.portfolio",
+        "quarry.backtest",
         "quarry.exceptions",
         "quarry.cli",
     ],
@@ -51,6 +53,8 @@ def test_data_layer_does_not_import_upper_layers() -> None:
         ("quarry.features", ("quarry.cli", "quarry.models", "typer", "rich", "mlflow", "ray")),
         # models log through quarry.tracking, which imports MLflow only when it is used
         ("quarry.models", ("quarry.cli", "typer", "rich", "mlflow", "lightgbm", "ray")),
+        ("quarry.portfolio", ("quarry.cli", "quarry.models", "quarry.backtest", "mlflow")),
+        ("quarry.backtest", ("quarry.cli", "quarry.models", "mlflow", "empyrical")),
     ],
 )
 def test_research_layers_import_nothing_above_them_or_heavy_at_import(

@@ -1,0 +1,51 @@
+"""Backtests: a daily simulation of a signal, and the performance of its returns.
+
+- ``simulate``: signal dated t traded at t+1's deal price; costs, minimum cost, lots, cash
+  without leverage; no trade on suspensions, no buy at limit-up or sell at limit-down;
+  delisted holdings liquidated at their last close (see ``_engine``). ``align`` lays a signal
+  and the store's adjusted bars on one grid.
+
+- Metrics with empyrical's definitions (252 days a year, a risk-free rate of 0): annualized
+  return and volatility, Sharpe, maximum drawdown, Calmar, hit rate, and against a benchmark
+  the excess annualized return and the information ratio; ``summary`` gathers them, net and
+  gross of costs, in the shape of a backtest's ``metrics.json``.
+"""
+
+from quarry.backtest._engine import BacktestConfig, Market, Simulation, simulate
+from quarry.backtest._market import DEAL_PRICES, Aligned, align
+from quarry.backtest._metrics import (
+    PERIODS_PER_YEAR,
+    BacktestMetrics,
+    ReturnMetrics,
+    annualized_return,
+    annualized_volatility,
+    calmar,
+    excess_annualized_return,
+    hit_rate,
+    information_ratio,
+    max_drawdown,
+    sharpe,
+    summary,
+)
+
+__all__ = [
+    "DEAL_PRICES",
+    "PERIODS_PER_YEAR",
+    "Aligned",
+    "BacktestConfig",
+    "BacktestMetrics",
+    "Market",
+    "ReturnMetrics",
+    "Simulation",
+    "align",
+    "annualized_return",
+    "annualized_volatility",
+    "calmar",
+    "excess_annualized_return",
+    "hit_rate",
+    "information_ratio",
+    "max_drawdown",
+    "sharpe",
+    "simulate",
+    "summary",
+]

@@ -1,0 +1,203 @@
+"""The daily simulation: a signal becomes orders, fills, costs, positions and returns.
+
+Timing is enforced: the signal dated t is acted on at t+1, at that day's deal price (open,
+close or vwap), never earlier. On each trading day:
+
+1. a held instrument that has left the market (its last bar was the day before) is
+   liquidated at its last close, times 1 + ``delist_return``: never silently dropped;
+2. the strategy picks sells and buys from the previous day's scores, the holdings, and what
+   can trade today: no trade on a suspension (no bar or zero volume), no buy at limit-up and
+   no sell at limit-down (close-to-close move beyond ``limit_threshold``);
+3. sells fill first, then buys share the cash (times ``risk_degree``, as Qlib's TopK-Dropout
+   does), in whole lots; each fill pays ``open_cost`` (buy) or ``close_cost`` (sell) of its
+   value, at least ``min_cost``; no leverage: buys never spend more than the cash;
+4. the portfolio is marked to market at the close.
+
+Returns are value changes over the previous day's value: ``net`` after costs, ``gross`` with
+the day's costs added back. Turnover is the traded value over the previous day's value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from quarry.exceptions import UsageError
+
+__all__ = ["BacktestConfig", "Market", "Simulation", "simulate"]
+
+# (scores, held, days_held, can_buy, can_sell) -> (sell, buy) masks over the instruments
+Rule = Callable[
+    [np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]
+]
+
+
+@dataclass(frozen=True)
+class Market:
+    """Dense days x instruments panels, NaN where an instrument has no bar that day.
+
+    ``deal`` is the execution price (adjusted like ``close``), ``volume`` the day's volume.
+    """
+
+    deal: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+
+    def __post_init__(self) -> None:
+        if not (self.deal.shape == self.close.shape == self.volume.shape):
+            raise UsageError("market panels must have the same days x instruments shape")
+
+
+@dataclass(frozen=True)
+class BacktestConfig:
+    account: float = 1e8
+    open_cost: float = 0.0005
+    close_cost: float = 0.0015
+    min_cost: float = 5.0
+    limit_threshold: float | None = 0.095
+    lot_size: int = 1
+    risk_degree: float = 0.95
+    delist_return: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.account <= 0:
+            raise UsageError(f"--account {self.account}: give a positive starting cash")
+        for name in ("open_cost", "close_cost", "min_cost"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"--{name.replace('_', '-')} cannot be negative")
+        if self.lot_size < 1:
+            raise UsageError(f"lot size {self.lot_size}: give 1 or more shares")
+        if not 0 < self.risk_degree <= 1:
+            raise UsageError(f"risk degree {self.risk_degree}: give a share in (0, 1]")
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """Daily results (index 0 is the first day, with no trade), and every order."""
+
+    value: np.ndarray
+    cash: np.ndarray
+    net: np.ndarray
+    gross: np.ndarray
+    turnover: np.ndarray
+    costs: np.ndarray
+    shares: np.ndarray  # days x instruments, after the day's trades
+    orders: dict[str, np.ndarray]  # day, instrument, side (+1 buy / -1 sell), shares, price,
+    # value, cost, status (0 filled, 1 blocked: suspended, 2 blocked: limit, 3 delisted)
+
+
+def _tradability(
+    market: Market, day: int, limit: float | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Who can trade today: a bar with volume; buys not at limit-up, sells not at
+    limit-down (the close-to-close move from the previous bar day)."""
+    close, prev = market.close[day], market.close[day - 1]
+    active = np.isfinite(market.deal[day]) & (np.nan_to_num(market.volume[day]) > 0)
+    can_buy, can_sell = active.copy(), active.copy()
+    if limit is not None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            move = close / prev - 1.0
+        can_buy &= ~(move >= limit)
+        can_sell &= ~(move <= -limit)
+    return active, can_buy, can_sell
+
+
+def simulate(scores: np.ndarray, market: Market, rule: Rule, config: BacktestConfig) -> Simulation:
+    """Run ``rule`` over the days of ``market`` with the signal ``scores`` (days x
+    instruments, dated when known: day t's scores trade on day t+1)."""
+    days, n = market.close.shape
+    if scores.shape != (days, n):
+        raise UsageError(f"the signal covers {scores.shape}, the market {(days, n)}")
+    alive_after = _alive_after(market.close)
+    value = np.zeros(days)
+    cash = np.zeros(days)
+    costs = np.zeros(days)
+    traded = np.zeros(days)
+    shares = np.zeros((days, n))
+    orders: list[tuple[float, ...]] = []
+    held_days = np.zeros(n, dtype=np.int64)
+    cash[0] = value[0] = config.account
+    last_price = np.where(np.isfinite(market.close[0]), market.close[0], np.nan)
+    for day in range(1, days):
+        pos = shares[day - 1].copy()
+        money = cash[day - 1]
+        price_now = market.close[day]
+        last_price = np.where(np.isfinite(price_now), price_now, last_price)
+        day_cost = 0.0
+        day_traded = 0.0
+        # 1. delistings: held, and no bar from today on
+        gone = (pos > 0) & ~alive_after[day]
+        for i in np.flatnonzero(gone).tolist():
+            proceeds = pos[i] * last_price[i] * (1.0 + config.delist_return)
+            money += proceeds
+            day_traded += proceeds
+            orders.append((day, i, -1, pos[i], last_price[i], proceeds, 0.0, 3))
+            pos[i] = 0.0
+        # 2. decisions on yesterday's signal
+        active, can_buy, can_sell = _tradability(market, day, config.limit_threshold)
+        held = pos > 0
+        sell, buy = rule(scores[day - 1], held, held_days, can_buy, can_sell)
+        sell &= held
+        buy &= ~held
+        price = market.deal[day]
+        # 3a. sells
+        for i in np.flatnonzero(sell).tolist():
+            if not can_sell[i]:
+                orders.append((day, i, -1, pos[i], price[i], 0.0, 0.0, 1 if not active[i] else 2))
+                continue
+            amount = pos[i] * price[i]
+            cost = max(amount * config.close_cost, config.min_cost)
+            money += amount - cost
+            day_cost += cost
+            day_traded += amount
+            orders.append((day, i, -1, pos[i], price[i], amount, cost, 0))
+            pos[i] = 0.0
+        # 3b. buys share the cash
+        wanted = np.flatnonzero(buy)
+        if wanted.size:
+            budget = money * config.risk_degree / wanted.size
+            for i in wanted.tolist():
+                if not can_buy[i]:
+                    orders.append((day, i, 1, 0.0, price[i], 0.0, 0.0, 1 if not active[i] else 2))
+                    continue
+                per_share = price[i] * (1.0 + config.open_cost)
+                lots = np.floor(budget / per_share / config.lot_size)
+                count = lots * config.lot_size
+                amount = count * price[i]
+                if count <= 0:
+                    continue
+                cost = max(amount * config.open_cost, config.min_cost)
+                if amount + cost > money:  # no leverage
+                    continue
+                money -= amount + cost
+                day_cost += cost
+                day_traded += amount
+                pos[i] = count
+                orders.append((day, i, 1, count, price[i], amount, cost, 0))
+        held_days = np.where(pos > 0, held_days + 1, 0)
+        shares[day] = pos
+        cash[day] = money
+        mark = np.where(pos > 0, np.nan_to_num(last_price) * pos, 0.0)
+        value[day] = money + mark.sum()
+        costs[day] = day_cost
+        traded[day] = day_traded
+    net = np.zeros(days)
+    gross = np.zeros(days)
+    turnover = np.zeros(days)
+    net[1:] = value[1:] / value[:-1] - 1.0
+    gross[1:] = (value[1:] + costs[1:]) / value[:-1] - 1.0
+    turnover[1:] = traded[1:] / value[:-1]
+    columns = ("day", "instrument", "side", "shares", "price", "value", "cost", "status")
+    table = np.array(orders, dtype=float).reshape(-1, len(columns))
+    return Simulation(
+        value, cash, net, gross, turnover, costs, shares,
+        {c: table[:, k] for k, c in enumerate(columns)},
+    )  # fmt: skip
+
+
+def _alive_after(close: np.ndarray) -> np.ndarray:
+    """True where an instrument still has a bar on this day or a later one."""
+    has = np.isfinite(close)
+    return np.flip(np.logical_or.accumulate(np.flip(has, axis=0), axis=0), axis=0)
