@@ -8,7 +8,7 @@ import sys
 import typer
 
 from quarry import __version__
-from quarry.cli import _data, _features, _train
+from quarry.cli import _backtest, _data, _features, _train
 from quarry.cli._output import err
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app = typer.Typer(
 app.add_typer(_data.app, name="data")
 app.add_typer(_features.app, name="features")
 app.command("train")(_train.train_cmd)
+app.command("backtest")(_backtest.backtest_cmd)
 
 
 @app.command()
