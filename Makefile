@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 # The main job as far as it goes so far: a market with a planted alpha, Alpha158 and its
-# label, and LightGBM trained on it, tracked in MLflow under runs/home.
+# label, LightGBM trained on it (tracked in MLflow under runs/home), and a TopK-Dropout
+# backtest of its test-period scores with a report.
 demo: export QUARRY_HOME ?= $(CURDIR)/runs/home
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)/store
@@ -30,6 +31,8 @@ demo: $(STAMP)
 	$(BIN)/quarry train --features $(DEMO_DIR)/features.parquet --model lightgbm \
 		--train 2015-01-02:2018-06-29 --valid 2018-07-09:2019-06-28 --test 2019-07-08:2020-09-30 \
 		--out $(DEMO_DIR)/lightgbm
+	$(BIN)/quarry backtest --store $(DEMO_DIR)/store --signal $(DEMO_DIR)/lightgbm/predictions.parquet \
+		--topk 50 --n-drop 5 --out $(DEMO_DIR)/backtest
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
