@@ -55,32 +55,39 @@ def align(
     instruments = bars["instrument"].unique().sort()
     shape = (dates.len(), instruments.len())
 
-    index = (
-        pl.DataFrame({"instrument": instruments, "i": np.arange(shape[1])}),
-        pl.DataFrame({"date": dates, "d": np.arange(shape[0])}),
-    )
+    names = instruments.cast(pl.String)
+    enum = pl.Enum(names)
+    calendar = dates.cast(pl.Date).to_physical().to_numpy()
 
-    def lay(frame: pl.DataFrame, column: str) -> np.ndarray:
-        """Scatter a long column onto the grid; rows off the grid are dropped (joins on
-        integer positions: comparing 40M instrument names one by one was a minute)."""
-        keyed = (
-            frame.lazy()
-            .select(pl.col("instrument").cast(pl.String), pl.col("date").cast(pl.Date), column)
-            .join(index[0].lazy(), on="instrument")
-            .join(index[1].lazy(), on="date")
-            .collect()
-        )
+    def positions(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Grid positions of a long frame's rows: instruments by an enum cast, dates by a
+        binary search on day numbers (comparing 40M names one by one took a minute at
+        16,000 instruments); ``ok`` drops rows off the grid."""
+        names_in = frame["instrument"].cast(pl.String)
+        known = names_in.is_in(names.implode()).to_numpy()
+        i = np.zeros(frame.height, dtype=np.int64)
+        i[known] = names_in.filter(known).cast(enum).to_physical().to_numpy()
+        days = frame["date"].cast(pl.Date).to_physical().to_numpy()
+        d = np.minimum(np.searchsorted(calendar, days), calendar.size - 1)
+        ok = known & (calendar[d] == days)
+        return d[ok], i[ok], ok
+
+    def lay(frame: pl.DataFrame, column: str, at: tuple[np.ndarray, ...]) -> np.ndarray:
+        d, i, ok = at
         out = np.full(shape, np.nan)
-        values = keyed[column].cast(pl.Float64).fill_null(np.nan).to_numpy()
-        out[keyed["d"].to_numpy(), keyed["i"].to_numpy()] = values
+        out[d, i] = frame[column].cast(pl.Float64).fill_null(np.nan).to_numpy()[ok]
         return out
 
-    scores = lay(signal, "score")
+    scores = lay(signal, "score", positions(signal))
     if universe is not None:
         members = read_bars(store, ["close"], start=first, as_of=as_of, universe=universe)
-        member = np.isfinite(lay(members, "close"))
+        member = np.isfinite(lay(members, "close", positions(members)))
         scores = np.where(member, scores, np.nan)
+    at = positions(bars)
+    close = lay(bars, "close", at)
     market = Market(
-        deal=lay(bars, deal_price), close=lay(bars, "close"), volume=lay(bars, "volume")
+        deal=close if deal_price == "close" else lay(bars, deal_price, at),
+        close=close,
+        volume=lay(bars, "volume", at),
     )
     return Aligned(dates.to_list(), instruments.to_list(), scores, market)
