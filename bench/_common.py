@@ -40,3 +40,24 @@ def run_child(
     ).stdout
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
+
+
+def market_parser(doc: str | None, instruments: int, days: int, runs: int = 3) -> Any:
+    """The arguments every market benchmark takes: its size and how many runs."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--instruments", type=int, default=instruments)
+    p.add_argument("--days", type=int, default=days)
+    p.add_argument("--runs", type=int, default=runs)
+    return p
+
+
+def generated_store(name: str, instruments: int, days: int, **options: Any) -> Path:
+    """bench/_data/NAME-INSTRUMENTSxDAYS, generated (seed 1) on first use."""
+    from quarry.data import Store, generate
+
+    path = Path(__file__).resolve().parent / "_data" / f"{name}-{instruments}x{days}"
+    if not Store(path).exists():
+        generate(Store(path), instruments, days, seed=1, **options)
+    return path

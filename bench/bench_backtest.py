@@ -18,7 +18,12 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import peak_rss_mb, run_child  # the bench folder is on sys.path when run as a script
+from _common import (  # the bench folder is on sys.path when run as a script
+    generated_store,
+    market_parser,
+    peak_rss_mb,
+    run_child,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -53,10 +58,7 @@ def _run(store_dir: str, signal_path: str) -> dict[str, float]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--instruments", type=int, default=16_000)
-    p.add_argument("--days", type=int, default=2_520)
-    p.add_argument("--runs", type=int, default=3)
+    p = market_parser(__doc__, 16_000, 2_520)
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -64,12 +66,10 @@ def main() -> None:
         return
     import polars as pl
 
-    from quarry.data import Store, generate, read_bars
+    from quarry.data import Store, read_bars
 
     tag = f"{args.instruments}x{args.days}"
-    store_dir = HERE / "_data" / f"generated-{tag}"
-    if not Store(store_dir).exists():
-        generate(Store(store_dir), args.instruments, args.days, seed=1)
+    store_dir = generated_store("generated", args.instruments, args.days)
     signal_path = HERE / "_data" / f"signal-reversal-{tag}.parquet"
     if not signal_path.exists():
         bars = read_bars(Store(store_dir), ["close"], adjust="adjusted")

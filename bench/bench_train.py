@@ -17,7 +17,12 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import peak_rss_mb, run_child  # the bench folder is on sys.path when run as a script
+from _common import (  # the bench folder is on sys.path when run as a script
+    generated_store,
+    market_parser,
+    peak_rss_mb,
+    run_child,
+)
 
 HERE = Path(__file__).resolve().parent
 LABEL = "Ref($close, -2)/Ref($close, -1) - 1"
@@ -55,23 +60,18 @@ def _run(features_path: str) -> dict[str, float]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--instruments", type=int, default=1_000)
-    p.add_argument("--days", type=int, default=2_500)
-    p.add_argument("--runs", type=int, default=3)
+    p = market_parser(__doc__, 1_000, 2_500)
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         print(json.dumps(_run(args.child)))
         return
-    from quarry.data import Store, generate
+    from quarry.data import Store
     from quarry.features import alpha158, materialize
 
     tag = f"{args.instruments}x{args.days}"
-    store_dir = HERE / "_data" / f"alpha-{tag}"
+    store_dir = generated_store("alpha", args.instruments, args.days, alpha_ic=0.05)
     features = HERE / "_data" / f"alpha158-alpha-{tag}.parquet"
-    if not Store(store_dir).exists():
-        generate(Store(store_dir), args.instruments, args.days, seed=1, alpha_ic=0.05)
     if not features.exists():
         materialize(Store(store_dir), alpha158(), features, label=LABEL)
     runs = [run_child(__file__, "--child", str(features)) for _ in range(args.runs)]
