@@ -79,3 +79,23 @@ def test_the_command_writes_the_contract(market: tuple[Store, Path], tmp_path: P
     code, _, err = run("backtest", "--store", str(store.location), "--signal", str(path),
                        "--strategy", "optimiser", "--out", str(out))  # fmt: skip
     assert code == 1 and "--strategy" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("strategy", ["long-short", "score-weighted"])
+def test_weight_strategies_run_end_to_end(
+    market: tuple[Store, Path], tmp_path: Path, strategy: str
+) -> None:
+    store, path = market
+    result = run_backtest(store, pl.read_parquet(path), tmp_path / strategy, strategy=strategy)
+    net = pd.Series(result.returns["return_net"].to_numpy()[1:])
+    assert result.metrics["annualized_return"] == pytest.approx(empyrical.annual_return(net))
+    weights = result.positions.group_by("date").agg(
+        pl.col("weight").sum().alias("net"), pl.col("weight").abs().sum().alias("gross")
+    )
+    if strategy == "long-short":  # dollar-neutral but for whole shares and blocked orders
+        assert weights["net"].abs().median() < 0.01
+        assert result.positions["shares"].min() < 0
+    else:
+        assert result.positions["shares"].min() > 0
+    # trades aim at 95% gross (the risk degree); prices move the book after the trades
+    assert weights["gross"].median() == pytest.approx(0.95, abs=0.02)

@@ -27,7 +27,7 @@ from quarry.exceptions import UsageError
 
 __all__ = ["STRATEGIES", "BacktestResult", "run_backtest"]
 
-STRATEGIES = ("topk-dropout",)
+STRATEGIES = ("topk-dropout", "long-short", "score-weighted")
 _STATUS = {0: "filled", 1: "suspended", 2: "limit", 3: "delisted"}
 
 
@@ -71,8 +71,8 @@ def run_backtest(
 
     if strategy not in STRATEGIES:
         raise UsageError(
-            f"--strategy {strategy!r}: this version has {', '.join(STRATEGIES)} "
-            "(long-short and optimizer are still to come)"
+            f"--strategy {strategy!r}: choose one of {', '.join(STRATEGIES)} "
+            "(the optimizer is still to come)"
         )
     config = config or BacktestConfig()
     grid = align(store, signal, deal_price=deal_price, universe=universe, as_of=as_of)
@@ -89,7 +89,17 @@ def run_backtest(
             can_buy=can_buy, can_sell=can_sell,
         )  # fmt: skip
 
-    sim = simulate(grid.scores, grid.market, rule, config)
+    if strategy == "topk-dropout":
+        sim = simulate(grid.scores, grid.market, rule, config)
+    else:
+        from quarry.backtest._weights import long_short_weights, score_weights, simulate_weights
+
+        weights = (
+            long_short_weights(grid.scores)
+            if strategy == "long-short"
+            else score_weights(grid.scores)
+        )
+        sim = simulate_weights(weights * config.risk_degree, grid.market, config)
     result = _frames(grid, sim)
     if out is not None:
         write(result, out)
@@ -119,8 +129,9 @@ def _frames(grid: Aligned, sim: Simulation) -> BacktestResult:
             "instrument": pl.Series([grid.instruments[i] for i in inst], dtype=pl.String),
             "shares": sim.shares[day, inst],
             "value": sim.shares[day, inst] * price,
+            "weight": sim.shares[day, inst] * price / sim.value[day],  # of the portfolio
         }
-    ).with_columns(weight=pl.col("value") / pl.col("value").sum().over("date"))
+    )
     o = sim.orders
     order_days = o["day"].astype(np.int64)
     orders = pl.DataFrame(

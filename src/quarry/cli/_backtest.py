@@ -20,7 +20,9 @@ def backtest_cmd(
     universe: Annotated[
         str | None, typer.Option(help="Trade only members of this universe, day by day.")
     ] = None,
-    strategy: Annotated[str, typer.Option(help="topk-dropout.")] = "topk-dropout",
+    strategy: Annotated[
+        str, typer.Option(help="topk-dropout, long-short (top/bottom 20%) or score-weighted.")
+    ] = "topk-dropout",
     topk: Annotated[int, typer.Option(help="Names held.")] = 50,
     n_drop: Annotated[int, typer.Option(help="Worst held names replaced each day.")] = 5,
     hold_thresh: Annotated[int, typer.Option(help="Days a name is held at least.")] = 1,
