@@ -13,8 +13,10 @@ from quarry.tracking import alias_version, experiment_id, register, set_alias, t
 def _logged_run() -> str:
     from sklearn.linear_model import LinearRegression
 
+    from quarry.models._estimators import _quiet_mlflow
+
     model = LinearRegression().fit([[0.0], [1.0]], [0.0, 1.0])
-    with mlflow.start_run(experiment_id=experiment_id("registry-test")) as run:
+    with mlflow.start_run(experiment_id=experiment_id("registry-test")) as run, _quiet_mlflow():
         mlflow.sklearn.log_model(model, name="model")
     return str(run.info.run_id)
 
@@ -39,3 +41,14 @@ def test_a_tracking_server_uri_comes_from_the_environment(
 ) -> None:
     monkeypatch.setenv("QUARRY_TRACKING_URI", f"sqlite:///{tmp_path / 'team.db'}")
     assert tracking_uri() == f"sqlite:///{tmp_path / 'team.db'}"
+
+
+def test_artifacts_never_land_in_the_working_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("QUARRY_TRACKING_URI", f"sqlite:///{tmp_path / 'team.db'}")
+    monkeypatch.chdir(tmp_path)
+    run_id = _logged_run()
+    assert not (tmp_path / "mlruns").exists()
+    artifact_uri = mlflow.get_run(run_id).info.artifact_uri
+    assert artifact_uri.startswith((tmp_path / "quarry-home" / "mlartifacts").as_uri())

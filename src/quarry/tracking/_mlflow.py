@@ -38,9 +38,18 @@ def tracking_uri() -> str:
     return f"sqlite:///{home / 'mlflow.db'}"
 
 
+ARTIFACT_ENV = "QUARRY_ARTIFACT_URI"
+
+
 def _artifact_root() -> str | None:
-    """Artifacts of the local default go next to its database; a server decides its own."""
-    if os.environ.get(TRACKING_ENV):
+    """Where a new experiment keeps its artifacts: ``$QUARRY_ARTIFACT_URI`` (for example an
+    ``s3://`` prefix); a tracking server decides its own; otherwise a folder under
+    ``$QUARRY_HOME`` (MLflow's own default for a database would be ./mlruns wherever the
+    process happens to run)."""
+    explicit = os.environ.get(ARTIFACT_ENV)
+    if explicit:
+        return explicit
+    if tracking_uri().startswith(("http://", "https://", "databricks")):
         return None
     return (quarry_home() / "mlartifacts").as_uri()
 
