@@ -1,10 +1,17 @@
 """Backtest benchmark: TopK-Dropout (topk 50, n_drop 5, Qlib's benchmark costs and limits)
-on a generated market, Quarry alone for now (the side-by-side run against Qlib's backtest is
-still to come, issue 5).
+on a generated market, Quarry against Qlib's own backtest side by side (issue 5).
 
 Each run is a fresh process: the signal (minus the 5-day return, a reversal) is made from
 the store beforehand; timed are the alignment with the store's market (reading adjusted
 close and volume) and the simulation, reported apart.
+
+With --qlib (the default up to 1,000 instruments), Qlib's backtest runs on the same bars and
+signal: the store's adjusted bars rounded to float32 (bench/_data/bars-*.parquet, as
+bench_features.py writes them) in a Qlib provider dir (qlib_side.py convert), and
+bench/qlib_backtest_side.py times qlib.backtest.backtest with TopkDropoutStrategy in the Qlib
+venv (bench/.venv-qlib, made on first use). Both sides' daily net returns are then measured
+with quarry.backtest's summary() against the same benchmark (Quarry's equal-weighted
+universe), on the days both cover.
 
     .venv/bin/python bench/bench_backtest.py --instruments 16000 --days 2520
     .venv/bin/python bench/bench_backtest.py --instruments 300 --days 2500
@@ -17,6 +24,7 @@ import json
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 from _common import (  # the bench folder is on sys.path when run as a script
     generated_store,
@@ -26,12 +34,14 @@ from _common import (  # the bench folder is on sys.path when run as a script
 )
 
 HERE = Path(__file__).resolve().parent
+DATA = HERE / "_data"
 
 
-def _run(store_dir: str, signal_path: str) -> dict[str, float]:
+def _run(store_dir: str, signal_path: str, out: str | None = None) -> dict[str, float]:
     import polars as pl
 
     from quarry.backtest import BacktestConfig, align, simulate
+    from quarry.backtest._run import equal_weight_benchmark
     from quarry.data import Store
     from quarry.portfolio import topk_dropout_day
 
@@ -48,6 +58,15 @@ def _run(store_dir: str, signal_path: str) -> dict[str, float]:
 
     sim = simulate(grid.scores, grid.market, rule, config)
     t2 = time.perf_counter()
+    if out:  # the daily series, not timed
+        pl.DataFrame({
+            "date": pl.Series(grid.dates).cast(pl.Date),
+            "gross": sim.gross,
+            "net": sim.net,
+            "turnover": sim.turnover,
+            "bench": equal_weight_benchmark(grid.market.close),
+            "value": sim.value,
+        }).write_parquet(out)  # fmt: skip
     return {
         "align_s": t1 - t0,
         "simulate_s": t2 - t1,
@@ -59,7 +78,14 @@ def _run(store_dir: str, signal_path: str) -> dict[str, float]:
 
 def main() -> None:
     p = market_parser(__doc__, 16_000, 2_520)
-    p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--qlib",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run Qlib's backtest side by side (default: up to 1,000 instruments)",
+    )
+    p.add_argument("--qlib-runs", type=int, default=1, help="Qlib runs (default 1: it is slow)")
+    p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         print(json.dumps(_run(*args.child)))
@@ -78,11 +104,13 @@ def main() -> None:
             "date",
             score=-(pl.col("close") / pl.col("close").shift(5).over("instrument") - 1),
         ).write_parquet(signal_path)
+    quarry_daily = DATA / f"backtest-quarry-{tag}.parquet"
     runs = [
-        run_child(__file__, "--child", str(store_dir), str(signal_path)) for _ in range(args.runs)
+        run_child(__file__, "--child", str(store_dir), str(signal_path), *out)
+        for out in [[str(quarry_daily)]] + [[]] * (args.runs - 1)
     ]
     total = [r["align_s"] + r["simulate_s"] for r in runs]
-    print(json.dumps({
+    result: dict[str, Any] = {
         "instruments": args.instruments,
         "days": args.days,
         "orders": runs[0]["orders"],
@@ -91,7 +119,76 @@ def main() -> None:
         "simulate_median_s": round(statistics.median(r["simulate_s"] for r in runs), 2),
         "runs_total_s": [round(t, 2) for t in total],
         "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs)),
-    }, indent=2))  # fmt: skip
+    }  # fmt: skip
+    if args.qlib if args.qlib is not None else args.instruments <= 1_000:
+        result |= _side_by_side(args, tag, store_dir, signal_path, quarry_daily, total)
+    print(json.dumps(result, indent=2))
+
+
+def _side_by_side(
+    args: Any,
+    tag: str,
+    store_dir: Path,
+    signal_path: Path,
+    quarry_daily: Path,
+    quarry_total: list[float],
+) -> dict[str, Any]:
+    """Qlib's backtest on the same bars and signal, and both measured alike."""
+    import numpy as np
+    import polars as pl
+
+    from bench_features import FIELDS, _qlib_python
+    from quarry.backtest import summary
+    from quarry.data import Store, read_bars
+
+    bars_path, qlib_dir = DATA / f"bars-{tag}.parquet", DATA / f"qlib-{tag}"
+    if not bars_path.exists():  # as bench_features.py: float32, the precision Qlib stores
+        bars = read_bars(Store(store_dir), FIELDS, adjust="adjusted")
+        bars.with_columns(pl.col(FIELDS).cast(pl.Float32)).write_parquet(bars_path)
+    python = _qlib_python()
+    if not (qlib_dir / "calendars" / "day.txt").exists():
+        run_child(
+            str(HERE / "qlib_side.py"), "convert", str(bars_path), str(qlib_dir), python=python
+        )
+    bench_path = DATA / f"backtest-bench-{tag}.parquet"
+    qlib_daily = DATA / f"backtest-qlib-{tag}.parquet"
+    ours = pl.read_parquet(quarry_daily)
+    ours.select("date", "bench").write_parquet(bench_path)
+    side = str(HERE / "qlib_backtest_side.py")
+    args_q = ["run", str(qlib_dir), str(signal_path), str(bench_path), str(qlib_daily)]
+    qruns = [run_child(side, *args_q, python=python) for _ in range(args.qlib_runs)]
+    theirs = pl.read_parquet(qlib_daily).with_columns(pl.col("date").cast(pl.Date))
+    both = ours.join(theirs, on="date", how="inner", suffix="_qlib").sort("date")
+
+    def measure(net: str, gross: str, turnover: str) -> dict[str, Any]:
+        m = summary(both[net], both[gross], both["bench"], both[turnover])
+        keys = ("annualized_return", "excess_annualized_return", "information_ratio", "sharpe")
+        return {k: round(float(m[k]), 5) for k in keys} | {"turnover": round(m["turnover"], 4)}
+
+    q = measure("net", "gross", "turnover")
+    k = measure("net_qlib", "return", "turnover_qlib")
+    qlib_s = statistics.median(r["s"] for r in qruns)
+    quarry_s = statistics.median(quarry_total)
+    corr = float(np.corrcoef(both["net"].to_numpy(), both["net_qlib"].to_numpy())[0, 1])
+    excess_q, excess_k = q["excess_annualized_return"], k["excess_annualized_return"]
+    return {
+        "qlib_s": round(qlib_s, 2),
+        "qlib_runs_s": [round(r["s"], 2) for r in qruns],
+        "qlib_peak_rss_mb": round(max(r["peak_rss_mb"] for r in qruns)),
+        "quarry_s": round(quarry_s, 3),
+        "speedup": round(qlib_s / quarry_s, 1),
+        "days_compared": both.height,
+        "excess_annualized_return_quarry": excess_q,
+        "excess_annualized_return_qlib": excess_k,
+        "excess_rel_diff": round(abs(excess_q - excess_k) / abs(excess_k), 4),
+        "net_return_correlation": round(corr, 4),
+        "bench_max_abs_diff_in_qlib_report": float(
+            (both["bench"] - both["bench_qlib"]).abs().max()
+        ),
+        "metrics_quarry": q,
+        "metrics_qlib": k,
+        "qlib_versions": qruns[0]["versions"],
+    }
 
 
 if __name__ == "__main__":
