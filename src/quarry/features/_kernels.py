@@ -279,6 +279,18 @@ def rolling_rank(x, n, start, end, out):
     return out
 
 
+@njit(inline="always")
+def _window_mean(x, i, first, last):
+    """The count and mean of row i's valid values from ``first`` to ``last``."""
+    k = 0
+    s = 0.0
+    for j in range(first, last + 1):
+        if math.isfinite(x[i, j]):
+            k += 1
+            s += x[i, j]
+    return k, (s / k if k else 0.0)
+
+
 @njit(**_OPTS)
 def rolling_shape(x, n, start, end, what, out):
     """Skewness (what 0, at least 3 values) or excess kurtosis (what 1, at least 4), both
@@ -289,15 +301,9 @@ def rolling_shape(x, n, start, end, what, out):
         out[i, :] = np.nan
         for t in range(start[i], end[i]):
             first = max(start[i], t - n + 1)
-            k = 0
-            s = 0.0
-            for j in range(first, t + 1):
-                if math.isfinite(x[i, j]):
-                    k += 1
-                    s += x[i, j]
+            k, mean = _window_mean(x, i, first, t)
             if k < 3 + what:
                 continue
-            mean = s / k
             m2 = 0.0
             m3 = 0.0
             m4 = 0.0
@@ -329,15 +335,9 @@ def rolling_mad(x, n, start, end, out):
         out[i, :] = np.nan
         for t in range(start[i], end[i]):
             first = max(start[i], t - n + 1)
-            k = 0
-            s = 0.0
-            for j in range(first, t + 1):
-                if math.isfinite(x[i, j]):
-                    k += 1
-                    s += x[i, j]
+            k, mean = _window_mean(x, i, first, t)
             if k == 0:
                 continue
-            mean = s / k
             dev = 0.0
             for j in range(first, t + 1):
                 if math.isfinite(x[i, j]):
