@@ -30,7 +30,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import peak_rss_mb, run_child  # the bench folder is on sys.path when run as a script
+from _common import (  # the bench folder is on sys.path when run as a script
+    generated_store,
+    market_parser,
+    peak_rss_mb,
+    run_child,
+)
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "_data"
@@ -185,10 +190,7 @@ def _median(runs: list[dict[str, Any]], key: str, digits: int = 2) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--instruments", type=int, default=300)
-    p.add_argument("--days", type=int, default=2_500)
-    p.add_argument("--runs", type=int, default=3)
+    p = market_parser(__doc__, 300, 2_500)
     p.add_argument("--skip-qlib", action="store_true", help="reuse the last Qlib output if present")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -198,12 +200,10 @@ def main() -> None:
         return
     import polars as pl
 
-    from quarry.data import Store, generate, read_bars
+    from quarry.data import Store, read_bars
 
     tag = f"{args.instruments}x{args.days}"
-    store_dir = DATA / f"generated-{tag}"
-    if not Store(store_dir).exists():
-        generate(Store(store_dir), args.instruments, args.days, seed=1)
+    store_dir = generated_store("generated", args.instruments, args.days)
     bars_path, qlib_dir = DATA / f"bars-{tag}.parquet", DATA / f"qlib-{tag}"
     qlib_out, qlib_json = DATA / f"features-qlib-{tag}.parquet", DATA / f"features-qlib-{tag}.json"
     quarry_out = DATA / f"features-quarry-{tag}.parquet"

@@ -18,7 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-from _common import peak_rss_mb, run_child  # the bench folder is on sys.path when run as a script
+from _common import (  # the bench folder is on sys.path when run as a script
+    generated_store,
+    peak_rss_mb,
+    run_child,
+)
 
 HERE = Path(__file__).resolve().parent
 LABEL = "Ref($close, -2)/Ref($close, -1) - 1"
@@ -60,11 +64,8 @@ def main() -> None:
     if args.child:
         print(json.dumps(_run(*args.child)))
         return
-    from quarry.data import Store, generate
 
-    store_dir = HERE / "_data" / f"generated-{args.instruments}x{args.days}"
-    if not Store(store_dir).exists():
-        generate(Store(store_dir), args.instruments, args.days, seed=1)
+    store_dir = generated_store("generated", args.instruments, args.days)
     out = HERE / "_data" / f"alpha158-{args.instruments}x{args.days}.parquet"
     runs = []
     for _ in range(args.runs):

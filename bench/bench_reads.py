@@ -16,7 +16,12 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import peak_rss_mb, run_child  # the bench folder is on sys.path when run as a script
+from _common import (  # the bench folder is on sys.path when run as a script
+    generated_store,
+    market_parser,
+    peak_rss_mb,
+    run_child,
+)
 
 HERE = Path(__file__).resolve().parent
 PRICES = ["open", "high", "low", "close", "volume"]
@@ -43,23 +48,14 @@ def _read(store_dir: str, case: str) -> dict[str, float]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--instruments", type=int, default=16_000)
-    p.add_argument("--days", type=int, default=2_520)
-    p.add_argument("--runs", type=int, default=3)
+    p = market_parser(__doc__, 16_000, 2_520)
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--dir", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         print(json.dumps(_read(args.dir, args.child)))
         return
-    store_dir = HERE / "_data" / f"generated-{args.instruments}x{args.days}"
-    from quarry.data import Store, generate
-
-    if not Store(store_dir).exists():
-        t0 = time.perf_counter()
-        generate(Store(store_dir), args.instruments, args.days, seed=1)
-        print(f"generated {store_dir} in {time.perf_counter() - t0:.1f} s", flush=True)
+    store_dir = generated_store("generated", args.instruments, args.days)
     results = {}
     for case in CASES:
         runs = [

@@ -24,28 +24,30 @@ def market(tmp_path: Path) -> Store:
     return store
 
 
-def _run(store: Store, cache: FeatureCache | None, out: Path, **kw: object) -> pl.DataFrame:
+def _run(
+    store: Store, cache: FeatureCache | None, out: Path, **kw: object
+) -> tuple[pl.DataFrame, tuple[str, ...]]:
+    """The features written, and which outputs were computed (not taken from the cache)."""
     done = materialize(store, FEATURES, out, label=LABEL, cache=cache, **kw)  # type: ignore[arg-type]
-    _run.last = done  # type: ignore[attr-defined]
-    return pl.read_parquet(out)
+    return pl.read_parquet(out), done.computed
 
 
 def test_a_cached_run_equals_an_uncached_one_and_reads_no_bars(
     market: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cache = FeatureCache(tmp_path / "cache")
-    plain = _run(market, None, tmp_path / "plain.parquet", start=date(2015, 3, 1))
-    first = _run(market, cache, tmp_path / "first.parquet", start=date(2015, 3, 1))
+    plain, _ = _run(market, None, tmp_path / "plain.parquet", start=date(2015, 3, 1))
+    first, computed = _run(market, cache, tmp_path / "first.parquet", start=date(2015, 3, 1))
     assert first.equals(plain)
-    assert set(_run.last.computed) == {*FEATURES, "LABEL0"}  # type: ignore[attr-defined]
+    assert set(computed) == {*FEATURES, "LABEL0"}
 
     def no_reading(*args: object, **kwargs: object) -> None:
         raise AssertionError("a fully cached run read the bars")
 
     monkeypatch.setattr(materialize_module, "read_bars", no_reading)
-    again = _run(market, cache, tmp_path / "again.parquet", start=date(2015, 3, 1))
+    again, computed = _run(market, cache, tmp_path / "again.parquet", start=date(2015, 3, 1))
     assert again.equals(plain)
-    assert _run.last.computed == ()  # type: ignore[attr-defined]
+    assert computed == ()
 
 
 def test_a_new_expression_is_the_only_one_computed(market: Store, tmp_path: Path) -> None:
@@ -66,21 +68,21 @@ def test_a_bar_correction_recomputes_bar_features_and_old_as_of_still_hits(
 ) -> None:
     cache = FeatureCache(tmp_path / "cache")
     known_then = max(c.committed_at for c in market.commits())
-    before = _run(market, cache, tmp_path / "before.parquet", as_of=known_then)
+    before, _ = _run(market, cache, tmp_path / "before.parquet", as_of=known_then)
     row = read_bars(market, ["open", "high", "low", "close", "volume"]).filter(
         (pl.col("instrument") == "SYN00002") & (pl.col("date") == date(2015, 3, 10))
     )
     fixed = row.with_columns(pl.col("close") * 1.01, pl.col("high") * 1.01)
     ingest_frame(market, table_spec("bars"), fixed, source="vendor correction")
 
-    after = _run(market, cache, tmp_path / "after.parquet", as_of=None)
-    assert set(_run.last.computed) == {*FEATURES, "LABEL0"}  # type: ignore[attr-defined]
-    assert after.equals(_run(market, None, tmp_path / "uncached.parquet"))
+    after, computed = _run(market, cache, tmp_path / "after.parquet", as_of=None)
+    assert set(computed) == {*FEATURES, "LABEL0"}
+    assert after.equals(_run(market, None, tmp_path / "uncached.parquet")[0])
     assert not after.equals(before)  # the correction reached the features
 
     # As known before the correction, the entries computed then are still the answer.
-    old = _run(market, cache, tmp_path / "old.parquet", as_of=known_then)
-    assert _run.last.computed == ()  # type: ignore[attr-defined]
+    old, computed = _run(market, cache, tmp_path / "old.parquet", as_of=known_then)
+    assert computed == ()
     assert old.equals(before)
 
 
@@ -99,6 +101,6 @@ def test_a_fundamentals_correction_recomputes_only_what_reads_them(
         }
     )
     ingest_frame(market, table_spec("fundamentals"), restatement, source="restatement")
-    after = _run(market, cache, tmp_path / "b.parquet")
-    assert _run.last.computed == ("EPS",)  # type: ignore[attr-defined]
-    assert after.equals(_run(market, None, tmp_path / "c.parquet"))
+    after, computed = _run(market, cache, tmp_path / "b.parquet")
+    assert computed == ("EPS",)
+    assert after.equals(_run(market, None, tmp_path / "c.parquet")[0])

@@ -121,12 +121,13 @@ def _frames(grid: Aligned, sim: Simulation) -> BacktestResult:
             "costs": sim.costs,
         }
     )
+    names = pl.Series("instrument", grid.instruments, dtype=pl.String)
     day, inst = np.nonzero(sim.shares)
     price = np.nan_to_num(grid.market.close[day, inst])
     positions = pl.DataFrame(
         {
             "date": dates.gather(day),
-            "instrument": pl.Series([grid.instruments[i] for i in inst], dtype=pl.String),
+            "instrument": names.gather(inst),
             "shares": sim.shares[day, inst],
             "value": sim.shares[day, inst] * price,
             "weight": sim.shares[day, inst] * price / sim.value[day],  # of the portfolio
@@ -137,15 +138,15 @@ def _frames(grid: Aligned, sim: Simulation) -> BacktestResult:
     orders = pl.DataFrame(
         {
             "date": dates.gather(order_days),
-            "instrument": pl.Series(
-                [grid.instruments[int(i)] for i in o["instrument"]], dtype=pl.String
-            ),
+            "instrument": names.gather(o["instrument"].astype(np.int64)),
             "side": np.where(o["side"] > 0, "buy", "sell"),
             "shares": o["shares"],
             "price": o["price"],
             "value": o["value"],
             "cost": o["cost"],
-            "status": [_STATUS[int(s)] for s in o["status"]],
+            "status": pl.Series(o["status"].astype(np.int64)).replace_strict(
+                _STATUS, return_dtype=pl.String
+            ),
         },
         schema_overrides={"side": pl.String, "status": pl.String},
     )

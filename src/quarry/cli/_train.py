@@ -44,7 +44,7 @@ def _horizon(features: Path, given: int | None) -> int:
     from quarry.models import label_horizon
 
     files = sorted(features.glob("*.parquet")) if features.is_dir() else [features]
-    meta = pq.read_schema(files[0]).metadata or {} if files else {}
+    meta = (pq.read_schema(files[0]).metadata or {}) if files else {}
     label = meta.get(b"quarry.label")
     return label_horizon(label.decode()) if label else DEFAULT_HORIZON
 

@@ -17,8 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -184,11 +183,3 @@ class EntryWriter:
             target = self._target(name)
             target.with_name(target.name + self.tag).unlink(missing_ok=True)
         self._files.clear()
-
-
-def clear(root: Path, keep: Iterable[str] = ()) -> None:
-    """Remove every entry under ``root`` but those in ``keep``."""
-    keep = set(keep)
-    for child in root.iterdir() if root.is_dir() else []:
-        if child.name not in keep:
-            shutil.rmtree(child, ignore_errors=True)

@@ -338,7 +338,7 @@ def compute(
     Returns the frame's instrument and date, in its row order, and one Float64 column per
     feature (missing values null), plus ``LABEL0`` when a label is given. Features that
     read the future raise LookaheadError before any work. The whole frame is held in
-    memory; ``quarry.features.compute_to_parquet`` works in bounded memory instead.
+    memory; ``quarry.features.materialize`` writes Parquet in bounded memory instead.
     """
     plan = Plan.build(features, label=label)
     plan.check_fields(frame.columns)

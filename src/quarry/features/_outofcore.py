@@ -56,9 +56,8 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass(frozen=True)
 class Written:
-    """What a run wrote: the Parquet path, rows, feature columns and how it was chunked."""
+    """What a run wrote: rows, feature columns and how it was chunked."""
 
-    path: Path
     rows: int
     columns: int
     chunks: int
@@ -130,7 +129,6 @@ def compute_to_parquet(
         memory=memory,
         instruments_per_chunk=instruments_per_chunk,
         progress=progress,
-        path=out,
     )
 
 
@@ -154,14 +152,11 @@ def compute_chunks(
     memory: str | None = None,
     instruments_per_chunk: int | None = None,
     progress: Progress | None = None,
-    path: Path = Path(),
 ) -> Written:
     """Compute ``plan`` over ``grid`` in bounded memory, handing each chunk to ``writer``
     (closed when all went well, aborted otherwise)."""
     try:
-        return _compute_chunks(
-            grid, plan, writer, emit, memory, instruments_per_chunk, progress, path
-        )
+        return _compute_chunks(grid, plan, writer, emit, memory, instruments_per_chunk, progress)
     except BaseException:
         writer.abort()
         raise
@@ -175,7 +170,6 @@ def _compute_chunks(
     memory: str | None,
     instruments_per_chunk: int | None,
     progress: Progress | None,
-    path: Path,
 ) -> Written:
     reuse_freed_memory()
     budget = memory_budget(memory)
@@ -207,7 +201,7 @@ def _compute_chunks(
             progress("features", hi, n)
         del part
     writer.close()
-    return Written(path, rows, len(plan.outputs), len(chunks), size)
+    return Written(rows, len(plan.outputs), len(chunks), size)
 
 
 def _cross_sectional(

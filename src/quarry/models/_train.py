@@ -92,86 +92,68 @@ def train(
     rounds included; a callable receives each message instead.
     """
     with _reporter(progress) as say:
-        return _train(
-            features, segments, label, model, params, horizon, seed, out, experiment, tags, say
+        for column in (*KEYS, label):
+            if column not in features.columns:
+                raise UsageError(
+                    f"the features have no {column!r} column (columns: "
+                    f"{', '.join(features.columns[:12])}{', ...' if features.width > 12 else ''})"
+                )
+        columns = feature_columns(features, label)
+        if not columns:
+            raise UsageError("the features have no numeric feature column besides the label")
+        if segments.valid is None:
+            raise UsageError("training needs a valid segment to stop early on: give --valid")
+        calendar = features["date"].unique().sort().to_list()
+        check_segments(segments, calendar, horizon)
+        parts = split(features, segments)
+        for name, (first, last) in segments.spans():
+            if parts[name].height == 0:
+                raise UsageError(f"the {name} segment {first}:{last} holds no rows of the features")
+
+        started = time.perf_counter()
+        estimator = make_model(model, params, seed=seed)
+        fit_train, fit_valid = _learnable(parts["train"], label), _learnable(parts["valid"], label)
+        say(f"training {model} on {fit_train.height:,} rows x {len(columns)} features")
+        if isinstance(estimator, LightGBMModel):
+            rounds = estimator.num_boost_round
+            estimator.on_iteration = lambda done: say(f"boosting round {done}/{rounds}")
+        estimator.fit(
+            _matrix(fit_train, columns),
+            fit_train[label].to_numpy(),
+            _matrix(fit_valid, columns),
+            fit_valid[label].to_numpy(),
         )
+        seconds = time.perf_counter() - started
 
+        scored: dict[str, pl.DataFrame] = {}
+        metrics: dict[str, dict[str, float]] = {}
+        for name in SEGMENTS:
+            part = parts[name]
+            score = estimator.predict(_matrix(part, columns))
+            scored[name] = part.select(*KEYS, pl.Series("score", score, dtype=pl.Float64), label)
+            metrics[name] = analyze(scored[name], score="score", label=label).as_dict()
+        predictions = scored["test"].select(*KEYS, "score")
 
-def _train(
-    features: pl.DataFrame,
-    segments: Segments,
-    label: str,
-    model: str,
-    params: Mapping[str, Any] | None,
-    horizon: int,
-    seed: int,
-    out: Path | None,
-    experiment: str | None,
-    tags: Mapping[str, str] | None,
-    say: Progress,
-) -> TrainResult:
-    for column in (*KEYS, label):
-        if column not in features.columns:
-            raise UsageError(
-                f"the features have no {column!r} column (columns: "
-                f"{', '.join(features.columns[:12])}{', ...' if features.width > 12 else ''})"
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            predictions.write_parquet(out / "predictions.parquet")
+            (out / "metrics.json").write_text(_json(metrics))
+        run_id = None
+        if experiment is not None:
+            say("logging to MLflow")
+            run_id = _log(
+                experiment,
+                estimator,
+                segments,
+                metrics,
+                scored,
+                columns,
+                fit_train,
+                {**(tags or {}), "quarry.model": model},
+                {"horizon": horizon, "label": label, "train_seconds": round(seconds, 3)},
+                out,
             )
-    columns = feature_columns(features, label)
-    if not columns:
-        raise UsageError("the features have no numeric feature column besides the label")
-    if segments.valid is None:
-        raise UsageError("training needs a valid segment to stop early on: give --valid")
-    calendar = features["date"].unique().sort().to_list()
-    check_segments(segments, calendar, horizon)
-    parts = split(features, segments)
-    for name, (first, last) in segments.spans():
-        if parts[name].height == 0:
-            raise UsageError(f"the {name} segment {first}:{last} holds no rows of the features")
-
-    started = time.perf_counter()
-    estimator = make_model(model, params, seed=seed)
-    fit_train, fit_valid = _learnable(parts["train"], label), _learnable(parts["valid"], label)
-    say(f"training {model} on {fit_train.height:,} rows x {len(columns)} features")
-    if isinstance(estimator, LightGBMModel):
-        rounds = estimator.num_boost_round
-        estimator.on_iteration = lambda done: say(f"boosting round {done}/{rounds}")
-    estimator.fit(
-        _matrix(fit_train, columns),
-        fit_train[label].to_numpy(),
-        _matrix(fit_valid, columns),
-        fit_valid[label].to_numpy(),
-    )
-    seconds = time.perf_counter() - started
-
-    scored: dict[str, pl.DataFrame] = {}
-    metrics: dict[str, dict[str, float]] = {}
-    for name in SEGMENTS:
-        part = parts[name]
-        score = estimator.predict(_matrix(part, columns))
-        scored[name] = part.select(*KEYS, pl.Series("score", score, dtype=pl.Float64), label)
-        metrics[name] = analyze(scored[name], score="score", label=label).as_dict()
-    predictions = scored["test"].select(*KEYS, "score")
-
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        predictions.write_parquet(out / "predictions.parquet")
-        (out / "metrics.json").write_text(_json(metrics))
-    run_id = None
-    if experiment is not None:
-        say("logging to MLflow")
-        run_id = _log(
-            experiment,
-            estimator,
-            segments,
-            metrics,
-            scored,
-            columns,
-            fit_train,
-            {**(tags or {}), "quarry.model": model},
-            {"horizon": horizon, "label": label, "train_seconds": round(seconds, 3)},
-            out,
-        )
-    return TrainResult(run_id, metrics, predictions, estimator, seconds)
+        return TrainResult(run_id, metrics, predictions, estimator, seconds)
 
 
 def _log(
@@ -266,67 +248,53 @@ def train_walk_forward(
     ``valid_days`` for early stopping. The model returned (and logged) is the last window's.
     """
     with _reporter(progress) as say:
-        return _walk_forward(features, schedule, label, model, params, seed, out, experiment, say)
-
-
-def _walk_forward(
-    features: pl.DataFrame,
-    schedule: WalkForward,
-    label: str,
-    model: str,
-    params: Mapping[str, Any] | None,
-    seed: int,
-    out: Path | None,
-    experiment: str | None,
-    say: Progress,
-) -> TrainResult:
-    calendar = features["date"].unique().sort().to_list()
-    windows = schedule.windows(calendar)
-    if schedule.valid_days == 0:
-        raise UsageError("walk-forward training stops early on valid: give valid_days of 1 or more")
-    started = time.perf_counter()
-    pieces: list[pl.DataFrame] = []
-    last: TrainResult | None = None
-    for k, window in enumerate(windows):
-        say(f"window {k + 1}/{len(windows)}: test {window.test[0]}:{window.test[1]}")
-        last = train(
-            features, window.segments(), label=label, model=model, params=params,
-            horizon=schedule.horizon, seed=seed, experiment=None, progress=say,
-        )  # fmt: skip
-        pieces.append(last.predictions)
-    assert last is not None
-    predictions = pl.concat(pieces).sort(*KEYS)
-    scored = predictions.join(features.select(*KEYS, label), on=list(KEYS), how="left")
-    metrics = {"test": analyze(scored, score="score", label=label).as_dict()}
-    seconds = time.perf_counter() - started
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        predictions.write_parquet(out / "predictions.parquet")
-        (out / "metrics.json").write_text(_json(metrics))
-    run_id = None
-    if experiment is not None:
-        import mlflow
-
-        from quarry.tracking import experiment_id
-
-        with mlflow.start_run(experiment_id=experiment_id(experiment)) as run:
-            mlflow.set_tags({"quarry.model": model, "quarry.schedule": "walk-forward"})
-            mlflow.log_params({k: _param(v) for k, v in last.model.params().items()})
-            mlflow.log_params(
-                {
-                    "windows": len(windows),
-                    "step": schedule.step,
-                    "train_days": str(schedule.train_days),
-                    "valid_days": schedule.valid_days,
-                    "horizon": schedule.horizon,
-                }
+        calendar = features["date"].unique().sort().to_list()
+        windows = schedule.windows(calendar)
+        if schedule.valid_days == 0:
+            raise UsageError(
+                "walk-forward training stops early on valid: give valid_days of 1 or more"
             )
-            mlflow.log_metrics(
-                {f"test_{k}": v for k, v in metrics["test"].items() if np.isfinite(v)}
-            )
-            last.model.log_model(
-                _matrix(features.head(50), feature_columns(features, label)),
-                feature_columns(features, label),
-            )
-            run_id = str(run.info.run_id)
-    return TrainResult(run_id, metrics, predictions, last.model, seconds)
+        started = time.perf_counter()
+        pieces: list[pl.DataFrame] = []
+        last: TrainResult | None = None
+        for k, window in enumerate(windows):
+            say(f"window {k + 1}/{len(windows)}: test {window.test[0]}:{window.test[1]}")
+            last = train(
+                features, window.segments(), label=label, model=model, params=params,
+                horizon=schedule.horizon, seed=seed, experiment=None, progress=say,
+            )  # fmt: skip
+            pieces.append(last.predictions)
+        assert last is not None
+        predictions = pl.concat(pieces).sort(*KEYS)
+        scored = predictions.join(features.select(*KEYS, label), on=list(KEYS), how="left")
+        metrics = {"test": analyze(scored, score="score", label=label).as_dict()}
+        seconds = time.perf_counter() - started
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            predictions.write_parquet(out / "predictions.parquet")
+            (out / "metrics.json").write_text(_json(metrics))
+        run_id = None
+        if experiment is not None:
+            import mlflow
+
+            from quarry.tracking import experiment_id
+
+            with mlflow.start_run(experiment_id=experiment_id(experiment)) as run:
+                mlflow.set_tags({"quarry.model": model, "quarry.schedule": "walk-forward"})
+                mlflow.log_params({k: _param(v) for k, v in last.model.params().items()})
+                mlflow.log_params(
+                    {
+                        "windows": len(windows),
+                        "step": schedule.step,
+                        "train_days": str(schedule.train_days),
+                        "valid_days": schedule.valid_days,
+                        "horizon": schedule.horizon,
+                    }
+                )
+                mlflow.log_metrics(
+                    {f"test_{k}": v for k, v in metrics["test"].items() if np.isfinite(v)}
+                )
+                columns = feature_columns(features, label)
+                last.model.log_model(_matrix(features.head(50), columns), columns)
+                run_id = str(run.info.run_id)
+        return TrainResult(run_id, metrics, predictions, last.model, seconds)
