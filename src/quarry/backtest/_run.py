@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -25,6 +25,9 @@ from quarry.backtest._metrics import summary
 from quarry.data import Store
 from quarry.exceptions import UsageError
 
+if TYPE_CHECKING:  # the models package imports its estimators: only when a signal is analyzed
+    from quarry.models._signal import SignalReport
+
 __all__ = ["STRATEGIES", "BacktestResult", "run_backtest"]
 
 STRATEGIES = ("topk-dropout", "long-short", "score-weighted")
@@ -33,10 +36,23 @@ _STATUS = {0: "filled", 1: "suspended", 2: "limit", 3: "delisted"}
 
 @dataclass(frozen=True)
 class BacktestResult:
+    """What a backtest produced; the optional parts are there when their inputs were.
+
+    ``exposure``: date, industry, portfolio, benchmark, active (portfolio less benchmark),
+    each industry's summed weight at the day's close; when the store has industries.
+    ``signal``: the signal's IC series and quantile returns against the return it earns
+    (the deal price from t+1 to t+2 for a score dated t).
+    ``decisions``: date, status, detail for each optimizer rebalance (status ``optimal``, or
+    the fallback taken and why); with the optimizer strategy.
+    """
+
     metrics: dict[str, Any]
     returns: pl.DataFrame
     positions: pl.DataFrame
     orders: pl.DataFrame
+    exposure: pl.DataFrame | None = None
+    signal: SignalReport | None = None
+    decisions: pl.DataFrame | None = None
 
 
 def equal_weight_benchmark(close: np.ndarray) -> np.ndarray:
