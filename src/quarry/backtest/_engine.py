@@ -5,16 +5,19 @@ close or vwap), never earlier. On each trading day:
 
 1. a held instrument that has left the market (its last bar was the day before) is
    liquidated at its last close, times 1 + ``delist_return``: never silently dropped;
-2. the strategy picks sells and buys from the previous day's scores, the holdings, and what
-   can trade today: no trade on a suspension (no bar or zero volume), no buy at limit-up and
-   no sell at limit-down (close-to-close move beyond ``limit_threshold``);
-3. sells fill first, then buys share the cash (times ``risk_degree``, as Qlib's TopK-Dropout
-   does), in whole lots; each fill pays ``open_cost`` (buy) or ``close_cost`` (sell) of its
-   value, at least ``min_cost``; no leverage: buys never spend more than the cash;
+2. the strategy plans sells and buys from the previous day's scores and the holdings; a
+   planned order that cannot trade today is recorded as blocked and not filled: no trade on
+   a suspension (no bar or zero volume), no buy at limit-up and no sell at limit-down
+   (close-to-close move beyond ``limit_threshold``);
+3. sells fill first, then the planned buys share the cash (times ``risk_degree``), best
+   score first, as Qlib's TopK-Dropout does; sizes, fees (``open_cost`` for a buy,
+   ``close_cost`` for a sell, at least ``min_cost``) and slippage are in ``_fills``; no
+   leverage: buys never spend more than the cash;
 4. the portfolio is marked to market at the close.
 
-Returns are value changes over the previous day's value: ``net`` after costs, ``gross`` with
-the day's costs added back. Turnover is the traded value over the previous day's value.
+Returns are value changes over the previous day's value: ``net`` after costs (fees and
+slippage), ``gross`` with the day's costs added back. Turnover is the traded value over the
+previous day's value.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from quarry.backtest._fills import buy_shares, fee, slip_rate
 from quarry.exceptions import UsageError
 
-__all__ = ["BacktestConfig", "Market", "Simulation", "simulate"]
+__all__ = ["ORDER_COLUMNS", "BacktestConfig", "Market", "Simulation", "finish", "simulate"]
 
 # (scores, held, days_held, can_buy, can_sell) -> (sell, buy) masks over the instruments
 Rule = Callable[
@@ -60,17 +64,26 @@ class BacktestConfig:
     lot_size: int = 1
     risk_degree: float = 0.95
     delist_return: float = 0.0
+    slippage: float = 0.0  # share of the traded value
+    impact: float = 0.0  # share of the traded value per unit of participation (shares/volume)
 
     def __post_init__(self) -> None:
         if self.account <= 0:
             raise UsageError(f"--account {self.account}: give a positive starting cash")
-        for name in ("open_cost", "close_cost", "min_cost"):
+        for name in ("open_cost", "close_cost", "min_cost", "slippage", "impact"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{name.replace('_', '-')} cannot be negative")
         if self.lot_size < 1:
             raise UsageError(f"lot size {self.lot_size}: give 1 or more shares")
         if not 0 < self.risk_degree <= 1:
             raise UsageError(f"risk degree {self.risk_degree}: give a share in (0, 1]")
+
+
+# day, instrument, side (+1 buy / -1 sell), shares, price, value, cost (the fee), slippage,
+# status (0 filled, 1 blocked: suspended, 2 blocked: limit, 3 delisted)
+ORDER_COLUMNS = (
+    "day", "instrument", "side", "shares", "price", "value", "cost", "slippage", "status",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -84,8 +97,7 @@ class Simulation:
     turnover: np.ndarray
     costs: np.ndarray
     shares: np.ndarray  # days x instruments, after the day's trades
-    orders: dict[str, np.ndarray]  # day, instrument, side (+1 buy / -1 sell), shares, price,
-    # value, cost, status (0 filled, 1 blocked: suspended, 2 blocked: limit, 3 delisted)
+    orders: dict[str, np.ndarray]  # by ORDER_COLUMNS
 
 
 def _tradability(
@@ -106,20 +118,23 @@ def _tradability(
 
 def simulate(scores: np.ndarray, market: Market, rule: Rule, config: BacktestConfig) -> Simulation:
     """Run ``rule`` over the days of ``market`` with the signal ``scores`` (days x
-    instruments, dated when known: day t's scores trade on day t+1)."""
+    instruments, dated when known: day t's scores trade on day t+1).
+
+    ``rule`` plans the day's sells and buys; orders it plans that cannot trade are recorded
+    as blocked and not filled. For TopK-Dropout the compiled ``simulate_topk`` gives the same
+    result far faster."""
     days, n = market.close.shape
     if scores.shape != (days, n):
         raise UsageError(f"the signal covers {scores.shape}, the market {(days, n)}")
+    c = config
     alive_after = _alive_after(market.close)
-    value = np.zeros(days)
-    cash = np.zeros(days)
-    costs = np.zeros(days)
-    traded = np.zeros(days)
+    value, cash, costs, traded = np.zeros(days), np.zeros(days), np.zeros(days), np.zeros(days)
     shares = np.zeros((days, n))
     orders: list[tuple[float, ...]] = []
     held_days = np.zeros(n, dtype=np.int64)
-    cash[0] = value[0] = config.account
+    cash[0] = value[0] = c.account
     last_price = np.where(np.isfinite(market.close[0]), market.close[0], np.nan)
+    volume = market.volume
     for day in range(1, days):
         pos = shares[day - 1].copy()
         money = cash[day - 1]
@@ -130,13 +145,13 @@ def simulate(scores: np.ndarray, market: Market, rule: Rule, config: BacktestCon
         # 1. delistings: held, and no bar from today on
         gone = (pos > 0) & ~alive_after[day]
         for i in np.flatnonzero(gone).tolist():
-            proceeds = pos[i] * last_price[i] * (1.0 + config.delist_return)
+            proceeds = pos[i] * last_price[i] * (1.0 + c.delist_return)
             money += proceeds
             day_traded += proceeds
-            orders.append((day, i, -1, pos[i], last_price[i], proceeds, 0.0, 3))
+            orders.append((day, i, -1, pos[i], last_price[i], proceeds, 0.0, 0.0, 3))
             pos[i] = 0.0
         # 2. decisions on yesterday's signal
-        active, can_buy, can_sell = _tradability(market, day, config.limit_threshold)
+        active, can_buy, can_sell = _tradability(market, day, c.limit_threshold)
         held = pos > 0
         sell, buy = rule(scores[day - 1], held, held_days, can_buy, can_sell)
         sell &= held
@@ -145,37 +160,40 @@ def simulate(scores: np.ndarray, market: Market, rule: Rule, config: BacktestCon
         # 3a. sells
         for i in np.flatnonzero(sell).tolist():
             if not can_sell[i]:
-                orders.append((day, i, -1, pos[i], price[i], 0.0, 0.0, 1 if not active[i] else 2))
+                status = 1 if not active[i] else 2
+                orders.append((day, i, -1, pos[i], price[i], 0.0, 0.0, 0.0, status))
                 continue
             amount = pos[i] * price[i]
-            cost = max(amount * config.close_cost, config.min_cost)
-            money += amount - cost
-            day_cost += cost
+            cost = fee(amount, c.close_cost, c.min_cost)
+            slip = amount * slip_rate(pos[i], volume[day, i], c.slippage, c.impact)
+            money += amount - cost - slip
+            day_cost += cost + slip
             day_traded += amount
-            orders.append((day, i, -1, pos[i], price[i], amount, cost, 0))
+            orders.append((day, i, -1, pos[i], price[i], amount, cost, slip, 0))
             pos[i] = 0.0
-        # 3b. buys share the cash
+        # 3b. buys share the cash, best score first (Qlib's order); a blocked buy keeps its
+        # share of the budget unspent, as in Qlib
         wanted = np.flatnonzero(buy)
         if wanted.size:
-            budget = money * config.risk_degree / wanted.size
+            wanted = wanted[np.argsort(-scores[day - 1, wanted], kind="stable")]
+            budget = money * c.risk_degree / wanted.size
             for i in wanted.tolist():
                 if not can_buy[i]:
-                    orders.append((day, i, 1, 0.0, price[i], 0.0, 0.0, 1 if not active[i] else 2))
+                    status = 1 if not active[i] else 2
+                    orders.append((day, i, 1, 0.0, price[i], 0.0, 0.0, 0.0, status))
                     continue
-                per_share = price[i] * (1.0 + config.open_cost)
-                lots = np.floor(budget / per_share / config.lot_size)
-                count = lots * config.lot_size
-                amount = count * price[i]
+                count = buy_shares(budget, money, price[i], c.open_cost, c.min_cost,
+                                   c.lot_size, volume[day, i], c.slippage, c.impact)  # fmt: skip
                 if count <= 0:
                     continue
-                cost = max(amount * config.open_cost, config.min_cost)
-                if amount + cost > money:  # no leverage
-                    continue
-                money -= amount + cost
-                day_cost += cost
+                amount = count * price[i]
+                cost = fee(amount, c.open_cost, c.min_cost)
+                slip = amount * slip_rate(count, volume[day, i], c.slippage, c.impact)
+                money -= amount + cost + slip
+                day_cost += cost + slip
                 day_traded += amount
                 pos[i] = count
-                orders.append((day, i, 1, count, price[i], amount, cost, 0))
+                orders.append((day, i, 1, count, price[i], amount, cost, slip, 0))
         held_days = np.where(pos > 0, held_days + 1, 0)
         shares[day] = pos
         cash[day] = money
@@ -183,17 +201,27 @@ def simulate(scores: np.ndarray, market: Market, rule: Rule, config: BacktestCon
         value[day] = money + mark.sum()
         costs[day] = day_cost
         traded[day] = day_traded
-    net = np.zeros(days)
-    gross = np.zeros(days)
-    turnover = np.zeros(days)
+    table = np.array(orders, dtype=float).reshape(-1, len(ORDER_COLUMNS))
+    return finish(value, cash, costs, traded, shares, table)
+
+
+def finish(
+    value: np.ndarray,
+    cash: np.ndarray,
+    costs: np.ndarray,
+    traded: np.ndarray,
+    shares: np.ndarray,
+    table: np.ndarray,
+) -> Simulation:
+    """Daily returns and turnover from the values, and the order table by column."""
+    days = value.size
+    net, gross, turnover = np.zeros(days), np.zeros(days), np.zeros(days)
     net[1:] = value[1:] / value[:-1] - 1.0
     gross[1:] = (value[1:] + costs[1:]) / value[:-1] - 1.0
     turnover[1:] = traded[1:] / value[:-1]
-    columns = ("day", "instrument", "side", "shares", "price", "value", "cost", "status")
-    table = np.array(orders, dtype=float).reshape(-1, len(columns))
     return Simulation(
         value, cash, net, gross, turnover, costs, shares,
-        {c: table[:, k] for k, c in enumerate(columns)},
+        {col: table[:, k] for k, col in enumerate(ORDER_COLUMNS)},
     )  # fmt: skip
 
 

@@ -6,7 +6,9 @@ with the same timing, costs and trading limits as ``simulate``: an order on an i
 that cannot trade (suspended; a buy at limit-up, a sell at limit-down) is not filled and the
 position stays as it was. Shorts are allowed here (gross leverage up to ``leverage``); short
 sale proceeds are held as cash, so the portfolio's value is cash plus the signed positions.
-A delisted position is closed at its last close times 1 + ``delist_return``.
+A delisted position is closed at its last close times 1 + ``delist_return``. A day whose
+targets are all NaN has no new target (an optimizer between rebalances): nothing trades.
+Fees and slippage are those of ``_fills``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,14 @@ import warnings
 
 import numpy as np
 
-from quarry.backtest._engine import BacktestConfig, Market, Simulation, _alive_after
+from quarry.backtest._engine import (
+    ORDER_COLUMNS,
+    BacktestConfig,
+    Market,
+    Simulation,
+    _alive_after,
+    finish,
+)
 from quarry.exceptions import UsageError
 
 __all__ = ["long_short_weights", "score_weights", "simulate_weights"]
@@ -58,7 +67,7 @@ def simulate_weights(
     days, n = market.close.shape
     if targets.shape != (days, n):
         raise UsageError(f"the targets cover {targets.shape}, the market {(days, n)}")
-    gross_exposure = np.abs(targets).sum(axis=1)
+    gross_exposure = np.nansum(np.abs(targets), axis=1)
     if np.any(gross_exposure > leverage + 1e-9):
         worst = int(np.argmax(gross_exposure))
         raise UsageError(
@@ -84,11 +93,17 @@ def simulate_weights(
             rows.append(_orders(day, np.flatnonzero(gone), -pos[gone], last[gone], 0.0, 3))
             pos[gone] = 0.0
         price = market.deal[day]
-        active = np.isfinite(price) & (np.nan_to_num(market.volume[day]) > 0)
+        volume = market.volume[day]
+        active = np.isfinite(price) & (np.nan_to_num(volume) > 0)
+        target = targets[day - 1]
+        if np.isnan(target).all():  # no new target: hold, marked to market
+            shares[day], cash[day] = pos, money
+            value[day] = money + np.nansum(pos * last)
+            continue
         with np.errstate(invalid="ignore", divide="ignore"):
             move = market.close[day] / market.close[day - 1] - 1.0
         worth = money + np.nansum(pos * last)
-        wanted = np.where(active, targets[day - 1] * worth / np.where(active, price, 1.0), pos)
+        wanted = np.where(active, np.nan_to_num(target) * worth / np.where(active, price, 1.0), pos)
         lots = config.lot_size
         wanted = np.trunc(wanted / lots) * lots
         delta = np.where(active, wanted - pos, 0.0)
@@ -105,24 +120,19 @@ def simulate_weights(
             amount = delta[trade] * price[trade]
             rate = np.where(delta[trade] > 0, config.open_cost, config.close_cost)
             fee = np.maximum(np.abs(amount) * rate, config.min_cost)
-            money -= amount.sum() + fee.sum()
-            costs[day] = fee.sum()
+            slip = np.abs(amount) * config.slippage
+            if config.impact:
+                slip += np.abs(amount) * config.impact * np.abs(delta[trade]) / volume[trade]
+            money -= amount.sum() + fee.sum() + slip.sum()
+            costs[day] = fee.sum() + slip.sum()
             traded[day] += np.abs(amount).sum()
             pos[trade] += delta[trade]
-            rows.append(_orders(day, trade, delta[trade], price[trade], fee, 0))
+            rows.append(_orders(day, trade, delta[trade], price[trade], fee, 0, slip))
         shares[day] = pos
         cash[day] = money
         value[day] = money + np.nansum(pos * last)
-    net, gross, turnover = np.zeros(days), np.zeros(days), np.zeros(days)
-    net[1:] = value[1:] / value[:-1] - 1.0
-    gross[1:] = (value[1:] + costs[1:]) / value[:-1] - 1.0
-    turnover[1:] = traded[1:] / value[:-1]
-    table = np.concatenate(rows) if rows else np.zeros((0, 8))
-    columns = ("day", "instrument", "side", "shares", "price", "value", "cost", "status")
-    return Simulation(
-        value, cash, net, gross, turnover, costs, shares,
-        {c: table[:, k] for k, c in enumerate(columns)},
-    )  # fmt: skip
+    table = np.concatenate(rows) if rows else np.zeros((0, len(ORDER_COLUMNS)))
+    return finish(value, cash, costs, traded, shares, table)
 
 
 def _orders(
@@ -132,10 +142,11 @@ def _orders(
     price: np.ndarray,
     fee: np.ndarray | float,
     status: int,
+    slip: np.ndarray | float = 0.0,
 ) -> np.ndarray:
-    """Order rows: day, instrument, side (+1 buy, -1 sell), shares, price, value, cost,
-    status (0 filled, 2 blocked at a limit, 3 closed at delisting)."""
-    out = np.empty((idx.size, 8))
+    """Order rows by ``ORDER_COLUMNS``; status 0 filled, 2 blocked at a limit, 3 closed at
+    delisting."""
+    out = np.empty((idx.size, len(ORDER_COLUMNS)))
     out[:, 0] = day
     out[:, 1] = idx
     out[:, 2] = np.sign(delta)
@@ -143,5 +154,6 @@ def _orders(
     out[:, 4] = price
     out[:, 5] = np.abs(delta * price) if status != 2 else 0.0
     out[:, 6] = fee
-    out[:, 7] = status
+    out[:, 7] = slip
+    out[:, 8] = status
     return out
