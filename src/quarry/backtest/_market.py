@@ -12,7 +12,7 @@ from quarry.backtest._engine import Market
 from quarry.data import Store, read_bars
 from quarry.exceptions import UsageError
 
-__all__ = ["DEAL_PRICES", "Aligned", "align"]
+__all__ = ["DEAL_PRICES", "Aligned", "align", "index_returns", "industry_codes"]
 
 DEAL_PRICES = ("open", "close", "vwap")
 
@@ -91,3 +91,56 @@ def align(
         volume=lay(bars, "volume", at),
     )
     return Aligned(dates.to_list(), instruments.to_list(), scores, market)
+
+
+def index_returns(
+    store: Store, name: str, dates: list[object], *, as_of: datetime | str | None = None
+) -> np.ndarray:
+    """Daily returns on the grid's dates of an index stored as the bars of instrument
+    ``name`` (its close is the index level): close to close, a missing day carrying the last
+    level forward, 0 on the first day."""
+    calendar = pl.Series("date", dates, dtype=pl.Date)
+    bars = read_bars(store, ["close"], start=calendar.min(), end=calendar.max(), as_of=as_of,
+                     adjust="adjusted", instruments=[name])  # fmt: skip
+    if bars.height == 0:
+        raise UsageError(
+            f"--benchmark {name}: {store.location} has no bars of {name!r} over the backtest's "
+            "days; ingest the index's daily closes as bars of an instrument of that name, or "
+            "leave --benchmark out for the equal-weighted universe"
+        )
+    level = (
+        calendar.to_frame()
+        .join(bars.select("date", "close"), on="date", how="left")
+        .sort("date")["close"]
+        .fill_null(strategy="forward")
+        .to_numpy()
+    )
+    out = np.zeros(level.size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out[1:] = np.nan_to_num(level[1:] / level[:-1] - 1.0)
+    return out
+
+
+def industry_codes(
+    store: Store, grid: Aligned, *, as_of: datetime | str | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """Each instrument's industry on each day of the grid, as it was classified then (known
+    at ``as_of``): codes days x instruments (-1 where none) and the industries' names."""
+    from quarry.data import industries
+
+    table = industries(store, as_of).filter(
+        pl.col("instrument").is_in(pl.Series(grid.instruments, dtype=pl.String).implode())
+    )
+    names = sorted(set(table["industry"].to_list()))
+    codes = np.full(grid.scores.shape, -1, dtype=np.int16)
+    if table.height == 0:
+        return codes, names
+    calendar = pl.Series(grid.dates, dtype=pl.Date).to_physical().to_numpy()
+    position = {name: i for i, name in enumerate(grid.instruments)}
+    code = {name: k for k, name in enumerate(names)}
+    start = np.searchsorted(calendar, table["valid_from"].to_physical().to_numpy())
+    ends = table["valid_to"].to_physical().fill_null(np.iinfo(np.int32).max).to_numpy()
+    stop = np.searchsorted(calendar, ends, side="right")  # valid_to is the last day
+    for row, (inst, industry) in enumerate(table.select("instrument", "industry").iter_rows()):
+        codes[start[row] : stop[row], position[inst]] = code[industry]
+    return codes, names

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,18 +19,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from quarry.backtest._engine import BacktestConfig, Simulation, simulate
-from quarry.backtest._market import Aligned, align
+from quarry.backtest._engine import BacktestConfig, Simulation
+from quarry.backtest._market import Aligned, align, index_returns, industry_codes
+from quarry.backtest._topk_engine import simulate_topk
 from quarry.backtest._metrics import summary
 from quarry.data import Store
 from quarry.exceptions import UsageError
 
 if TYPE_CHECKING:  # the models package imports its estimators: only when a signal is analyzed
     from quarry.models._signal import SignalReport
+    from quarry.portfolio import OptimizerConfig
 
 __all__ = ["STRATEGIES", "BacktestResult", "run_backtest"]
 
-STRATEGIES = ("topk-dropout", "long-short", "score-weighted")
+STRATEGIES = ("topk-dropout", "long-short", "score-weighted", "optimizer")
 _STATUS = {0: "filled", 1: "suspended", 2: "limit", 3: "delisted"}
 
 
@@ -78,53 +80,151 @@ def run_backtest(
     hold_thresh: int = 1,
     deal_price: str = "close",
     universe: str | None = None,
+    benchmark: str | None = None,
     as_of: datetime | str | None = None,
     config: BacktestConfig | None = None,
+    optimizer: OptimizerConfig | None = None,
+    analyze_signal: bool = True,
 ) -> BacktestResult:
     """Simulate ``strategy`` on ``signal`` (instrument, date, score) over the store's
-    market and, with ``out``, write the result files there."""
-    from quarry.portfolio import topk_dropout_day
+    market and, with ``out``, write the result files there.
 
+    ``benchmark``: an instrument of the store whose close is an index level; default the
+    equal-weighted universe. ``optimizer``: the optimizer strategy's settings.
+    ``analyze_signal``: also measure the signal's IC and quantile returns for the report.
+    """
     if strategy not in STRATEGIES:
-        raise UsageError(
-            f"--strategy {strategy!r}: choose one of {', '.join(STRATEGIES)} "
-            "(the optimizer is still to come)"
-        )
+        raise UsageError(f"--strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
     config = config or BacktestConfig()
     grid = align(store, signal, deal_price=deal_price, universe=universe, as_of=as_of)
-
-    def rule(
-        scores: np.ndarray,
-        held: np.ndarray,
-        days_held: np.ndarray,
-        can_buy: np.ndarray,
-        can_sell: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        return topk_dropout_day(
-            scores, held, days_held, topk=topk, n_drop=n_drop, hold_thresh=hold_thresh,
-            can_buy=can_buy, can_sell=can_sell,
-        )  # fmt: skip
-
+    codes, industry_names = industry_codes(store, grid, as_of=as_of)
+    decisions = None
     if strategy == "topk-dropout":
-        sim = simulate(grid.scores, grid.market, rule, config)
+        sim = simulate_topk(
+            grid.scores, grid.market, config, topk=topk, n_drop=n_drop, hold_thresh=hold_thresh
+        )
     else:
         from quarry.backtest._weights import long_short_weights, score_weights, simulate_weights
 
-        weights = (
-            long_short_weights(grid.scores)
-            if strategy == "long-short"
-            else score_weights(grid.scores)
+        leverage = 1.0
+        if strategy == "long-short":
+            weights = long_short_weights(grid.scores)
+        elif strategy == "score-weighted":
+            weights = score_weights(grid.scores)
+        else:
+            weights, decisions, leverage = _optimize(grid, codes, optimizer)
+        sim = simulate_weights(
+            weights * config.risk_degree, grid.market, config, leverage=max(leverage, 1.0)
         )
-        sim = simulate_weights(weights * config.risk_degree, grid.market, config)
-    result = _frames(grid, sim)
+    bench = (
+        index_returns(store, benchmark, grid.dates, as_of=as_of)
+        if benchmark
+        else equal_weight_benchmark(grid.market.close)
+    )
+    result = _frames(grid, sim, bench)
+    exposure = _exposure(grid, sim, codes, industry_names, equal_weighted=not benchmark)
+    report = _signal_report(grid) if analyze_signal else None
+    if report is not None:
+        result.metrics["signal"] = report.as_dict()
+    if decisions is not None:
+        result.metrics["optimizer"] = {
+            "rebalances": decisions.height,
+            **{f"status_{k}": int(v) for k, v in decisions.group_by("status").len().iter_rows()},
+        }
+    result = replace(result, exposure=exposure, signal=report, decisions=decisions)
     if out is not None:
         write(result, out)
     return result
 
 
-def _frames(grid: Aligned, sim: Simulation) -> BacktestResult:
+def _optimize(
+    grid: Aligned, codes: np.ndarray, settings: OptimizerConfig | None
+) -> tuple[np.ndarray, pl.DataFrame, float]:
+    """Target weights from the optimizer, point in time: day t's weights use day t's scores
+    and the close-to-close returns up to day t."""
+    from quarry.portfolio import OptimizerConfig, optimize_weights
+
+    settings = settings or OptimizerConfig()
+    close = grid.market.close
+    returns = np.full(close.shape, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        returns[1:] = close[1:] / close[:-1] - 1.0
+    found = optimize_weights(
+        grid.scores, returns, config=settings,
+        industries=codes if (codes >= 0).any() else None,
+    )  # fmt: skip
     dates = pl.Series("date", grid.dates)
-    benchmark = equal_weight_benchmark(grid.market.close)
+    days = [d for d, _, _ in found.decisions]
+    decisions = pl.DataFrame(
+        {
+            "date": dates.gather(days) if days else dates.clear(),
+            "status": [s for _, s, _ in found.decisions],
+            "detail": [t for _, _, t in found.decisions],
+        },
+        schema_overrides={"status": pl.String, "detail": pl.String},
+    )
+    return found.weights, decisions, settings.gross_leverage
+
+
+def _exposure(
+    grid: Aligned, sim: Simulation, codes: np.ndarray, names: list[str], *, equal_weighted: bool
+) -> pl.DataFrame | None:
+    """Each industry's weight in the portfolio at each close, and in the equal-weighted
+    universe (the instruments with a bar that day) when that is the benchmark."""
+    if not names:
+        return None
+    days, k = codes.shape[0], len(names)
+    close = np.nan_to_num(grid.market.close)
+    held = sim.shares != 0
+    weight = np.where(held, sim.shares * close, 0.0) / sim.value[:, None]
+    flat = np.arange(days)[:, None] * k + codes
+    known = codes >= 0
+    portfolio = np.bincount(flat[known], weight[known], minlength=days * k).reshape(days, k)
+    frame = {
+        "date": np.repeat(np.asarray(grid.dates, dtype="datetime64[D]"), k),
+        "industry": np.tile(np.asarray(names, dtype=object), days),
+        "portfolio": portfolio.ravel(),
+    }
+    if equal_weighted:
+        listed = known & np.isfinite(grid.market.close)
+        count = np.bincount(flat[listed], minlength=days * k).reshape(days, k)
+        total = np.maximum(listed.sum(axis=1, keepdims=True), 1)
+        frame["benchmark"] = (count / total).ravel()
+    else:  # an index's members are not in the store: its industry weights are unknown
+        frame["benchmark"] = np.full(days * k, np.nan)
+    out = pl.DataFrame(frame, schema_overrides={"industry": pl.String})
+    return out.with_columns(
+        pl.col("date").cast(pl.Date),
+        (pl.col("portfolio") - pl.col("benchmark")).alias("active"),
+    )
+
+
+def _signal_report(grid: Aligned) -> SignalReport | None:
+    """The signal's IC and quantile returns against what a score dated t earns when traded:
+    the deal price from t+1 to t+2."""
+    from quarry.models._signal import analyze
+
+    deal = grid.market.deal
+    earned = np.full(deal.shape, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        earned[:-2] = deal[2:] / deal[1:-1] - 1.0
+    day, inst = np.nonzero(np.isfinite(grid.scores) & np.isfinite(earned))
+    if day.size == 0:
+        return None
+    dates = pl.Series("date", grid.dates)
+    frame = pl.DataFrame(
+        {
+            "instrument": pl.Series(grid.instruments, dtype=pl.String).gather(inst),
+            "date": dates.gather(day),
+            "score": grid.scores[day, inst],
+            "LABEL0": earned[day, inst],
+        }
+    )
+    return analyze(frame)
+
+
+def _frames(grid: Aligned, sim: Simulation, benchmark: np.ndarray) -> BacktestResult:
+    dates = pl.Series("date", grid.dates)
     returns = pl.DataFrame(
         {
             "date": dates,
@@ -160,12 +260,13 @@ def _frames(grid: Aligned, sim: Simulation) -> BacktestResult:
             "price": o["price"],
             "value": o["value"],
             "cost": o["cost"],
+            "slippage": o["slippage"],
             "status": pl.Series(o["status"].astype(np.int64)).replace_strict(
                 _STATUS, return_dtype=pl.String
             ),
         },
         schema_overrides={"side": pl.String, "status": pl.String},
-    )
+    ).sort("date", "instrument", maintain_order=True)
     # Day 0 has no trade (the first signal trades the next day): metrics start at day 1.
     metrics = dict(summary(sim.net[1:], sim.gross[1:], benchmark[1:], sim.turnover[1:]))
     return BacktestResult(metrics, returns, positions, orders)

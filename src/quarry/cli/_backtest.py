@@ -21,7 +21,11 @@ def backtest_cmd(
         str | None, typer.Option(help="Trade only members of this universe, day by day.")
     ] = None,
     strategy: Annotated[
-        str, typer.Option(help="topk-dropout, long-short (top/bottom 20%) or score-weighted.")
+        str,
+        typer.Option(
+            help="topk-dropout, long-short (top/bottom 20%), score-weighted, or optimizer "
+            "(alpha less risk under limits, see the --risk-aversion group below)."
+        ),
     ] = "topk-dropout",
     topk: Annotated[int, typer.Option(help="Names held.")] = 50,
     n_drop: Annotated[int, typer.Option(help="Worst held names replaced each day.")] = 5,
@@ -37,29 +41,98 @@ def backtest_cmd(
     limit_threshold: Annotated[
         float, typer.Option(help="Daily move beyond which buys (up) or sells (down) are blocked.")
     ] = 0.095,
+    slippage: Annotated[
+        float, typer.Option(help="Slippage, share of each trade's value (0.0005 = 5 bp).")
+    ] = 0.0,
+    impact: Annotated[
+        float,
+        typer.Option(help="More slippage per unit of participation (shares / day's volume)."),
+    ] = 0.0,
     lot_size: Annotated[int, typer.Option(help="Shares are bought in multiples of this.")] = 1,
+    delist_return: Annotated[
+        float, typer.Option(help="Return on the last close when a holding delists.")
+    ] = 0.0,
     account: Annotated[float, typer.Option(help="Starting cash.")] = 1e8,
+    benchmark: Annotated[
+        str | None,
+        typer.Option(
+            help="An instrument of the store whose close is an index level; default the "
+            "equal-weighted universe."
+        ),
+    ] = None,
     as_of: Annotated[str | None, typer.Option(help="Use what the store knew then.")] = None,
+    risk_aversion: Annotated[
+        float, typer.Option(help="Optimizer: weight of risk against alpha.")
+    ] = 1.0,
+    dollar_neutral: Annotated[
+        bool, typer.Option(help="Optimizer: long-short with net weight 0 (default long-only).")
+    ] = False,
+    max_weight: Annotated[float, typer.Option(help="Optimizer: largest weight of a name.")] = (
+        0.05
+    ),
+    industry_bound: Annotated[
+        float | None,
+        typer.Option(help="Optimizer: industry weight within this of the benchmark's."),
+    ] = 0.05,
+    turnover_limit: Annotated[
+        float | None, typer.Option(help="Optimizer: most traded weight per rebalance.")
+    ] = None,
+    gross_leverage: Annotated[
+        float, typer.Option(help="Optimizer: long-only share invested, or most gross weight.")
+    ] = 1.0,
+    risk_model: Annotated[
+        str, typer.Option(help="Optimizer: ledoit-wolf or factor (statistical, PCA).")
+    ] = "ledoit-wolf",
+    lookback: Annotated[
+        int, typer.Option(help="Optimizer: trailing days the risk model is fitted on.")
+    ] = 120,
+    rebalance_every: Annotated[
+        int, typer.Option(help="Optimizer: trading days between rebalances.")
+    ] = 5,
+    solver: Annotated[str, typer.Option(help="Optimizer: clarabel or osqp.")] = "clarabel",
 ) -> None:
     """Backtest a signal: the score dated t trades at t+1, with costs and trading limits.
 
     Writes OUT/metrics.json (net and gross: annualized return and volatility, Sharpe, max
-    drawdown, excess annualized return and information ratio against the equal-weighted
-    universe, turnover), returns.parquet, positions.parquet, orders.parquet and report.html.
+    drawdown, excess annualized return and information ratio against the benchmark, turnover;
+    the signal's IC), returns.parquet, positions.parquet, orders.parquet (fills, costs,
+    slippage, blocked orders), report.html and PNGs of its charts.
 
-    Example: quarry backtest --store ./store --signal runs/lgb/predictions.parquet
-    --topk 50 --n-drop 5 --out runs/bt
+    Examples:
+
+      quarry backtest --store ./store --signal runs/lgb/predictions.parquet --out runs/bt
+
+      quarry backtest --store ./store --signal preds.parquet --strategy optimizer
+      --max-weight 0.03 --industry-bound 0.02 --turnover-limit 0.2 --out runs/opt
     """
     import polars as pl
 
     from quarry.backtest import BacktestConfig
     from quarry.backtest._run import run_backtest
     from quarry.data import Store
+    from quarry.portfolio import OptimizerConfig
 
     config = BacktestConfig(
         account=account, open_cost=open_cost, close_cost=close_cost, min_cost=min_cost,
-        limit_threshold=limit_threshold, lot_size=lot_size,
+        limit_threshold=limit_threshold, lot_size=lot_size, slippage=slippage, impact=impact,
+        delist_return=delist_return,
     )  # fmt: skip
+    optimizer = (
+        OptimizerConfig(
+            risk_aversion=risk_aversion,
+            long_only=not dollar_neutral,
+            max_weight=max_weight,
+            industry_bound=industry_bound,
+            turnover_limit=turnover_limit,
+            gross_leverage=gross_leverage,
+            risk_model=risk_model,
+            lookback=lookback,
+            rebalance_every=rebalance_every,
+            solver=solver,
+        )  # fmt: skip
+        if strategy == "optimizer"
+        else None
+    )
     if not signal.exists():
         raise DataError(f"{signal}: no such file; quarry train writes predictions.parquet")
     try:
@@ -72,8 +145,8 @@ def backtest_cmd(
     with err.status("simulating"):
         result = run_backtest(
             source, frame, out, strategy=strategy, topk=topk, n_drop=n_drop,
-            hold_thresh=hold_thresh, deal_price=deal_price, universe=universe, as_of=as_of,
-            config=config,
+            hold_thresh=hold_thresh, deal_price=deal_price, universe=universe,
+            benchmark=benchmark, as_of=as_of, config=config, optimizer=optimizer,
         )  # fmt: skip
     m = result.metrics
 

@@ -171,6 +171,23 @@ def members(
     return spans
 
 
+def industries(store: Store, as_of: datetime | str | None = None) -> pl.DataFrame:
+    """The industry classifications known at ``as_of``: instrument, industry, valid_from,
+    valid_to (null while current), one row per classification, sorted. Rows with no
+    industry are left out; an instrument reclassified has one row per spell."""
+    lf = store.scan("instruments", as_of=as_of)
+    schema = {"instrument": pl.String, "industry": pl.String, "valid_from": pl.Date,
+              "valid_to": pl.Date}  # fmt: skip
+    if lf is None:
+        return pl.DataFrame(schema=schema)
+    return (
+        lf.filter(pl.col("industry").is_not_null())
+        .select(list(schema))
+        .collect()
+        .sort("instrument", "valid_from")
+    )
+
+
 def _fundamentals_daily(
     store: Store, fields: Sequence[str], as_of: datetime | None
 ) -> pl.DataFrame:

@@ -1,12 +1,42 @@
-"""Portfolio construction: from a day's scores to the names held.
+"""Portfolio construction: from a day's scores to the names held or the weights targeted.
 
 - ``topk_dropout_day``: one rebalance of Qlib's TopK-Dropout rule, as sell and buy masks.
 - ``topk_dropout``: the rule run over days x instruments, giving the holdings after each day.
+- ``optimize_weights``: mean-variance weights under limits (long-only or dollar-neutral,
+  maximum weight, industry exposure against the benchmark, turnover, gross leverage),
+  solved with cvxpy (Clarabel or OSQP), point in time, with a recorded fallback when a
+  rebalance is infeasible; ``optimize_day`` is one rebalance.
+- Risk models fitted on trailing returns: ``ledoit_wolf`` (shrunk covariance) and
+  ``factor_model`` (statistical factors), both as factors plus specific variance.
 """
 
+from quarry.portfolio._optimizer import (
+    SOLVERS,
+    STATUSES,
+    DayResult,
+    Decision,
+    Optimized,
+    OptimizerConfig,
+    optimize_day,
+    optimize_weights,
+)
+from quarry.portfolio._risk import RISK_MODELS, RiskModel, factor_model, fit_risk, ledoit_wolf
 from quarry.portfolio._topk import topk_dropout, topk_dropout_day
 
 __all__ = [
+    "RISK_MODELS",
+    "SOLVERS",
+    "STATUSES",
+    "DayResult",
+    "Decision",
+    "Optimized",
+    "OptimizerConfig",
+    "RiskModel",
+    "factor_model",
+    "fit_risk",
+    "ledoit_wolf",
+    "optimize_day",
+    "optimize_weights",
     "topk_dropout",
     "topk_dropout_day",
 ]
