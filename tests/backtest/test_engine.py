@@ -119,3 +119,28 @@ def test_topk_dropout_in_the_engine_holds_what_the_rule_alone_holds() -> None:
     sim = simulate(scores, market, rule, config)
     expected = topk_dropout(scores, topk=5, n_drop=2, hold_thresh=2)
     np.testing.assert_array_equal(sim.shares[1:] > 0, expected[:-1])
+
+
+def test_slippage_and_impact_cost_their_share_of_the_value() -> None:
+    market = _market([[10.0], [10.0], [10.0]], volume=1000.0)
+    config = BacktestConfig(account=1000.0, open_cost=0.0, close_cost=0.0, min_cost=0.0,
+                            risk_degree=0.5, slippage=0.001, impact=0.2)  # fmt: skip
+    sim = simulate(np.array([[1.0], [-1.0], [np.nan]]), market, _buy_positive, config)
+    # day 1: 50 shares (500 / 10); participation 50 / 1000 = 5%: 0.1% + 0.2 * 5% = 1.1%
+    assert sim.orders["slippage"][0] == pytest.approx(500 * 0.011)
+    assert sim.costs[1] == pytest.approx(5.5)
+    assert sim.net[1] == pytest.approx(-5.5 / 1000)
+    # day 2: the sale pays the same rate on the same value
+    assert sim.costs[2] == pytest.approx(5.5)
+    assert sim.value[2] == pytest.approx(1000 - 11.0)
+
+
+def test_a_buy_the_cash_cannot_pay_for_is_cut_to_what_it_can() -> None:
+    """Qlib's sizing: the budget over the price, then cut to the cash with the fee."""
+    market = _market([[10.0], [10.0]])
+    config = BacktestConfig(account=1000.0, open_cost=0.02, close_cost=0.0, min_cost=0.0,
+                            risk_degree=1.0)  # fmt: skip
+    sim = simulate(np.array([[1.0], [np.nan]]), market, _buy_positive, config)
+    # 100 shares would cost 1000 + 20: cut to floor(1000 / 10.2) = 98
+    assert sim.shares[1, 0] == 98
+    assert sim.cash[1] == pytest.approx(1000 - 980 * 1.02)

@@ -41,6 +41,7 @@ MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", 
 OPTIMAL = "optimal"
 _SMOOTH = 20  # days in the IC's and turnover's rolling mean
 _DPI = 100
+_CLIP = 98.0  # exposure colors saturate beyond this percentile of the absolute active weight
 
 _LABELS = {
     "annualized_return": ("Annualized return", "pct"),
@@ -213,6 +214,17 @@ def _quantile_curves(signal: SignalReport) -> tuple[Dates, dict[str, Array], dic
     return wide["date"].to_numpy(), curves, means
 
 
+def _color_limit(z: Array, clip: float) -> tuple[float, bool]:
+    """A symmetric color limit: the ``clip`` percentile of ``|z|`` (positive), and whether
+    some value lies beyond it."""
+    finite = np.abs(z[np.isfinite(z)])
+    if not finite.size:
+        return 0.01, False
+    limit = float(np.percentile(finite, clip))
+    limit = limit if limit > 0 else max(float(finite.max()), 0.01)
+    return limit, float(finite.max()) > limit
+
+
 # -- HTML ----------------------------------------------------------------------------------------
 
 
@@ -248,21 +260,20 @@ def _signal_table(summary: dict[str, float], long_short_mean: float) -> str:
     return f"<table><tbody>{''.join(rows)}</tbody></table>"
 
 
+def _status() -> pl.Expr:
+    return pl.col("status").cast(pl.String).fill_null("(none)")
+
+
 def _status_counts(decisions: pl.DataFrame) -> list[tuple[str, int]]:
-    counts = (
-        decisions.group_by(pl.col("status").cast(pl.String).fill_null("(none)"))
-        .len()
-        .sort(["len", "status"], descending=[True, False])
-    )
+    counts = decisions.group_by(_status()).len().sort(["len", "status"], descending=[True, False])
     pairs = [(str(s), int(n)) for s, n in counts.iter_rows()]
     # optimal first, then the fallbacks by how often they were taken
     return sorted(pairs, key=lambda p: p[0] != OPTIMAL)
 
 
 def _fallbacks(decisions: pl.DataFrame) -> pl.DataFrame:
-    return decisions.filter(pl.col("status").cast(pl.String).fill_null("(none)") != OPTIMAL).sort(
-        "date"
-    )
+    """The rebalances that were not solved as posed, by date."""
+    return decisions.filter(_status() != OPTIMAL).sort("date")
 
 
 def _decisions_html(decisions: pl.DataFrame) -> str:
@@ -383,14 +394,12 @@ def _html_exposure(industries: list[str], wide: pl.DataFrame) -> Any:
 
     # one heatmap trace over every date: every day kept, however many industries
     z = wide.select(industries).to_numpy().T.astype(np.float64)
-    mean = np.asarray(
-        wide.select(pl.col(industries).mean()).row(0), dtype=np.float64
-    )  # by construction in the same order as industries
+    mean = np.asarray(wide.select(pl.col(industries).mean()).row(0), dtype=np.float64)
     fig = make_subplots(
         rows=1, cols=2, shared_yaxes=True, column_widths=[0.8, 0.2], horizontal_spacing=0.02,
         subplot_titles=("Active weight by day", "Mean"),
     )  # fmt: skip
-    limit = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
+    limit, _ = _color_limit(z, _CLIP)
     fig.add_trace(
         go.Heatmap(
             z=z, x=wide["date"].to_numpy(), y=industries, colorscale="RdBu", zmid=0,
@@ -543,10 +552,7 @@ def _heatmap(fig: Figure, ax: Any, z: Array, cmap: str, fmt: str, *, clip: float
     percentile of its absolute values (beyond it the colorbar's arrows say so), NaN blank."""
     from matplotlib.colors import TwoSlopeNorm
 
-    finite = np.abs(z[np.isfinite(z)])
-    limit = float(np.percentile(finite, clip)) if finite.size else 0.0
-    limit = limit if limit > 0 else 0.01
-    clipped = bool(finite.size) and float(finite.max()) > limit
+    limit, clipped = _color_limit(z, clip)
     image = ax.imshow(
         np.ma.masked_invalid(z), cmap=cmap, norm=TwoSlopeNorm(0.0, -limit, limit),
         aspect="auto", interpolation="nearest",
@@ -557,7 +563,7 @@ def _heatmap(fig: Figure, ax: Any, z: Array, cmap: str, fmt: str, *, clip: float
 
 
 def _png_monthly(years: list[int], table: Array, path: Path) -> Path:
-    fig = _figure(10, 1.2 + 0.42 * len(years), left=0.6, right=0.75, bottom=0.35)
+    fig = _figure(10, max(2.0, 1.2 + 0.42 * len(years)), left=0.6, right=0.75, bottom=0.35)
     ax = fig.subplots()
     image = _heatmap(fig, ax, table, "RdYlGn", "{x:.0%}")
     limit = image.norm.vmax
@@ -597,7 +603,7 @@ def _png_exposure(industries: list[str], wide: pl.DataFrame, path: Path) -> Path
     )
     ax = fig.subplots()
     # a month or two of extreme bets should not wash out the rest of the picture
-    _heatmap(fig, ax, z, "RdBu", "{x:.1%}", clip=98.0)
+    _heatmap(fig, ax, z, "RdBu", "{x:.1%}", clip=_CLIP)
     ax.set_yticks(range(len(industries)), industries, fontsize=8)
     ticks = _month_ticks(months)
     ax.set_xticks(ticks, [f"{months[t]:%Y-%m}" for t in ticks], rotation=30, ha="right")
@@ -717,7 +723,8 @@ def write_report(result: BacktestResult, path: Path) -> list[Path]:
             _section(
                 "Industry exposure",
                 "Active weight = portfolio less benchmark, per industry, at each close; "
-                "industries ordered by their mean active weight.",
+                "industries ordered by their mean active weight (blue over, red under; colors "
+                f"saturate at the {_CLIP:g}th percentile of its size, hover for the values).",
                 plot(_html_exposure(industries, wide)),
             )
         )
