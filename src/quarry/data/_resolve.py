@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 from deltalake import DeltaTable
 
 from quarry.data._schemas import DELETED, KT, KT_DTYPE, VERSION, TableSpec
@@ -95,22 +94,10 @@ def _files(store: Store, spec: TableSpec, dt: DeltaTable, as_of: datetime | None
     """One row per visible data file: uri, rows, key range of its first key column, commit."""
     k0, k1 = spec.key[0], spec.key[1]
     uris = dt.file_uris()
-    acts = pa.table(dt.get_add_actions(flatten=True))
+    # Through the Arrow stream interface: pa.table() of it would import pandas (0.2 s).
+    acts = pl.DataFrame(dt.get_add_actions(flatten=True))
     by_name = {u.rsplit("/", 1)[-1]: u for u in uris}
-    files = pl.DataFrame(
-        acts.select(
-            [
-                "path",
-                "num_records",
-                f"min.{k0}",
-                f"max.{k0}",
-                f"min.{k1}",
-                f"max.{k1}",
-                f"min.{KT}",
-                f"min.{VERSION}",
-            ]
-        )
-    ).select(
+    files = acts.select(
         pl.col("path")
         .str.split("/")
         .list.last()
