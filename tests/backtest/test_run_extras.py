@@ -128,14 +128,12 @@ def test_the_optimizer_strategy_keeps_its_limits(
 
 
 @pytest.mark.slow
-def test_the_command_runs_the_optimizer(
-    market: tuple[Store, pl.DataFrame], tmp_path: Path
-) -> None:
+def test_the_command_runs_the_optimizer(market: tuple[Store, pl.DataFrame], tmp_path: Path) -> None:
     store, signal = market
     path = tmp_path / "signal.parquet"
     signal.write_parquet(path)
     out = tmp_path / "cli"
-    code, stdout, err = run(
+    code, _, err = run(
         "backtest", "--store", str(store.location), "--signal", str(path), "--strategy",
         "optimizer", "--rebalance-every", "20", "--lookback", "40", "--max-weight", "0.2",
         "--slippage", "0.001", "--out", str(out),

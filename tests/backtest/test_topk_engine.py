@@ -36,8 +36,15 @@ def _random_market(seed: int, days: int, n: int) -> tuple[np.ndarray, Market]:
 CONFIGS = [
     BacktestConfig(account=1e6),
     BacktestConfig(account=3e4, min_cost=5, lot_size=100, slippage=0.001, impact=0.5),
-    BacktestConfig(account=1e7, open_cost=0.0, close_cost=0.0, min_cost=0.0,
-                   limit_threshold=None, delist_return=-0.3, risk_degree=1.0),  # fmt: skip
+    BacktestConfig(
+        account=1e7,
+        open_cost=0.0,
+        close_cost=0.0,
+        min_cost=0.0,
+        limit_threshold=None,
+        delist_return=-0.3,
+        risk_degree=1.0,
+    ),
 ]
 
 

@@ -100,8 +100,10 @@ def index_returns(
     ``name`` (its close is the index level): close to close, a missing day carrying the last
     level forward, 0 on the first day."""
     calendar = pl.Series("date", dates, dtype=pl.Date)
-    bars = read_bars(store, ["close"], start=calendar.min(), end=calendar.max(), as_of=as_of,
-                     adjust="adjusted", instruments=[name])  # fmt: skip
+    first, last = calendar.min(), calendar.max()
+    assert isinstance(first, date) and isinstance(last, date)
+    bars = read_bars(store, ["close"], start=first, end=last, as_of=as_of, adjust="adjusted",
+                     instruments=[name])  # fmt: skip
     if bars.height == 0:
         raise UsageError(
             f"--benchmark {name}: {store.location} has no bars of {name!r} over the backtest's "

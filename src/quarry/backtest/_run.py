@@ -21,8 +21,8 @@ import polars as pl
 
 from quarry.backtest._engine import BacktestConfig, Simulation
 from quarry.backtest._market import Aligned, align, index_returns, industry_codes
-from quarry.backtest._topk_engine import simulate_topk
 from quarry.backtest._metrics import summary
+from quarry.backtest._topk_engine import simulate_topk
 from quarry.data import Store
 from quarry.exceptions import UsageError
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from quarry.backtest._engine import ORDER_COLUMNS, BacktestConfig, Market, Simulation, finish
+from quarry.backtest._engine import BacktestConfig, Market, Simulation, finish
 from quarry.backtest._fills import buy_shares, fee, slip_rate
 from quarry.exceptions import UsageError
 
@@ -124,7 +124,7 @@ def _best_not_held(s: np.ndarray, held: np.ndarray, want: int, out: np.ndarray) 
 
 
 @njit(cache=True)
-def _run(  # noqa: PLR0912, PLR0915 - one loop over days, kept whole for the compiler
+def _run(
     scores: np.ndarray,
     deal: np.ndarray,
     close: np.ndarray,

@@ -129,7 +129,7 @@ def backtest_cmd(
             lookback=lookback,
             rebalance_every=rebalance_every,
             solver=solver,
-        )  # fmt: skip
+        )
         if strategy == "optimizer"
         else None
     )
