@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -85,6 +86,7 @@ def run_backtest(
     config: BacktestConfig | None = None,
     optimizer: OptimizerConfig | None = None,
     analyze_signal: bool = True,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> BacktestResult:
     """Simulate ``strategy`` on ``signal`` (instrument, date, score) over the store's
     market and, with ``out``, write the result files there.
@@ -92,11 +94,16 @@ def run_backtest(
     ``benchmark``: an instrument of the store whose close is an index level; default the
     equal-weighted universe. ``optimizer``: the optimizer strategy's settings.
     ``analyze_signal``: also measure the signal's IC and quantile returns for the report.
+    ``progress``: called with (step, done, total): "backtest" over its four stages (market,
+    simulation, analysis, files), "optimizing" over the optimizer's rebalances.
     """
     if strategy not in STRATEGIES:
         raise UsageError(f"--strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
     config = config or BacktestConfig()
+    step = progress or (lambda what, done, total: None)
+    step("backtest", 0, 4)
     grid = align(store, signal, deal_price=deal_price, universe=universe, as_of=as_of)
+    step("backtest", 1, 4)
     codes, industry_names = industry_codes(store, grid, as_of=as_of)
     decisions = None
     if strategy == "topk-dropout":
@@ -112,10 +119,11 @@ def run_backtest(
         elif strategy == "score-weighted":
             weights = score_weights(grid.scores)
         else:
-            weights, decisions, leverage = _optimize(grid, codes, optimizer)
+            weights, decisions, leverage = _optimize(grid, codes, optimizer, progress)
         sim = simulate_weights(
             weights * config.risk_degree, grid.market, config, leverage=max(leverage, 1.0)
         )
+    step("backtest", 2, 4)
     bench = (
         index_returns(store, benchmark, grid.dates, as_of=as_of)
         if benchmark
@@ -132,13 +140,18 @@ def run_backtest(
             **{f"status_{k}": int(v) for k, v in decisions.group_by("status").len().iter_rows()},
         }
     result = replace(result, exposure=exposure, signal=report, decisions=decisions)
+    step("backtest", 3, 4)
     if out is not None:
         write(result, out)
+    step("backtest", 4, 4)
     return result
 
 
 def _optimize(
-    grid: Aligned, codes: np.ndarray, settings: OptimizerConfig | None
+    grid: Aligned,
+    codes: np.ndarray,
+    settings: OptimizerConfig | None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> tuple[np.ndarray, pl.DataFrame, float]:
     """Target weights from the optimizer, point in time: day t's weights use day t's scores
     and the close-to-close returns up to day t."""
@@ -152,6 +165,7 @@ def _optimize(
     found = optimize_weights(
         grid.scores, returns, config=settings,
         industries=codes if (codes >= 0).any() else None,
+        progress=(lambda done, total: progress("optimizing", done, total)) if progress else None,
     )  # fmt: skip
     dates = pl.Series("date", grid.dates)
     days = [d for d, _, _ in found.decisions]

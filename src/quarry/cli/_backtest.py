@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from quarry.cli._output import console, err, fail_cleanly
+from quarry.cli._output import console, fail_cleanly, progress_bar
 from quarry.exceptions import DataError
 
 
@@ -142,11 +142,12 @@ def backtest_cmd(
     from quarry.settings import quarry_home
 
     source = Store(store) if store else Store(quarry_home() / "store")
-    with err.status("simulating"):
+    with progress_bar() as update:
         result = run_backtest(
             source, frame, out, strategy=strategy, topk=topk, n_drop=n_drop,
             hold_thresh=hold_thresh, deal_price=deal_price, universe=universe,
             benchmark=benchmark, as_of=as_of, config=config, optimizer=optimizer,
+            progress=update,
         )  # fmt: skip
     m = result.metrics
 
