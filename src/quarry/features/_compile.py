@@ -23,7 +23,7 @@ from quarry.exceptions import ExpressionError, LookaheadError
 from quarry.features import _kernels as k
 from quarry.features._expr import Expr
 from quarry.features._grid import BY_DATE, BY_INSTRUMENT, Grid
-from quarry.features._memory import reuse_freed_memory, small_pages
+from quarry._memory import reuse_freed_memory, small_pages
 from quarry.features._parser import parse
 from quarry.features._registry import OPERATORS
 

@@ -30,7 +30,7 @@ from quarry.exceptions import DataError, UsageError
 from quarry.features._compile import LABEL, LEAVES, Plan, as_series, evaluate
 from quarry.features._expr import Expr
 from quarry.features._grid import BY_DATE, BY_INSTRUMENT, Grid
-from quarry.features._memory import reuse_freed_memory
+from quarry._memory import reuse_freed_memory
 
 __all__ = [
     "DEFAULT_MEMORY",
