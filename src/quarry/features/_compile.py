@@ -19,11 +19,11 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from quarry._memory import reuse_freed_memory, small_pages
 from quarry.exceptions import ExpressionError, LookaheadError
 from quarry.features import _kernels as k
 from quarry.features._expr import Expr
 from quarry.features._grid import BY_DATE, BY_INSTRUMENT, Grid
-from quarry._memory import reuse_freed_memory, small_pages
 from quarry.features._parser import parse
 from quarry.features._registry import OPERATORS
 

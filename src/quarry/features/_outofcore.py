@@ -26,11 +26,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from quarry._memory import reuse_freed_memory
 from quarry.exceptions import DataError, UsageError
 from quarry.features._compile import LABEL, LEAVES, Plan, as_series, evaluate
 from quarry.features._expr import Expr
 from quarry.features._grid import BY_DATE, BY_INSTRUMENT, Grid
-from quarry._memory import reuse_freed_memory
 
 __all__ = [
     "DEFAULT_MEMORY",
