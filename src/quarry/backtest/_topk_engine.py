@@ -36,24 +36,34 @@ def simulate_topk(
     days, n = market.close.shape
     if scores.shape != (days, n):
         raise UsageError(f"the signal covers {scores.shape}, the market {(days, n)}")
-    has = np.isfinite(market.close)
-    # The last day with a bar: a holding is delisted on the day after it.
-    last_bar = np.where(has.any(axis=0), days - 1 - np.argmax(has[::-1], axis=0), -1)
+    close = np.ascontiguousarray(market.close, dtype=np.float64)
     c = config
     limit = np.inf if c.limit_threshold is None else float(c.limit_threshold)
     capacity = days * (topk + 2 * n_drop) + n + 1
     out = _run(
         np.ascontiguousarray(scores, dtype=np.float64),
         np.ascontiguousarray(market.deal, dtype=np.float64),
-        np.ascontiguousarray(market.close, dtype=np.float64),
+        close,
         np.ascontiguousarray(market.volume, dtype=np.float64),
-        last_bar.astype(np.int64),
+        _last_bars(close),
         topk, n_drop, hold_thresh, float(c.account), c.open_cost, c.close_cost, c.min_cost,
         limit, float(c.lot_size), c.risk_degree, c.delist_return, c.slippage, c.impact,
         capacity,
     )  # fmt: skip
     value, cash, costs, traded, shares, table, rows = out
     return finish(value, cash, costs, traded, shares, table[:rows])
+
+
+@njit(cache=True)
+def _last_bars(close: np.ndarray) -> np.ndarray:
+    """Each instrument's last day with a bar (-1 for none): a holding is delisted on the day
+    after it."""
+    last = np.full(close.shape[1], -1, dtype=np.int64)
+    for day in range(close.shape[0]):
+        for i in range(close.shape[1]):
+            if close[day, i] == close[day, i]:
+                last[i] = day
+    return last
 
 
 @njit(cache=True)
