@@ -82,31 +82,25 @@ def _align(
 
     def positions(frame: pl.DataFrame) -> tuple[np.ndarray, bool]:
         """Flat grid positions (row x instruments + column) of a long frame's rows, -1 off
-        the grid, and whether the rows come instrument by instrument. Instruments map by an
-        enum cast (comparing 40M names one by one took a minute at 16,000 instruments), days
-        by a lookup table, in one compiled pass: numpy's temporaries of 40M rows cost more
-        in page faults than the arithmetic."""
+        the grid, and whether the rows come instrument by instrument, each by date (as
+        ``read_bars`` gives them). Instruments map by an enum cast (comparing 40M names one
+        by one took a minute at 16,000 instruments), days by a lookup table, in one compiled
+        pass: numpy's temporaries of 40M rows cost more in page faults than the arithmetic."""
         codes = frame["instrument"].cast(pl.String).cast(enum, strict=False).to_physical()
         days = frame["date"].cast(pl.Date).to_physical()
+        if days.null_count():
+            days = days.fill_null(-(2**31))
+        # an unknown instrument is null: past the last column, so off the grid
         return _flat_positions(
-            days.fill_null(-(2**31)).to_numpy(),
-            codes.cast(pl.Int64).fill_null(-1).to_numpy(),
-            row_of, int(calendar[0]), shape[1],
+            days.to_numpy(), codes.fill_null(shape[1]).to_numpy(), row_of, int(calendar[0]),
+            shape[0], shape[1],
         )  # fmt: skip
 
     def lay(frame: pl.DataFrame, column: str, at: tuple[np.ndarray, bool]) -> np.ndarray:
         flat, by_instrument = at
         values = frame[column].cast(pl.Float64).fill_null(np.nan).to_numpy()
         out = np.empty(shape)
-        if by_instrument:
-            # Rows instrument by instrument land a whole row of the panel apart (128 KB at
-            # 16,000 instruments), a page and a TLB miss each: written instruments x days
-            # first, then transposed in tiles, it is three times faster.
-            by_column = np.empty((shape[1], shape[0]))
-            _scatter(by_column.reshape(-1), flat, values, shape[1], shape[0])
-            _transpose(by_column, out)
-        else:
-            _scatter(out.reshape(-1), flat, values, 0, 0)
+        _scatter(out.reshape(-1), flat, values, shape[1], shape[0], by_instrument)
         return out
 
     scores = lay(signal, "score", positions(signal))
@@ -126,44 +120,72 @@ def _align(
 
 @njit(cache=True)
 def _flat_positions(
-    days: np.ndarray, codes: np.ndarray, row_of: np.ndarray, first_day: int, width: int
+    days: np.ndarray,
+    codes: np.ndarray,
+    row_of: np.ndarray,
+    first_day: int,
+    height: int,
+    width: int,
 ) -> tuple[np.ndarray, bool]:
+    """Each row's flat position in a height x width grid (-1 off it), and whether the rows
+    are sorted by column, then row."""
     out = np.empty(days.size, dtype=np.int64)
-    by_instrument = True
+    ordered = True
     previous = -1
     for k in range(days.size):
         d = days[k] - first_day
         row = row_of[d] if 0 <= d < row_of.size else -1
-        if row >= 0 and codes[k] >= 0:
+        if row >= 0 and codes[k] < width:
             out[k] = row * width + codes[k]
-            by_instrument &= codes[k] >= previous
-            previous = codes[k]
+            key = codes[k] * height + row
+            ordered &= key >= previous
+            previous = key
         else:
             out[k] = -1
-    return out, by_instrument
+    return out, ordered
 
 
 @njit(cache=True)
-def _scatter(out: np.ndarray, flat: np.ndarray, values: np.ndarray, width: int, rows: int) -> None:
-    """``out[flat] = values`` where ``flat >= 0``, NaN elsewhere; with ``width``, into the
-    transposed layout (``flat`` is row x width + column, ``out`` column x rows + row)."""
+def _scatter(
+    out: np.ndarray, flat: np.ndarray, values: np.ndarray, width: int, height: int, ordered: bool
+) -> None:
+    """``out[flat] = values`` where ``flat >= 0``, NaN elsewhere in ``out``.
+
+    Rows ordered by column, then row (instrument by instrument) land a whole grid row apart
+    (128 KB at 16,000 instruments), a page and a TLB miss each; so, ordered, they are
+    written in tiles of 64 columns x 256 rows, each column's rows followed by a cursor."""
     out[:] = np.nan
-    for k in range(flat.size):
-        f = flat[k]
-        if f >= 0:
-            out[(f % width) * rows + f // width if width else f] = values[k]
-
-
-@njit(cache=True)
-def _transpose(src: np.ndarray, dst: np.ndarray) -> None:
-    """``dst[:] = src.T`` in 64 x 64 tiles, so both sides stay in cache."""
-    tile = 64
-    a, b = src.shape
-    for i0 in range(0, a, tile):
-        for j0 in range(0, b, tile):
-            for i in range(i0, min(i0 + tile, a)):
-                for j in range(j0, min(j0 + tile, b)):
-                    dst[j, i] = src[i, j]
+    if not ordered:
+        for k in range(flat.size):
+            if flat[k] >= 0:
+                out[flat[k]] = values[k]
+        return
+    cols, rows = 64, 256
+    first = np.full(cols, -1, dtype=np.int64)
+    stop = np.zeros(cols, dtype=np.int64)
+    k = 0
+    for c0 in range(0, width, cols):
+        first[:] = -1
+        # this tile column's rows: the next ones with a column below c0 + cols
+        end = c0 + cols
+        while k < flat.size and (flat[k] < 0 or flat[k] - (flat[k] // width) * width < end):
+            if flat[k] >= 0:
+                c = flat[k] - (flat[k] // width) * width - c0
+                if first[c] < 0:
+                    first[c] = k
+                stop[c] = k + 1
+            k += 1
+        for r0 in range(rows, height + rows, rows):
+            limit = r0 * width  # a flat position below this is in a row below r0
+            for c in range(cols):
+                j = first[c]
+                if j < 0:
+                    continue
+                while j < stop[c] and flat[j] < limit:
+                    if flat[j] >= 0:
+                        out[flat[j]] = values[j]
+                    j += 1
+                first[c] = j if j < stop[c] else -1
 
 
 def index_returns(
