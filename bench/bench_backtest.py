@@ -137,8 +137,8 @@ def main() -> None:
             [run["align_s"] + run["simulate_s"]], name="survivors-",
         )  # fmt: skip
         keys = ("instruments_kept", "excess_annualized_return_quarry",
-                "excess_annualized_return_qlib", "excess_rel_diff", "net_return_correlation",
-                "metrics_quarry", "metrics_qlib")  # fmt: skip
+                "excess_annualized_return_qlib", "excess_rel_diff", "max_abs_daily_net_diff",
+                "net_return_correlation", "metrics_quarry", "metrics_qlib")  # fmt: skip
         same["instruments_kept"] = survivors.len()
         result["survivors"] = {k: same[k] for k in keys}
     print(json.dumps(result, indent=2))
@@ -183,7 +183,7 @@ def _side_by_side(
     def measure(net: str, gross: str, turnover: str) -> dict[str, Any]:
         m = summary(both[net], both[gross], both["bench"], both[turnover])
         keys = ("annualized_return", "excess_annualized_return", "information_ratio", "sharpe")
-        return {k: round(float(m[k]), 5) for k in keys} | {"turnover": round(m["turnover"], 4)}
+        return {k: round(float(m[k]), 7) for k in keys} | {"turnover": round(m["turnover"], 4)}
 
     q = measure("net", "gross", "turnover")
     k = measure("net_qlib", "return", "turnover_qlib")
@@ -200,7 +200,8 @@ def _side_by_side(
         "days_compared": both.height,
         "excess_annualized_return_quarry": excess_q,
         "excess_annualized_return_qlib": excess_k,
-        "excess_rel_diff": round(abs(excess_q - excess_k) / abs(excess_k), 4),
+        "excess_rel_diff": float(f"{abs(excess_q - excess_k) / abs(excess_k):.2g}"),
+        "max_abs_daily_net_diff": float(f"{(both['net'] - both['net_qlib']).abs().max():.2g}"),
         "net_return_correlation": round(corr, 4),
         "bench_max_abs_diff_in_qlib_report": float(
             (both["bench"] - both["bench_qlib"]).abs().max()
