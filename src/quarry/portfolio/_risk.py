@@ -37,7 +37,7 @@ RISK_MODELS = ("ledoit-wolf", "factor")
 _SPECIFIC_FLOOR = 1e-6
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: == would be elementwise
 class RiskModel:
     """A covariance ``exposures @ exposures.T + diag(specific)``.
 
@@ -67,6 +67,10 @@ class RiskModel:
             raise UsageError(
                 f"a risk model needs exposures of shape (n, k) and specific variances of shape "
                 f"(n,); got {b.shape} and {d.shape}"
+            )
+        if not (np.isfinite(b).all() and np.isfinite(d).all() and (d >= 0).all()):
+            raise UsageError(
+                "a risk model needs finite exposures and finite specific variances >= 0"
             )
 
     @property
