@@ -182,7 +182,7 @@ class OptimizerConfig:
 # name -> (accepts None, kind, check, what to give)
 _CHECKS: dict[str, tuple[bool, str, Callable[[Any], bool], str]] = {
     "risk_aversion": (False, "number", lambda v: v > 0, "give a positive number"),
-    "long_only": (False, "bool", lambda v: True, "give a flag: on for dollar-neutral, off for long-only"),
+    "long_only": (False, "bool", lambda v: True, "give on (dollar-neutral) or off"),
     "max_weight": (False, "number", lambda v: 0 < v <= 1, "give a share in (0, 1]"),
     "industry_bound": (True, "number", lambda v: v >= 0, "give 0 or more, or none"),
     "turnover_limit": (True, "number", lambda v: v >= 0, "give 0 or more, or none"),
