@@ -8,7 +8,7 @@ import sys
 import typer
 
 from quarry import __version__
-from quarry.cli import _backtest, _data, _features, _train
+from quarry.cli import _backtest, _data, _features, _run, _train
 from quarry.cli._output import err
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app.add_typer(_data.app, name="data")
 app.add_typer(_features.app, name="features")
 app.command("train")(_train.train_cmd)
 app.command("backtest")(_backtest.backtest_cmd)
+app.command("run")(_run.run_cmd)
 
 
 @app.command()

@@ -1,0 +1,64 @@
+"""``quarry run``: a research workflow from a YAML file, end to end."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from quarry.cli._output import console, err, fail_cleanly
+
+
+def _fmt(value: Any, pct: bool = False) -> str:
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        return "n/a"
+    return f"{value:.2%}" if pct else f"{value:.4f}"
+
+
+@fail_cleanly
+def run_cmd(
+    workflow: Annotated[Path, typer.Argument(help="The workflow file (YAML).")],
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for results.json and report.html.")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Run every step again, ignoring the cache.")] = False,
+    executor: Annotated[str, typer.Option(help="Where steps run: local.")] = "local",
+    store: Annotated[
+        str | None, typer.Option(help="Use this store instead of the file's data.store.")
+    ] = None,
+) -> None:
+    """Run a research workflow: features, training, signal analysis, backtest, report,
+    MLflow tracking and the promotion gate.
+
+    Each step is reused from the step cache ($QUARRY_HOME/cache/steps) when nothing it
+    depends on changed: its settings, the steps before it, and the store's commits (a
+    vendor correction reruns the features and what follows). Writes OUT/results.json (ic,
+    icir, rank_ic, rank_icir, annualized_return, excess_annualized_return,
+    information_ratio, max_drawdown, promoted, mlflow_run_id) and OUT/report.html.
+
+    Example: quarry run examples/workflows/alpha158_lightgbm.yaml --out runs/lgb
+    """
+    from quarry.workflows import load_workflow, run_workflow
+
+    spec = load_workflow(workflow)
+    if store:
+        spec = spec.model_copy(update={"data": spec.data.model_copy(update={"store": store})})
+    target = out or Path("runs") / spec.name
+    result = run_workflow(spec, target, force=force, executor=executor,
+                          say=lambda message: err.print(message, highlight=False))  # fmt: skip
+    r = result.results
+    rows = [
+        ("IC", _fmt(r.get("ic"))), ("Rank IC", _fmt(r.get("rank_ic"))),
+        ("ICIR", _fmt(r.get("icir"))), ("Rank ICIR", _fmt(r.get("rank_icir"))),
+        ("annualized return", _fmt(r.get("annualized_return"), True)),
+        ("annualized excess return", _fmt(r.get("excess_annualized_return"), True)),
+        ("information ratio", _fmt(r.get("information_ratio"))),
+        ("max drawdown", _fmt(r.get("max_drawdown"), True)),
+        ("promoted", f"{'yes' if r.get('promoted') else 'no'} ({r['gate'].get('reason')})"),
+    ]  # fmt: skip
+    width = max(len(k) for k, _ in rows)
+    steps = ", ".join(f"{k} {v}" for k, v in result.steps.items())
+    console.print("\n".join(f"{k:<{width}}  {v}" for k, v in rows), highlight=False)
+    console.print(f"steps: {steps}\nreport: {target / 'report.html'}", highlight=False)

@@ -1,0 +1,275 @@
+"""Running a workflow: features -> train and predict -> signal analysis -> backtest -> report
+-> tracking -> the promotion gate, each step reused from the step cache when its inputs have
+not changed.
+
+Keys (see ``_cache``):
+- features: the store's state for the read (bars, corporate actions, fundamentals, universe
+  commits known at ``as_of``), the expressions, the label and the dates;
+- train: the features key, the processors, the model, the schedule and the experiment;
+- backtest: the train key and the backtest's settings (the market is the features' store
+  state);
+- gate: the train and backtest keys, the rules, and the champion's version when it runs.
+
+A cached train step keeps its MLflow run and its registered version, so a rerun neither
+logs a second run nor registers the model twice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from quarry.exceptions import UsageError
+from quarry.workflows._cache import StepCache, digest
+from quarry.workflows._spec import Workflow
+
+__all__ = ["EXECUTORS", "RunResult", "run_workflow"]
+
+EXECUTORS = ("local",)
+RESULT_KEYS = ("ic", "icir", "rank_ic", "rank_icir")
+BACKTEST_KEYS = ("annualized_return", "excess_annualized_return", "information_ratio",
+                 "max_drawdown", "sharpe", "turnover")  # fmt: skip
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class RunResult:
+    results: dict[str, Any]
+    steps: dict[str, str] = field(default_factory=dict)  # step -> "ran" or "cached"
+
+
+def _store(spec: Workflow) -> Any:
+    from quarry.data import Store
+    from quarry.settings import quarry_home
+
+    return Store(spec.data.store) if spec.data.store else Store(quarry_home() / "store")
+
+
+def _expressions(spec: Workflow) -> dict[str, str]:
+    from quarry.features import FEATURE_SETS
+
+    exprs = dict(FEATURE_SETS[spec.features.set]()) if spec.features.set != "none" else {}
+    exprs.update(spec.features.extra)
+    if not exprs:
+        raise UsageError("the workflow has no features: give features.set or features.extra")
+    return exprs
+
+
+def run_workflow(
+    spec: Workflow,
+    out: Path,
+    *,
+    force: bool = False,
+    executor: str = "local",
+    cache: StepCache | None = None,
+    say: Say | None = None,
+) -> RunResult:
+    """Run ``spec`` and write ``out``/results.json and report.html (with its PNGs)."""
+    if executor not in EXECUTORS:
+        raise UsageError(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
+    from quarry.features._cache import data_state
+
+    cache = cache or StepCache()
+    say = say or (lambda message: None)
+    store = _store(spec)
+    store.require()
+    d = spec.data
+    state = data_state(store, as_of=d.as_of, universe=d.universe, start=d.start, end=d.end)
+    run = RunResult({})
+
+    def step(name: str, key: str, work: Callable[[Path, dict[str, Any]], None]) -> Path:
+        hit = None if force else cache.get(name, key)
+        if hit is not None:
+            run.steps[name] = "cached"
+            say(f"{name}: cached")
+            records[name] = hit[1]
+            return hit[0]
+        say(f"{name}: running")
+        fresh: dict[str, Any] = {"key": key}
+        with cache.put(name, key, fresh) as folder:
+            work(folder, fresh)
+        run.steps[name] = "ran"
+        records[name] = fresh
+        return cache.root / name / key
+
+    records: dict[str, dict[str, Any]] = {}
+    exprs = _expressions(spec)
+    features_key = digest({"rows": state.rows_key, "values": state.value_tables,
+                           "exprs": exprs, "label": spec.label})  # fmt: skip
+
+    def features(folder: Path, record: dict[str, Any]) -> None:
+        from quarry.features import FeatureCache, materialize
+
+        done = materialize(
+            store, exprs, folder / "features.parquet", label=spec.label, universe=d.universe,
+            as_of=d.as_of, start=d.start, end=d.end, memory=spec.features.memory,
+            cache=FeatureCache(),
+        )  # fmt: skip
+        record["rows"] = done.rows
+
+    features_dir = step("features", features_key, features)
+    train_key = digest({"features": features_key, "processors": spec.features.processors,
+                        "model": spec.section("model"), "segments": spec.segments,
+                        "walk_forward": spec.section("walk_forward"),
+                        "tracking": spec.section("tracking")})  # fmt: skip
+
+    def train_step(folder: Path, record: dict[str, Any]) -> None:
+        result, window = _train(spec, features_dir / "features.parquet", folder, say)
+        record["run_id"] = result.run_id
+        record["metrics"] = result.metrics
+        record["window"] = [str(window[0]), str(window[1])]
+        if spec.tracking.register and result.run_id:
+            from quarry.tracking import register
+
+            record["version"] = register(result.run_id, spec.tracking.register)
+
+    train_dir = step("train", train_key, train_step)
+    trained = records["train"]
+    backtest_key = digest({"train": train_key, "backtest": spec.section("backtest"),
+                           "market": state.rows_key, "values": state.value_tables})  # fmt: skip
+
+    def backtest_step(folder: Path, record: dict[str, Any]) -> None:
+        predictions = pl.read_parquet(train_dir / "predictions.parquet")
+        result = _backtest(spec, store, predictions, folder)
+        record["metrics"] = result.metrics
+        if trained.get("run_id"):
+            _log_backtest(trained["run_id"], result.metrics, folder)
+
+    backtest_dir = step("backtest", backtest_key, backtest_step)
+    gate: dict[str, Any] = {"promoted": False, "reason": "no registered model (tracking.register)"}
+    if spec.tracking.register and trained.get("version") is not None:
+        from quarry.tracking import alias_version
+
+        champion = alias_version(spec.tracking.register, spec.gate.alias)
+        gate_key = digest({"train": train_key, "backtest": backtest_key, "champion": champion,
+                           "gate": spec.section("gate")})  # fmt: skip
+
+        def gate_step(folder: Path, record: dict[str, Any]) -> None:
+            from quarry.workflows._gate import decide
+
+            decision = decide(spec, store, features_dir / "features.parquet", trained,
+                              champion, train_dir / "predictions.parquet")  # fmt: skip
+            record.update(decision)
+            (folder / "gate.json").write_text(json.dumps(decision, indent=2, default=str))
+
+        step("gate", gate_key, gate_step)
+        gate = {k: v for k, v in records["gate"].items() if k != "key"}
+    results = _results(spec, trained, records["backtest"], gate, run.steps)
+    _write(out, results, backtest_dir, train_dir)
+    run.results = results
+    return run
+
+
+def _train(spec: Workflow, path: Path, folder: Path, say: Say) -> tuple[Any, tuple[date, date]]:
+    """Fit the model on the features (processed as the workflow says) and predict the test
+    period; returns the result and the most recent test window."""
+    from quarry.features import Pipeline
+    from quarry.models import Segments, WalkForward, label_horizon, train, train_walk_forward
+
+    frame = pl.read_parquet(path)
+    if spec.features.processors:
+        frame = Pipeline.from_dict(spec.features.processors).fit_transform(frame)
+    m = spec.model
+    horizon = label_horizon(spec.label)
+    common: dict[str, Any] = {"label": "LABEL0", "model": m.type, "params": m.params,
+                              "seed": m.seed, "out": folder,
+                              "experiment": spec.tracking.experiment, "progress": say}  # fmt: skip
+    if spec.segments is not None:
+        segments = Segments.parse(spec.segments)
+        result = train(frame, segments, horizon=horizon, **common)
+        return result, segments.test
+    wf = spec.walk_forward
+    assert wf is not None
+    schedule = WalkForward(start=wf.start, end=wf.end, step=wf.step, horizon=horizon,
+                           train_days=wf.train_days, valid_days=wf.valid_days)  # fmt: skip
+    result = train_walk_forward(frame, schedule, **common)
+    windows = schedule.windows(frame["date"].unique().sort().to_list())
+    return result, windows[-1].test
+
+
+def _backtest(spec: Workflow, store: Any, predictions: pl.DataFrame, out: Path | None) -> Any:
+    from quarry.backtest import BacktestConfig
+    from quarry.backtest._run import run_backtest
+    from quarry.portfolio import OptimizerConfig
+
+    b = spec.backtest
+    config = BacktestConfig(
+        account=b.account, open_cost=b.open_cost, close_cost=b.close_cost, min_cost=b.min_cost,
+        limit_threshold=b.limit_threshold, lot_size=b.lot_size, delist_return=b.delist_return,
+        slippage=b.slippage, impact=b.impact,
+    )  # fmt: skip
+    optimizer = None
+    if b.strategy == "optimizer":
+        optimizer = OptimizerConfig(**(b.optimizer.model_dump() if b.optimizer else {}))
+    return run_backtest(
+        store, predictions, out, strategy=b.strategy, topk=b.topk, n_drop=b.n_drop,
+        hold_thresh=b.hold_thresh, deal_price=b.deal_price, universe=spec.data.universe,
+        benchmark=b.benchmark, as_of=spec.data.as_of, config=config, optimizer=optimizer,
+    )  # fmt: skip
+
+
+def _log_backtest(run_id: str, metrics: dict[str, Any], folder: Path) -> None:
+    """The backtest's figures and report in the training's MLflow run."""
+    import mlflow
+
+    from quarry.tracking import client
+
+    client()
+    flat = {f"backtest_{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
+    flat |= {f"backtest_gross_{k}": v for k, v in metrics.get("gross", {}).items()}
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics({k: float(v) for k, v in flat.items() if math.isfinite(float(v))})
+        mlflow.log_artifact(str(folder / "report.html"), artifact_path="backtest")
+        mlflow.log_artifact(str(folder / "metrics.json"), artifact_path="backtest")
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _results(
+    spec: Workflow,
+    trained: dict[str, Any],
+    backtest: dict[str, Any],
+    gate: dict[str, Any],
+    steps: dict[str, str],
+) -> dict[str, Any]:
+    test = trained["metrics"].get("test", {})
+    bt = backtest["metrics"]
+    out: dict[str, Any] = {"workflow": spec.name}
+    out |= {k: test.get(k) for k in RESULT_KEYS}
+    out |= {k: bt.get(k) for k in BACKTEST_KEYS}
+    out["promoted"] = bool(gate.get("promoted"))
+    out["mlflow_run_id"] = trained.get("run_id")
+    out["model_version"] = trained.get("version")
+    out["gate"] = gate
+    out["steps"] = steps
+    out["backtest_gross"] = bt.get("gross")
+    return _clean(out)  # type: ignore[no-any-return]
+
+
+def _write(out: Path, results: dict[str, Any], backtest_dir: Path, train_dir: Path) -> None:
+    """results.json, the backtest's report and files, and the predictions, in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    for source in backtest_dir.iterdir():
+        if source.is_file() and source.name != "done.json":
+            shutil.copy2(source, out / source.name)
+    for name in ("predictions.parquet",):
+        if (train_dir / name).exists():
+            shutil.copy2(train_dir / name, out / name)
+    if (train_dir / "metrics.json").exists():
+        shutil.copy2(train_dir / "metrics.json", out / "train_metrics.json")
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
