@@ -5,8 +5,9 @@ Both models are measured alike on that window: the champion (loaded from the reg
 scores the workflow's features for the window, with the same processors, and each side's
 scores get the same signal analysis (IC, Rank IC and their IRs against the label) and the
 same backtest (Sharpe, information ratio, excess return, net of costs). Every rule must
-hold: the challenger's figure above the champion's plus the rule's margin. The first model
-ever registered becomes the champion. The decision and both sets of figures go to the
+hold: the challenger's figure above the champion's plus the rule's margin (a figure that
+cannot be computed, such as the IC of constant scores, loses to any that can). The first
+model ever registered becomes the champion. The decision and both sets of figures go to the
 challenger's MLflow run (tags, metrics and gate.json) and to results.json.
 """
 
@@ -80,7 +81,7 @@ def decide(
     from quarry.features import Pipeline
     from quarry.tracking import set_alias
 
-    name, alias, version = spec.tracking.register, spec.gate.alias, trained["version"]
+    name, alias, version = spec.tracking.registered, spec.gate.alias, trained["version"]
     assert name is not None
     window = trained["window"]
     base: dict[str, Any] = {"model": name, "alias": alias, "challenger_version": version,
@@ -111,7 +112,8 @@ def decide(
     rules: list[dict[str, Any]] = []
     for rule in spec.gate.rules:
         a, b = challenger[rule.metric], held[rule.metric]
-        passed = math.isfinite(a) and math.isfinite(b) and a > b + rule.margin
+        # an undefined figure (constant scores have no IC) never wins and always loses
+        passed = math.isfinite(a) and (not math.isfinite(b) or a > b + rule.margin)
         rules.append({"metric": rule.metric, "margin": rule.margin, "challenger": a,
                       "champion": b, "passed": passed})  # fmt: skip
     promoted = all(r["passed"] for r in rules)

@@ -127,10 +127,10 @@ def run_workflow(
         record["run_id"] = result.run_id
         record["metrics"] = result.metrics
         record["window"] = [str(window[0]), str(window[1])]
-        if spec.tracking.register and result.run_id:
+        if spec.tracking.registered and result.run_id:
             from quarry.tracking import register
 
-            record["version"] = register(result.run_id, spec.tracking.register)
+            record["version"] = register(result.run_id, spec.tracking.registered)
 
     train_dir = step("train", train_key, train_step)
     trained = records["train"]
@@ -146,10 +146,10 @@ def run_workflow(
 
     backtest_dir = step("backtest", backtest_key, backtest_step)
     gate: dict[str, Any] = {"promoted": False, "reason": "no registered model (tracking.register)"}
-    if spec.tracking.register and trained.get("version") is not None:
+    if spec.tracking.registered and trained.get("version") is not None:
         from quarry.tracking import alias_version
 
-        champion = alias_version(spec.tracking.register, spec.gate.alias)
+        champion = alias_version(spec.tracking.registered, spec.gate.alias)
         gate_key = digest({"train": train_key, "backtest": backtest_key, "champion": champion,
                            "gate": spec.section("gate")})  # fmt: skip
 
@@ -176,9 +176,17 @@ def _train(spec: Workflow, path: Path, folder: Path, say: Say) -> tuple[Any, tup
     from quarry.models import Segments, WalkForward, label_horizon, train, train_walk_forward
 
     frame = pl.read_parquet(path)
+    m = spec.model
+    if m.columns is not None:
+        missing = [c for c in m.columns if c not in frame.columns]
+        if missing:
+            raise UsageError(
+                f"model.columns: no feature {missing[0]!r} (features: "
+                f"{', '.join(c for c in frame.columns if c not in ('instrument', 'date'))})"
+            )
+        frame = frame.select("instrument", "date", *m.columns, "LABEL0")
     if spec.features.processors:
         frame = Pipeline.from_dict(spec.features.processors).fit_transform(frame)
-    m = spec.model
     horizon = label_horizon(spec.label)
     common: dict[str, Any] = {"label": "LABEL0", "model": m.type, "params": m.params,
                               "seed": m.seed, "out": folder,

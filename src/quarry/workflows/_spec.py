@@ -37,7 +37,7 @@ GATE_METRICS = ("rank_ic", "ic", "rank_icir", "icir", "sharpe", "information_rat
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class DataSpec(_Strict):
@@ -59,6 +59,7 @@ class ModelSpec(_Strict):
     type: Literal["lightgbm", "linear", "mlp"] = "lightgbm"
     params: dict[str, Any] = Field(default_factory=dict)
     seed: int = 0
+    columns: list[str] | None = None  # the features it learns from; default all of them
 
 
 class WalkForwardSpec(_Strict):
@@ -107,7 +108,9 @@ class BacktestSpec(_Strict):
 
 class TrackingSpec(_Strict):
     experiment: str = "quarry"
-    register: str | None = None  # the registered model's name; None: no registry, no gate
+    # ``register:`` in the file: the registered model's name; None: no registry, no gate.
+    # (A field named register would shadow pydantic's metaclass method.)
+    registered: str | None = Field(default=None, alias="register")
 
 
 class GateRule(_Strict):
