@@ -46,8 +46,14 @@ def run_cmd(
     if store:
         spec = spec.model_copy(update={"data": spec.data.model_copy(update={"store": store})})
     target = out or Path("runs") / spec.name
-    result = run_workflow(spec, target, force=force, executor=executor,
-                          say=lambda message: err.print(message, highlight=False))  # fmt: skip
+    with err.status("starting") as status:
+
+        def step(message: str) -> None:
+            err.print(message, highlight=False)
+            status.update(message)
+
+        result = run_workflow(spec, target, force=force, executor=executor, say=step,
+                              progress=status.update)  # fmt: skip
     r = result.results
     rows = [
         ("IC", _fmt(r.get("ic"))), ("Rank IC", _fmt(r.get("rank_ic"))),

@@ -57,8 +57,13 @@ def _artifact_root() -> str | None:
 def client() -> MlflowClient:
     """An MLflow client on Quarry's tracking URI (also set as the process's default, so
     that ``mlflow.start_run`` and the model flavors log to the same place)."""
+    import logging
+
     import mlflow
 
+    # A new database's schema set-up logs a page of INFO lines: nothing to act on.
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -76,10 +81,19 @@ def experiment_id(name: str) -> str:
 
 def register(run_id: str, name: str, artifact: str = "model") -> int:
     """Register the model a run logged as a new version of ``name``; returns the version."""
+    import logging
+
     import mlflow
 
     client()
-    version = mlflow.register_model(f"runs:/{run_id}/{artifact}", name)
+    # MLflow 3 keeps a run's model as a logged model and says so at every registration.
+    fluent = logging.getLogger("mlflow.tracking._model_registry.fluent")
+    level = fluent.level
+    fluent.setLevel(logging.ERROR)
+    try:
+        version = mlflow.register_model(f"runs:/{run_id}/{artifact}", name)
+    finally:
+        fluent.setLevel(level)
     return int(version.version)
 
 

@@ -72,14 +72,19 @@ def run_workflow(
     executor: str = "local",
     cache: StepCache | None = None,
     say: Say | None = None,
+    progress: Say | None = None,
 ) -> RunResult:
-    """Run ``spec`` and write ``out``/results.json and report.html (with its PNGs)."""
+    """Run ``spec`` and write ``out``/results.json and report.html (with its PNGs).
+
+    ``say`` hears each step as it starts or is found in the cache; ``progress`` the
+    training's finer messages (boosting rounds, windows)."""
     if executor not in EXECUTORS:
         raise UsageError(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
     from quarry.features._cache import data_state
 
     cache = cache or StepCache()
     say = say or (lambda message: None)
+    detail = progress or (lambda message: None)
     store = _store(spec)
     store.require()
     d = spec.data
@@ -123,7 +128,7 @@ def run_workflow(
                         "tracking": spec.section("tracking")})  # fmt: skip
 
     def train_step(folder: Path, record: dict[str, Any]) -> None:
-        result, window = _train(spec, features_dir / "features.parquet", folder, say)
+        result, window = _train(spec, features_dir / "features.parquet", folder, detail)
         record["run_id"] = result.run_id
         record["metrics"] = result.metrics
         record["window"] = [str(window[0]), str(window[1])]
