@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # the models package imports its estimators: only when a sign
     from quarry.models._signal import SignalReport
     from quarry.portfolio import OptimizerConfig
 
-__all__ = ["STRATEGIES", "BacktestResult", "run_backtest"]
+__all__ = ["STRATEGIES", "BacktestResult", "run_backtest", "strict_json"]
 
 STRATEGIES = ("topk-dropout", "long-short", "score-weighted", "optimizer")
 _STATUS = {0: "filled", 1: "suspended", 2: "limit", 3: "delisted"}
@@ -286,10 +286,10 @@ def _frames(grid: Aligned, sim: Simulation, benchmark: np.ndarray) -> BacktestRe
     return BacktestResult(metrics, returns, positions, orders)
 
 
-def _clean(value: Any) -> Any:
+def strict_json(value: Any) -> Any:
     """Strict JSON: an undefined or infinite figure becomes null."""
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: strict_json(v) for k, v in value.items()}
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
@@ -302,5 +302,5 @@ def write(result: BacktestResult, out: Path) -> None:
     result.returns.write_parquet(out / "returns.parquet")
     result.positions.write_parquet(out / "positions.parquet")
     result.orders.write_parquet(out / "orders.parquet")
-    (out / "metrics.json").write_text(json.dumps(_clean(result.metrics), indent=2))
+    (out / "metrics.json").write_text(json.dumps(strict_json(result.metrics), indent=2))
     write_report(result, out / "report.html")

@@ -27,6 +27,7 @@ from typing import Any
 
 import polars as pl
 
+from quarry.backtest._run import strict_json
 from quarry.exceptions import UsageError
 from quarry.workflows._cache import StepCache, digest
 from quarry.workflows._spec import Workflow
@@ -220,9 +221,7 @@ def _backtest(spec: Workflow, store: Any, predictions: pl.DataFrame, out: Path |
         limit_threshold=b.limit_threshold, lot_size=b.lot_size, delist_return=b.delist_return,
         slippage=b.slippage, impact=b.impact,
     )  # fmt: skip
-    optimizer = None
-    if b.strategy == "optimizer":
-        optimizer = OptimizerConfig(**(b.optimizer.model_dump() if b.optimizer else {}))
+    optimizer = (b.optimizer or OptimizerConfig()) if b.strategy == "optimizer" else None
     return run_backtest(
         store, predictions, out, strategy=b.strategy, topk=b.topk, n_drop=b.n_drop,
         hold_thresh=b.hold_thresh, deal_price=b.deal_price, universe=spec.data.universe,
@@ -245,14 +244,6 @@ def _log_backtest(run_id: str, metrics: dict[str, Any], folder: Path) -> None:
         mlflow.log_artifact(str(folder / "metrics.json"), artifact_path="backtest")
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _results(
     spec: Workflow,
     trained: dict[str, Any],
@@ -271,7 +262,7 @@ def _results(
     out["gate"] = gate
     out["steps"] = steps
     out["backtest_gross"] = bt.get("gross")
-    return _clean(out)  # type: ignore[no-any-return]
+    return strict_json(out)  # type: ignore[no-any-return]
 
 
 def _write(out: Path, results: dict[str, Any], backtest_dir: Path, train_dir: Path) -> None:

@@ -9,6 +9,7 @@ strict: an unknown key is an error that names the key, where it is, and the file
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from datetime import date
 from pathlib import Path
@@ -18,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from quarry.exceptions import UsageError
+from quarry.portfolio import OptimizerConfig
 
 __all__ = [
     "BacktestSpec",
@@ -72,21 +74,6 @@ class WalkForwardSpec(_Strict):
     valid_days: int = Field(default=60, gt=0)
 
 
-class OptimizerSpec(_Strict):
-    risk_aversion: float = 1.0
-    long_only: bool = True
-    max_weight: float = 0.05
-    industry_bound: float | None = 0.05
-    turnover_limit: float | None = None
-    gross_leverage: float = 1.0
-    risk_model: Literal["ledoit-wolf", "factor"] = "ledoit-wolf"
-    n_factors: int = 10
-    lookback: int = 120
-    min_history: float = 0.5
-    solver: Literal["clarabel", "osqp"] = "clarabel"
-    rebalance_every: int = 5
-
-
 class BacktestSpec(_Strict):
     strategy: Literal["topk-dropout", "long-short", "score-weighted", "optimizer"] = "topk-dropout"
     topk: int = 50
@@ -103,7 +90,8 @@ class BacktestSpec(_Strict):
     delist_return: float = 0.0
     account: float = 1e8
     benchmark: str | None = None
-    optimizer: OptimizerSpec | None = None
+    # the optimizer's own settings, checked by it (rebalance_every defaults to 1 day)
+    optimizer: OptimizerConfig | None = None
 
 
 class TrackingSpec(_Strict):
@@ -159,17 +147,19 @@ def _where(loc: tuple[int | str, ...]) -> str:
 
 def _known(loc: tuple[int | str, ...]) -> list[str]:
     """The keys valid where ``loc`` points: the fields of that section."""
-    model: type[BaseModel] | None = Workflow
+    model: Any = Workflow  # a pydantic model, a dataclass (a section checked by its own class)
     for part in loc[:-1]:
-        if model is None or not isinstance(part, str):
+        if model is None or not isinstance(part, str) or dataclasses.is_dataclass(model):
             return []
         field = model.model_fields.get(part)
         annotation = field.annotation if field else None
         model = next(
             (a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)
-             and issubclass(a, BaseModel)),
+             and (issubclass(a, BaseModel) or dataclasses.is_dataclass(a))),
             None,
         )  # fmt: skip
+    if model is not None and dataclasses.is_dataclass(model):
+        return [f.name for f in dataclasses.fields(model)]
     return list(model.model_fields) if model is not None else []
 
 
@@ -192,10 +182,12 @@ def load_workflow(path: Path) -> Workflow:
         )
     try:
         return Workflow.model_validate(raw)
+    except UsageError as exc:  # a section checked by its own class (the optimizer's)
+        raise UsageError(f"{path}: {exc}") from exc
     except ValidationError as exc:
         error = exc.errors()[0]
         loc = tuple(error["loc"])
-        if error["type"] == "extra_forbidden":
+        if error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             key = str(loc[-1])
             close = difflib.get_close_matches(key, _known(loc), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
