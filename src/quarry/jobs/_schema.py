@@ -1,0 +1,63 @@
+"""The job service's tables (SQLAlchemy 2). The schema itself is created and changed only by
+the Alembic migrations in ``migrations/``; these definitions are what the code queries."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = ["STATUSES", "Attempt", "Base", "Job"]
+
+# A job's life: queued -> running -> succeeded | failed | cancelled (a retried attempt puts
+# it back to queued, with ``not_before`` for the backoff).
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True, autoincrement=True)  # fmt: skip
+    name: Mapped[str] = mapped_column(String(100))
+    project: Mapped[str] = mapped_column(String(100))
+    owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    status: Mapped[str] = mapped_column(String(20))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    cpus: Mapped[float] = mapped_column(Float)
+    memory: Mapped[int] = mapped_column(BigInteger)  # bytes, grown after an OOM when asked
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    manifest: Mapped[str] = mapped_column(Text)  # the manifest as JSON
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_retries: Mapped[int] = mapped_column(Integer, default=0)
+    not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (Index("ix_jobs_status_priority", "status", "priority", "id"),)
+
+
+class Attempt(Base):
+    __tablename__ = "attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True, autoincrement=True)  # fmt: skip
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    worker: Mapped[str] = mapped_column(String(200))
+    memory: Mapped[int] = mapped_column(BigInteger)  # the limit this attempt ran under
+    outcome: Mapped[str | None] = mapped_column(String(20), nullable=True)  # None while running
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    peak_memory: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

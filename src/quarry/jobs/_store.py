@@ -1,0 +1,288 @@
+"""The durable job queue: jobs and attempts in SQLite (default, under ``$QUARRY_HOME``) or
+PostgreSQL, shared safely by several schedulers and workers.
+
+- The schema is made and upgraded by Alembic (``migrate``), on first open.
+- ``claim`` admits queued jobs that fit a worker's free capacity, in order of priority, then
+  fair share (the project with the fewest running jobs first), then age. It is atomic: on
+  PostgreSQL the candidates are locked with ``FOR UPDATE SKIP LOCKED``, so two schedulers
+  never take the same job and neither waits for the other; on SQLite the transaction takes
+  the database's write lock when it begins (``BEGIN IMMEDIATE``), so claims run one at a time.
+- ``finish`` records an attempt's outcome and either retries the job (back in the queue after
+  its backoff, with more memory after an OOM when its policy asks) or ends it.
+- ``stale`` finds running attempts whose heartbeat stopped: the watchdog's question.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy.orm import Session, aliased
+
+from quarry.exceptions import UsageError
+from quarry.jobs._schema import Attempt, Job
+
+__all__ = ["Claimed", "JobStore", "default_url", "migrate"]
+
+OUTCOMES = ("succeeded", "failed", "oom_killed", "timed_out", "cancelled", "lost")
+# What a retry policy's ``on`` names, by outcome.
+_RETRY_KIND = {"failed": "failed", "timed_out": "failed", "oom_killed": "oom", "lost": "lost"}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def default_url() -> str:
+    from quarry.settings import quarry_home
+
+    path = quarry_home() / "jobs.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def _engine(url: str) -> Engine:
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if not url.startswith(("sqlite", "postgresql")):
+        raise UsageError(f"--db {url}: give sqlite:///PATH or postgresql://USER@HOST/DB")
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"timeout": 60})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi: Any, _record: Any) -> None:
+        dbapi.isolation_level = None  # transactions are begun below, not by the driver
+        dbapi.execute("PRAGMA journal_mode=WAL")
+        dbapi.execute("PRAGMA busy_timeout=60000")
+        dbapi.execute("PRAGMA foreign_keys=ON")
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock now: claims serialize
+
+    return engine
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the database's schema to the newest migration."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A job admitted to a worker, and the attempt it now runs as."""
+
+    job_id: int
+    attempt_id: int
+    number: int
+    manifest: dict[str, Any]
+    cpus: float
+    memory: int
+    gpus: int
+
+
+class JobStore:
+    """One database of jobs; ``url`` default SQLite under ``$QUARRY_HOME``."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url or default_url()
+        self.engine = _engine(self.url)
+        self.postgres = self.engine.dialect.name == "postgresql"
+        migrate(self.engine)
+
+    def close(self) -> None:
+        """Close the database connections."""
+        self.engine.dispose()
+
+    def __enter__(self) -> JobStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as s, s.begin():
+            yield s
+
+    # -- submitting and reading ---------------------------------------------------------------
+
+    def submit(self, manifest: dict[str, Any], *, owner: str | None = None) -> int:
+        """Queue a validated manifest (its JSON form); the new job's id."""
+        resources = manifest.get("resources", {})
+        retries = manifest.get("retries", {})
+        job = Job(
+            name=manifest["name"], project=manifest.get("project", "default"), owner=owner,
+            status="queued", priority=int(manifest.get("priority", 0)),
+            cpus=float(resources.get("cpus", 1)), memory=int(resources.get("memory", 1 << 30)),
+            gpus=int(resources.get("gpus", 0)), manifest=json.dumps(manifest), attempts=0,
+            max_retries=int(retries.get("max", 0)), created_at=_now(),
+        )  # fmt: skip
+        with self.session() as s:
+            s.add(job)
+            s.flush()
+            return int(job.id)
+
+    def job(self, job_id: int) -> Job | None:
+        with self.session() as s:
+            return s.get(Job, job_id)
+
+    def attempts(self, job_id: int) -> list[Attempt]:
+        with self.session() as s:
+            rows = s.scalars(
+                select(Attempt).where(Attempt.job_id == job_id).order_by(Attempt.number)
+            )
+            return list(rows)
+
+    def counts(self) -> dict[str, int]:
+        """Jobs by status."""
+        with self.session() as s:
+            rows = s.execute(select(Job.status, func.count()).group_by(Job.status))
+            return {status: int(n) for status, n in rows}
+
+    # -- scheduling ---------------------------------------------------------------------------
+
+    def claim(
+        self, worker: str, *, cpus: float, memory: int, gpus: int = 0, limit: int = 1
+    ) -> list[Claimed]:
+        """Admit up to ``limit`` queued jobs that fit ``cpus``, ``memory`` (bytes) and
+        ``gpus`` together, and start an attempt of each on ``worker``."""
+        now = _now()
+        running = aliased(Job)
+        busy = (
+            select(func.count())
+            .where(running.project == Job.project, running.status == "running")
+            .scalar_subquery()
+        )
+        query = (
+            select(Job)
+            .where(
+                Job.status == "queued",
+                (Job.not_before.is_(None)) | (Job.not_before <= now),
+                Job.cpus <= cpus, Job.memory <= memory, Job.gpus <= gpus,
+            )
+            .order_by(Job.priority.desc(), busy.asc(), Job.id.asc())
+            .limit(max(limit, 1) * 4)
+        )  # fmt: skip
+        if self.postgres:
+            query = query.with_for_update(skip_locked=True, of=Job)
+        taken: list[Claimed] = []
+        with self.session() as s:
+            free_cpus, free_memory, free_gpus = cpus, memory, gpus
+            for job in s.scalars(query):
+                if len(taken) >= limit:
+                    break
+                if job.cpus > free_cpus or job.memory > free_memory or job.gpus > free_gpus:
+                    continue
+                free_cpus -= job.cpus
+                free_memory -= job.memory
+                free_gpus -= job.gpus
+                job.status = "running"
+                job.attempts += 1
+                job.started_at = job.started_at or now
+                attempt = Attempt(job_id=job.id, number=job.attempts, worker=worker,
+                                  memory=job.memory, started_at=now, heartbeat_at=now)  # fmt: skip
+                s.add(attempt)
+                s.flush()
+                taken.append(Claimed(job.id, attempt.id, attempt.number, json.loads(job.manifest),
+                                     job.cpus, job.memory, job.gpus))  # fmt: skip
+        return taken
+
+    def started(self, attempt_id: int, pid: int) -> None:
+        with self.session() as s:
+            s.execute(update(Attempt).where(Attempt.id == attempt_id).values(pid=pid))
+
+    def heartbeat(self, attempt_ids: list[int]) -> None:
+        if not attempt_ids:
+            return
+        with self.session() as s:
+            s.execute(
+                update(Attempt)
+                .where(Attempt.id.in_(attempt_ids), Attempt.outcome.is_(None))
+                .values(heartbeat_at=_now())
+            )
+
+    def stale(self, older_than: float) -> list[int]:
+        """Running attempts whose last heartbeat is more than ``older_than`` seconds old."""
+        limit = _now() - timedelta(seconds=older_than)
+        with self.session() as s:
+            rows = s.scalars(
+                select(Attempt.id).where(Attempt.outcome.is_(None), Attempt.heartbeat_at < limit)
+            )
+            return list(rows)
+
+    def finish(
+        self,
+        attempt_id: int,
+        outcome: str,
+        *,
+        reason: str | None = None,
+        exit_code: int | None = None,
+        peak_memory: int | None = None,
+    ) -> str:
+        """Record how an attempt ended and move its job on: the job's new status. An attempt
+        already finished (by its worker or the watchdog) is left as it was."""
+        if outcome not in OUTCOMES:
+            raise ValueError(f"unknown outcome {outcome!r}")
+        now = _now()
+        with self.session() as s:
+            attempt = s.get(Attempt, attempt_id, with_for_update=self.postgres)
+            if attempt is None or attempt.outcome is not None:
+                job = s.get(Job, attempt.job_id) if attempt else None
+                return job.status if job else "unknown"
+            attempt.outcome, attempt.reason, attempt.finished_at = outcome, reason, now
+            attempt.exit_code, attempt.peak_memory = exit_code, peak_memory
+            job = s.get(Job, attempt.job_id, with_for_update=self.postgres)
+            assert job is not None
+            if job.status == "cancelled":
+                return job.status
+            manifest = json.loads(job.manifest)
+            retries = manifest.get("retries", {})
+            kind = _RETRY_KIND.get(outcome)
+            if (
+                outcome != "succeeded"
+                and kind is not None
+                and kind in retries.get("on", ["lost"])
+                and job.attempts <= job.max_retries
+            ):
+                job.status = "queued"
+                backoff = float(retries.get("backoff", 1.0)) * 2 ** (job.attempts - 1)
+                job.not_before = now + timedelta(seconds=backoff)
+                if outcome == "oom_killed":
+                    job.memory = int(job.memory * float(retries.get("memory_multiplier_on_oom", 1)))
+                job.reason = f"attempt {attempt.number} {outcome}" + (f": {reason}" if reason else "")
+                return job.status
+            job.status = "succeeded" if outcome == "succeeded" else (
+                "cancelled" if outcome == "cancelled" else "failed")  # fmt: skip
+            job.finished_at = now
+            job.reason = (
+                None if outcome == "succeeded" else f"{outcome}: {reason or ''}".strip(": ")
+            )
+            return job.status
+
+    def cancel(self, job_id: int) -> str | None:
+        """Cancel a queued or running job (a running attempt is stopped by its worker, which
+        sees the status); its status, or None when there is no such job."""
+        with self.session() as s:
+            job = s.get(Job, job_id, with_for_update=self.postgres)
+            if job is None:
+                return None
+            if job.status in ("queued", "running"):
+                job.status = "cancelled"
+                job.finished_at = _now()
+                job.reason = "cancelled"
+            return job.status
