@@ -35,6 +35,10 @@ OUTCOMES = ("succeeded", "failed", "oom_killed", "timed_out", "cancelled", "lost
 _RETRY_KIND = {"failed": "failed", "timed_out": "failed", "oom_killed": "oom", "lost": "lost"}
 
 
+def _why(outcome: str, reason: str | None) -> str:
+    return f"{outcome}: {reason}" if reason else outcome
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -264,14 +268,12 @@ class JobStore:
                 job.not_before = now + timedelta(seconds=backoff)
                 if outcome == "oom_killed":
                     job.memory = int(job.memory * float(retries.get("memory_multiplier_on_oom", 1)))
-                job.reason = f"attempt {attempt.number} {outcome}" + (f": {reason}" if reason else "")
+                job.reason = f"attempt {attempt.number} {_why(outcome, reason)}"
                 return job.status
-            job.status = "succeeded" if outcome == "succeeded" else (
-                "cancelled" if outcome == "cancelled" else "failed")  # fmt: skip
+            ended = {"succeeded": "succeeded", "cancelled": "cancelled"}
+            job.status = ended.get(outcome, "failed")
             job.finished_at = now
-            job.reason = (
-                None if outcome == "succeeded" else f"{outcome}: {reason or ''}".strip(": ")
-            )
+            job.reason = None if outcome == "succeeded" else _why(outcome, reason)
             return job.status
 
     def cancel(self, job_id: int) -> str | None:
