@@ -206,6 +206,12 @@ class JobStore:
                                      job.cpus, job.memory, job.gpus))  # fmt: skip
         return taken
 
+    def cancelled(self, job_ids: set[int]) -> set[int]:
+        """Which of ``job_ids`` were cancelled."""
+        with self.session() as s:
+            rows = s.scalars(select(Job.id).where(Job.id.in_(job_ids), Job.status == "cancelled"))
+            return set(rows)
+
     def started(self, attempt_id: int, pid: int) -> None:
         with self.session() as s:
             s.execute(update(Attempt).where(Attempt.id == attempt_id).values(pid=pid))

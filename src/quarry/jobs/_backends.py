@@ -1,0 +1,189 @@
+"""Execution backends: where an attempt's process runs. One small interface, a registry by
+name; the local backend now, a Ray backend later, both running the same manifests.
+
+The local backend runs one subprocess per attempt, in its own process group, with its
+output in a log file. Its CPU count is honoured by pinning it to that many cores and telling
+the usual thread pools (OpenMP, BLAS, numba, Polars) as much; its memory limit by watching
+the resident memory of its whole process tree and killing the tree past the limit (the
+cgroup v2 limit, where a machine delegates one, is still to come: this machine has v1).
+
+Every end is classified: ``succeeded``; ``failed`` with the exit code; ``oom_killed`` with the
+peak memory; ``timed_out``; ``cancelled``; or ``lost`` when the process died of a signal
+nobody here sent (a ``kill -9``, the kernel's OOM killer, a dying node).
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+__all__ = ["BACKENDS", "Backend", "Ended", "LocalBackend", "backend"]
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                "NUMBA_NUM_THREADS", "POLARS_MAX_THREADS")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Ended:
+    outcome: str
+    reason: str | None = None
+    exit_code: int | None = None
+    peak_memory: int | None = None
+
+
+@dataclass
+class Handle:
+    """A running attempt as its backend knows it."""
+
+    attempt_id: int
+    pid: int
+    memory_limit: int
+    deadline: float | None
+    process: Any = None
+    peak: int = 0
+    stopping: str | None = None  # why we are stopping it: oom_killed, timed_out, cancelled
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(abc.ABC):
+    """Start, watch and stop attempts."""
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def start(self, attempt_id: int, manifest: dict[str, Any], memory: int, log: Path) -> Handle:
+        """Start the attempt's process under ``memory`` bytes; its output goes to ``log``."""
+
+    @abc.abstractmethod
+    def poll(self, handle: Handle) -> Ended | None:
+        """How the attempt ended, or None while it runs (enforcing its limits meanwhile)."""
+
+    @abc.abstractmethod
+    def stop(self, handle: Handle, why: str) -> None:
+        """Stop the attempt; the next ``poll`` reports ``why`` as its outcome."""
+
+
+def _command(manifest: dict[str, Any]) -> list[str]:
+    run = manifest.get("run", {})
+    if run.get("command"):
+        return [str(part) for part in run["command"]]
+    # A workflow runs through the same CLI a person would use.
+    return [sys.executable, "-m", "quarry.cli", "run", str(run["workflow"])]
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when the worker that started it dies: a requeued
+    job must not also go on running in an orphan."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _tree_rss(pid: int) -> int:
+    """Resident bytes of ``pid`` and every descendant (from /proc; 0 once gone)."""
+    total, stack, seen = 0, [pid], set()
+    page = os.sysconf("SC_PAGE_SIZE")
+    while stack:
+        p = stack.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * page
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    stack.extend(int(c) for c in f.read().split())
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+class LocalBackend(Backend):
+    """Subprocesses on this machine."""
+
+    name = "local"
+
+    def start(self, attempt_id: int, manifest: dict[str, Any], memory: int, log: Path) -> Handle:
+        cpus = float(manifest.get("resources", {}).get("cpus", 1))
+        cores = max(1, math.ceil(cpus))
+        env = {**os.environ, **{k: str(v) for k, v in manifest.get("env", {}).items()}}
+        env.update(
+            {name: str(cores) for name in _THREAD_VARS if name not in manifest.get("env", {})}
+        )
+        available = sorted(os.sched_getaffinity(0))
+        pinned = set(available[: min(cores, len(available))])
+
+        def _child() -> None:  # in the child before exec: its own group, its cores
+            os.setpgrp()
+            os.sched_setaffinity(0, pinned)
+            _die_with_parent()
+
+        log.parent.mkdir(parents=True, exist_ok=True)
+        out = open(log, "ab")
+        workdir = manifest.get("run", {}).get("workdir")
+        process = subprocess.Popen(
+            _command(manifest), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=workdir or None, env=env, preexec_fn=_child,
+        )  # fmt: skip
+        timeout = manifest.get("timeout")
+        deadline = time.monotonic() + float(timeout) if timeout else None
+        handle = Handle(attempt_id, process.pid, memory, deadline, process)
+        handle.extra["log"] = out
+        return handle
+
+    def poll(self, handle: Handle) -> Ended | None:
+        process: subprocess.Popen[bytes] = handle.process
+        code = process.poll()
+        if code is None:
+            rss = _tree_rss(handle.pid)
+            handle.peak = max(handle.peak, rss)
+            if rss > handle.memory_limit and handle.stopping is None:
+                self.stop(handle, "oom_killed")
+            elif handle.deadline is not None and time.monotonic() > handle.deadline:
+                if handle.stopping is None:
+                    self.stop(handle, "timed_out")
+            return None
+        handle.extra["log"].close()
+        peak = handle.peak or None
+        if handle.stopping == "oom_killed":
+            return Ended("oom_killed", f"resident memory {handle.peak} bytes passed the limit "
+                         f"of {handle.memory_limit}", code, peak)  # fmt: skip
+        if handle.stopping in ("timed_out", "cancelled"):
+            return Ended(handle.stopping, None, code, peak)
+        if code == 0:
+            return Ended("succeeded", None, 0, peak)
+        if code < 0:
+            name = signal.Signals(-code).name
+            return Ended("lost", f"the process died of {name}", code, peak)
+        return Ended("failed", f"exit code {code}", code, peak)
+
+    def stop(self, handle: Handle, why: str) -> None:
+        handle.stopping = handle.stopping or why
+        try:
+            os.killpg(handle.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+BACKENDS: dict[str, type[Backend]] = {LocalBackend.name: LocalBackend}
+
+
+def backend(name: str) -> Backend:
+    """A backend by its registry name."""
+    from quarry.exceptions import UsageError
+
+    if name not in BACKENDS:
+        raise UsageError(f"--backend {name!r}: choose one of {', '.join(BACKENDS)}")
+    return BACKENDS[name]()

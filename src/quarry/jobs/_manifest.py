@@ -1,0 +1,634 @@
+"""The job manifest: one YAML document describing a job, checked with pydantic before it is queued.
+
+In the spirit of FfDL's manifest::
+
+    name: train-lgb                 # letters, digits, - _ . (at most 100)
+    description: nightly retrain
+    project: research               # fair share is per project
+    resources: {cpus: 4, memory: 16Gi, gpus: 0}
+    data:
+      - {dataset: cn_daily, mode: ro}
+    run:
+      workflow: examples/workflows/alpha158_lightgbm.yaml
+      # or: command: [python, train.py], workdir: /srv/research
+    env: {OMP_NUM_THREADS: "4"}
+    retries: {max: 3, backoff: 30s, on: [lost, oom], memory_multiplier_on_oom: 1.5}
+    timeout: 2h
+    priority: 10                    # -100..100, higher first
+    labels: {team: alpha}
+
+Every section is strict: an unknown key is an error naming the key and where it is. A bad
+manifest raises ``ManifestError``, whose ``problems`` (one ``{path, message}`` per problem,
+``path`` like ``resources.cpus`` or ``data[0].mode``) the REST API returns with a 422, and
+whose message is the one line the CLI prints. Memory is stored as whole bytes and durations
+as seconds, so ``Manifest.to_json`` is what the job database keeps.
+
+The YAML is read as YAML 1.2 reads booleans (only ``true``/``false``), so ``on:`` under
+``retries`` stays the key ``"on"`` rather than PyYAML's ``True``; a key given twice is an error.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypedDict, get_args
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from quarry.exceptions import UsageError
+
+__all__ = [
+    "DataMount",
+    "Manifest",
+    "ManifestError",
+    "Problem",
+    "Resources",
+    "Retries",
+    "Run",
+    "check_capacity",
+    "format_memory",
+    "load_manifest",
+    "manifest_from_dict",
+    "manifest_from_yaml",
+    "parse_duration",
+    "parse_memory",
+    "validation_problems",
+]
+
+
+# -- sizes and durations ---------------------------------------------------------------------
+
+_BINARY = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "Pi": 1 << 50}
+_DECIMAL = {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
+_UNITS: dict[str, int] = {
+    "": 1,
+    "B": 1,
+    "K": 10**3,
+    **_BINARY,
+    **_DECIMAL,
+    **{f"{u}B": n for u, n in _BINARY.items()},
+    **{f"{u}B": n for u, n in _DECIMAL.items()},
+    "KB": 10**3,
+}
+_NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+")
+_SIZE = re.compile(rf"({_NUMBER.pattern})\s*([A-Za-z]*)")
+_SIZE_HELP = (
+    "write a number of bytes or a number with a unit, e.g. 4Gi, 512Mi, 1.5Gi, 100M "
+    "(Ki Mi Gi Ti Pi are powers of 1024; k M G T P powers of 1000)"
+)
+
+
+def parse_memory(value: str | int) -> int:
+    """A memory size in whole bytes.
+
+    Parameters
+    ----------
+    value : str or int
+        An int is a number of bytes; text is a number with an optional unit, Kubernetes
+        style: ``Ki Mi Gi Ti Pi`` are powers of 1024, ``k M G T P`` powers of 1000 (a trailing
+        ``B``, as in ``GiB`` or ``MB``, is allowed). A size with a unit that comes to a
+        fraction of a byte rounds up.
+
+    Returns
+    -------
+    int
+        The size in bytes, never negative.
+
+    Raises
+    ------
+    ValueError
+        For a negative size, a bool, an unknown unit or anything that is not a size.
+
+    Examples
+    --------
+    >>> parse_memory("4Gi"), parse_memory("100M"), parse_memory("1.5Ki"), parse_memory(2048)
+    (4294967296, 100000000, 1536, 2048)
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a memory size; {_SIZE_HELP}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"{value} is negative; a memory size is at least 0 bytes")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{value!r} is not a memory size; {_SIZE_HELP}")
+        if not value.is_integer():
+            raise ValueError(
+                f"{value!r} is not a whole number of bytes; give a unit, e.g. {value:g}Gi"
+            )
+        return int(value)
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a memory size; {_SIZE_HELP}")
+    text = value.strip()
+    if text.startswith("-"):
+        raise ValueError(f"{value!r} is negative; a memory size is at least 0 bytes")
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{value!r} is not a memory size; {_SIZE_HELP}")
+    number, unit = match.groups()
+    if unit not in _UNITS:
+        base = unit.lower().removesuffix("b").removesuffix("i")
+        if base in ("k", "m", "g", "t", "p"):
+            # "4gb", "512m" (Docker's MiB, Kubernetes' milli-bytes): say both readings
+            close = [f"{base.upper()}i", "k" if base == "k" else base.upper()]
+        else:
+            close = difflib.get_close_matches(unit, [u for u in _UNITS if u], n=2)
+        hint = f" (did you mean {' or '.join(repr(number + c) for c in close)}?)" if close else ""
+        raise ValueError(f"{value!r}: unknown unit {unit!r}{hint}; {_SIZE_HELP}")
+    size = Fraction(number) * _UNITS[unit]
+    if _UNITS[unit] == 1 and size.denominator != 1:
+        raise ValueError(f"{value!r} is not a whole number of bytes; give a unit, e.g. {number}Gi")
+    return math.ceil(size)
+
+
+def _quotient_text(n: int, unit: int) -> str | None:
+    """``n / unit`` with at most two decimals, or None where it needs more."""
+    hundredths, rest = divmod(n * 100, unit)
+    if rest:
+        return None
+    whole, frac = divmod(hundredths, 100)
+    return f"{whole}.{frac:02d}".rstrip("0").rstrip(".")
+
+
+def format_memory(n: int) -> str:
+    """The shortest text ``parse_memory`` reads back as exactly ``n`` bytes.
+
+    Binary units win ties, and a unit is used only with at most two decimals.
+
+    Examples
+    --------
+    >>> format_memory(4 * 1024**3), format_memory(1536 * 1024**2), format_memory(10**9)
+    ('4Gi', '1.5Gi', '1G')
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"{n!r} is not a number of bytes")
+    best = str(n)
+    for suffix, unit in [*_BINARY.items(), *_DECIMAL.items()]:
+        text = _quotient_text(n, unit) if n >= unit else None
+        if text is not None and len(text) + len(suffix) < len(best):
+            best = text + suffix
+    return best
+
+
+_DURATION_PART = re.compile(rf"({_NUMBER.pattern})\s*(ms|s|m|h|d)\s*")
+_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_HELP = "write seconds or a duration such as 90s, 30m, 1h, 1h30m (units ms s m h d)"
+
+
+def parse_duration(value: str | float) -> float:
+    """A duration in seconds.
+
+    Parameters
+    ----------
+    value : str, int or float
+        A number is seconds; text is seconds (``"90"``) or one or more number-unit parts with
+        the units ``ms s m h d``, largest first or not: ``"30s"``, ``"1.5h"``, ``"1h30m"``.
+
+    Raises
+    ------
+    ValueError
+        For a negative duration, a bool, or text that is not a duration.
+
+    Examples
+    --------
+    >>> parse_duration("1h30m"), parse_duration("2m"), parse_duration(45)
+    (5400.0, 120.0, 45.0)
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration; {_DURATION_HELP}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.startswith("-"):
+            raise ValueError(f"{value!r} is negative; a duration is at least 0 seconds")
+        if _NUMBER.fullmatch(text):
+            seconds = float(text)
+        elif re.fullmatch(f"(?:{_DURATION_PART.pattern})+", text):
+            seconds = sum(float(n) * _SECONDS[u] for n, u in _DURATION_PART.findall(text))
+        else:
+            raise ValueError(f"{value!r} is not a duration; {_DURATION_HELP}")
+    else:
+        raise ValueError(f"{value!r} is not a duration; {_DURATION_HELP}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{value!r} is not a duration of at least 0 seconds; {_DURATION_HELP}")
+    return seconds
+
+
+# -- the models ------------------------------------------------------------------------------
+
+
+def _no_bool(value: Any) -> Any:
+    # pydantic's lax mode reads True as 1; in a manifest that is a typo, not a count.
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    return value
+
+
+_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}")
+
+
+def _slug(value: str) -> str:
+    if not _SLUG.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a valid name: use letters, digits, '-', '_' and '.', starting "
+            "with a letter or digit, at most 100 characters"
+        )
+    return value
+
+
+def _command(value: Any) -> Any:
+    if isinstance(value, str):
+        raise ValueError(
+            f"command is a list of arguments, e.g. [python, train.py], not the text {value!r}"
+        )
+    return value
+
+
+Slug = Annotated[str, AfterValidator(_slug)]
+Memory = Annotated[int, BeforeValidator(parse_memory), Field(gt=0)]
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
+Number = Annotated[float, BeforeValidator(_no_bool), Field(allow_inf_nan=False)]
+Count = Annotated[int, BeforeValidator(_no_bool)]
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Resources(_Strict):
+    """What one attempt of the job needs: ``memory`` in bytes (written ``"4Gi"`` and so on)."""
+
+    cpus: Annotated[Number, Field(gt=0)] = 1.0
+    memory: Memory = 1 << 30
+    gpus: Annotated[Count, Field(ge=0)] = 0
+
+
+class DataMount(_Strict):
+    """A dataset the job reads (``ro``) or writes (``rw``)."""
+
+    dataset: NonEmpty
+    mode: Literal["ro", "rw"] = "ro"
+
+
+class Run(_Strict):
+    """What to run: a workflow file, or a command (a list of arguments) in ``workdir``."""
+
+    workflow: NonEmpty | None = None
+    command: Annotated[list[NonEmpty], BeforeValidator(_command), Field(min_length=1)] | None = None
+    workdir: NonEmpty | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Run:
+        if self.workflow is None and self.command is None:
+            raise ValueError("give either workflow or command")
+        if self.workflow is not None and self.command is not None:
+            raise ValueError("give either workflow or command, not both")
+        if self.workflow is not None and self.workdir is not None:
+            raise ValueError("workdir goes with command, not with workflow")
+        return self
+
+
+RetryOn = Literal["failed", "oom", "lost"]
+
+
+def _only_lost() -> list[RetryOn]:
+    return ["lost"]
+
+
+class Retries(_Strict):
+    """How often, after what, and how to retry: ``backoff`` seconds, doubling each attempt."""
+
+    max: Annotated[Count, Field(ge=0)] = 0
+    backoff: Annotated[Seconds, Field(ge=0)] = 1.0
+    on: list[RetryOn] = Field(default_factory=_only_lost)
+    memory_multiplier_on_oom: Annotated[Number, Field(ge=1)] = 1.0
+
+    @field_validator("on")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        twice = sorted({v for v in value if value.count(v) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} listed more than once")
+        return value
+
+    @field_validator("memory_multiplier_on_oom")
+    @classmethod
+    def _needs_oom(cls, value: float, info: ValidationInfo) -> float:
+        on = info.data.get("on")
+        if value != 1.0 and on is not None and "oom" not in on:
+            raise ValueError(
+                f"{value:g} has no effect unless retries.on includes oom (e.g. on: [lost, oom])"
+            )
+        return value
+
+
+class Manifest(_Strict):
+    """A job as its owner described it; see the module docstring for the YAML.
+
+    Examples
+    --------
+    >>> m = manifest_from_dict({"name": "nightly", "run": {"command": ["python", "x.py"]},
+    ...                         "resources": {"memory": "4Gi"}, "timeout": "1h"})
+    >>> m.resources.memory, m.timeout, Manifest.from_json(m.to_json()) == m
+    (4294967296, 3600.0, True)
+    """
+
+    name: Slug
+    description: str = ""
+    project: Slug = "default"
+    resources: Resources = Field(default_factory=Resources)
+    data: list[DataMount] = Field(default_factory=list)
+    run: Run
+    env: dict[str, str] = Field(default_factory=dict)
+    retries: Retries = Field(default_factory=Retries)
+    timeout: Annotated[Seconds, Field(gt=0)] | None = None  # None: no timeout
+    priority: Annotated[Count, Field(ge=-100, le=100)] = 0  # higher runs first
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("data")
+    @classmethod
+    def _each_dataset_once(cls, value: list[DataMount]) -> list[DataMount]:
+        names = [d.dataset for d in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"dataset {', '.join(map(repr, twice))} is listed more than once")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in value if not _ENV_NAME.fullmatch(k)]
+        if bad:
+            raise ValueError(
+                f"{', '.join(map(repr, bad))}: an environment variable name is letters, digits "
+                "and _, not starting with a digit"
+            )
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _label_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in value if not _LABEL_KEY.fullmatch(k)]
+        if bad:
+            raise ValueError(
+                f"{', '.join(map(repr, bad))}: a label key is letters, digits, '-', '_', '.' "
+                "and '/', starting with a letter or digit, at most 63 characters"
+            )
+        return value
+
+    def to_json(self) -> str:
+        """The manifest as JSON, as the job database stores it (memory in bytes, durations in
+        seconds); ``from_json`` reads it back equal."""
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str | bytes, source: str = "stored manifest") -> Manifest:
+        """Read back what ``to_json`` wrote; a problem raises ``ManifestError``."""
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ManifestError([_problem("", f"not valid JSON ({exc})")], source) from exc
+        return manifest_from_dict(data, source)
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+class Problem(TypedDict):
+    """One thing wrong with a manifest: where (``resources.cpus``, ``data[0].mode``, or ``""``
+    for the whole document) and a message that names the place itself."""
+
+    path: str
+    message: str
+
+
+def _problem(path: str, message: str) -> Problem:
+    return {"path": path, "message": message}
+
+
+class ManifestError(UsageError):
+    """A manifest that cannot be queued.
+
+    ``problems`` lists every problem found, as ``{path, message}`` (the API's 422 body);
+    ``str()`` is them all on one line after the source (the file, or ``"manifest"``), which is
+    what the CLI prints.
+    """
+
+    def __init__(self, problems: Sequence[Problem], source: str | None = "manifest") -> None:
+        self.problems = list(problems)
+        self.source = source
+        prefix = f"{source}: " if source else ""
+        super().__init__(prefix + "; ".join(p["message"] for p in self.problems))
+
+    def lines(self) -> list[str]:
+        prefix = f"{self.source}: " if self.source else ""
+        return [prefix + p["message"] for p in self.problems]
+
+
+def _path(loc: Sequence[int | str]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _model_at(loc: Sequence[int | str]) -> type[BaseModel] | None:
+    """The model whose keys are valid where ``loc`` points (list indexes are stepped over)."""
+
+    def inner(annotation: Any) -> type[BaseModel] | None:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return annotation
+        return next((m for m in map(inner, get_args(annotation)) if m is not None), None)
+
+    model: type[BaseModel] | None = Manifest
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if model is not None else None
+        model = inner(field.annotation) if field is not None else None
+    return model
+
+
+_SHOULD = re.compile(r"(?:Input|List|String|Value|Dictionary|Tuple|Object) should")
+
+
+def validation_problems(error: ValidationError) -> list[Problem]:
+    """pydantic's errors for a manifest as ``{path, message}`` items, each message naming its
+    place and, where it helps, the offending value and what to write instead."""
+    problems = []
+    for e in error.errors():
+        loc = tuple(e["loc"])
+        path, msg, value = _path(loc), e["msg"], e.get("input")
+        if e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+            key, where = str(loc[-1]), _path(loc[:-1])
+            model = _model_at(loc[:-1])
+            known = list(model.model_fields) if model is not None else []
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            place = f"in {where}" if where else "at the top level"
+            text = f"unknown key {key!r} {place}{hint}; valid keys there: {', '.join(known)}"
+        elif e["type"] == "missing":
+            text = f"{path} is required"
+            if path == "run":
+                text += " (run: {workflow: FILE} or run: {command: [ARG, ...]})"
+        elif e["type"] in ("value_error", "assertion_error"):
+            msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+            text = f"{path}: {msg}" if path else msg
+        elif e["type"] == "string_type" and isinstance(value, int | float | bool):
+            text = f"{path} should be text, got {value!r}; quote it in YAML: '{value}'"
+        else:
+            msg = msg.replace(" after validation", "")
+            if _SHOULD.match(msg):
+                text = f"{path} should{msg.split(' should', 1)[1]}"
+            else:
+                text = f"{path}: {msg[:1].lower()}{msg[1:]}"
+            shown = repr(value)
+            if not isinstance(value, Mapping) and len(shown) <= 60:
+                text += f" (got {shown})"
+        problems.append(_problem(path, text))
+    return problems
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):  # type: ignore[misc]
+    """PyYAML's safe loader with YAML 1.2 booleans, and a key given twice as an error."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                twice = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: let PyYAML say so
+                continue
+            if twice:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark,
+                    f"found the key {key!r} twice", key_node.start_mark,
+                )  # fmt: skip
+        return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.1 reads on/off/yes/no as booleans, which would turn ``retries: {on: [oom]}`` into
+# ``{True: ["oom"]}``; only true and false are booleans here, as in YAML 1.2.
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def manifest_from_dict(data: object, source: str = "manifest") -> Manifest:
+    """Check a manifest given as plain data (parsed YAML or JSON).
+
+    Raises
+    ------
+    ManifestError
+        Naming ``source`` and listing every problem found.
+    """
+    if not isinstance(data, Mapping):
+        kind = "nothing" if data is None else f"a {type(data).__name__}"
+        raise ManifestError(
+            [_problem("", f"a manifest is a mapping (name, resources, run, ...), got {kind}")],
+            source,
+        )
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        raise ManifestError(validation_problems(exc), source) from exc
+
+
+def manifest_from_yaml(text: str, source: str = "manifest") -> Manifest:
+    """Parse and check a manifest's YAML text; a YAML syntax error names the line and column."""
+    try:
+        data = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: safe
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ManifestError([_problem("", f"{where}not valid YAML ({problem})")], source) from exc
+    return manifest_from_dict(data, source)
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Read and check a manifest file.
+
+    Raises
+    ------
+    ManifestError
+        Whose message starts with the file, e.g. ``job.yaml: unknown key 'cpu' in resources
+        (did you mean 'cpus'?); valid keys there: cpus, memory, gpus``.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ManifestError(
+            [_problem("", f"cannot read the manifest ({reason})")], str(path)
+        ) from exc
+    return manifest_from_yaml(text, str(path))
+
+
+def check_capacity(manifest: Manifest, capacity: Resources) -> None:
+    """Reject a job no worker could ever run.
+
+    Parameters
+    ----------
+    manifest : Manifest
+        The job.
+    capacity : Resources
+        The largest worker's resources.
+
+    Raises
+    ------
+    ManifestError
+        With one problem per resource asked beyond ``capacity``, e.g. ``resources.memory 64Gi
+        exceeds the largest worker's 16Gi``.
+    """
+    asked = manifest.resources
+    requests = [
+        ("cpus", asked.cpus, capacity.cpus, f"{asked.cpus:g}", f"{capacity.cpus:g}"),
+        ("memory", asked.memory, capacity.memory,
+         format_memory(asked.memory), format_memory(capacity.memory)),
+        ("gpus", asked.gpus, capacity.gpus, str(asked.gpus), str(capacity.gpus)),
+    ]  # fmt: skip
+    problems = []
+    for key, want, have, want_text, have_text in requests:
+        if want > have:
+            path = f"resources.{key}"
+            text = (
+                f"{path} {want_text}: no worker has any {key}"
+                if have == 0
+                else f"{path} {want_text} exceeds the largest worker's {have_text}"
+            )
+            problems.append(_problem(path, text))
+    if problems:
+        raise ManifestError(problems, f"job {manifest.name!r}")

@@ -1,0 +1,119 @@
+"""A worker running real processes: every way an attempt ends, retries after a kill -9 and
+after an OOM, cancellation, and the watchdog ending attempts whose heartbeat stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from quarry.jobs import JobStore
+from quarry.jobs._watchdog import Watchdog
+from quarry.jobs._worker import Worker
+
+PY = sys.executable
+
+
+def _job(code: str, *, memory: int = 512 << 20, **extra: Any) -> dict[str, Any]:
+    return {"name": "t", "project": "p", "resources": {"cpus": 1, "memory": memory},
+            "run": {"command": [PY, "-c", code]}, **extra}  # fmt: skip
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[JobStore]:
+    with JobStore(f"sqlite:///{tmp_path / 'jobs.db'}") as opened:
+        yield opened
+
+
+def _worker(store: JobStore, tmp_path: Path, **kw: Any) -> Worker:
+    return Worker(store, tmp_path / "logs", cpus=2, memory=4 << 30, heartbeat_every=0.2, **kw)
+
+
+def _until(predicate: Any, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.05)
+
+
+def test_every_ending_is_classified(store: JobStore, tmp_path: Path) -> None:
+    ok = store.submit(_job("print('hello')"))
+    bad = store.submit(_job("import sys; sys.exit(3)"))
+    slow = store.submit(_job("import time; time.sleep(60)", timeout=0.5))
+    _worker(store, tmp_path).run(until_idle=True, every=0.05)
+    assert store.job(ok).status == "succeeded"  # type: ignore[union-attr]
+    log = tmp_path / "logs" / f"job-{ok}" / "attempt-1.log"
+    assert log.read_text().strip() == "hello"
+    failed = store.attempts(bad)[0]
+    assert (failed.outcome, failed.exit_code) == ("failed", 3)
+    assert store.job(bad).status == "failed"  # type: ignore[union-attr]
+    assert store.attempts(slow)[0].outcome == "timed_out"
+
+
+def test_an_attempt_killed_with_sigkill_is_retried_and_succeeds(
+    store: JobStore, tmp_path: Path
+) -> None:
+    marker = tmp_path / "second"
+    # the first attempt waits to be killed; the second finds the marker and succeeds
+    code = (f"import os, time, pathlib; m = pathlib.Path({str(marker)!r})\n"
+            "if m.exists(): raise SystemExit(0)\nm.touch(); time.sleep(60)")  # fmt: skip
+    job = store.submit(_job(code, retries={"max": 1, "backoff": 0, "on": ["lost"]}))
+    worker = _worker(store, tmp_path)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), kwargs={"every": 0.05})
+    thread.start()
+    try:
+        _until(lambda: marker.exists() and store.attempts(job)[0].pid is not None)
+        os.kill(store.attempts(job)[0].pid, signal.SIGKILL)  # type: ignore[arg-type]
+        _until(lambda: store.job(job).status == "succeeded")  # type: ignore[union-attr]
+    finally:
+        stop.set()
+        thread.join()
+    first, second = store.attempts(job)
+    assert (first.outcome, first.reason) == ("lost", "the process died of SIGKILL")
+    assert second.outcome == "succeeded"
+
+
+def test_a_job_over_its_memory_is_oom_killed_then_retried_with_more(
+    store: JobStore, tmp_path: Path
+) -> None:
+    hog = "import time; b = bytearray(300 << 20); b[::4096] = b'x' * len(b[::4096]); time.sleep(1)"
+    job = store.submit(_job(hog, memory=100 << 20, retries={
+        "max": 1, "backoff": 0, "on": ["oom"], "memory_multiplier_on_oom": 5}))  # fmt: skip
+    _worker(store, tmp_path).run(until_idle=True, every=0.05)
+    first, second = store.attempts(job)
+    assert first.outcome == "oom_killed" and first.memory == 100 << 20
+    assert first.peak_memory is not None and first.peak_memory > 100 << 20
+    assert second.memory == 500 << 20 and second.outcome == "succeeded"
+    assert second.peak_memory is not None and second.peak_memory > 300 << 20
+
+
+def test_a_cancelled_job_is_stopped(store: JobStore, tmp_path: Path) -> None:
+    job = store.submit(_job("import time; time.sleep(60)"))
+    worker = _worker(store, tmp_path)
+    worker.step()
+    assert store.job(job).status == "running"  # type: ignore[union-attr]
+    store.cancel(job)
+    _until(lambda: worker.step() == 0, 10)
+    assert store.attempts(job)[0].outcome == "cancelled"
+    assert store.job(job).status == "cancelled"  # type: ignore[union-attr]
+
+
+def test_the_watchdog_ends_an_attempt_whose_worker_died(store: JobStore, tmp_path: Path) -> None:
+    job = store.submit(_job("print('again')", retries={"max": 1, "backoff": 0, "on": ["lost"]}))
+    store.claim("a-worker-that-dies", cpus=1, memory=1 << 30)  # and never sends a heartbeat
+    watchdog = Watchdog(store, stale_after=0.3)
+    assert watchdog.sweep() == []
+    _until(lambda: bool(watchdog.sweep()), 5)
+    assert store.job(job).status == "queued"  # type: ignore[union-attr]
+    assert "no heartbeat" in (store.attempts(job)[0].reason or "")
+    _worker(store, tmp_path).run(until_idle=True, every=0.05)
+    assert [a.outcome for a in store.attempts(job)] == ["lost", "succeeded"]
