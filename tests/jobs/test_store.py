@@ -51,9 +51,9 @@ def test_the_schema_comes_from_the_migrations(store: JobStore) -> None:
     from sqlalchemy import inspect, text
 
     tables = set(inspect(store.engine).get_table_names())
-    assert {"jobs", "attempts", "alembic_version"} <= tables
+    assert {"jobs", "attempts", "members", "tokens", "alembic_version"} <= tables
     with store.engine.connect() as conn:
-        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0001"
+        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0002"
     with JobStore(store.url):  # opening again migrates nothing and fails nothing
         pass
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["STATUSES", "Attempt", "Base", "Job"]
+__all__ = ["STATUSES", "Attempt", "Base", "Job", "Member", "Token"]
 
 # A job's life: queued -> running -> succeeded | failed | cancelled (a retried attempt puts
 # it back to queued, with ``not_before`` for the backoff).
@@ -61,3 +61,24 @@ class Attempt(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Member(Base):
+    """A user's membership of a project: what the user may see and submit to."""
+
+    __tablename__ = "members"
+
+    user: Mapped[str] = mapped_column(String(100), primary_key=True)
+    project: Mapped[str] = mapped_column(String(100), primary_key=True)
+
+
+class Token(Base):
+    """An API token, kept only as its SHA-256 digest."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True, autoincrement=True)  # fmt: skip
+    user: Mapped[str] = mapped_column(String(100))
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

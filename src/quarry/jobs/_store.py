@@ -14,7 +14,9 @@ PostgreSQL, shared safely by several schedulers and workers.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,17 +24,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy import ColumnElement, Engine, create_engine, event, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from quarry.exceptions import UsageError
-from quarry.jobs._schema import Attempt, Job
+from quarry.jobs._schema import Attempt, Job, Member, Token
 
 __all__ = ["Claimed", "JobStore", "default_url", "migrate"]
 
 OUTCOMES = ("succeeded", "failed", "oom_killed", "timed_out", "cancelled", "lost")
 # What a retry policy's ``on`` names, by outcome.
 _RETRY_KIND = {"failed": "failed", "timed_out": "failed", "oom_killed": "oom", "lost": "lost"}
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _why(outcome: str, reason: str | None) -> str:
@@ -281,6 +287,51 @@ class JobStore:
             job.finished_at = now
             job.reason = None if outcome == "succeeded" else _why(outcome, reason)
             return job.status
+
+    # -- users and tokens ---------------------------------------------------------------------
+
+    def create_token(self, user: str, project: str) -> str:
+        """Make ``user`` a member of ``project`` and give them a new API token (shown once,
+        stored only as its digest)."""
+        token = "qt_" + secrets.token_urlsafe(32)
+        with self.session() as s:
+            if s.get(Member, (user, project)) is None:
+                s.add(Member(user=user, project=project))
+            s.add(Token(user=user, digest=_digest(token), created_at=_now()))
+        return token
+
+    def authenticate(self, token: str) -> tuple[str, set[str]] | None:
+        """The token's user and their projects, or None for an unknown token."""
+        with self.session() as s:
+            user = s.scalar(select(Token.user).where(Token.digest == _digest(token)))
+            if user is None:
+                return None
+            projects = s.scalars(select(Member.project).where(Member.user == user))
+            return user, set(projects)
+
+    def jobs(
+        self,
+        *,
+        projects: set[str] | None = None,
+        status: str | None = None,
+        project: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[Job], int]:
+        """A page of jobs, newest first, and how many match in all."""
+        where: list[ColumnElement[bool]] = []
+        if projects is not None:
+            where.append(Job.project.in_(projects))
+        if status is not None:
+            where.append(Job.status == status)
+        if project is not None:
+            where.append(Job.project == project)
+        with self.session() as s:
+            total = s.scalar(select(func.count()).select_from(Job).where(*where)) or 0
+            page = s.scalars(
+                select(Job).where(*where).order_by(Job.id.desc()).limit(limit).offset(offset)
+            )
+            return list(page), int(total)
 
     def cancel(self, job_id: int) -> str | None:
         """Cancel a queued or running job (a running attempt is stopped by its worker, which
