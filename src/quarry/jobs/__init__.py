@@ -1,6 +1,8 @@
 """The job service: manifests, a durable queue on SQLite or PostgreSQL, workers on execution
-backends, and the watchdog; the REST API and the CLI are still to come.
+backends, the watchdog, and the REST API (``_api.create_app``).
 
+- ``Manifest``: a job's YAML (resources, data, run, env, retries, timeout, priority,
+  labels), strict; problems come with their field paths (``ManifestError.problems``).
 - ``JobStore``: jobs and attempts, migrated by Alembic; atomic, capacity-aware claims
   (priority, then fair share across projects, then age), retries with backoff and more
   memory after an OOM, heartbeats and the stale attempts a watchdog must end.
@@ -10,9 +12,40 @@ backends, and the watchdog; the REST API and the CLI are still to come.
 """
 
 from quarry.jobs._backends import BACKENDS, Backend, Ended, LocalBackend, backend
+from quarry.jobs._manifest import (
+    Manifest,
+    ManifestError,
+    Resources,
+    check_capacity,
+    load_manifest,
+    manifest_from_dict,
+    manifest_from_yaml,
+    parse_duration,
+    parse_memory,
+)
 from quarry.jobs._store import Claimed, JobStore, default_url, migrate
 from quarry.jobs._watchdog import Watchdog
 from quarry.jobs._worker import Worker
 
-__all__ = ["BACKENDS", "Backend", "Claimed", "Ended", "JobStore", "LocalBackend", "Watchdog",
-           "Worker", "backend", "default_url", "migrate"]  # fmt: skip
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "Claimed",
+    "Ended",
+    "JobStore",
+    "LocalBackend",
+    "Manifest",
+    "ManifestError",
+    "Resources",
+    "Watchdog",
+    "Worker",
+    "backend",
+    "check_capacity",
+    "default_url",
+    "load_manifest",
+    "manifest_from_dict",
+    "manifest_from_yaml",
+    "migrate",
+    "parse_duration",
+    "parse_memory",
+]

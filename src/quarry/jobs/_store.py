@@ -212,6 +212,18 @@ class JobStore:
                                      job.cpus, job.memory, job.gpus))  # fmt: skip
         return taken
 
+    def attempt_stats(self) -> tuple[dict[str, int], tuple[float, int]]:
+        """Attempts by outcome (``running`` for unfinished ones), and the sum and count of
+        seconds from a job's submission to its first attempt's start."""
+        with self.session() as s:
+            rows = s.execute(select(Attempt.outcome, func.count()).group_by(Attempt.outcome))
+            outcomes = {outcome or "running": int(n) for outcome, n in rows}
+            firsts = s.execute(
+                select(Job.created_at, Job.started_at).where(Job.started_at.is_not(None))
+            ).all()
+        waits = [(b - a).total_seconds() for a, b in firsts if a is not None and b is not None]
+        return outcomes, (float(sum(waits)), len(waits))
+
     def cancelled(self, job_ids: set[int]) -> set[int]:
         """Which of ``job_ids`` were cancelled."""
         with self.session() as s:
