@@ -8,7 +8,7 @@ import sys
 import typer
 
 from quarry import __version__
-from quarry.cli import _backtest, _data, _features, _run, _train
+from quarry.cli import _backtest, _data, _features, _jobs, _run, _train
 from quarry.cli._output import err
 
 app = typer.Typer(
@@ -23,6 +23,9 @@ app.add_typer(_features.app, name="features")
 app.command("train")(_train.train_cmd)
 app.command("backtest")(_backtest.backtest_cmd)
 app.command("run")(_run.run_cmd)
+app.add_typer(_jobs.server_app, name="server")
+app.add_typer(_jobs.tokens_app, name="tokens")
+app.add_typer(_jobs.jobs_app, name="jobs")
 
 
 @app.command()
