@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from quarry.jobs._manifest import ManifestError, Resources, check_capacity, manifest_from_dict
@@ -64,6 +65,8 @@ def _caller(
 
 
 Caller = Annotated[tuple[str, set[str]], Depends(_caller)]
+# Ids are 64-bit: a larger number is a 422, not an overflow in the database driver.
+JobId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
 
 
 def create_app(store: JobStore, *, capacity: Resources, logs: Path) -> FastAPI:
@@ -120,12 +123,12 @@ def create_app(store: JobStore, *, capacity: Resources, logs: Path) -> FastAPI:
                 "offset": offset}  # fmt: skip
 
     @app.get("/v1/jobs/{job_id}")
-    def show(job_id: int, caller: Caller) -> dict[str, Any]:
+    def show(job_id: JobId, caller: Caller) -> dict[str, Any]:
         job = visible(job_id, caller)
         return job_view(job, store.attempts(job_id))
 
     @app.post("/v1/jobs/{job_id}/cancel")
-    def cancel(job_id: int, caller: Caller) -> dict[str, Any]:
+    def cancel(job_id: JobId, caller: Caller) -> dict[str, Any]:
         visible(job_id, caller)
         store.cancel(job_id)
         job = store.job(job_id)
@@ -134,7 +137,7 @@ def create_app(store: JobStore, *, capacity: Resources, logs: Path) -> FastAPI:
 
     @app.get("/v1/jobs/{job_id}/logs", response_model=None)
     def logs_of(
-        job_id: int, caller: Caller, follow: bool = False
+        job_id: JobId, caller: Caller, follow: bool = False
     ) -> PlainTextResponse | StreamingResponse:
         """The latest attempt's output; ``follow=true`` streams it until the job ends."""
         visible(job_id, caller)
