@@ -70,6 +70,9 @@ def _engine(url: str) -> Engine:
     def _connect(dbapi: Any, _record: Any) -> None:
         dbapi.isolation_level = None  # transactions are begun below, not by the driver
         dbapi.execute("PRAGMA journal_mode=WAL")
+        # WAL with NORMAL sync survives a crash of any process (not a power cut) and commits
+        # without an fsync each: the queue's throughput on SQLite
+        dbapi.execute("PRAGMA synchronous=NORMAL")
         dbapi.execute("PRAGMA busy_timeout=60000")
         dbapi.execute("PRAGMA foreign_keys=ON")
 
@@ -230,9 +233,13 @@ class JobStore:
             rows = s.scalars(select(Job.id).where(Job.id.in_(job_ids), Job.status == "cancelled"))
             return set(rows)
 
-    def started(self, attempt_id: int, pid: int) -> None:
+    def started(self, pids: dict[int, int]) -> None:
+        """Record the process ids of attempts just started (attempt id -> pid)."""
+        if not pids:
+            return
         with self.session() as s:
-            s.execute(update(Attempt).where(Attempt.id == attempt_id).values(pid=pid))
+            for attempt_id, pid in pids.items():
+                s.execute(update(Attempt).where(Attempt.id == attempt_id).values(pid=pid))
 
     def heartbeat(self, attempt_ids: list[int]) -> None:
         if not attempt_ids:

@@ -72,16 +72,18 @@ class Worker:
         free_cpus = self.cpus - sum(c for _h, _j, c, _m in self.running.values())
         free_memory = self.memory - sum(m for _h, _j, _c, m in self.running.values())
         if free_cpus > 0 and free_memory > 0:
+            pids: dict[int, int] = {}
             for claim in self.store.claim(self.name, cpus=free_cpus, memory=free_memory,
-                                          limit=16):  # fmt: skip
+                                          limit=64):  # fmt: skip
                 log = self.log_path(claim.job_id, claim.number)
                 try:
                     handle = self.runner.start(claim.attempt_id, claim.manifest, claim.memory, log)
                 except OSError as exc:  # no such command, a bad workdir: the attempt failed
                     self.store.finish(claim.attempt_id, "failed", reason=f"cannot start: {exc}")
                     continue
-                self.store.started(claim.attempt_id, handle.pid)
+                pids[claim.attempt_id] = handle.pid
                 self.running[claim.attempt_id] = (handle, claim.job_id, claim.cpus, claim.memory)
+            self.store.started(pids)
         now = time.monotonic()
         if now - self._beat >= self.heartbeat_every:
             self.store.heartbeat(list(self.running))  # only attempts whose process is alive
