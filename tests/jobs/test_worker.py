@@ -117,3 +117,17 @@ def test_the_watchdog_ends_an_attempt_whose_worker_died(store: JobStore, tmp_pat
     assert "no heartbeat" in (store.attempts(job)[0].reason or "")
     _worker(store, tmp_path).run(until_idle=True, every=0.05)
     assert [a.outcome for a in store.attempts(job)] == ["lost", "succeeded"]
+
+
+def test_a_workflow_job_runs_quarry_run(store: JobStore, tmp_path: Path) -> None:
+    """``run: {workflow: FILE}`` runs ``quarry run FILE``: a file with a typo fails the attempt
+    with the CLI's one-line error in the log."""
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("name: w\nmodel: {typo: 1}\n")
+    job = store.submit({"name": "w", "project": "p", "resources": {"cpus": 1, "memory": 1 << 30},
+                        "run": {"workflow": str(flow)}})  # fmt: skip
+    _worker(store, tmp_path).run(until_idle=True, every=0.05)
+    attempt = store.attempts(job)[0]
+    assert (attempt.outcome, attempt.exit_code) == ("failed", 1)
+    log = (tmp_path / "logs" / f"job-{job}" / "attempt-1.log").read_text()
+    assert "unknown key 'typo' in model" in log and "Traceback" not in log

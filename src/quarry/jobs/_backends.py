@@ -3,9 +3,9 @@ name; the local backend now, a Ray backend later, both running the same manifest
 
 The local backend runs one subprocess per attempt, in its own process group, with its
 output in a log file. Its CPU count is honoured by pinning it to that many cores and telling
-the usual thread pools (OpenMP, BLAS, numba, Polars) as much; its memory limit by watching
-the resident memory of its whole process tree and killing the tree past the limit (the
-cgroup v2 limit, where a machine delegates one, is still to come: this machine has v1).
+the usual thread pools (OpenMP, BLAS, numba, Polars) as much; its memory limit by cgroup v2
+where the worker's cgroup delegates the memory controller (``_cgroup``), else by watching
+the resident memory of its whole process tree and killing the tree past the limit.
 
 Every end is classified: ``succeeded``; ``failed`` with the exit code; ``oom_killed`` with the
 peak memory; ``timed_out``; ``cancelled``; or ``lost`` when the process died of a signal
@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+
+from quarry.jobs._cgroup import CgroupV2
 
 __all__ = ["BACKENDS", "Backend", "Ended", "LocalBackend", "backend"]
 
@@ -112,9 +114,13 @@ def _tree_rss(pid: int) -> int:
 
 
 class LocalBackend(Backend):
-    """Subprocesses on this machine."""
+    """Subprocesses on this machine; memory limited by cgroup v2 where the worker's cgroup
+    allows it (``cgroup``, default found at start), else by watching resident memory."""
 
     name = "local"
+
+    def __init__(self, cgroup: CgroupV2 | bool | None = True) -> None:
+        self.cgroup = CgroupV2.find() if cgroup is True else (cgroup or None)
 
     def start(self, attempt_id: int, manifest: dict[str, Any], memory: int, log: Path) -> Handle:
         cpus = float(manifest.get("resources", {}).get("cpus", 1))
@@ -148,21 +154,31 @@ class LocalBackend(Backend):
         deadline = time.monotonic() + float(timeout) if timeout else None
         handle = Handle(attempt_id, process.pid, memory, deadline, process)
         handle.extra["log"] = out
+        if self.cgroup is not None:
+            group = self.cgroup.create(f"quarry-attempt-{attempt_id}", memory)
+            self.cgroup.add(group, process.pid)
+            handle.extra["cgroup"] = group
         return handle
 
     def poll(self, handle: Handle) -> Ended | None:
         process: subprocess.Popen[bytes] = handle.process
         code = process.poll()
+        group: Path | None = handle.extra.get("cgroup")
         if code is None:
-            rss = _tree_rss(handle.pid)
+            rss = CgroupV2.usage(group) if group else _tree_rss(handle.pid)
             handle.peak = max(handle.peak, rss)
-            if rss > handle.memory_limit and handle.stopping is None:
+            if group is None and rss > handle.memory_limit and handle.stopping is None:
                 self.stop(handle, "oom_killed")
             elif handle.deadline is not None and time.monotonic() > handle.deadline:
                 if handle.stopping is None:
                     self.stop(handle, "timed_out")
             return None
         handle.extra["log"].close()
+        if group is not None:
+            handle.peak = max(handle.peak, CgroupV2.usage(group))
+            if CgroupV2.oom_killed(group) and handle.stopping is None:
+                handle.stopping = "oom_killed"  # the kernel enforced the limit
+            CgroupV2.remove(group)
         peak = handle.peak or None
         if handle.stopping == "oom_killed":
             return Ended("oom_killed", f"resident memory {handle.peak} bytes passed the limit "
