@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 PG = "postgresql://postgres@127.0.0.1:5432"
-NOOP = {"name": "noop", "project": "bench", "resources": {"cpus": 0.001, "memory": 1 << 20},
+NOOP = {"name": "noop", "project": "bench", "resources": {"cpus": 0.001, "memory": 64 << 20},
         "run": {"command": ["true"]}, "retries": {"max": 0}}  # fmt: skip
 
 
@@ -83,8 +83,9 @@ def _latency(kind: str, folder: Path, jobs: int, rate: float) -> dict[str, Any]:
             for k in range(jobs):
                 time.sleep(max(0.0, t0 + k / rate - time.perf_counter()))
                 ids.append(store.submit(NOOP))
-            while store.counts().get("succeeded", 0) < jobs:
+            while set(store.counts()) & {"queued", "running"}:
                 time.sleep(0.05)
+            assert store.counts() == {"succeeded": jobs}, store.counts()
             stop.set()
             thread.join()
             waits = []

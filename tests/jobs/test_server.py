@@ -87,6 +87,9 @@ def test_the_cli_against_a_running_server(service: Service, tmp_path: Path) -> N
     shown = service.cli("jobs", "show", str(job["id"]))
     assert shown["attempts"][0]["outcome"] == "succeeded" and shown["resources"]["cpus"] == 0.5
     assert service.cli("jobs", "logs", str(job["id"]))["log"].strip() == "hello"
+    followed = subprocess.run([*QUARRY, "jobs", "logs", str(job["id"]), "-f"], env=service.env,
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert followed.returncode == 0 and followed.stdout.strip() == "hello"
     assert service.cli("jobs", "list")["total"] == 1
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nproject: alpha\nresources: {cpu: 1}\nrun: {command: [true]}\n")

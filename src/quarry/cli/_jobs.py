@@ -72,7 +72,13 @@ def tokens_create_cmd(
 
 
 def _call(
-    server: str | None, method: str, path: str, body: Any = None, *, raw: bool = False
+    server: str | None,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    raw: bool = False,
+    stream: Any = None,
 ) -> Any:
     base = (server or os.environ.get("QUARRY_SERVER") or "http://127.0.0.1:8765").rstrip("/")
     token = os.environ.get("QUARRY_TOKEN", "")
@@ -82,7 +88,12 @@ def _call(
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )  # fmt: skip
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=None if stream else 30) as response:
+            if stream is not None:  # write the body as it arrives (logs -f)
+                while chunk := response.read1(65536):
+                    stream.write(chunk.decode(errors="replace"))
+                    stream.flush()
+                return None
             payload = response.read()
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")
@@ -174,7 +185,11 @@ def logs_cmd(
     as_json: AsJson = False,
 ) -> None:
     """The output of a job's latest attempt."""
-    text = _call(server, "GET", f"/v1/jobs/{job_id}/logs?follow={str(follow).lower()}", raw=True)
+    path = f"/v1/jobs/{job_id}/logs?follow={str(follow).lower()}"
+    if follow and not as_json:
+        _call(server, "GET", path, stream=sys.stdout)
+        return
+    text = _call(server, "GET", path, raw=True)
     if as_json:
         print(json.dumps({"id": job_id, "log": text}))
     else:
