@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Body, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
@@ -86,12 +86,11 @@ def create_app(store: JobStore, *, capacity: Resources, logs: Path) -> FastAPI:
         return job
 
     @app.post("/v1/jobs", status_code=201)
-    async def submit(request: Request, caller: Caller) -> dict[str, Any]:
+    def submit(
+        body: Annotated[dict[str, Any], Body(description="The manifest, as the YAML file's JSON")],
+        caller: Caller,
+    ) -> dict[str, Any]:
         """Queue a job from its manifest (JSON, the YAML file's structure)."""
-        try:
-            body = await request.json()
-        except ValueError as exc:
-            raise HTTPException(422, [{"path": "(body)", "message": "not JSON"}]) from exc
         try:
             manifest = manifest_from_dict(body, source="request")
             check_capacity(manifest, capacity)
