@@ -51,11 +51,15 @@ def _champion_scores(
 ) -> pl.DataFrame | str:
     """The champion's scores on ``features``, or why it cannot score them."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     from quarry.tracking import client
 
     client()
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    except (MlflowException, OSError) as exc:  # artifacts moved or deleted
+        return f"the champion (version {version}) cannot be loaded: {str(exc).splitlines()[0]}"
     schema = model.metadata.get_input_schema()
     columns = schema.input_names() if schema is not None else []
     missing = [c for c in columns if c not in features.columns]
