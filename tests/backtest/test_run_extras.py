@@ -148,3 +148,26 @@ def test_the_command_runs_the_optimizer(market: tuple[Store, pl.DataFrame], tmp_
         "optimizer", "--max-weight", "0", "--out", str(out),
     )  # fmt: skip
     assert code == 1 and "--max-weight" in err and "Traceback" not in err
+
+
+def test_a_suspended_holding_keeps_its_last_close() -> None:
+    from quarry.backtest._run import last_close
+
+    nan = np.nan
+    close = np.array([[nan, 2.0], [1.0, nan], [nan, nan], [3.0, 4.0]])
+    np.testing.assert_array_equal(
+        last_close(close), [[0.0, 2.0], [1.0, 2.0], [1.0, 2.0], [3.0, 4.0]]
+    )
+
+
+def test_positions_and_cash_add_up_to_the_value_every_day(
+    market: tuple[Store, pl.DataFrame],
+) -> None:
+    store, signal = market
+    result = run_backtest(store, signal, None, topk=6, n_drop=2, analyze_signal=False)
+    held = result.positions.group_by("date").agg(pl.col("value").sum())
+    days = result.returns.join(held, on="date", how="left").with_columns(
+        pl.col("value_right").fill_null(0.0)
+    )
+    total = days["value_right"] + days["cash"]
+    np.testing.assert_allclose(total.to_numpy(), days["value"].to_numpy(), rtol=1e-9)

@@ -180,6 +180,15 @@ def _optimize(
     return found.weights, decisions, settings.gross_leverage
 
 
+def last_close(close: np.ndarray) -> np.ndarray:
+    """Each day's close, or the last one before it on a day without a bar (as holdings are
+    marked), 0 before the first: a suspended holding keeps its value and weight."""
+    days = np.arange(close.shape[0])[:, None]
+    seen = np.maximum.accumulate(np.where(np.isfinite(close), days, -1), axis=0)
+    out = close[np.maximum(seen, 0), np.arange(close.shape[1])]
+    return np.where(seen >= 0, out, 0.0)
+
+
 def _exposure(
     grid: Aligned, sim: Simulation, codes: np.ndarray, names: list[str], *, equal_weighted: bool
 ) -> pl.DataFrame | None:
@@ -188,7 +197,7 @@ def _exposure(
     if not names:
         return None
     days, k = codes.shape[0], len(names)
-    close = np.nan_to_num(grid.market.close)
+    close = last_close(grid.market.close)
     held = sim.shares != 0
     weight = np.where(held, sim.shares * close, 0.0) / sim.value[:, None]
     flat = np.arange(days)[:, None] * k + codes
@@ -253,7 +262,7 @@ def _frames(grid: Aligned, sim: Simulation, benchmark: np.ndarray) -> BacktestRe
     )
     names = pl.Series("instrument", grid.instruments, dtype=pl.String)
     day, inst = np.nonzero(sim.shares)
-    price = np.nan_to_num(grid.market.close[day, inst])
+    price = last_close(grid.market.close)[day, inst]
     positions = pl.DataFrame(
         {
             "date": dates.gather(day),
