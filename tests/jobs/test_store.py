@@ -143,3 +143,14 @@ def _thousand(store: JobStore, postgres: str) -> None:
     assert seen[0] and seen[1]  # both schedulers took part
     assert store.counts() == {"succeeded": 1000}
     assert all(len(store.attempts(i)) == 1 for i in ids[:50])
+
+
+def test_memory_after_an_oom_grows_only_to_what_a_worker_has(store: JobStore) -> None:
+    job = store.submit(_manifest("m", memory=150 << 20, max=3, backoff=0.0, on=["oom"],
+                                 memory_multiplier_on_oom=1.5))  # fmt: skip
+    first = store.claim("w", cpus=1, memory=200 << 20)[0]
+    assert store.finish(first.attempt_id, "oom_killed", max_memory=200 << 20) == "queued"
+    assert store.job(job).memory == 200 << 20  # type: ignore[union-attr]  # capped, not 225Mi
+    second = store.claim("w", cpus=1, memory=200 << 20)[0]
+    assert store.finish(second.attempt_id, "oom_killed", max_memory=200 << 20) == "failed"
+    assert "more than" in (store.job(job).reason or "")  # type: ignore[union-attr]

@@ -131,3 +131,61 @@ def test_a_workflow_job_runs_quarry_run(store: JobStore, tmp_path: Path) -> None
     assert (attempt.outcome, attempt.exit_code) == ("failed", 1)
     log = (tmp_path / "logs" / f"job-{job}" / "attempt-1.log").read_text()
     assert "unknown key 'typo' in model" in log and "Traceback" not in log
+
+
+def test_a_worker_the_watchdog_gave_up_on_stops_its_process(
+    store: JobStore, tmp_path: Path
+) -> None:
+    """A stalled worker's attempt is ended as lost and its job queued again; when the worker
+    comes back, its heartbeat learns that and it kills the process: never two at once."""
+    job = store.submit(_job("import time; time.sleep(60)",
+                            retries={"max": 1, "backoff": 3600, "on": ["lost"]}))  # fmt: skip
+    worker = _worker(store, tmp_path)
+    worker.step()
+    pid = store.attempts(job)[0].pid
+    assert pid is not None
+    time.sleep(0.4)  # the worker stalls; no heartbeat
+    assert Watchdog(store, stale_after=0.2).sweep()
+    worker._beat = 0.0  # its next step sends a heartbeat
+    _until(lambda: worker.step() == 0, 10)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # gone
+    assert [a.outcome for a in store.attempts(job)] == ["lost"]
+    assert store.job(job).status == "queued"  # type: ignore[union-attr]
+
+
+def test_attempts_side_by_side_get_cores_of_their_own(store: JobStore, tmp_path: Path) -> None:
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two cores")
+    jobs = [store.submit(_job("import time; time.sleep(30)")) for _ in range(2)]
+    worker = _worker(store, tmp_path)
+    worker.step()
+    pids = [store.attempts(j)[0].pid for j in jobs]
+    cores = [os.sched_getaffinity(p) for p in pids]  # type: ignore[arg-type]
+    assert all(len(c) == 1 for c in cores) and cores[0] != cores[1]
+    for j in jobs:
+        store.cancel(j)
+    _until(lambda: worker.step() == 0, 10)
+
+
+def test_a_worker_shutting_down_queues_its_jobs_again(store: JobStore, tmp_path: Path) -> None:
+    job = store.submit(_job("import time; time.sleep(30)"))  # no retries allowed
+    worker = _worker(store, tmp_path)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), kwargs={"every": 0.05})
+    thread.start()
+    _until(lambda: store.job(job).status == "running")  # type: ignore[union-attr]
+    stop.set()
+    thread.join()
+    assert store.job(job).status == "queued"  # type: ignore[union-attr]
+    assert "shut down" in (store.attempts(job)[0].reason or "")
+    stored = store.job(job)
+    assert stored is not None and (stored.attempts, stored.max_retries) == (1, 1)  # a free try
+    store.cancel(job)
+
+
+def test_a_death_by_a_real_time_signal_is_lost(store: JobStore, tmp_path: Path) -> None:
+    job = store.submit(_job("import os, signal; os.kill(os.getpid(), signal.SIGRTMIN + 6)"))
+    _worker(store, tmp_path).run(until_idle=True, every=0.05)
+    attempt = store.attempts(job)[0]
+    assert attempt.outcome == "lost" and (attempt.reason or "").startswith("the process died of")

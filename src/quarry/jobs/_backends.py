@@ -15,6 +15,7 @@ nobody here sent (a ``kill -9``, the kernel's OOM killer, a dying node).
 from __future__ import annotations
 
 import abc
+import contextlib
 import math
 import os
 import shutil
@@ -62,8 +63,16 @@ class Backend(abc.ABC):
     name: ClassVar[str]
 
     @abc.abstractmethod
-    def start(self, attempt_id: int, manifest: dict[str, Any], memory: int, log: Path) -> Handle:
-        """Start the attempt's process under ``memory`` bytes; its output goes to ``log``."""
+    def start(
+        self,
+        attempt_id: int,
+        manifest: dict[str, Any],
+        memory: int,
+        log: Path,
+        cores: set[int] | None = None,
+    ) -> Handle:
+        """Start the attempt's process under ``memory`` bytes on ``cores`` (the backend's
+        choice when None); its output goes to ``log``."""
 
     @abc.abstractmethod
     def poll(self, handle: Handle) -> Ended | None:
@@ -122,16 +131,23 @@ class LocalBackend(Backend):
     def __init__(self, cgroup: CgroupV2 | bool | None = True) -> None:
         self.cgroup = CgroupV2.find() if cgroup is True else (cgroup or None)
 
-    def start(self, attempt_id: int, manifest: dict[str, Any], memory: int, log: Path) -> Handle:
+    def start(
+        self,
+        attempt_id: int,
+        manifest: dict[str, Any],
+        memory: int,
+        log: Path,
+        cores: set[int] | None = None,
+    ) -> Handle:
         cpus = float(manifest.get("resources", {}).get("cpus", 1))
-        cores = max(1, math.ceil(cpus))
-        env = {**os.environ, **{k: str(v) for k, v in manifest.get("env", {}).items()}}
-        env.update(
-            {name: str(cores) for name in _THREAD_VARS if name not in manifest.get("env", {})}
-        )
-        available = sorted(os.sched_getaffinity(0))
-        pinned = set(available[: min(cores, len(available))])
-
+        count = max(1, math.ceil(cpus))
+        own = {k: str(v) for k, v in manifest.get("env", {}).items()}
+        env = {**os.environ, **{name: str(count) for name in _THREAD_VARS}, **own}
+        pinned = cores or set(sorted(os.sched_getaffinity(0))[:count])
+        # The cgroup first: a failure leaves no process behind.
+        group = None
+        if self.cgroup is not None:
+            group = self.cgroup.create(f"quarry-attempt-{attempt_id}", memory)
         log.parent.mkdir(parents=True, exist_ok=True)
         out = open(log, "ab")  # handed to the child; closed by poll
         workdir = manifest.get("run", {}).get("workdir")
@@ -140,23 +156,34 @@ class LocalBackend(Backend):
         # fork of this process): its own process group from subprocess, its death with the
         # worker from util-linux's setpriv where there is one, its cores set from here.
         setpriv = shutil.which("setpriv")
-        process = subprocess.Popen(
-            [setpriv, "--pdeathsig", "KILL", "--", *command] if setpriv else command,
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=workdir or None, env=env, process_group=0,
-            preexec_fn=None if setpriv else _die_with_parent,
-        )  # fmt: skip
         try:
+            process = subprocess.Popen(
+                [setpriv, "--pdeathsig", "KILL", "--", *command] if setpriv else command,
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=workdir or None, env=env, process_group=0,
+                preexec_fn=None if setpriv else _die_with_parent,
+            )  # fmt: skip
+        except OSError:
+            out.close()
+            if group is not None:
+                CgroupV2.remove(group)
+            raise
+        if group is not None:
+            try:
+                CgroupV2.add(group, process.pid)
+            except OSError:  # not limited as asked: stop it rather than run it unbounded
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                out.close()
+                CgroupV2.remove(group)
+                raise
+        with contextlib.suppress(OSError):  # already gone: poll reports how it ended
             os.sched_setaffinity(process.pid, pinned)
-        except OSError:  # already gone: poll reports how it ended
-            pass
         timeout = manifest.get("timeout")
         deadline = time.monotonic() + float(timeout) if timeout else None
         handle = Handle(attempt_id, process.pid, memory, deadline, process)
         handle.extra["log"] = out
-        if self.cgroup is not None:
-            group = self.cgroup.create(f"quarry-attempt-{attempt_id}", memory)
-            self.cgroup.add(group, process.pid)
+        if group is not None:
             handle.extra["cgroup"] = group
         return handle
 
@@ -188,7 +215,10 @@ class LocalBackend(Backend):
         if code == 0:
             return Ended("succeeded", None, 0, peak)
         if code < 0:
-            name = signal.Signals(-code).name
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:  # a real-time signal has no name
+                name = f"signal {-code}"
             return Ended("lost", f"the process died of {name}", code, peak)
         return Ended("failed", f"exit code {code}", code, peak)
 

@@ -91,6 +91,8 @@ def migrate(engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":  # two servers starting at once take turns
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7240510016)")
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
@@ -196,11 +198,19 @@ class JobStore:
         taken: list[Claimed] = []
         with self.session() as s:
             free_cpus, free_memory, free_gpus = cpus, memory, gpus
-            for job in s.scalars(query):
-                if len(taken) >= limit:
+            candidates = list(s.scalars(query))
+            # Fair share inside the batch too: each job taken counts for its project
+            # before the next pick (the query's order saw the running jobs only).
+            counted = select(Job.project, func.count()).where(Job.status == "running")
+            running_now = {p: int(n) for p, n in s.execute(counted.group_by(Job.project))}
+            while candidates and len(taken) < limit:
+                fits = [j for j in candidates if j.cpus <= free_cpus
+                        and j.memory <= free_memory and j.gpus <= free_gpus]  # fmt: skip
+                if not fits:
                     break
-                if job.cpus > free_cpus or job.memory > free_memory or job.gpus > free_gpus:
-                    continue
+                job = min(fits, key=lambda j: (-j.priority, running_now.get(j.project, 0), j.id))
+                candidates.remove(job)
+                running_now[job.project] = running_now.get(job.project, 0) + 1
                 free_cpus -= job.cpus
                 free_memory -= job.memory
                 free_gpus -= job.gpus
@@ -241,15 +251,22 @@ class JobStore:
             for attempt_id, pid in pids.items():
                 s.execute(update(Attempt).where(Attempt.id == attempt_id).values(pid=pid))
 
-    def heartbeat(self, attempt_ids: list[int]) -> None:
+    def heartbeat(self, attempt_ids: list[int]) -> set[int]:
+        """Record that these attempts' processes are alive; the ones among them that were
+        ended meanwhile (the watchdog gave them up as lost), whose processes must be stopped
+        so that a job never runs twice."""
         if not attempt_ids:
-            return
+            return set()
         with self.session() as s:
             s.execute(
                 update(Attempt)
                 .where(Attempt.id.in_(attempt_ids), Attempt.outcome.is_(None))
                 .values(heartbeat_at=_now())
             )
+            closed = s.scalars(
+                select(Attempt.id).where(Attempt.id.in_(attempt_ids), Attempt.outcome.is_not(None))
+            )
+            return set(closed)
 
     def stale(self, older_than: float) -> list[int]:
         """Running attempts whose last heartbeat is more than ``older_than`` seconds old."""
@@ -268,9 +285,11 @@ class JobStore:
         reason: str | None = None,
         exit_code: int | None = None,
         peak_memory: int | None = None,
+        max_memory: int | None = None,
     ) -> str:
         """Record how an attempt ended and move its job on: the job's new status. An attempt
-        already finished (by its worker or the watchdog) is left as it was."""
+        already finished (by its worker or the watchdog) is left as it was. ``max_memory``:
+        the most a retry after an OOM may ask for (the reporting worker's capacity)."""
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}")
         now = _now()
@@ -298,7 +317,15 @@ class JobStore:
                 backoff = float(retries.get("backoff", 1.0)) * 2 ** (job.attempts - 1)
                 job.not_before = now + timedelta(seconds=backoff)
                 if outcome == "oom_killed":
-                    job.memory = int(job.memory * float(retries.get("memory_multiplier_on_oom", 1)))
+                    grown = int(job.memory * float(retries.get("memory_multiplier_on_oom", 1)))
+                    if max_memory is not None and grown > max_memory:
+                        if job.memory >= max_memory:  # no worker could give it more
+                            job.status, job.finished_at = "failed", now
+                            job.reason = (f"{_why(outcome, reason)}; a retry would need more "
+                                          f"than the {max_memory} bytes a worker has")  # fmt: skip
+                            return job.status
+                        grown = max_memory
+                    job.memory = grown
                 job.reason = f"attempt {attempt.number} {_why(outcome, reason)}"
                 return job.status
             ended = {"succeeded": "succeeded", "cancelled": "cancelled"}
@@ -351,6 +378,18 @@ class JobStore:
                 select(Job).where(*where).order_by(Job.id.desc()).limit(limit).offset(offset)
             )
             return list(page), int(total)
+
+    def requeue(self, attempt_id: int, reason: str) -> None:
+        """End a running attempt as lost because its worker is shutting down, and queue its
+        job again without counting it against the job's retries."""
+        with self.session() as s:
+            attempt = s.get(Attempt, attempt_id, with_for_update=self.postgres)
+            if attempt is None or attempt.outcome is not None:
+                return
+            attempt.outcome, attempt.reason, attempt.finished_at = "lost", reason, _now()
+            job = s.get(Job, attempt.job_id, with_for_update=self.postgres)
+            if job is not None and job.status == "running":
+                job.status, job.max_retries, job.reason = "queued", job.max_retries + 1, reason
 
     def cancel(self, job_id: int) -> str | None:
         """Cancel a queued or running job (a running attempt is stopped by its worker, which

@@ -4,16 +4,21 @@ records how each ended (which retries it per its policy)."""
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from quarry.jobs._backends import Backend, Handle, backend
 from quarry.jobs._store import JobStore
 
-__all__ = ["Worker", "machine_memory"]
+__all__ = ["Running", "Worker", "machine_memory"]
+
+_log = logging.getLogger("quarry.jobs")
 
 
 def machine_memory() -> int:
@@ -46,59 +51,108 @@ class Worker:
         self.memory = int(memory if memory is not None else machine_memory())
         self.runner = backend(runner) if isinstance(runner, str) else runner
         self.heartbeat_every = heartbeat_every
-        self.running: dict[int, tuple[Handle, int, float, int]] = {}  # attempt -> handle, job,..
+        self.running: dict[int, Running] = {}  # by attempt id
+        self.cores = sorted(os.sched_getaffinity(0))
+        self.core_use = dict.fromkeys(self.cores, 0)
         self._beat = 0.0
 
     def log_path(self, job_id: int, number: int) -> Path:
         return self.logs / f"job-{job_id}" / f"attempt-{number}.log"
 
+    def _take_cores(self, cpus: float) -> set[int]:
+        """The least used ``ceil(cpus)`` cores: attempts side by side get cores of their own
+        while there are enough."""
+        count = min(max(1, math.ceil(cpus)), len(self.cores))
+        chosen = sorted(self.cores, key=lambda c: (self.core_use[c], c))[:count]
+        for core in chosen:
+            self.core_use[core] += 1
+        return set(chosen)
+
+    def _release(self, attempt_id: int) -> None:
+        for core in self.running.pop(attempt_id).cores:
+            self.core_use[core] -= 1
+
     def step(self) -> int:
         """One round: finish what ended, stop what was cancelled, admit what fits; how many
         attempts are running afterwards."""
-        for attempt_id, (handle, _job, _cpus, _mem) in list(self.running.items()):
-            ended = self.runner.poll(handle)
+        for attempt_id, run in list(self.running.items()):
+            ended = self.runner.poll(run.handle)
             if ended is not None:
                 self.store.finish(
                     attempt_id, ended.outcome, reason=ended.reason, exit_code=ended.exit_code,
-                    peak_memory=ended.peak_memory,
+                    peak_memory=ended.peak_memory, max_memory=self.memory,
                 )  # fmt: skip
-                del self.running[attempt_id]
+                self._release(attempt_id)
         if self.running:
-            jobs = {job for _h, job, _c, _m in self.running.values()}
-            cancelled = self.store.cancelled(jobs)
-            for handle, job, _c, _m in self.running.values():
-                if job in cancelled:
-                    self.runner.stop(handle, "cancelled")
-        free_cpus = self.cpus - sum(c for _h, _j, c, _m in self.running.values())
-        free_memory = self.memory - sum(m for _h, _j, _c, m in self.running.values())
+            cancelled = self.store.cancelled({run.job for run in self.running.values()})
+            for run in self.running.values():
+                if run.job in cancelled:
+                    self.runner.stop(run.handle, "cancelled")
+        free_cpus = self.cpus - sum(run.cpus for run in self.running.values())
+        free_memory = self.memory - sum(run.memory for run in self.running.values())
         if free_cpus > 0 and free_memory > 0:
             pids: dict[int, int] = {}
             for claim in self.store.claim(self.name, cpus=free_cpus, memory=free_memory,
                                           limit=64):  # fmt: skip
                 log = self.log_path(claim.job_id, claim.number)
+                cores = self._take_cores(claim.cpus)
                 try:
-                    handle = self.runner.start(claim.attempt_id, claim.manifest, claim.memory, log)
+                    handle = self.runner.start(claim.attempt_id, claim.manifest, claim.memory,
+                                               log, cores)  # fmt: skip
                 except OSError as exc:  # no such command, a bad workdir: the attempt failed
+                    for core in cores:
+                        self.core_use[core] -= 1
                     self.store.finish(claim.attempt_id, "failed", reason=f"cannot start: {exc}")
                     continue
                 pids[claim.attempt_id] = handle.pid
-                self.running[claim.attempt_id] = (handle, claim.job_id, claim.cpus, claim.memory)
+                self.running[claim.attempt_id] = Running(handle, claim.job_id, claim.cpus,
+                                                         claim.memory, cores)  # fmt: skip
             self.store.started(pids)
         now = time.monotonic()
         if now - self._beat >= self.heartbeat_every:
-            self.store.heartbeat(list(self.running))  # only attempts whose process is alive
+            # only attempts whose process is alive; one the watchdog gave up on meanwhile
+            # (this worker stalled) is stopped, as its job may already run elsewhere
+            for attempt_id in self.store.heartbeat(list(self.running)):
+                self.runner.stop(self.running[attempt_id].handle, "lost")
             self._beat = now
         return len(self.running)
 
     def run(
         self, stop: threading.Event | None = None, *, until_idle: bool = False, every: float = 0.1
     ) -> None:
-        """Step until ``stop`` is set (or, ``until_idle``, until nothing runs or waits)."""
+        """Step until ``stop`` is set (or, ``until_idle``, until nothing runs or waits). A
+        failing step (the database away for a moment) is logged and tried again. On the way
+        out, running attempts are stopped and their jobs queued again, not counted as tries."""
         stop = stop or threading.Event()
-        while not stop.is_set():
-            busy = self.step()
-            if until_idle and busy == 0 and self.store.counts().get("queued", 0) == 0:
-                return
-            stop.wait(every)
-        for handle, _job, _c, _m in self.running.values():
-            self.runner.stop(handle, "cancelled")
+        try:
+            while not stop.is_set():
+                try:
+                    busy = self.step()
+                except Exception:  # one bad round must not end a serving worker
+                    if until_idle:
+                        raise
+                    _log.exception("worker %s: a step failed; trying again", self.name)
+                    stop.wait(1.0)
+                    continue
+                if until_idle and busy == 0 and self.store.counts().get("queued", 0) == 0:
+                    return
+                stop.wait(every)
+        finally:
+            for attempt_id, run in list(self.running.items()):
+                self.runner.stop(run.handle, "cancelled")
+                deadline = time.monotonic() + 5.0  # reaped, its log closed
+                while self.runner.poll(run.handle) is None and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                self.store.requeue(attempt_id, f"worker {self.name} shut down")
+                self._release(attempt_id)
+
+
+@dataclass(frozen=True)
+class Running:
+    """An attempt this worker runs: its handle, job, resources and cores."""
+
+    handle: Handle
+    job: int
+    cpus: float
+    memory: int
+    cores: set[int]
