@@ -110,7 +110,7 @@ def create_app(store: JobStore, *, capacity: Resources, logs: Path) -> FastAPI:
         status: Annotated[str | None, Query(description=f"one of {', '.join(STATUSES)}")] = None,
         project: str | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
     ) -> dict[str, Any]:
         """The caller's projects' jobs, newest first, a page at a time."""
         if status is not None and status not in STATUSES:
@@ -140,25 +140,41 @@ def create_app(store: JobStore, *, capacity: Resources, logs: Path) -> FastAPI:
     ) -> PlainTextResponse | StreamingResponse:
         """The latest attempt's output; ``follow=true`` streams it until the job ends."""
         visible(job_id, caller)
-        attempts = store.attempts(job_id)
-        if not attempts:
-            return PlainTextResponse("")
-        path = logs / f"job-{job_id}" / f"attempt-{attempts[-1].number}.log"
+
+        def latest() -> Path | None:
+            attempts = store.attempts(job_id)
+            if not attempts:
+                return None
+            return logs / f"job-{job_id}" / f"attempt-{attempts[-1].number}.log"
+
         if not follow:
-            return PlainTextResponse(path.read_text(errors="replace") if path.exists() else "")
+            path = latest()
+            text = path.read_text(errors="replace") if path and path.exists() else ""
+            return PlainTextResponse(text)
 
         async def stream() -> AsyncIterator[bytes]:
-            sent = 0
+            """New output as it is written, from each attempt in turn (a retry's too),
+            until the job ends; the database is asked off the event loop."""
+            path, sent = None, 0
             while True:
-                if path.exists():
-                    data = path.read_bytes()[sent:]
+                now = await asyncio.to_thread(latest)
+                if now != path:
+                    path, sent = now, 0
+                if path is not None and path.exists():
+                    with path.open("rb") as f:
+                        f.seek(sent)
+                        data = f.read()
                     sent += len(data)
                     if data:
                         yield data
-                job = store.job(job_id)
+                job = await asyncio.to_thread(store.job, job_id)
                 if job is None or job.status in FINISHED:
-                    if path.exists() and path.stat().st_size > sent:
-                        yield path.read_bytes()[sent:]
+                    if path is not None and path.exists():
+                        with path.open("rb") as f:
+                            f.seek(sent)
+                            rest = f.read()
+                        if rest:
+                            yield rest
                     return
                 await asyncio.sleep(0.2)
 

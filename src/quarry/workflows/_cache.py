@@ -48,9 +48,13 @@ class StepCache:
         return folder, record
 
     @contextlib.contextmanager
-    def put(self, step: str, key: str, record: dict[str, Any]) -> Iterator[Path]:
+    def put(
+        self, step: str, key: str, record: dict[str, Any], *, replace: bool = False
+    ) -> Iterator[Path]:
         """A folder to write the step's output in; on a clean exit it becomes the entry,
-        with ``record`` (updated by the caller meanwhile) as its ``done.json``."""
+        with ``record`` (updated by the caller meanwhile) as its ``done.json``. An entry
+        another run finished meanwhile is kept (it holds the same output) unless
+        ``replace``; it is never deleted under a reader."""
         parent = self.root / step
         parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=parent))
@@ -58,9 +62,15 @@ class StepCache:
             yield work
             (work / "done.json").write_text(json.dumps(record, indent=2, default=str))
             final = parent / key
-            if final.exists():  # a forced rerun replaces the entry
-                shutil.rmtree(final)
-            os.replace(work, final)
+            if final.exists():
+                if (final / "done.json").exists() and not replace:
+                    return  # another run finished the same step first: keep its entry
+                shutil.rmtree(final, ignore_errors=True)  # a forced rerun replaces it
+            try:
+                os.replace(work, final)
+            except OSError:  # a concurrent run put its entry there meanwhile
+                if not (final / "done.json").exists():
+                    raise
         finally:
             if work.exists():
                 shutil.rmtree(work, ignore_errors=True)

@@ -69,6 +69,8 @@ def _champion_scores(
             f"have ({', '.join(missing[:5]) or 'no signature'})"
         )
     matrix = features.select(columns).to_pandas()
+    # the types the champion was logged with (processors may have widened float32 features)
+    matrix = matrix.astype(dict(zip(columns, schema.numpy_types(), strict=True)))
     scores = np.asarray(model.predict(matrix), dtype=np.float64).reshape(-1)
     return features.select("instrument", "date", "LABEL0").with_columns(score=scores)
 
@@ -98,9 +100,12 @@ def decide(
         return decision
     if champion == version:
         return base | {"promoted": True, "reason": f"already the {alias}"}
-    features = _window(pl.read_parquet(features_path), window)
+    # The processors as training applied them (fitted on the whole frame, fit windows
+    # included), then the window: both models see the same transformed features.
+    features = pl.read_parquet(features_path)
     if spec.features.processors:
         features = Pipeline.from_dict(spec.features.processors).fit_transform(features)
+    features = _window(features, window)
     labels = features.select("instrument", "date", "LABEL0")
     mine = _window(pl.read_parquet(predictions_path), window).join(
         labels, on=["instrument", "date"], how="left"

@@ -81,7 +81,8 @@ def run_workflow(
     training's finer messages (boosting rounds, windows)."""
     if executor not in EXECUTORS:
         raise UsageError(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
-    from quarry.features._cache import data_state
+    from quarry.data._store import to_utc
+    from quarry.features._cache import _commit_state, data_state
 
     cache = cache or StepCache()
     say = say or (lambda message: None)
@@ -92,8 +93,16 @@ def run_workflow(
     state = data_state(store, as_of=d.as_of, universe=d.universe, start=d.start, end=d.end)
     run = RunResult({})
 
-    def step(name: str, key: str, work: Callable[[Path, dict[str, Any]], None]) -> Path:
+    def step(
+        name: str,
+        key: str,
+        work: Callable[[Path, dict[str, Any]], None],
+        still_true: Callable[[dict[str, Any]], bool] = lambda record: True,
+    ) -> Path:
         hit = None if force else cache.get(name, key)
+        stale = hit is not None and not still_true(hit[1])
+        if stale:
+            hit = None  # what the entry did is no longer so: run the step again
         if hit is not None:
             run.steps[name] = "cached"
             say(f"{name}: cached")
@@ -101,7 +110,7 @@ def run_workflow(
             return hit[0]
         say(f"{name}: running")
         fresh: dict[str, Any] = {"key": key}
-        with cache.put(name, key, fresh) as folder:
+        with cache.put(name, key, fresh, replace=force or stale) as folder:
             work(folder, fresh)
         run.steps[name] = "ran"
         records[name] = fresh
@@ -123,10 +132,13 @@ def run_workflow(
         record["rows"] = done.rows
 
     features_dir = step("features", features_key, features)
+    from quarry.tracking import tracking_uri
+
+    # The tracking store is part of the key: a cached run id and version belong to it.
     train_key = digest({"features": features_key, "processors": spec.features.processors,
                         "model": spec.section("model"), "segments": spec.segments,
                         "walk_forward": spec.section("walk_forward"),
-                        "tracking": spec.section("tracking")})  # fmt: skip
+                        "tracking": spec.section("tracking"), "uri": tracking_uri()})  # fmt: skip
 
     def train_step(folder: Path, record: dict[str, Any]) -> None:
         result, window = _train(spec, features_dir / "features.parquet", folder, detail)
@@ -140,8 +152,11 @@ def run_workflow(
 
     train_dir = step("train", train_key, train_step)
     trained = records["train"]
+    # The industries (instruments table) decide the optimizer's limits and the exposure.
+    industries = _commit_state(store, "instruments", to_utc(d.as_of))
     backtest_key = digest({"train": train_key, "backtest": spec.section("backtest"),
-                           "market": state.rows_key, "values": state.value_tables})  # fmt: skip
+                           "market": state.rows_key, "values": state.value_tables,
+                           "industries": industries})  # fmt: skip
 
     def backtest_step(folder: Path, record: dict[str, Any]) -> None:
         predictions = pl.read_parquet(train_dir / "predictions.parquet")
@@ -167,7 +182,11 @@ def run_workflow(
             record.update(decision)
             (folder / "gate.json").write_text(json.dumps(decision, indent=2, default=str))
 
-        step("gate", gate_key, gate_step)
+        # A promotion is a fact in the registry, not only in the cache: if the alias was
+        # moved since (by hand, say), the decision is made again.
+        ours = trained["version"]
+        step("gate", gate_key, gate_step,
+             still_true=lambda r: not r.get("promoted") or champion == ours)  # fmt: skip
         gate = {k: v for k, v in records["gate"].items() if k != "key"}
     results = _results(spec, trained, records["backtest"], gate, run.steps)
     _write(out, results, backtest_dir, train_dir)
