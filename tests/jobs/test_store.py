@@ -154,3 +154,10 @@ def test_memory_after_an_oom_grows_only_to_what_a_worker_has(store: JobStore) ->
     second = store.claim("w", cpus=1, memory=200 << 20)[0]
     assert store.finish(second.attempt_id, "oom_killed", max_memory=200 << 20) == "failed"
     assert "more than" in (store.job(job).reason or "")  # type: ignore[union-attr]
+
+
+def test_fair_share_holds_inside_one_claim(store: JobStore) -> None:
+    a = [store.submit(_manifest(f"a{i}", project="alpha")) for i in range(4)]
+    b = [store.submit(_manifest(f"b{i}", project="beta")) for i in range(2)]
+    got = [c.job_id for c in store.claim("w", cpus=4, memory=4 << 30, limit=4)]
+    assert got == [a[0], b[0], a[1], b[1]]  # not alpha's four oldest
