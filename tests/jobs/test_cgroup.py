@@ -36,10 +36,6 @@ def test_find_needs_a_v2_cgroup_with_the_memory_controller(tmp_path: Path) -> No
     assert CgroupV2.find(mount, v1) is None
 
 
-def test_this_machine_falls_back_to_watching_memory() -> None:
-    assert LocalBackend().cgroup is None  # cgroup v1 here: the RSS watch is what runs
-
-
 def test_the_backend_limits_and_reads_an_attempts_cgroup(tmp_path: Path) -> None:
     mount, proc = _tree(tmp_path)
     group = CgroupV2.find(mount, proc)

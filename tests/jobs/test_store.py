@@ -161,3 +161,17 @@ def test_fair_share_holds_inside_one_claim(store: JobStore) -> None:
     b = [store.submit(_manifest(f"b{i}", project="beta")) for i in range(2)]
     got = [c.job_id for c in store.claim("w", cpus=4, memory=4 << 30, limit=4)]
     assert got == [a[0], b[0], a[1], b[1]]  # not alpha's four oldest
+
+
+def test_scheduling_latency_is_summed_by_the_database(store: JobStore) -> None:
+    ids = [store.submit(_manifest(f"l{i}")) for i in range(3)]
+    store.claim("w", cpus=8, memory=8 << 30, limit=2)
+    _, (total, count) = store.attempt_stats()
+    expected = []
+    for job_id in ids:
+        job = store.job(job_id)
+        assert job is not None
+        if job.started_at is not None:
+            expected.append((job.started_at - job.created_at).total_seconds())
+    assert count == len(expected) == 2
+    assert total == pytest.approx(sum(expected), abs=2e-3)

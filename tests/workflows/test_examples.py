@@ -30,3 +30,15 @@ def test_each_example_loads(path: Path) -> None:
         b = spec.backtest
         assert (b.topk, b.n_drop, b.open_cost, b.close_cost, b.min_cost, b.limit_threshold) == (
             50, 5, 0.0005, 0.0015, 5, 0.095)  # fmt: skip
+
+
+def test_the_backtest_section_defaults_are_the_engines() -> None:
+    import dataclasses
+
+    from quarry.backtest import BacktestConfig
+    from quarry.workflows._spec import CONFIG_FIELDS, BacktestSpec
+
+    engine = {f.name: f.default for f in dataclasses.fields(BacktestConfig)}
+    section = BacktestSpec()
+    assert {name: getattr(section, name) for name in CONFIG_FIELDS} == {
+        name: engine[name] for name in CONFIG_FIELDS}  # fmt: skip

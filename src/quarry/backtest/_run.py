@@ -129,8 +129,9 @@ def run_backtest(
         if benchmark
         else equal_weight_benchmark(grid.market.close)
     )
-    result = _frames(grid, sim, bench)
-    exposure = _exposure(grid, sim, codes, industry_names, equal_weighted=not benchmark)
+    marks = last_close(grid.market.close)  # the prices holdings are valued at, once
+    result = _frames(grid, sim, bench, marks)
+    exposure = _exposure(grid, sim, marks, codes, industry_names, equal_weighted=not benchmark)
     report = _signal_report(grid) if analyze_signal else None
     if report is not None:
         result.metrics["signal"] = report.as_dict()
@@ -190,14 +191,19 @@ def last_close(close: np.ndarray) -> np.ndarray:
 
 
 def _exposure(
-    grid: Aligned, sim: Simulation, codes: np.ndarray, names: list[str], *, equal_weighted: bool
+    grid: Aligned,
+    sim: Simulation,
+    close: np.ndarray,
+    codes: np.ndarray,
+    names: list[str],
+    *,
+    equal_weighted: bool,
 ) -> pl.DataFrame | None:
     """Each industry's weight in the portfolio at each close, and in the equal-weighted
     universe (the instruments with a bar that day) when that is the benchmark."""
     if not names:
         return None
     days, k = codes.shape[0], len(names)
-    close = last_close(grid.market.close)
     held = sim.shares != 0
     weight = np.where(held, sim.shares * close, 0.0) / sim.value[:, None]
     flat = np.arange(days)[:, None] * k + codes
@@ -246,7 +252,9 @@ def _signal_report(grid: Aligned) -> SignalReport | None:
     return analyze(frame)
 
 
-def _frames(grid: Aligned, sim: Simulation, benchmark: np.ndarray) -> BacktestResult:
+def _frames(
+    grid: Aligned, sim: Simulation, benchmark: np.ndarray, marks: np.ndarray
+) -> BacktestResult:
     dates = pl.Series("date", grid.dates)
     returns = pl.DataFrame(
         {
@@ -262,7 +270,7 @@ def _frames(grid: Aligned, sim: Simulation, benchmark: np.ndarray) -> BacktestRe
     )
     names = pl.Series("instrument", grid.instruments, dtype=pl.String)
     day, inst = np.nonzero(sim.shares)
-    price = last_close(grid.market.close)[day, inst]
+    price = marks[day, inst]
     positions = pl.DataFrame(
         {
             "date": dates.gather(day),

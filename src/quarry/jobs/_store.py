@@ -231,11 +231,18 @@ class JobStore:
         with self.session() as s:
             rows = s.execute(select(Attempt.outcome, func.count()).group_by(Attempt.outcome))
             outcomes = {outcome or "running": int(n) for outcome, n in rows}
-            firsts = s.execute(
-                select(Job.created_at, Job.started_at).where(Job.started_at.is_not(None))
-            ).all()
-        waits = [(b - a).total_seconds() for a, b in firsts if a is not None and b is not None]
-        return outcomes, (float(sum(waits)), len(waits))
+            # summed by the database: a scrape must not read every job ever run
+            wait: ColumnElement[Any]
+            if self.postgres:
+                wait = func.extract("epoch", Job.started_at - Job.created_at)
+            else:
+                wait = (func.julianday(Job.started_at) - func.julianday(Job.created_at)) * 86400
+            total, count = s.execute(
+                select(func.coalesce(func.sum(wait), 0.0), func.count()).where(
+                    Job.started_at.is_not(None)
+                )
+            ).one()
+        return outcomes, (float(total), int(count))
 
     def cancelled(self, job_ids: set[int]) -> set[int]:
         """Which of ``job_ids`` were cancelled."""

@@ -30,7 +30,7 @@ import polars as pl
 from quarry.backtest._run import strict_json
 from quarry.exceptions import UsageError
 from quarry.workflows._cache import StepCache, digest
-from quarry.workflows._spec import Workflow
+from quarry.workflows._spec import CONFIG_FIELDS, Workflow
 
 __all__ = ["EXECUTORS", "RunResult", "run_workflow"]
 
@@ -235,11 +235,8 @@ def _backtest(spec: Workflow, store: Any, predictions: pl.DataFrame, out: Path |
     from quarry.portfolio import OptimizerConfig
 
     b = spec.backtest
-    config = BacktestConfig(
-        account=b.account, open_cost=b.open_cost, close_cost=b.close_cost, min_cost=b.min_cost,
-        limit_threshold=b.limit_threshold, lot_size=b.lot_size, delist_return=b.delist_return,
-        slippage=b.slippage, impact=b.impact,
-    )  # fmt: skip
+    # the section's engine settings are BacktestConfig's own fields, by name
+    config = BacktestConfig(**{name: getattr(b, name) for name in CONFIG_FIELDS})
     optimizer = (b.optimizer or OptimizerConfig()) if b.strategy == "optimizer" else None
     return run_backtest(
         store, predictions, out, strategy=b.strategy, topk=b.topk, n_drop=b.n_drop,

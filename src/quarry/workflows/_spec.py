@@ -22,6 +22,7 @@ from quarry.exceptions import UsageError
 from quarry.portfolio import OptimizerConfig
 
 __all__ = [
+    "CONFIG_FIELDS",
     "BacktestSpec",
     "DataSpec",
     "FeaturesSpec",
@@ -72,6 +73,12 @@ class WalkForwardSpec(_Strict):
     step: int = Field(gt=0)
     train_days: int | None = Field(default=None, gt=0)
     valid_days: int = Field(default=60, gt=0)
+
+
+# The engine settings the backtest section shares with BacktestConfig (same names and
+# defaults; a test keeps them equal). The rest of the section is the strategy's.
+CONFIG_FIELDS = ("account", "open_cost", "close_cost", "min_cost", "limit_threshold",
+                 "lot_size", "delist_return", "slippage", "impact")  # fmt: skip
 
 
 class BacktestSpec(_Strict):
