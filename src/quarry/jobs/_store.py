@@ -98,6 +98,17 @@ def migrate(engine: Engine) -> None:
 
 
 @dataclass(frozen=True)
+class Ending:
+    """How one attempt ended, for ``finish_many``."""
+
+    attempt_id: int
+    outcome: str
+    reason: str | None = None
+    exit_code: int | None = None
+    peak_memory: int | None = None
+
+
+@dataclass(frozen=True)
 class Claimed:
     """A job admitted to a worker, and the attempt it now runs as."""
 
@@ -254,9 +265,8 @@ class JobStore:
         """Record the process ids of attempts just started (attempt id -> pid)."""
         if not pids:
             return
-        with self.session() as s:
-            for attempt_id, pid in pids.items():
-                s.execute(update(Attempt).where(Attempt.id == attempt_id).values(pid=pid))
+        with self.session() as s:  # one UPDATE by primary key, executed for every row
+            s.execute(update(Attempt), [{"id": a, "pid": p} for a, p in pids.items()])
 
     def heartbeat(self, attempt_ids: list[int]) -> set[int]:
         """Record that these attempts' processes are alive; the ones among them that were
@@ -297,49 +307,63 @@ class JobStore:
         """Record how an attempt ended and move its job on: the job's new status. An attempt
         already finished (by its worker or the watchdog) is left as it was. ``max_memory``:
         the most a retry after an OOM may ask for (the reporting worker's capacity)."""
-        if outcome not in OUTCOMES:
-            raise ValueError(f"unknown outcome {outcome!r}")
-        now = _now()
+        ending = Ending(attempt_id, outcome, reason, exit_code, peak_memory)
+        return self.finish_many([ending], max_memory=max_memory)[0]
+
+    def finish_many(self, endings: list[Ending], *, max_memory: int | None = None) -> list[str]:
+        """``finish`` for several attempts in one transaction (a worker's step ends many at
+        once: one commit each cost 4 ms on PostgreSQL); their jobs' new statuses."""
+        for e in endings:
+            if e.outcome not in OUTCOMES:
+                raise ValueError(f"unknown outcome {e.outcome!r}")
+        if not endings:
+            return []
         with self.session() as s:
-            attempt = s.get(Attempt, attempt_id, with_for_update=self.postgres)
-            if attempt is None or attempt.outcome is not None:
-                job = s.get(Job, attempt.job_id) if attempt else None
-                return job.status if job else "unknown"
-            attempt.outcome, attempt.reason, attempt.finished_at = outcome, reason, now
-            attempt.exit_code, attempt.peak_memory = exit_code, peak_memory
-            job = s.get(Job, attempt.job_id, with_for_update=self.postgres)
-            assert job is not None
-            if job.status == "cancelled":
-                return job.status
-            manifest = json.loads(job.manifest)
-            retries = manifest.get("retries", {})
-            kind = _RETRY_KIND.get(outcome)
-            if (
-                outcome != "succeeded"
-                and kind is not None
-                and kind in retries.get("on", ["lost"])
-                and job.attempts <= job.max_retries
-            ):
-                job.status = "queued"
-                backoff = float(retries.get("backoff", 1.0)) * 2 ** (job.attempts - 1)
-                job.not_before = now + timedelta(seconds=backoff)
-                if outcome == "oom_killed":
-                    grown = int(job.memory * float(retries.get("memory_multiplier_on_oom", 1)))
-                    if max_memory is not None and grown > max_memory:
-                        if job.memory >= max_memory:  # no worker could give it more
-                            job.status, job.finished_at = "failed", now
-                            job.reason = (f"{_why(outcome, reason)}; a retry would need more "
-                                          f"than the {max_memory} bytes a worker has")  # fmt: skip
-                            return job.status
-                        grown = max_memory
-                    job.memory = grown
-                job.reason = f"attempt {attempt.number} {_why(outcome, reason)}"
-                return job.status
-            ended = {"succeeded": "succeeded", "cancelled": "cancelled"}
-            job.status = ended.get(outcome, "failed")
-            job.finished_at = now
-            job.reason = None if outcome == "succeeded" else _why(outcome, reason)
+            return [self._finish(s, e, max_memory) for e in endings]
+
+    def _finish(self, s: Session, e: Ending, max_memory: int | None) -> str:
+        attempt_id, outcome, reason = e.attempt_id, e.outcome, e.reason
+        exit_code, peak_memory = e.exit_code, e.peak_memory
+        now = _now()
+        attempt = s.get(Attempt, attempt_id, with_for_update=self.postgres)
+        if attempt is None or attempt.outcome is not None:
+            job = s.get(Job, attempt.job_id) if attempt else None
+            return job.status if job else "unknown"
+        attempt.outcome, attempt.reason, attempt.finished_at = outcome, reason, now
+        attempt.exit_code, attempt.peak_memory = exit_code, peak_memory
+        job = s.get(Job, attempt.job_id, with_for_update=self.postgres)
+        assert job is not None
+        if job.status == "cancelled":
             return job.status
+        manifest = json.loads(job.manifest)
+        retries = manifest.get("retries", {})
+        kind = _RETRY_KIND.get(outcome)
+        if (
+            outcome != "succeeded"
+            and kind is not None
+            and kind in retries.get("on", ["lost"])
+            and job.attempts <= job.max_retries
+        ):
+            job.status = "queued"
+            backoff = float(retries.get("backoff", 1.0)) * 2 ** (job.attempts - 1)
+            job.not_before = now + timedelta(seconds=backoff)
+            if outcome == "oom_killed":
+                grown = int(job.memory * float(retries.get("memory_multiplier_on_oom", 1)))
+                if max_memory is not None and grown > max_memory:
+                    if job.memory >= max_memory:  # no worker could give it more
+                        job.status, job.finished_at = "failed", now
+                        job.reason = (f"{_why(outcome, reason)}; a retry would need more "
+                                      f"than the {max_memory} bytes a worker has")  # fmt: skip
+                        return job.status
+                    grown = max_memory
+                job.memory = grown
+            job.reason = f"attempt {attempt.number} {_why(outcome, reason)}"
+            return job.status
+        ended = {"succeeded": "succeeded", "cancelled": "cancelled"}
+        job.status = ended.get(outcome, "failed")
+        job.finished_at = now
+        job.reason = None if outcome == "succeeded" else _why(outcome, reason)
+        return job.status
 
     # -- users and tokens ---------------------------------------------------------------------
 

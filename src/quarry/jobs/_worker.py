@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quarry.jobs._backends import Backend, Handle, backend
-from quarry.jobs._store import JobStore
+from quarry.jobs._store import Ending, JobStore
 
 __all__ = ["Running", "Worker", "machine_memory"]
 
@@ -75,14 +75,14 @@ class Worker:
     def step(self) -> int:
         """One round: finish what ended, stop what was cancelled, admit what fits; how many
         attempts are running afterwards."""
+        endings: list[Ending] = []
         for attempt_id, run in list(self.running.items()):
             ended = self.runner.poll(run.handle)
             if ended is not None:
-                self.store.finish(
-                    attempt_id, ended.outcome, reason=ended.reason, exit_code=ended.exit_code,
-                    peak_memory=ended.peak_memory, max_memory=self.memory,
-                )  # fmt: skip
+                endings.append(Ending(attempt_id, ended.outcome, ended.reason, ended.exit_code,
+                                      ended.peak_memory))  # fmt: skip
                 self._release(attempt_id)
+        self.store.finish_many(endings, max_memory=self.memory)  # one transaction
         if self.running:
             cancelled = self.store.cancelled({run.job for run in self.running.values()})
             for run in self.running.values():
