@@ -144,3 +144,21 @@ def test_a_buy_the_cash_cannot_pay_for_is_cut_to_what_it_can() -> None:
     # 100 shares would cost 1000 + 20: cut to floor(1000 / 10.2) = 98
     assert sim.shares[1, 0] == 98
     assert sim.cash[1] == pytest.approx(1000 - 980 * 1.02)
+
+
+def test_missing_volume_suspends_only_where_the_store_has_volume() -> None:
+    nan = np.nan
+    c = np.array([[10.0, 10.0], [10.0, 10.0], [10.0, 10.0]])
+    # name 0: the store has its volume, but not on day 1 (a suspension, as in Qlib's data);
+    # name 1: the store has no volume for it at all (closes only): its price decides
+    volume = np.array([[100.0, nan], [nan, nan], [100.0, nan]])
+    market = Market(deal=c, close=c, volume=volume, volume_known=np.array([True, False]))
+    scores = np.array([[1.0, 1.0], [nan, nan], [nan, nan]])
+    sim = simulate(scores, market, _buy_positive, FREE)
+    assert sim.shares[1].tolist() == [0.0, 50.0]  # half the cash each, name 0 blocked
+    orders = sorted(zip(sim.orders["instrument"], sim.orders["status"], strict=True))
+    assert orders == [(0.0, 1.0), (1.0, 0.0)]
+    # without volume_known every volume is taken as known: both are suspended on day 1
+    both = simulate(scores, Market(deal=c, close=c, volume=volume), _buy_positive, FREE)
+    assert both.shares[1].tolist() == [0.0, 0.0]
+    assert both.orders["status"].tolist() == [1.0, 1.0]

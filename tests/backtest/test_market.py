@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import numpy as np
 import polars as pl
 import pytest
@@ -47,3 +49,40 @@ def test_bad_inputs_are_one_line(store: Store) -> None:
         align(store, signal)
     with pytest.raises(UsageError, match="choose one of open, close, vwap"):
         align(store, signal.with_columns(score=pl.lit(1.0)), deal_price="mid")
+
+
+def test_the_history_before_the_first_signal_date_is_read(store: Store) -> None:
+    bars = read_bars(store, ["close"], adjust="adjusted")
+    dates = bars["date"].unique().sort()
+    signal = bars.filter(pl.col("date") >= dates[50]).rename({"close": "score"})
+    got = align(store, signal, history=30)
+    assert got.dates[0] == dates[50]
+    # independent: the 30 market days before it, pivoted from the store's bars
+    wide = bars.filter(pl.col("date").is_between(dates[20], dates[49])).pivot(
+        on="instrument", index="date", values="close"
+    )
+    assert got.past_close is not None and got.past_close.shape == (30, len(got.instruments))
+    expected = wide.to_pandas().set_index("date").sort_index().reindex(columns=got.instruments)
+    assert expected.isna().all().any()  # a name listed later: no closes then
+    np.testing.assert_allclose(got.past_close, expected.to_numpy())
+    # asked for more than the store has: all it has
+    assert align(store, signal, history=500).past_close.shape[0] == 50  # type: ignore[union-attr]
+    assert align(store, signal).past_close is None
+
+
+def test_the_coverage_counts_where_the_scores_fell(store: Store) -> None:
+    bars = read_bars(store, ["close"], adjust="adjusted")
+    signal = bars.rename({"close": "score"})
+    weekend = pl.DataFrame({"instrument": [signal["instrument"][0]] * 2, "score": [1.0, 2.0],
+                            "date": [date(2030, 1, 5), date(2030, 1, 6)]})  # fmt: skip
+    stranger = pl.DataFrame({"instrument": ["NOPE"], "date": [signal["date"][3]],
+                             "score": [1.0]})  # fmt: skip
+    got = align(store, pl.concat([signal, weekend, stranger], how="diagonal"))
+    assert got.coverage is not None
+    assert got.coverage.as_dict() == {
+        "signal_rows": signal.height + 3,
+        "signal_rows_matched": signal.height,
+        "signal_rows_unknown_instrument": 1,
+        "signal_rows_off_calendar": 2,
+        "signal_scores_used": signal.height,
+    }

@@ -10,10 +10,14 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
+from quarry.backtest import BacktestConfig
 from quarry.backtest._run import equal_weight_benchmark, run_backtest
-from quarry.data import Store, generate, read_bars
+from quarry.data import Store, generate, ingest_frame, read_bars, table_spec
+from quarry.exceptions import UsageError
 from tests.cli.helpers import run
+from tests.conftest import bars_frame
 
 
 @pytest.fixture(scope="module")
@@ -34,21 +38,32 @@ def market(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, Path]:
 def test_files_and_metrics_agree_with_empyrical(market: tuple[Store, Path], tmp_path: Path) -> None:
     store, path = market
     out = tmp_path / "bt"
-    result = run_backtest(store, pl.read_parquet(path), out, topk=8, n_drop=2)
+    signal = pl.read_parquet(path)
+    result = run_backtest(store, signal, out, topk=8, n_drop=2)
     for name in ("metrics.json", "returns.parquet", "positions.parquet", "orders.parquet",
                  "report.html"):  # fmt: skip
         assert (out / name).exists(), name
     returns = pl.read_parquet(out / "returns.parquet")
     assert returns.columns[:5] == ["date", "return_gross", "return_net", "benchmark", "turnover"]
-    net = pd.Series(returns["return_net"].to_numpy()[1:])
-    bench = pd.Series(returns["benchmark"].to_numpy()[1:])
+    # Every row of the file counts, and only those: a user recomputing the metrics from it
+    # with empyrical gets metrics.json's figures.
+    net = pd.Series(returns["return_net"].to_numpy())
+    gross = pd.Series(returns["return_gross"].to_numpy())
+    bench = pd.Series(returns["benchmark"].to_numpy())
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["annualized_return"] == pytest.approx(empyrical.annual_return(net))
-    assert metrics["sharpe"] == pytest.approx(empyrical.sharpe_ratio(net))
-    assert metrics["max_drawdown"] == pytest.approx(empyrical.max_drawdown(net))
+    assert metrics["annualized_return"] == pytest.approx(empyrical.annual_return(net), rel=1e-12)
+    assert metrics["sharpe"] == pytest.approx(empyrical.sharpe_ratio(net), rel=1e-12)
+    assert metrics["max_drawdown"] == pytest.approx(empyrical.max_drawdown(net), rel=1e-12)
+    assert metrics["gross"]["sharpe"] == pytest.approx(empyrical.sharpe_ratio(gross), rel=1e-12)
     assert metrics["gross"]["annualized_return"] > metrics["annualized_return"]  # costs
     ir = empyrical.excess_sharpe(net, bench) * np.sqrt(252)
-    assert metrics["information_ratio"] == pytest.approx(ir)
+    assert metrics["information_ratio"] == pytest.approx(ir, rel=1e-12)
+    # the days: from the market day after the first signal date to the store's last one
+    calendar = read_bars(store, ["close"])["date"].unique().sort()
+    after = calendar.filter(calendar > signal["date"].min())
+    assert returns["date"].to_list() == after.to_list()
+    assert metrics["days"] == returns.height
+    assert result.returns["date"].to_list() == after.to_list()
     # The book holds topk names once built, and the planted alpha earns its keep.
     held = pl.read_parquet(out / "positions.parquet").group_by("date").len()["len"]
     assert held.max() >= 8
@@ -87,7 +102,7 @@ def test_weight_strategies_run_end_to_end(
 ) -> None:
     store, path = market
     result = run_backtest(store, pl.read_parquet(path), tmp_path / strategy, strategy=strategy)
-    net = pd.Series(result.returns["return_net"].to_numpy()[1:])
+    net = pd.Series(result.returns["return_net"].to_numpy())
     assert result.metrics["annualized_return"] == pytest.approx(empyrical.annual_return(net))
     weights = result.positions.group_by("date").agg(
         pl.col("weight").sum().alias("net"), pl.col("weight").abs().sum().alias("gross")
@@ -99,3 +114,190 @@ def test_weight_strategies_run_end_to_end(
         assert result.positions["shares"].min() > 0
     # trades aim at 95% gross (the risk degree); prices move the book after the trades
     assert weights["gross"].median() == pytest.approx(0.95, abs=0.02)
+
+
+# -- what the figures rest on: the signal's match, the market's fields, what was traded -------
+
+
+@pytest.fixture(scope="module")
+def closes_only(
+    market: tuple[Store, Path], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Store, Store, Store]:
+    """The market's raw bars three ways: closes only (as ``quarry data sample sp500`` makes
+    them), closes with a volume on every day with a price (so nothing is ever suspended),
+    and closes with a volume of 0 every day (so everything is)."""
+    store, _ = market
+    bars = read_bars(store, ["close"])
+    root = tmp_path_factory.mktemp("fields")
+    out = []
+    for name, volume in (("closes", None), ("traded", 1e6), ("halted", 0.0)):
+        s = Store(root / name)
+        frame = bars.with_columns(
+            open=pl.lit(None, pl.Float64), high=pl.col("close"), low=pl.col("close"),
+            volume=pl.lit(volume, pl.Float64),
+        )  # fmt: skip
+        ingest_frame(s, table_spec("bars"), frame)
+        out.append(s)
+    return out[0], out[1], out[2]
+
+
+def test_a_store_without_volume_trades_on_its_prices(
+    market: tuple[Store, Path], closes_only: tuple[Store, Store, Store]
+) -> None:
+    _, path = market
+    closes, traded, _ = closes_only
+    signal = pl.read_parquet(path)
+    got = run_backtest(closes, signal, None, topk=8, n_drop=2, analyze_signal=False)
+    # unknown volume is not zero volume: the same as a store whose every priced day traded
+    expected = run_backtest(traded, signal, None, topk=8, n_drop=2, analyze_signal=False)
+    assert_frame_equal(got.returns, expected.returns)
+    assert_frame_equal(got.orders, expected.orders)
+    assert got.metrics["orders_filled"] > 100
+    assert "suspended" not in got.orders["status"].to_list()
+    assert got.metrics["notes"][0] == (
+        "no volume in the store over the backtest's days: a day is tradable when it has a close "
+        "price (suspension decided by the price alone); --impact needs volume"
+    )
+    assert got.notes == tuple(got.metrics["notes"]) and got.notes[1:] == expected.notes
+    with pytest.raises(UsageError, match=r"^--impact 0\.1 needs each day's volume, and .* has "
+                       r"none for 40 of the 40 instruments the signal scores"):  # fmt: skip
+        run_backtest(closes, signal, None, config=BacktestConfig(impact=0.1))
+    with pytest.raises(UsageError, match=r"^--deal-price open: .* has no open prices over the "
+                       r"backtest's days, only closes; use --deal-price close$"):  # fmt: skip
+        run_backtest(closes, signal, None, deal_price="open")
+
+
+def test_a_backtest_that_never_traded_says_so(
+    market: tuple[Store, Path], closes_only: tuple[Store, Store, Store], tmp_path: Path
+) -> None:
+    _, path = market
+    _, _, halted = closes_only
+    result = run_backtest(halted, pl.read_parquet(path), tmp_path / "bt", topk=8, n_drop=2,
+                          analyze_signal=False)  # fmt: skip
+    metrics = json.loads((tmp_path / "bt" / "metrics.json").read_text())
+    orders = pl.read_parquet(tmp_path / "bt" / "orders.parquet")
+    assert orders.height > 0 and set(orders["status"]) == {"suspended"}
+    assert metrics["orders_filled"] == 0 and metrics["traded"] is False
+    assert metrics["orders_blocked"] == metrics["orders_suspended"] == orders.height
+    assert metrics["days_without_position"] == metrics["days"] == result.returns.height
+    assert metrics["warnings"] == [
+        f"no order was filled: {orders.height:,} were blocked ({orders.height:,} suspended, 0 "
+        "at a price limit); the strategy never held a position and its returns are 0%"
+    ]
+    assert "no order was filled" in (tmp_path / "bt" / "report.html").read_text()
+    # lots the cash cannot pay for: no order is even placed
+    huge = BacktestConfig(lot_size=1_000_000_000, limit_threshold=None)
+    dear = run_backtest(closes_only[1], pl.read_parquet(path), None, topk=8, n_drop=2,
+                        analyze_signal=False, config=huge)  # fmt: skip
+    assert dear.orders.height == 0 and dear.metrics["orders_filled"] == 0
+    assert dear.warnings == (
+        "no order was filled, and none was blocked: no buy could be paid for (a lot costing "
+        "more than the cash) or no name was ever chosen; the strategy never held a position "
+        "and its returns are 0%",
+    )
+
+
+def test_the_order_counts_are_those_of_orders_parquet(market: tuple[Store, Path]) -> None:
+    store, path = market
+    result = run_backtest(store, pl.read_parquet(path), None, topk=8, n_drop=2,
+                          analyze_signal=False)  # fmt: skip
+    counts = dict(result.orders.group_by("status").len().iter_rows())
+    m = result.metrics
+    assert m["orders_filled"] == counts["filled"] > 0 and m["traded"] is True
+    assert m["orders_suspended"] == counts.get("suspended", 0)
+    assert m["orders_limit"] == counts.get("limit", 0)
+    assert m["orders_blocked"] == m["orders_suspended"] + m["orders_limit"]
+    # the signal is the 5-day reversal: no score on the first 5 days, so no book before
+    first_scored = signal_first_scored(path)
+    lead = result.returns.filter(pl.col("date") <= first_scored).height
+    assert m["days_before_first_position"] == m["days_without_position"] == lead == 5
+    assert m["warnings"] == [] and len(m["notes"]) == 1
+
+
+def test_days_without_a_position_are_counted_and_warned(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    days = ["2021-01-04", "2021-01-05", "2021-01-06", "2021-01-07", "2021-01-08",
+            "2021-01-11", "2021-01-12", "2021-01-13", "2021-01-14", "2021-01-15"]  # fmt: skip
+    # B's last bar is on the 6th day; A trades every day but is never scored
+    rows = [("A", d, 10.0) for d in days] + [("B", d, 20.0) for d in days[:6]]
+    ingest_frame(store, table_spec("bars"), bars_frame(rows))
+    signal = pl.DataFrame({"instrument": "B", "date": days[:6], "score": 1.0})
+    result = run_backtest(store, signal, None, topk=1, n_drop=0, analyze_signal=False)
+    # bought on day 1, closed at its last close on day 6 (delisted), nothing to buy after:
+    # days 6 to 9 end in cash
+    held = result.positions["date"].cast(pl.String).to_list()
+    assert held == days[1:6]
+    assert result.metrics["days"] == 9
+    assert result.metrics["days_without_position"] == 4
+    assert result.metrics["days_before_first_position"] == 0
+    assert result.warnings == (
+        "4 of the 9 days from the first position on ended without one (the first on "
+        "2021-01-12); they count in the return and Sharpe as days in cash",
+    )
+    # a signal whose first scores are missing: the days before the book is built are a note
+    late = signal.with_columns(
+        pl.when(pl.col("date") < "2021-01-06").then(None).otherwise(1.0).alias("score")
+    )
+    result = run_backtest(store, late, None, topk=1, n_drop=0, analyze_signal=False)
+    assert result.positions["date"].cast(pl.String).to_list() == days[3:6]
+    assert result.metrics["days_before_first_position"] == 2
+    assert result.metrics["days_without_position"] == 6
+    assert result.notes == (
+        "the first position was taken on 2021-01-07, 2 days after the first trading day; "
+        "those days count in the figures as days in cash",
+    )
+    assert len(result.warnings) == 1 and result.warnings[0].startswith("4 of the 7 days")
+
+
+def test_a_signal_off_the_store_is_refused_or_counted(market: tuple[Store, Path]) -> None:
+    store, path = market
+    signal = pl.read_parquet(path)
+    names = sorted(set(signal["instrument"]))
+    # ids the store does not have: integers, as a frame read from elsewhere may carry them
+    codes = signal.with_columns(pl.col("instrument").rank("dense").cast(pl.Int64))
+    with pytest.raises(UsageError) as caught:
+        run_backtest(store, codes, None, source="preds.parquet")
+    message = str(caught.value)
+    assert message.startswith(
+        f"preds.parquet: none of its {signal.height:,} scores is on an instrument and market "
+        f"day of {store.location} (instruments in the signal: "
+    )
+    assert f"in the store: {', '.join(names[:3])};" in message and "\n" not in message
+    # dates after the store's last day
+    later = signal.with_columns(pl.col("date").dt.offset_by("10y"))
+    with pytest.raises(UsageError, match=r"preds\.parquet: its scores run from .* has no market "
+                       r"day on or after"):  # fmt: skip
+        run_backtest(store, later, None, source="preds.parquet")
+    # most ids unknown: counted, warned about, and the rest traded
+    renamed = set(names[:25])
+    partial = signal.with_columns(
+        pl.when(pl.col("instrument").is_in(list(renamed)))
+        .then(pl.lit("X") + pl.col("instrument"))
+        .otherwise(pl.col("instrument"))
+        .alias("instrument")
+    )
+    result = run_backtest(store, partial, None, topk=5, n_drop=1, analyze_signal=False)
+    m = result.metrics
+    kept = signal.filter(~pl.col("instrument").is_in(list(renamed))).height
+    assert m["signal_rows"] == signal.height
+    assert m["signal_rows_matched"] == kept
+    assert m["signal_rows_unknown_instrument"] == signal.height - kept
+    assert m["signal_rows_off_calendar"] == 0
+    assert (
+        m["signal_scores_used"]
+        == partial.filter(~pl.col("instrument").str.starts_with("X"))["score"].is_not_null().sum()
+    )
+    assert result.warnings[0] == (
+        f"the signal: only {kept:,} of its {signal.height:,} scores "
+        f"({kept / signal.height:.0%}) are on the store's market "
+        f"({signal.height - kept:,} on instruments the store lacks over the backtest's days, "
+        "0 on days without bars); the rest are not traded"
+    )
+    assert set(result.positions["instrument"]) <= set(names[25:])
+    # all of them: no warning, every row counted
+    full = run_backtest(store, signal, None, topk=5, n_drop=1, analyze_signal=False)
+    assert full.metrics["signal_rows_matched"] == signal.height and full.warnings == ()
+
+
+def signal_first_scored(path: Path) -> object:
+    return pl.read_parquet(path).drop_nulls("score")["date"].min()

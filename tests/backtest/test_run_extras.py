@@ -47,10 +47,12 @@ def test_the_benchmark_is_the_stored_index(
     ingest_frame(copy, table_spec("bars"), index)
     result = run_backtest(copy, signal, None, topk=5, n_drop=1, benchmark="IDX",
                           analyze_signal=False)  # fmt: skip
-    # independent: the level on the backtest's days, carried over missing days, pct_change
-    grid = result.returns["date"].to_pandas()
+    # independent: the level on the backtest's days (from the signal's first, whose return
+    # is not a trading day's), carried over missing days, pct_change
+    grid = pd.Index(dates.filter(dates >= signal["date"].min()).to_pandas())
     series = pd.Series(index["close"].to_numpy(), index=index["date"].to_pandas())
-    expected = series.reindex(grid).ffill().pct_change().fillna(0.0).to_numpy()
+    expected = series.reindex(grid).ffill().pct_change().to_numpy()[1:]
+    assert result.returns["date"].to_list() == list(grid[1:].date)
     np.testing.assert_allclose(result.returns["benchmark"].to_numpy(), expected, atol=1e-12)
     assert "IDX" not in result.positions["instrument"].to_list()  # no score: never held
     with pytest.raises(UsageError, match="--benchmark NOPE"):
@@ -171,3 +173,35 @@ def test_positions_and_cash_add_up_to_the_value_every_day(
     )
     total = days["value_right"] + days["cash"]
     np.testing.assert_allclose(total.to_numpy(), days["value"].to_numpy(), rtol=1e-9)
+
+
+def test_the_optimizer_reads_the_history_before_the_first_signal(
+    market: tuple[Store, pl.DataFrame],
+) -> None:
+    from quarry.portfolio import OptimizerConfig, optimize_weights
+
+    store, signal = market
+    dates = signal["date"].unique().sort()
+    first = dates[120]
+    late = signal.filter(pl.col("date") >= first)
+    settings = OptimizerConfig(max_weight=0.1, industry_bound=None, lookback=40,
+                               rebalance_every=20)  # fmt: skip
+    result = run_backtest(store, late, None, strategy="optimizer", optimizer=settings,
+                          analyze_signal=False)  # fmt: skip
+    assert result.decisions is not None
+    # the first rebalance is the first signal date's, and the book is built the next day
+    assert result.decisions["date"][0] == first
+    assert result.metrics["days_without_position"] == 0
+    assert result.positions["date"].min() == dates[121] == result.returns["date"][0]
+    # independent: the optimizer on the whole store's closes, scores from the first date on
+    close = read_bars(store, ["close"], adjust="adjusted").to_pandas()
+    wide = close.pivot(index="date", columns="instrument", values="close").sort_index()
+    scores = late.to_pandas().pivot(index="date", columns="instrument", values="score")
+    scores = scores.reindex(index=wide.index, columns=wide.columns)
+    found = optimize_weights(scores.to_numpy(), wide.pct_change().to_numpy(), config=settings)
+    target = pd.Series(found.weights[120], index=wide.columns)
+    day = result.positions.filter(pl.col("date") == dates[121]).to_pandas()
+    got = day.set_index("instrument")["weight"].reindex(wide.columns).fillna(0.0)
+    # traded at the next close toward 95% of the book (the risk degree), less the costs
+    np.testing.assert_allclose(got, target * 0.95, atol=1e-4)
+    assert (target > 0).sum() >= 10

@@ -64,3 +64,18 @@ def test_a_delisted_position_is_closed_at_its_last_close() -> None:
     assert sim.shares[2, 0] == 45.0
     assert sim.orders["value"][closed][0] == pytest.approx(45 * 12.0)
     assert sim.value[3] == pytest.approx(sim.value[2])  # closed at the price it was marked at
+
+
+def test_a_suspended_name_keeps_its_position_and_its_order_is_recorded_blocked() -> None:
+    nan = np.nan
+    c = np.array([[10.0, 10.0], [10.0, 10.0], [10.0, 10.0]])
+    volume = np.array([[100.0, nan], [0.0, nan], [100.0, nan]])  # name 0 halted on day 1
+    market = Market(deal=c, close=c, volume=volume, volume_known=np.array([True, False]))
+    sim = simulate_weights(np.array([[0.5, 0.5], [0.5, 0.5], [0.0, 0.0]]), market, FREE)
+    # name 1 has no volume in the store at all: its price decides, and it trades
+    assert sim.shares[1].tolist() == [0.0, 50.0]
+    assert sim.shares[2].tolist() == [50.0, 50.0]  # bought once it traded again
+    day1 = sim.orders["day"] == 1
+    assert sim.orders["status"][day1].tolist() == [1.0, 0.0]
+    assert sim.orders["shares"][day1].tolist() == [50.0, 50.0]  # the blocked buy, sized
+    assert sim.orders["value"][day1].tolist() == [0.0, 500.0]

@@ -88,7 +88,7 @@ def test_parse_error_shows_a_caret(tmp_path: Path) -> None:
     )
     assert code == 1
     first, caret = err.rstrip("\n").split("\n")[-2:]
-    assert first.startswith("error: expected ')'")
+    assert first.startswith("error: feature 'X': expected ')'")
     assert caret.index("^") == first.index("Mean($close, 5") + len("Mean($close, 5")
 
 
@@ -126,3 +126,58 @@ def test_bad_memory_setting_is_one_line(tmp_path: Path) -> None:
         "--memory", "lots", "--out", str(tmp_path / "o.parquet"),
     )  # fmt: skip
     assert code == 1 and "write it like 4GB" in err and "Traceback" not in err
+
+
+def _one_line_error(code: int, err: str) -> str:
+    assert code == 1, err
+    assert "Traceback" not in err and "internal error" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_a_name_given_twice_is_refused(tmp_path: Path) -> None:
+    code, _, err = run(
+        "features", "compute", "--bars", "x.csv", "--expr", "X=$close", "--expr", "X=$open",
+        "--out", str(tmp_path / "o.parquet"),
+    )  # fmt: skip
+    line = _one_line_error(code, err)
+    assert "--expr 'X=$open': X is already defined by --expr 'X=$close'" in line
+    assert not (tmp_path / "o.parquet").exists()
+
+
+def test_an_expr_redefining_a_feature_of_the_set_is_refused(tmp_path: Path) -> None:
+    code, _, err = run(
+        "features", "compute", "--bars", "x.csv", "--set", "alpha158",
+        "--expr", "KMID=$close", "--out", str(tmp_path / "o.parquet"),
+    )  # fmt: skip
+    line = _one_line_error(code, err)
+    assert "KMID is already a feature of --set alpha158" in line
+
+
+@pytest.mark.parametrize("name", ["LABEL0", "LABEL1", "date", "instrument"])
+def test_a_feature_named_like_the_label_or_a_key_is_refused(tmp_path: Path, name: str) -> None:
+    code, _, err = run(
+        "features", "compute", "--bars", "x.csv", "--expr", f"{name}=$close",
+        "--label", "Ref($close, -1)/$close - 1", "--out", str(tmp_path / "o.parquet"),
+    )  # fmt: skip
+    line = _one_line_error(code, err)
+    assert f"feature name '{name}' is reserved" in line
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "+".join(["$close"] * 5_000),
+        "Abs(" * 10_000 + "$close" + ")" * 10_000,
+        "(" * 10_000 + "$close" + ")" * 10_000,
+    ],
+)
+def test_a_huge_expression_is_one_line_naming_the_limit(tmp_path: Path, text: str) -> None:
+    code, _, err = run(
+        "features", "compute", "--bars", "x.csv", "--expr", f"BIG={text}",
+        "--out", str(tmp_path / "o.parquet"),
+    )  # fmt: skip
+    line = _one_line_error(code, err)
+    assert line.startswith("error: feature 'BIG': the expression") and "100 levels" in line
+    assert len(line) < 400

@@ -78,3 +78,47 @@ def test_errors_point_at_the_position(text: str, message: str, caret_at: int) ->
 def test_expressions_refuse_truthiness() -> None:
     with pytest.raises(TypeError, match="no truth value"):
         bool(F("close") > 1)
+
+
+def _nested(depth: int, call: str = "Abs") -> str:
+    return f"{call}(" * depth + "$close" + ")" * depth
+
+
+def _balanced(terms: int) -> str:
+    """A sum of ``terms`` fields grouped in halves: shallow, but ``2 * terms - 1`` nodes."""
+    if terms == 1:
+        return "$close"
+    half = terms // 2
+    return f"({_balanced(half)} + {_balanced(terms - half)})"
+
+
+@pytest.mark.parametrize(
+    ("text", "limit"),
+    [
+        (_nested(10_000), "100 levels"),
+        ("(" * 10_000 + "$close" + ")" * 10_000, "100 levels"),
+        ("+".join(["$close"] * 5_000), "100 levels"),
+        ("-" * 10_000 + "$close", "100 levels"),
+        ("$a<$b|$c&$d+$e*Abs(" * 2_000 + "$f" + ")" * 2_000, "100 levels"),
+        (_balanced(6_000), "10,000 nodes"),  # 11,999 nodes, 14 deep
+    ],
+)
+def test_an_expression_too_deep_or_too_long_is_one_line_naming_the_limit(
+    text: str, limit: str
+) -> None:
+    with pytest.raises(ExpressionError) as err:
+        parse(text, name="BIG")
+    message = str(err.value)
+    assert "\n" not in message and len(message) < 400
+    assert message.startswith("BIG: ") and limit in message
+
+
+def test_an_expression_at_the_limits_parses_and_round_trips() -> None:
+    deepest = parse(_nested(99))  # 99 calls over a field: 100 levels
+    assert deepest.depth == 100 and deepest.size == 100
+    assert parse(str(deepest)) == deepest
+    with pytest.raises(ExpressionError, match="100 levels"):
+        parse(_nested(100))
+    largest = parse(_balanced(5_000))  # 9,999 nodes
+    assert largest.size == 9_999 and largest.depth == 14
+    assert parse(str(largest)) == largest

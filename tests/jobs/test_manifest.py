@@ -626,3 +626,45 @@ def test_load_manifest_missing_or_empty_file(tmp_path: Path) -> None:
         load_manifest(tmp_path / "nope.yaml")
     with pytest.raises(ManifestError, match=r"job\.yaml: a manifest is a mapping .* got nothing"):
         load_manifest(write(tmp_path, ""))
+
+
+# -- the shared strict YAML loader (quarry._yaml) --------------------------------------------
+
+
+def test_yes_where_a_number_goes_is_refused_by_name() -> None:
+    with pytest.raises(ManifestError) as info:
+        manifest_from_yaml("name: job\nrun: {command: [x]}\npriority: yes\n", "job.yaml")
+    assert [p["path"] for p in info.value.problems] == ["priority"]
+    assert "'yes'" in info.value.problems[0]["message"]
+
+
+def test_a_date_like_value_is_text() -> None:
+    # YAML 1.1 made it a datetime.date, which a text field refused
+    text = "name: job\ndescription: 2024-01-31\nrun: {command: [x]}\nenv: {SINCE: 2024-01-31}\n"
+    m = manifest_from_yaml(text)
+    assert (m.description, m.env) == ("2024-01-31", {"SINCE": "2024-01-31"})
+
+
+def test_a_duplicate_key_in_a_nested_flow_mapping(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: job\nrun: {command: [x], command: [y]}\n")
+    with pytest.raises(ManifestError, match=r": line 2, column 21: .*'command' twice"):
+        load_manifest(path)
+
+
+def test_yaml_problems_carry_their_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: job\nrun: {command: [x]}\nresources:\n  cpus: -2\n  gpu: 1\n")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(path)
+    assert info.value.lines() == [
+        f"{path}: resources.cpus should be greater than 0 (got -2) (line 4)",
+        f"{path}: unknown key 'gpu' in resources (did you mean 'gpus'?); valid keys there: "
+        "cpus, memory, gpus (line 5)",
+    ]
+    assert [p["path"] for p in info.value.problems] == ["resources.cpus", "resources.gpu"]
+
+
+def test_an_alias_bomb_is_refused() -> None:
+    lines = ["name: job", "run: {command: [x]}", "labels:", '  a0: &a0 ["x", "x", "x", "x"]']
+    lines += [f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 4)}]" for i in range(1, 12)]
+    with pytest.raises(ManifestError, match=r"line \d+, column \d+: the aliases .* more than"):
+        manifest_from_yaml("\n".join(lines) + "\n")

@@ -188,3 +188,43 @@ def test_progress_reports_each_boosting_round(tmp_path: Path) -> None:
     again = train(frame, SEGMENTS, params={"num_boost_round": 15, "early_stopping_rounds": 100},
                   experiment=None, progress=True)  # fmt: skip
     assert again.predictions.equals(result.predictions)
+
+
+def _flat_features(kind: str) -> pl.DataFrame:
+    """40 instruments over 2015-2017 with a random label and one feature that is constant
+    ("constant"), the same for every instrument on a day ("daily"), or the label plus noise
+    ("signal")."""
+    rng = np.random.default_rng(21)
+    days = pl.date_range(date(2015, 1, 1), date(2017, 12, 31), "1d", eager=True)
+    days = days.filter(days.dt.weekday() <= 5)
+    frame = pl.DataFrame(
+        {
+            "instrument": np.repeat([f"I{i:02d}" for i in range(40)], len(days)),
+            "date": pl.concat([days] * 40),
+        }
+    ).with_columns(LABEL0=pl.Series(rng.normal(0, 0.02, 40 * len(days))))
+    if kind == "constant":
+        return frame.with_columns(F1=pl.lit(1.0))
+    if kind == "daily":
+        return frame.with_columns(F1=pl.col("date").dt.ordinal_day().cast(pl.Float64))
+    return frame.with_columns(F1=pl.col("LABEL0") + rng.normal(0, 0.02, frame.height))
+
+
+@pytest.mark.parametrize(("model", "kind"), [("lightgbm", "constant"), ("linear", "constant"),
+                                             ("linear", "daily")])  # fmt: skip
+def test_a_model_that_learned_nothing_says_so(tmp_path: Path, model: str, kind: str) -> None:
+    result = train(_flat_features(kind), SEGMENTS, model=model, out=tmp_path, experiment=None)
+    assert result.constant
+    assert len(result.warnings) == 1 and "learned nothing" in result.warnings[0]
+    for name in ("train", "valid", "test"):
+        assert result.metrics[name]["constant"] is True
+        assert np.isnan(result.metrics[name]["ic"])  # undefined, not a number that misleads
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["test"]["constant"] is True and written["test"]["ic"] is None
+
+
+def test_a_model_that_ranks_instruments_is_not_flagged(tmp_path: Path) -> None:
+    result = train(_flat_features("signal"), SEGMENTS, model="linear", experiment=None)
+    assert not result.constant and result.warnings == ()
+    assert result.metrics["test"]["constant"] is False
+    assert result.metrics["test"]["ic"] > 0.5  # the feature is the label plus as much noise

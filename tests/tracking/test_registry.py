@@ -7,16 +7,23 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from quarry.tracking import alias_version, experiment_id, register, set_alias, tracking_uri
+from quarry.tracking import (
+    alias_version,
+    client,
+    experiment_id,
+    move_alias,
+    quiet_mlflow,
+    register,
+    set_alias,
+    tracking_uri,
+)
 
 
 def _logged_run() -> str:
     from sklearn.linear_model import LinearRegression
 
-    from quarry.models._estimators import _quiet_mlflow
-
     model = LinearRegression().fit([[0.0], [1.0]], [0.0, 1.0])
-    with mlflow.start_run(experiment_id=experiment_id("registry-test")) as run, _quiet_mlflow():
+    with mlflow.start_run(experiment_id=experiment_id("registry-test")) as run, quiet_mlflow():
         mlflow.sklearn.log_model(model, name="model")
     return str(run.info.run_id)
 
@@ -52,3 +59,24 @@ def test_artifacts_never_land_in_the_working_directory(
     assert not (tmp_path / "mlruns").exists()
     artifact_uri = mlflow.get_run(run_id).info.artifact_uri
     assert artifact_uri.startswith((tmp_path / "quarry-home" / "mlartifacts").as_uri())
+
+
+def test_moving_an_alias_is_compare_and_set_across_threads(tmp_path: Path) -> None:
+    """Eight promotions decided against version 1 at once: exactly one moves the alias."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    registry = client()
+    registry.create_registered_model("beta")
+    versions = [
+        int(registry.create_model_version("beta", source=tmp_path.as_uri()).version)
+        for _ in range(9)
+    ]
+    set_alias("beta", "champion", versions[0])
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(lambda v: move_alias("beta", "champion", v, expected=1),
+                                 versions[1:]))  # fmt: skip
+    winners = [v for v, now in zip(versions[1:], outcomes, strict=True) if now is None]
+    assert len(winners) == 1
+    assert alias_version("beta", "champion") == winners[0]
+    assert all(now == winners[0] for now in outcomes if now is not None)
+    assert move_alias("beta", "champion", 5, expected=None) == winners[0]  # set: not None

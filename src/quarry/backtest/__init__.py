@@ -5,6 +5,9 @@
   delisted holdings liquidated at their last close (see ``_engine``). ``align`` lays a signal
   and the store's adjusted bars on one grid.
 
+- ``load_signal`` reads a signal file (Parquet or CSV) and ``check_signal`` checks any signal
+  frame: the one way a backtest's scores come in (see ``_signal``).
+
 - Metrics with empyrical's definitions (252 days a year, a risk-free rate of 0): annualized
   return and volatility, Sharpe, maximum drawdown, Calmar, hit rate, and against a benchmark
   the excess annualized return and the information ratio; ``summary`` gathers them, net and
@@ -12,7 +15,7 @@
 """
 
 from quarry.backtest._engine import BacktestConfig, Market, Simulation, simulate
-from quarry.backtest._market import DEAL_PRICES, Aligned, align
+from quarry.backtest._market import DEAL_PRICES, Aligned, Coverage, align
 from quarry.backtest._metrics import (
     PERIODS_PER_YEAR,
     BacktestMetrics,
@@ -27,13 +30,16 @@ from quarry.backtest._metrics import (
     sharpe,
     summary,
 )
+from quarry.backtest._signal import SIGNAL_COLUMNS, check_signal, load_signal
 
 __all__ = [
     "DEAL_PRICES",
     "PERIODS_PER_YEAR",
+    "SIGNAL_COLUMNS",
     "Aligned",
     "BacktestConfig",
     "BacktestMetrics",
+    "Coverage",
     "Market",
     "ReturnMetrics",
     "Simulation",
@@ -41,9 +47,11 @@ __all__ = [
     "annualized_return",
     "annualized_volatility",
     "calmar",
+    "check_signal",
     "excess_annualized_return",
     "hit_rate",
     "information_ratio",
+    "load_signal",
     "max_drawdown",
     "sharpe",
     "simulate",

@@ -7,7 +7,8 @@ close or vwap), never earlier. On each trading day:
    liquidated at its last close, times 1 + ``delist_return``: never silently dropped;
 2. the strategy plans sells and buys from the previous day's scores and the holdings; a
    planned order that cannot trade today is recorded as blocked and not filled: no trade on
-   a suspension (no bar or zero volume), no buy at limit-up and no sell at limit-down
+   a suspension (no deal price, or no or zero volume when the store has the instrument's
+   volume at all: ``Market.active``), no buy at limit-up and no sell at limit-down
    (close-to-close move beyond ``limit_threshold``);
 3. sells fill first, then the planned buys share the cash (times ``risk_degree``), best
    score first, as Qlib's TopK-Dropout does; sizes, fees (``open_cost`` for a buy,
@@ -43,15 +44,35 @@ class Market:
     """Dense days x instruments panels, NaN where an instrument has no bar that day.
 
     ``deal`` is the execution price (adjusted like ``close``), ``volume`` the day's volume.
+    ``volume_known``: per instrument, whether the store has its volume at all; an
+    instrument without (a store of closes only) is tradable on any day with a deal price,
+    where one with volume is suspended on a day without volume or with none traded. None:
+    every instrument's volume is known.
     """
 
     deal: np.ndarray
     close: np.ndarray
     volume: np.ndarray
+    volume_known: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not (self.deal.shape == self.close.shape == self.volume.shape):
             raise UsageError("market panels must have the same days x instruments shape")
+        if self.volume_known is not None and self.volume_known.shape != self.close.shape[1:]:
+            raise UsageError("volume_known must have one value per instrument")
+
+    def known(self) -> np.ndarray:
+        """``volume_known`` as a boolean array (all true when None)."""
+        if self.volume_known is None:
+            return np.ones(self.close.shape[1], dtype=np.bool_)
+        return np.asarray(self.volume_known, dtype=np.bool_)
+
+    def active(self, day: int) -> np.ndarray:
+        """Who is not suspended on ``day``: a deal price, and volume traded unless the
+        instrument's volume is unknown."""
+        traded: np.ndarray = np.nan_to_num(self.volume[day]) > 0
+        out: np.ndarray = np.isfinite(self.deal[day]) & (traded | ~self.known())
+        return out
 
 
 @dataclass(frozen=True)
@@ -103,10 +124,10 @@ class Simulation:
 def _tradability(
     market: Market, day: int, limit: float | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Who can trade today: a bar with volume; buys not at limit-up, sells not at
-    limit-down (the close-to-close move from the previous bar day)."""
+    """Who can trade today: a deal price and volume (``Market.active``); buys not at
+    limit-up, sells not at limit-down (the close-to-close move from the previous bar day)."""
     close, prev = market.close[day], market.close[day - 1]
-    active = np.isfinite(market.deal[day]) & (np.nan_to_num(market.volume[day]) > 0)
+    active = market.active(day)
     can_buy, can_sell = active.copy(), active.copy()
     if limit is not None:
         with np.errstate(invalid="ignore", divide="ignore"):

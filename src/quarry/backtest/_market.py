@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import numpy as np
 import polars as pl
@@ -11,22 +12,62 @@ from numba import njit
 
 from quarry._memory import small_pages
 from quarry.backtest._engine import Market
+from quarry.backtest._signal import check_signal
 from quarry.data import Store, read_bars
 from quarry.exceptions import UsageError
 
-__all__ = ["DEAL_PRICES", "Aligned", "align", "index_returns", "industry_codes"]
+__all__ = ["DEAL_PRICES", "Aligned", "Coverage", "align", "index_returns", "industry_codes"]
 
 DEAL_PRICES = ("open", "close", "vwap")
 
 
 @dataclass(frozen=True)
+class Coverage:
+    """How much of a signal the backtest could use.
+
+    ``rows``: the signal's rows. ``matched``: rows on an instrument of the store's market and
+    one of its market days (from the signal's first date on). ``unknown_instrument``: rows
+    whose instrument has no bar in the store over those days; ``off_calendar``: rows of a
+    known instrument dated on a day without any bar (a weekend, or past the store's last
+    day). ``used``: the cells with a score the strategy reads (matched, not missing, and in the
+    universe when there is one).
+    """
+
+    rows: int
+    matched: int
+    unknown_instrument: int
+    off_calendar: int
+    used: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "signal_rows": self.rows,
+            "signal_rows_matched": self.matched,
+            "signal_rows_unknown_instrument": self.unknown_instrument,
+            "signal_rows_off_calendar": self.off_calendar,
+            "signal_scores_used": self.used,
+        }
+
+
+@dataclass(frozen=True)
 class Aligned:
-    """A signal and the market on one grid of days x instruments."""
+    """A signal and the market on one grid of days x instruments.
+
+    ``dates`` start on the first market day on or after the signal's first date.
+    ``past_close``: the adjusted closes of the market days just before it (``history`` of
+    them, fewer if the store starts later), for what needs a trailing window on the first
+    day (the optimizer's risk model); ``None`` when none was asked for. ``coverage``: how
+    much of the signal landed on the grid. ``notes``: what the market lacks and how the
+    backtest decides without it (no volume, say).
+    """
 
     dates: list[object]
     instruments: list[str]
     scores: np.ndarray
     market: Market
+    past_close: np.ndarray | None = None
+    coverage: Coverage | None = None
+    notes: tuple[str, ...] = ()
 
 
 def align(
@@ -36,14 +77,62 @@ def align(
     deal_price: str = "close",
     universe: str | None = None,
     as_of: datetime | str | None = None,
+    history: int = 0,
+    source: str = "the signal",
 ) -> Aligned:
     """Adjusted bars from the first signal date on, and the signal on their grid; a score
     outside ``universe`` (on a day the instrument was not a member) is dropped.
 
+    ``history``: also read the closes of this many market days before the first signal
+    date (``Aligned.past_close``). ``source`` names the signal in errors (its file, say).
+
+    Refuses (``UsageError``, one line) a signal that ``check_signal`` refuses, one of which no
+    score falls on an instrument and market day of the store, one with two different scores
+    for an instrument on a day, a deal price the store has for no instrument, and a signal
+    that leaves no day to trade on.
+
     Runs with numpy's huge-page advice off: the panels are new arrays of hundreds of MB, and
     faulting them in as huge pages took 12.5 s of this at 16,000 x 2,520 against 8 s."""
     with small_pages():
-        return _align(store, signal, deal_price=deal_price, universe=universe, as_of=as_of)
+        return _align(
+            store, signal, deal_price=deal_price, universe=universe, as_of=as_of,
+            history=history, source=source,
+        )  # fmt: skip
+
+
+def _history_start(store: Store, first: date, days: int, as_of: datetime | str | None) -> date:
+    """The ``days``-th market day (a day with any bar) before ``first``, or the earliest one
+    there is: a window of calendar days, widened until it holds enough or stops growing."""
+    span, found, most = int(days * 1.5) + 10, -1, (first - date.min).days
+    while True:
+        bars = read_bars(
+            store, ["close"], start=first - timedelta(days=min(span, most)),
+            end=first - timedelta(days=1), as_of=as_of,
+        )  # fmt: skip
+        calendar = bars["date"].unique().sort()
+        if calendar.len() >= days:
+            out = calendar[-days]
+            break
+        if calendar.len() == found or span >= most:  # the store starts inside the window
+            out = calendar[0] if calendar.len() else first
+            break
+        found, span = calendar.len(), span * 4
+    assert isinstance(out, date)
+    return out
+
+
+def _store_span(store: Store, as_of: datetime | str | None) -> str:
+    dates = read_bars(store, ["close"], as_of=as_of)["date"]
+    if dates.len() == 0:
+        return "the store has no bars"
+    first, last = dates.min(), dates.max()
+    return f"the store's bars run from {first!s} to {last!s}"
+
+
+def _examples(values: pl.Series, k: int = 3) -> str:
+    """A few distinct values, for a message (from the head: the whole column can be 40M)."""
+    seen = values.head(100_000).unique(maintain_order=True).head(k).to_list()
+    return ", ".join(str(v) for v in seen)
 
 
 def _align(
@@ -53,22 +142,26 @@ def _align(
     deal_price: str,
     universe: str | None,
     as_of: datetime | str | None,
+    history: int,
+    source: str,
 ) -> Aligned:
     if deal_price not in DEAL_PRICES:
         raise UsageError(f"--deal-price {deal_price!r}: choose one of {', '.join(DEAL_PRICES)}")
-    missing = [c for c in ("instrument", "date", "score") if c not in signal.columns]
-    if missing:
-        raise UsageError(
-            f"the signal has no {', '.join(missing)} column(s); it needs instrument, date, score"
-        )
-    first = signal["date"].cast(pl.Date).min()
-    if not isinstance(first, date):
-        raise UsageError("the signal has no dated row")
+    signal = check_signal(signal, source)
+    first, last = signal["date"].min(), signal["date"].max()
+    assert isinstance(first, date) and isinstance(last, date)
+    start = _history_start(store, first, history, as_of) if history > 0 else first
     fields = list(dict.fromkeys([deal_price, "close", "volume"]))
-    bars = read_bars(store, fields, start=first, as_of=as_of, adjust="adjusted")
-    if bars.height == 0:
-        raise UsageError(f"{store.location}: no bars from {first} on to backtest with")
+    bars = read_bars(store, fields, start=start, as_of=as_of, adjust="adjusted")
     dates = bars["date"].unique().sort()
+    h = int(dates.search_sorted(first))  # the days before the first signal date
+    if dates.len() - h < 2:
+        when = "on or after" if dates.len() == h else "after"
+        raise UsageError(
+            f"{source}: its scores run from {first} to {last}, and {store.location} has no "
+            f"market day {when} {first} to trade them on (a score dated t trades at t+1; "
+            f"{_store_span(store, as_of)}); backtest a signal dated within the store's days"
+        )
     instruments = bars["instrument"].unique().sort()
     shape = (dates.len(), instruments.len())
 
@@ -80,13 +173,17 @@ def _align(
     row_of = np.full(int(calendar[-1] - calendar[0]) + 1, -1, dtype=np.int64)
     row_of[calendar - calendar[0]] = np.arange(calendar.size)
 
-    def positions(frame: pl.DataFrame) -> tuple[np.ndarray, bool]:
+    def codes_of(frame: pl.DataFrame) -> pl.Series:
+        """Each row's instrument as its grid column, null for an instrument not on the grid.
+        By an enum cast: comparing 40M names one by one took a minute at 16,000 instruments."""
+        return frame["instrument"].cast(pl.String).cast(enum, strict=False).to_physical()
+
+    def positions(frame: pl.DataFrame, codes: pl.Series | None = None) -> tuple[np.ndarray, bool]:
         """Flat grid positions (row x instruments + column) of a long frame's rows, -1 off
         the grid, and whether the rows come instrument by instrument, each by date (as
-        ``read_bars`` gives them). Instruments map by an enum cast (comparing 40M names one
-        by one took a minute at 16,000 instruments), days by a lookup table, in one compiled
-        pass: numpy's temporaries of 40M rows cost more in page faults than the arithmetic."""
-        codes = frame["instrument"].cast(pl.String).cast(enum, strict=False).to_physical()
+        ``read_bars`` gives them). Days map by a lookup table, in one compiled pass: numpy's
+        temporaries of 40M rows cost more in page faults than the arithmetic."""
+        codes = codes_of(frame) if codes is None else codes
         days = frame["date"].cast(pl.Date).to_physical()
         if days.null_count():
             days = days.fill_null(-(2**31))
@@ -103,19 +200,105 @@ def _align(
         _scatter(out.reshape(-1), flat, values, shape[1], shape[0], by_instrument)
         return out
 
-    scores = lay(signal, "score", positions(signal))
+    signal_codes = codes_of(signal)
+    at_signal = positions(signal, signal_codes)
+    scores = lay(signal, "score", at_signal)
+    flat = at_signal[0]
+    matched = int((flat >= 0).sum())
+    unknown = int(signal_codes.null_count())
+    if matched == 0:
+        raise UsageError(
+            f"{source}: none of its {signal.height:,} scores is on an instrument and market day "
+            f"of {store.location} (instruments in the signal: {_examples(signal['instrument'])}; "
+            f"in the store: {', '.join(names.head(3).to_list())}; the signal's dates run from "
+            f"{first} to {last}, the store's market from {dates[h]} to {dates[-1]}); give "
+            "the store's instrument ids and dates"
+        )
+    _refuse_two_scores(signal, scores, flat, source)
     if universe is not None:
         members = read_bars(store, ["close"], start=first, as_of=as_of, universe=universe)
         member = np.isfinite(lay(members, "close", positions(members)))
         scores = np.where(member, scores, np.nan)
     at = positions(bars)
     close = lay(bars, "close", at)
-    market = Market(
-        deal=close if deal_price == "close" else lay(bars, deal_price, at),
-        close=close,
-        volume=lay(bars, "volume", at),
+    volume = lay(bars, "volume", at)
+    deal = close if deal_price == "close" else lay(bars, deal_price, at)
+    priced = np.isfinite(close[h:]).any(axis=0)
+    notes: list[str] = []
+    # Qlib's data treats a day with no (or zero) volume as a suspension (its collectors
+    # blank the bar); a store without any volume has no such days: its prices decide.
+    volume_known = np.isfinite(volume).any(axis=0)
+    no_volume = int((priced & ~volume_known).sum())
+    if no_volume:
+        whose = "the store" if no_volume == int(priced.sum()) else f"{no_volume:,} instruments"
+        notes.append(
+            f"no volume in {whose} over the backtest's days: a day is tradable when it has a "
+            f"{deal_price} price (suspension decided by the price alone); --impact needs volume"
+        )
+    if deal_price != "close":
+        dealt = np.isfinite(deal[h:]).any(axis=0)
+        if not (dealt & priced).any():
+            raise UsageError(
+                f"--deal-price {deal_price}: {store.location} has no {deal_price} prices over "
+                f"the backtest's days, only closes; use --deal-price close"
+            )
+        lacking = priced & ~dealt
+        if lacking.any():
+            example = ", ".join(np.asarray(names.to_list(), dtype=object)[lacking][:3])
+            notes.append(
+                f"{int(lacking.sum()):,} instruments have closes but no {deal_price} price "
+                f"over the backtest's days (e.g. {example}): they cannot be traded"
+            )
+    used = int(np.isfinite(scores[h:]).sum())
+    coverage = Coverage(signal.height, matched, unknown, signal.height - matched - unknown, used)
+    if used == 0:
+        raise UsageError(
+            f"{source}: {matched:,} of its scores are on the store's market but none is "
+            f"{'in --universe ' + universe if universe else 'a number'}; nothing to trade"
+        )
+    market = Market(deal=deal[h:], close=close[h:], volume=volume[h:], volume_known=volume_known)
+    return Aligned(
+        dates.to_list()[h:],
+        instruments.to_list(),
+        scores[h:],
+        market,
+        past_close=close[:h] if history > 0 else None,
+        coverage=coverage,
+        notes=tuple(notes),
     )
-    return Aligned(dates.to_list(), instruments.to_list(), scores, market)
+
+
+def _refuse_two_scores(
+    signal: pl.DataFrame, scores: np.ndarray, flat: np.ndarray, source: str
+) -> None:
+    """A one-line error when rows give one instrument on one day two different scores (the
+    same score twice is one score)."""
+    values = signal["score"].fill_null(np.nan).to_numpy()
+    count, row = _overwritten(scores.reshape(-1), flat, values)
+    if count:
+        instrument, day = signal["instrument"][row], signal["date"][row]
+        kept = scores.reshape(-1)[flat[row]]
+        raise UsageError(
+            f"{source}: {count:,} rows give an instrument a second, different score for a day "
+            f"(row {row + 1}: {instrument} on {day}, {values[row]:g} and {kept:g}); keep one "
+            "score per instrument and date"
+        )
+
+
+@njit(cache=True)
+def _overwritten(cells: np.ndarray, flat: np.ndarray, values: np.ndarray) -> tuple[int, int]:
+    """How many rows' scores differ from what their cell holds after the scatter (a later
+    row of the same cell overwrote them), and the first such row (-1 for none)."""
+    count, first = 0, -1
+    for k in range(flat.size):
+        if flat[k] < 0:
+            continue
+        kept, mine = cells[flat[k]], values[k]
+        if kept != mine and not (kept != kept and mine != mine):
+            count += 1
+            if first < 0:
+                first = k
+    return count, first
 
 
 @njit(cache=True)
@@ -200,10 +383,24 @@ def index_returns(
     bars = read_bars(store, ["close"], start=first, end=last, as_of=as_of, adjust="adjusted",
                      instruments=[name])  # fmt: skip
     if bars.height == 0:
+        names = (
+            read_bars(store, ["close"], start=first, end=last, as_of=as_of)["instrument"]
+            .unique()
+            .sort()
+            .to_list()
+        )
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+        some = close or names[:3]
+        accepted = (
+            f"one of its {len(names):,} instruments ({', '.join(some)}"
+            f"{', ...' if len(names) > len(some) else ''})"
+            if names
+            else "an instrument with bars then"
+        )
         raise UsageError(
-            f"--benchmark {name}: {store.location} has no bars of {name!r} over the backtest's "
-            "days; ingest the index's daily closes as bars of an instrument of that name, or "
-            "leave --benchmark out for the equal-weighted universe"
+            f"--benchmark {name}: {store.location} has no bars of {name!r} from {first} to "
+            f"{last}; give {accepted}, ingest the index's daily closes as bars of an "
+            "instrument of that name, or leave --benchmark out for the equal-weighted universe"
         )
     level = (
         calendar.to_frame()

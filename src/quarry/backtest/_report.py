@@ -3,7 +3,13 @@ so it opens offline and can be mailed as it is) and PNG copies of the main chart
 
 What it shows, each section with a heading and a caption:
 
-- the metrics, net and gross of costs, and a warning when the optimizer fell back;
+- the backtest's warnings (most of the signal off the store's market, nothing traded, days
+  without a position, optimizer fallbacks) and notes (what the market lacks and how the
+  backtest decided without it);
+- the metrics, net and gross of costs, over the days returns.parquet holds: from the first
+  trading day (the market day after the first signal date) to the last;
+- what was traded: days, days without a position, orders filled and blocked, and how many
+  of the signal's scores were on the store's market;
 - cumulative return of the strategy (net, gross) against the benchmark; drawdown; turnover;
 - a heatmap of compounded monthly returns (``monthly_table``);
 - active industry exposure, when the result has ``exposure``;
@@ -70,6 +76,7 @@ _STYLE = (
     "td:first-child,th:first-child{text-align:left}"
     "p.caption{color:#555;margin:0.2em 0 0.6em}"
     "p.warning{background:#fff3cd;border-left:4px solid #e0a800;padding:6px 10px}"
+    "p.note{background:#eef4fb;border-left:4px solid #5b8fc7;padding:6px 10px}"
     "div.scroll{max-height:360px;overflow-y:auto;display:inline-block}"
     "h2{margin-top:1.6em}"
 )
@@ -258,6 +265,28 @@ def _signal_table(summary: dict[str, float], long_short_mean: float) -> str:
         f"<tr><td>Mean daily long-short spread</td><td>{_fmt(long_short_mean, 'pct')}</td></tr>"
     )
     return f"<table><tbody>{''.join(rows)}</tbody></table>"
+
+
+_TRADING_LABELS = {
+    "days": "Days (rows of returns.parquet)",
+    "days_without_position": "Days ending without a position",
+    "orders_filled": "Orders filled",
+    "orders_suspended": "Orders blocked: suspended",
+    "orders_limit": "Orders blocked: price limit",
+    "orders_delisted": "Holdings closed at delisting",
+    "signal_rows": "Signal rows",
+    "signal_rows_matched": "Signal rows on the store's market",
+    "signal_scores_used": "Scores the strategy read",
+}
+
+
+def _trading_table(metrics: dict[str, Any]) -> str:
+    rows = "".join(
+        f"<tr><td>{label}</td><td>{_fmt(metrics[key], 'int')}</td></tr>"
+        for key, label in _TRADING_LABELS.items()
+        if key in metrics
+    )
+    return f"<table><tbody>{rows}</tbody></table>"
 
 
 def _status() -> pl.Expr:
@@ -679,6 +708,8 @@ def write_report(result: BacktestResult, path: Path) -> list[Path]:
     span = result.returns["date"]
     first, last = html.escape(str(span.min())), html.escape(str(span.max()))
     sections = [f"<h1>Backtest, {first} to {last}</h1>"]
+    sections += [f"<p class='warning'>{html.escape(w)}</p>" for w in result.warnings]
+    sections += [f"<p class='note'>Note: {html.escape(n)}.</p>" for n in result.notes]
     if result.decisions is not None and result.decisions.height:
         n_fallback = _fallbacks(result.decisions).height
         if n_fallback:
@@ -690,8 +721,21 @@ def write_report(result: BacktestResult, path: Path) -> list[Path]:
     sections.append(
         _section(
             "Performance",
-            "Daily figures from the day after the first signal; net is after trading costs.",
+            "Daily figures over the days of returns.parquet: from the first trading day (the "
+            "market day after the first signal date, whose scores trade then) to the last; a "
+            "day in cash counts as a 0% day. Net is after trading costs. empyrical's "
+            "definitions (252 days a year, no risk-free rate) on that file's return_net give "
+            "these figures.",
             _metrics_table(result.metrics),
+        )
+    )
+    sections.append(
+        _section(
+            "Trading",
+            "What the strategy could do: days that ended without any holding, orders filled "
+            "and blocked (orders.parquet lists each), and how much of the signal fell on an "
+            "instrument and market day of the store.",
+            _trading_table(result.metrics),
         )
     )
     sections.append(

@@ -1,10 +1,30 @@
 """A backtest from a store and a signal file to the files a researcher reads.
 
 ``run_backtest`` aligns the signal with the store's market, simulates the strategy, and
-writes returns.parquet (date, return_gross, return_net, benchmark, turnover),
-positions.parquet, orders.parquet, metrics.json (net and ``gross``) and report.html.
+writes returns.parquet (date, return_gross, return_net, benchmark, turnover, value, cash,
+costs), positions.parquet, orders.parquet, metrics.json (net and ``gross``) and report.html.
 The benchmark is the equal-weighted universe: the mean close-to-close return of the
 instruments with a bar on both days.
+
+Which days count: the first signal date only places the first orders (a score dated t
+trades at t+1), so it has no return. Every file and every metric starts on the next market
+day, the first trading day, and runs to the store's last market day: returns.parquet holds
+exactly the days metrics.json is computed from, so empyrical on its ``return_net`` column
+gives metrics.json's figures.
+
+What metrics.json says besides the performance, for a caller (the promotion gate) to check:
+
+- ``orders_filled`` (0: the backtest never traded), ``orders_blocked`` (of which
+  ``orders_suspended`` and ``orders_limit``), ``orders_delisted``, and ``traded``
+  (``orders_filled > 0``);
+- ``days``, ``days_without_position`` (days that ended without any holding: they count
+  as days of the strategy's return, mostly 0%) and ``days_before_first_position`` (those
+  of them before the first holding; a warning names the others);
+- ``signal_rows``, ``signal_rows_matched`` (on an instrument and market day of the
+  store), ``signal_rows_unknown_instrument``, ``signal_rows_off_calendar``,
+  ``signal_scores_used``;
+- ``notes`` (what the market lacks and how the backtest decided without it) and
+  ``warnings`` (what makes the figures doubtful), each a list of one-line texts.
 """
 
 from __future__ import annotations
@@ -21,11 +41,11 @@ import numpy as np
 import polars as pl
 
 from quarry.backtest._engine import BacktestConfig, Simulation
-from quarry.backtest._market import Aligned, align, index_returns, industry_codes
+from quarry.backtest._market import Aligned, Coverage, align, index_returns, industry_codes
 from quarry.backtest._metrics import summary
 from quarry.backtest._topk_engine import simulate_topk
 from quarry.data import Store
-from quarry.exceptions import UsageError
+from quarry.exceptions import DataError, UsageError
 
 if TYPE_CHECKING:  # the models package imports its estimators: only when a signal is analyzed
     from quarry.models._signal import SignalReport
@@ -35,6 +55,11 @@ __all__ = ["STRATEGIES", "BacktestResult", "run_backtest", "strict_json"]
 
 STRATEGIES = ("topk-dropout", "long-short", "score-weighted", "optimizer")
 _STATUS = {0: "filled", 1: "suspended", 2: "limit", 3: "delisted"}
+# Below this share of a signal's rows on the store's market, the backtest warns: a model's
+# own predictions are made on the store's bars and match in full (a live signal running a
+# few days past the store's last bar stays far above it), so missing half of them means
+# other ids or dates, and a book chosen from half the names is not the signal's book.
+MATCH_WARNING = 0.5
 
 
 @dataclass(frozen=True)
@@ -47,6 +72,8 @@ class BacktestResult:
     (the deal price from t+1 to t+2 for a score dated t).
     ``decisions``: date, status, detail for each optimizer rebalance (status ``optimal``, or
     the fallback taken and why); with the optimizer strategy.
+    ``notes`` and ``warnings``: one-line texts for the user, also in ``metrics`` (see the
+    module); a command prints them.
     """
 
     metrics: dict[str, Any]
@@ -56,6 +83,8 @@ class BacktestResult:
     exposure: pl.DataFrame | None = None
     signal: SignalReport | None = None
     decisions: pl.DataFrame | None = None
+    notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
 def equal_weight_benchmark(close: np.ndarray) -> np.ndarray:
@@ -87,22 +116,48 @@ def run_backtest(
     optimizer: OptimizerConfig | None = None,
     analyze_signal: bool = True,
     progress: Callable[[str, int, int], None] | None = None,
+    source: str | None = None,
 ) -> BacktestResult:
     """Simulate ``strategy`` on ``signal`` (instrument, date, score) over the store's
     market and, with ``out``, write the result files there.
 
     ``benchmark``: an instrument of the store whose close is an index level; default the
-    equal-weighted universe. ``optimizer``: the optimizer strategy's settings.
-    ``analyze_signal``: also measure the signal's IC and quantile returns for the report.
-    ``progress``: called with (step, done, total): "backtest" over its four stages (market,
-    simulation, analysis, files), "optimizing" over the optimizer's rebalances.
+    equal-weighted universe. ``optimizer``: the optimizer strategy's settings; its risk
+    model reads the ``lookback`` market days before the first signal date, so the first
+    rebalance is the first signal date's. ``analyze_signal``: also measure the signal's IC
+    and quantile returns for the report. ``progress``: called with (step, done, total):
+    "backtest" over its four stages (market, simulation, analysis, files), "optimizing"
+    over the optimizer's rebalances. ``source``: what to call the signal in messages (its
+    file); the signal is checked by ``check_signal``.
     """
     if strategy not in STRATEGIES:
         raise UsageError(f"--strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
     config = config or BacktestConfig()
+    if strategy == "optimizer":
+        from quarry.portfolio import OptimizerConfig
+
+        optimizer = optimizer or OptimizerConfig()
     step = progress or (lambda what, done, total: None)
     step("backtest", 0, 4)
-    grid = align(store, signal, deal_price=deal_price, universe=universe, as_of=as_of)
+    grid = align(
+        store, signal, deal_price=deal_price, universe=universe, as_of=as_of,
+        history=optimizer.lookback if strategy == "optimizer" and optimizer else 0,
+        source=source or "the signal",
+    )  # fmt: skip
+    scored = np.isfinite(grid.scores).any(axis=0)
+    unknown_volume = scored & ~grid.market.known()
+    if config.impact > 0 and unknown_volume.any():
+        raise UsageError(
+            f"--impact {config.impact:g} needs each day's volume, and {store.location} has "
+            f"none for {int(unknown_volume.sum()):,} of the {int(scored.sum()):,} instruments "
+            "the signal scores; leave --impact out (--slippage needs no volume)"
+        )
+    # the benchmark first: a wrong name should not wait for the simulation to be refused
+    bench = (
+        index_returns(store, benchmark, grid.dates, as_of=as_of)
+        if benchmark
+        else equal_weight_benchmark(grid.market.close)
+    )
     step("backtest", 1, 4)
     codes, industry_names = industry_codes(store, grid, as_of=as_of)
     decisions = None
@@ -124,11 +179,6 @@ def run_backtest(
             weights * config.risk_degree, grid.market, config, leverage=max(leverage, 1.0)
         )
     step("backtest", 2, 4)
-    bench = (
-        index_returns(store, benchmark, grid.dates, as_of=as_of)
-        if benchmark
-        else equal_weight_benchmark(grid.market.close)
-    )
     marks = last_close(grid.market.close)  # the prices holdings are valued at, once
     result = _frames(grid, sim, bench, marks)
     exposure = _exposure(grid, sim, marks, codes, industry_names, equal_weighted=not benchmark)
@@ -140,7 +190,13 @@ def run_backtest(
             "rebalances": decisions.height,
             **{f"status_{k}": int(v) for k, v in decisions.group_by("status").len().iter_rows()},
         }
-    result = replace(result, exposure=exposure, signal=report, decisions=decisions)
+    notes, warnings = _notes(grid, result), _warnings(grid, result, source or "the signal")
+    result.metrics["notes"] = notes
+    result.metrics["warnings"] = warnings
+    result = replace(
+        result, exposure=exposure, signal=report, decisions=decisions, notes=tuple(notes),
+        warnings=tuple(warnings),
+    )  # fmt: skip
     step("backtest", 3, 4)
     if out is not None:
         write(result, out)
@@ -159,17 +215,23 @@ def _optimize(
     from quarry.portfolio import OptimizerConfig, optimize_weights
 
     settings = settings or OptimizerConfig()
-    close = grid.market.close
+    # The risk model's window reaches back before the first signal date: the closes of the
+    # days before it come first, with no score (and no industry code) on them.
+    past = grid.past_close if grid.past_close is not None else grid.market.close[:0]
+    h = past.shape[0]
+    close = np.concatenate([past, grid.market.close])
     returns = np.full(close.shape, np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         returns[1:] = close[1:] / close[:-1] - 1.0
+    scores = np.concatenate([np.full(past.shape, np.nan), grid.scores])
+    industries = np.concatenate([np.full(past.shape, -1, dtype=codes.dtype), codes])
     found = optimize_weights(
-        grid.scores, returns, config=settings,
-        industries=codes if (codes >= 0).any() else None,
+        scores, returns, config=settings,
+        industries=industries if (codes >= 0).any() else None,
         progress=(lambda done, total: progress("optimizing", done, total)) if progress else None,
     )  # fmt: skip
     dates = pl.Series("date", grid.dates)
-    days = [d for d, _, _ in found.decisions]
+    days = [d - h for d, _, _ in found.decisions]  # no decision before the first score
     decisions = pl.DataFrame(
         {
             "date": dates.gather(days) if days else dates.clear(),
@@ -178,7 +240,7 @@ def _optimize(
         },
         schema_overrides={"status": pl.String, "detail": pl.String},
     )
-    return found.weights, decisions, settings.gross_leverage
+    return found.weights[h:], decisions, settings.gross_leverage
 
 
 def last_close(close: np.ndarray) -> np.ndarray:
@@ -222,7 +284,7 @@ def _exposure(
     else:  # an index's members are not in the store: its industry weights are unknown
         frame["benchmark"] = np.full(days * k, np.nan)
     out = pl.DataFrame(frame, schema_overrides={"industry": pl.String})
-    return out.with_columns(
+    return out.slice(k).with_columns(  # from day 1, as the returns (see ``_frames``)
         pl.col("date").cast(pl.Date),
         (pl.col("portfolio") - pl.col("benchmark")).alias("active"),
     )
@@ -256,6 +318,8 @@ def _frames(
     grid: Aligned, sim: Simulation, benchmark: np.ndarray, marks: np.ndarray
 ) -> BacktestResult:
     dates = pl.Series("date", grid.dates)
+    # Day 0, the first signal date, has no trade and no return (the first signal trades the
+    # next day): the files and the metrics start at day 1, the same days in both.
     returns = pl.DataFrame(
         {
             "date": dates,
@@ -267,7 +331,7 @@ def _frames(
             "cash": sim.cash,
             "costs": sim.costs,
         }
-    )
+    ).slice(1)
     names = pl.Series("instrument", grid.instruments, dtype=pl.String)
     day, inst = np.nonzero(sim.shares)
     price = marks[day, inst]
@@ -298,9 +362,82 @@ def _frames(
         },
         schema_overrides={"side": pl.String, "status": pl.String},
     ).sort("date", "instrument", maintain_order=True)
-    # Day 0 has no trade (the first signal trades the next day): metrics start at day 1.
-    metrics = dict(summary(sim.net[1:], sim.gross[1:], benchmark[1:], sim.turnover[1:]))
+    metrics: dict[str, Any] = dict(
+        summary(returns["return_net"], returns["return_gross"], returns["benchmark"],
+                returns["turnover"])
+    )  # fmt: skip
+    status = orders["status"]
+    filled = int((status == "filled").sum())
+    suspended, limit = int((status == "suspended").sum()), int((status == "limit").sum())
+    flat = ~(sim.shares[1:] != 0).any(axis=1)
+    metrics |= {
+        "days": returns.height,
+        "days_without_position": int(flat.sum()),
+        "days_before_first_position": int(np.argmin(flat)) if not flat.all() else int(flat.size),
+        "orders_filled": filled,
+        "orders_blocked": suspended + limit,
+        "orders_suspended": suspended,
+        "orders_limit": limit,
+        "orders_delisted": int((status == "delisted").sum()),
+        "traded": filled > 0,
+    }
+    if grid.coverage is not None:
+        metrics |= grid.coverage.as_dict()
     return BacktestResult(metrics, returns, positions, orders)
+
+
+def _notes(grid: Aligned, result: BacktestResult) -> list[str]:
+    """The market's notes, and the days in cash before the first position (a signal
+    without scores on its first days, say): they count in the figures."""
+    out = list(grid.notes)
+    m = result.metrics
+    lead = m["days_before_first_position"]
+    if m["traded"] and lead:
+        first = result.returns["date"][lead]
+        out.append(
+            f"the first position was taken on {first}, {lead:,} days after the first trading "
+            "day; those days count in the figures as days in cash"
+        )
+    return out
+
+
+def _warnings(grid: Aligned, result: BacktestResult, source: str) -> list[str]:
+    """What makes the figures doubtful, one line each: most of the signal off the store's
+    market, no order ever filled, days ending without a position once one was held."""
+    out: list[str] = []
+    m = result.metrics
+    c: Coverage | None = grid.coverage
+    if c is not None and c.matched < MATCH_WARNING * c.rows:
+        out.append(
+            f"{source}: only {c.matched:,} of its {c.rows:,} scores ({c.matched / c.rows:.0%}) "
+            f"are on the store's market ({c.unknown_instrument:,} on instruments the store "
+            f"lacks over the backtest's days, {c.off_calendar:,} on days without bars); the "
+            "rest are not traded"
+        )
+    if not m["traded"] and m["orders_blocked"]:
+        out.append(
+            f"no order was filled: {m['orders_blocked']:,} were blocked "
+            f"({m['orders_suspended']:,} suspended, {m['orders_limit']:,} at a price limit); "
+            "the strategy never held a position and its returns are 0%"
+        )
+    elif not m["traded"]:
+        out.append(
+            "no order was filled, and none was blocked: no buy could be paid for (a lot "
+            "costing more than the cash) or no name was ever chosen; the strategy never held "
+            "a position and its returns are 0%"
+        )
+    elif m["days_without_position"] > m["days_before_first_position"]:
+        lead = m["days_before_first_position"]
+        later = m["days_without_position"] - lead
+        held = set(result.positions["date"].unique().to_list())
+        dates = result.returns["date"].to_list()[lead:]
+        first = next(d for d in dates if d not in held)
+        out.append(
+            f"{later:,} of the {m['days'] - lead:,} days from the first position on ended "
+            f"without one (the first on {first}); they count in the return and Sharpe as "
+            "days in cash"
+        )
+    return out
 
 
 def strict_json(value: Any) -> Any:
@@ -315,9 +452,15 @@ def strict_json(value: Any) -> Any:
 def write(result: BacktestResult, out: Path) -> None:
     from quarry.backtest._report import write_report
 
-    out.mkdir(parents=True, exist_ok=True)
-    result.returns.write_parquet(out / "returns.parquet")
-    result.positions.write_parquet(out / "positions.parquet")
-    result.orders.write_parquet(out / "orders.parquet")
-    (out / "metrics.json").write_text(json.dumps(strict_json(result.metrics), indent=2))
-    write_report(result, out / "report.html")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        result.returns.write_parquet(out / "returns.parquet")
+        result.positions.write_parquet(out / "positions.parquet")
+        result.orders.write_parquet(out / "orders.parquet")
+        (out / "metrics.json").write_text(json.dumps(strict_json(result.metrics), indent=2))
+        write_report(result, out / "report.html")
+    except OSError as exc:
+        raise DataError(
+            f"{out}: cannot write the backtest's files there ({exc.strerror or exc}); "
+            "choose another --out folder"
+        ) from exc

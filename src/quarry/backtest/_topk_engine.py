@@ -45,6 +45,7 @@ def simulate_topk(
         np.ascontiguousarray(market.deal, dtype=np.float64),
         close,
         np.ascontiguousarray(market.volume, dtype=np.float64),
+        market.known(),
         _last_bars(close),
         topk, n_drop, hold_thresh, float(c.account), c.open_cost, c.close_cost, c.min_cost,
         limit, float(c.lot_size), c.risk_degree, c.delist_return, c.slippage, c.impact,
@@ -139,6 +140,7 @@ def _run(
     deal: np.ndarray,
     close: np.ndarray,
     volume: np.ndarray,
+    volume_known: np.ndarray,
     last_bar: np.ndarray,
     topk: int,
     n_drop: int,
@@ -219,7 +221,7 @@ def _run(
             i = sells[q]
             if held_days[i] < hold_thresh:
                 continue
-            active = price[i] == price[i] and volume[day, i] > 0.0
+            active = price[i] == price[i] and (volume[day, i] > 0.0 or not volume_known[i])
             if not active or close[day, i] / close[day - 1, i] - 1.0 <= -limit:
                 status = 2.0 if active else 1.0
                 rows = _record(table, rows, day, i, -1.0, pos[i], price[i], 0.0, 0.0, 0.0, status)
@@ -239,7 +241,7 @@ def _run(
             budget = money * risk_degree / n_buy
             for q in range(n_buy):
                 i = today[q]
-                active = price[i] == price[i] and volume[day, i] > 0.0
+                active = price[i] == price[i] and (volume[day, i] > 0.0 or not volume_known[i])
                 if not active or close[day, i] / close[day - 1, i] - 1.0 >= limit:
                     status = 2.0 if active else 1.0
                     rows = _record(table, rows, day, i, 1.0, 0.0, price[i], 0.0, 0.0, 0.0, status)

@@ -3,9 +3,10 @@
 A weight strategy turns each day's scores into target weights (positive long, negative
 short, as shares of the portfolio's value). The simulation trades toward them the next day,
 with the same timing, costs and trading limits as ``simulate``: an order on an instrument
-that cannot trade (suspended; a buy at limit-up, a sell at limit-down) is not filled and the
-position stays as it was. Shorts are allowed here (gross leverage up to ``leverage``); short
-sale proceeds are held as cash, so the portfolio's value is cash plus the signed positions.
+that cannot trade (suspended; a buy at limit-up, a sell at limit-down) is not filled, the
+position stays as it was, and the order is recorded as blocked. Shorts are allowed here
+(gross leverage up to ``leverage``); short sale proceeds are held as cash, so the
+portfolio's value is cash plus the signed positions.
 A delisted position is closed at its last close times 1 + ``delist_return``. A day whose
 targets are all NaN has no new target (an optimizer between rebalances): nothing trades.
 Fees and slippage are those of ``_fills``.
@@ -94,7 +95,7 @@ def simulate_weights(
             pos[gone] = 0.0
         price = market.deal[day]
         volume = market.volume[day]
-        active = np.isfinite(price) & (np.nan_to_num(volume) > 0)
+        active = market.active(day)
         target = targets[day - 1]
         if np.isnan(target).all():  # no new target: hold, marked to market
             shares[day], cash[day] = pos, money
@@ -107,6 +108,16 @@ def simulate_weights(
         lots = config.lot_size
         wanted = np.trunc(wanted / lots) * lots
         delta = np.where(active, wanted - pos, 0.0)
+        # a suspended name's trade toward its target (sized at its last close) is recorded as
+        # blocked, as the other engines record theirs
+        idle = np.flatnonzero(~active & ((np.nan_to_num(target) != 0) | (pos != 0)))
+        if idle.size:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                size = np.trunc(np.nan_to_num(target[idle]) * worth / last[idle] / lots) * lots
+            size = np.nan_to_num(size - pos[idle], nan=0.0, posinf=0.0, neginf=0.0)
+            if (size != 0).any():
+                idx = idle[size != 0]
+                rows.append(_orders(day, idx, size[size != 0], price[idx], 0.0, 1))
         if config.limit_threshold is not None:
             blocked = ((delta > 0) & (move >= config.limit_threshold)) | (
                 (delta < 0) & (move <= -config.limit_threshold)
@@ -144,15 +155,15 @@ def _orders(
     status: int,
     slip: np.ndarray | float = 0.0,
 ) -> np.ndarray:
-    """Order rows by ``ORDER_COLUMNS``; status 0 filled, 2 blocked at a limit, 3 closed at
-    delisting."""
+    """Order rows by ``ORDER_COLUMNS``; status 0 filled, 1 blocked: suspended, 2 blocked at a
+    limit, 3 closed at delisting. A blocked order trades no value."""
     out = np.empty((idx.size, len(ORDER_COLUMNS)))
     out[:, 0] = day
     out[:, 1] = idx
     out[:, 2] = np.sign(delta)
     out[:, 3] = np.abs(delta)
     out[:, 4] = price
-    out[:, 5] = np.abs(delta * price) if status != 2 else 0.0
+    out[:, 5] = np.abs(delta * price) if status in (0, 3) else 0.0
     out[:, 6] = fee
     out[:, 7] = slip
     out[:, 8] = status

@@ -8,13 +8,16 @@ from typing import Annotated
 
 import typer
 
-from quarry.cli._output import console, fail_cleanly, progress_bar
-from quarry.exceptions import DataError
+from quarry.cli._output import console, fail_cleanly, note, progress_bar, warn
+from quarry.exceptions import UsageError
 
 
 @fail_cleanly
 def backtest_cmd(
-    signal: Annotated[Path, typer.Option(help="Parquet with instrument, date, score.")],
+    signal: Annotated[
+        Path,
+        typer.Option(help="Parquet (or .csv) with instrument, date (YYYY-MM-DD), score."),
+    ],
     out: Annotated[Path, typer.Option(help="Folder for the results and report.html.")],
     store: Annotated[str | None, typer.Option(help="Store with the market (adjusted).")] = None,
     universe: Annotated[
@@ -95,8 +98,10 @@ def backtest_cmd(
 
     Writes OUT/metrics.json (net and gross: annualized return and volatility, Sharpe, max
     drawdown, excess annualized return and information ratio against the benchmark, turnover;
-    the signal's IC), returns.parquet, positions.parquet, orders.parquet (fills, costs,
-    slippage, blocked orders), report.html and PNGs of its charts.
+    orders filled and blocked, days without a position, signal rows matched; the signal's IC),
+    returns.parquet, positions.parquet, orders.parquet (fills, costs, slippage, blocked
+    orders), report.html and PNGs of its charts. returns.parquet has one row per day the
+    metrics count: from the first trading day (the day after the first signal date) on.
 
     Examples:
 
@@ -105,9 +110,7 @@ def backtest_cmd(
       quarry backtest --store ./store --signal preds.parquet --strategy optimizer
       --max-weight 0.03 --industry-bound 0.02 --turnover-limit 0.2 --out runs/opt
     """
-    import polars as pl
-
-    from quarry.backtest import BacktestConfig
+    from quarry.backtest import BacktestConfig, load_signal
     from quarry.backtest._run import run_backtest
     from quarry.data import Store
     from quarry.portfolio import OptimizerConfig
@@ -133,12 +136,9 @@ def backtest_cmd(
         if strategy == "optimizer"
         else None
     )
-    if not signal.exists():
-        raise DataError(f"{signal}: no such file; quarry train writes predictions.parquet")
-    try:
-        frame = pl.read_parquet(signal)
-    except pl.exceptions.PolarsError as exc:
-        raise DataError(f"{signal}: not a readable Parquet file ({exc})") from exc
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: a file, not a folder; give a folder for the results")
+    frame = load_signal(signal)
     from quarry.settings import quarry_home
 
     source = Store(store) if store else Store(quarry_home() / "store")
@@ -147,9 +147,13 @@ def backtest_cmd(
             source, frame, out, strategy=strategy, topk=topk, n_drop=n_drop,
             hold_thresh=hold_thresh, deal_price=deal_price, universe=universe,
             benchmark=benchmark, as_of=as_of, config=config, optimizer=optimizer,
-            progress=update,
+            progress=update, source=str(signal),
         )  # fmt: skip
     m = result.metrics
+    for message in result.notes:
+        note(message)
+    for message in result.warnings:
+        warn(message)
 
     def pct(key: str) -> str:
         value = m.get(key)

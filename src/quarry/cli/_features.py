@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 from typing import Annotated
@@ -20,15 +21,30 @@ app = typer.Typer(
 _BAR_COLUMNS = ("open", "high", "low", "close", "volume", "vwap", "factor")
 
 
-def _named(exprs: list[str]) -> dict[str, str]:
+def _named(exprs: list[str], taken: Mapping[str, str] | None = None) -> dict[str, str]:
+    """--expr NAME=EXPR items as a mapping, refusing a name given twice or one already
+    ``taken`` (name -> where it comes from, e.g. the --set)."""
     out: dict[str, str] = {}
+    given: dict[str, str] = {}
     for item in exprs:
         name, sep, text = item.partition("=")
-        if not sep or not name.strip() or not text.strip():
+        name = name.strip()
+        if not sep or not name or not text.strip():
             raise UsageError(
                 f"--expr {item!r}: write it as NAME=EXPR, e.g. --expr 'MA5=Mean($close, 5)'"
             )
-        out[name.strip()] = text.strip()
+        if name in given:
+            raise UsageError(
+                f"--expr {item!r}: {name} is already defined by --expr {given[name]!r}; "
+                "give each feature its own name"
+            )
+        if taken and name in taken:
+            raise UsageError(
+                f"--expr {item!r}: {name} is already a feature of {taken[name]}; "
+                "choose another name"
+            )
+        given[name] = item
+        out[name] = text.strip()
     return out
 
 
@@ -128,7 +144,8 @@ def compute_cmd(
         if feature_set.lower() not in FEATURE_SETS:
             raise UsageError(f"--set {feature_set!r}: choose one of {', '.join(FEATURE_SETS)}")
         features.update(FEATURE_SETS[feature_set.lower()]())
-    features.update(_named(expr or []))
+    origin = f"--set {feature_set.lower()}" if feature_set else ""
+    features.update(_named(expr or [], dict.fromkeys(features, origin)))
     if not features:
         raise UsageError("nothing to compute: give --set alpha158|alpha360 or --expr NAME=EXPR")
     Plan.build(features, label=label)  # parse and look-ahead checks, before reading

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+import numpy as np
 import polars as pl
 import typer
 from rich.console import Console
@@ -18,7 +20,16 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from quarry.exceptions import DataError, ExpressionError, QuarryError
 
-__all__ = ["console", "err", "fail_cleanly", "print_json", "progress_bar", "write_parquet"]
+__all__ = [
+    "console",
+    "err",
+    "fail_cleanly",
+    "print_json",
+    "progress_bar",
+    "strict_json",
+    "warn",
+    "write_parquet",
+]
 
 console = Console()
 err = Console(stderr=True)
@@ -28,8 +39,24 @@ R = TypeVar("R")
 
 
 def print_json(obj: Any) -> None:
-    """Machine output: plain JSON on stdout, no colour or wrapping."""
-    print(json.dumps(obj, indent=2, default=str))
+    """Machine output: plain JSON on stdout, no colour or wrapping. An undefined or infinite
+    figure (NaN, inf) is null, since JSON has no such numbers; every command's --json output
+    goes through here."""
+    print(json.dumps(strict_json(obj), indent=2, default=str, allow_nan=False))
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with NaN and infinities as None (in mappings, lists and tuples, numpy
+    scalars included), ready for ``json.dumps(..., allow_nan=False)``."""
+    if isinstance(value, Mapping):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def fail_cleanly(fn: Callable[P, R]) -> Callable[P, R]:
@@ -56,6 +83,16 @@ def fail_cleanly(fn: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def warn(message: str) -> None:
+    """A warning for the user: one line on stderr, after which the command goes on."""
+    err.print(f"[bold yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def note(message: str) -> None:
+    """Something the user may want to know about the result: one line on stderr."""
+    err.print(f"note: {escape(message)}", highlight=False, soft_wrap=True)
 
 
 @contextmanager

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from quarry.cli._output import console, err, fail_cleanly
+from quarry.cli._output import console, err, fail_cleanly, note, warn
 
 
 def _fmt(value: Any, pct: bool = False) -> str:
@@ -55,6 +55,10 @@ def run_cmd(
         result = run_workflow(spec, target, force=force, executor=executor, say=step,
                               progress=status.update)  # fmt: skip
     r = result.results
+    for message in r.get("warnings", []):
+        warn(message)
+    for message in r.get("notes", []):
+        note(message)
     rows = [
         ("IC", _fmt(r.get("ic"))), ("Rank IC", _fmt(r.get("rank_ic"))),
         ("ICIR", _fmt(r.get("icir"))), ("Rank ICIR", _fmt(r.get("rank_icir"))),

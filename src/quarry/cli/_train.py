@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from quarry.cli._output import console, err, fail_cleanly
-from quarry.exceptions import DataError
+from quarry.cli._output import console, err, fail_cleanly, print_json, warn
+from quarry.exceptions import DataError, UsageError
 
 DEFAULT_HORIZON = 2  # Qlib's default label, Ref($close, -2)/Ref($close, -1) - 1
 
@@ -17,16 +17,13 @@ DEFAULT_HORIZON = 2  # Qlib's default label, Ref($close, -2)/Ref($close, -1) - 1
 def _params(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
-    import yaml
+    from quarry._yaml import load_yaml
 
     try:
-        loaded = yaml.safe_load(path.read_text())
+        text = path.read_text()
     except OSError as exc:
         raise DataError(f"{path}: cannot read the parameters: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise DataError(f"{path}:{where} not valid YAML; write one 'name: value' a line") from exc
+    loaded = load_yaml(text, str(path)).data
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -34,19 +31,99 @@ def _params(path: Path | None) -> dict[str, Any]:
     return loaded
 
 
-def _horizon(features: Path, given: int | None) -> int:
-    """The label's horizon: given, else read from the file's ``quarry.label`` metadata (set
-    by ``quarry features compute``), else Qlib's default label's."""
-    if given is not None:
-        return given
+_EXPECTED = (
+    "give the features as Parquet (FILE.parquet or a folder of them) with instrument and "
+    "date columns, as quarry features compute writes"
+)
+
+
+def _feature_files(features: Path) -> list[Path]:
+    """The Parquet file(s) of ``--features``, each checked to be Parquet."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    if not features.exists():
+        raise DataError(
+            f"{features}: no such file or folder; compute it with quarry features compute"
+        )
+    files = sorted(features.glob("*.parquet")) if features.is_dir() else [features]
+    if not files:
+        raise DataError(f"{features}: no .parquet files in the folder; {_EXPECTED}")
+    for file in files:
+        try:
+            pq.read_schema(file)
+        except (pa.ArrowException, OSError) as exc:
+            if file.suffix.lower() == ".parquet":  # say what is wrong with it
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                why = f" ({first.rstrip('.')})" if first else ""
+            else:
+                why = f" (a {file.suffix[1:].upper()} file)" if file.suffix else ""
+            where = f"{features}" if file == features else f"{features}: {file.name}"
+            raise DataError(f"{where}: not a Parquet file{why}; {_EXPECTED}") from None
+    return files
+
+
+def _read_features(features: Path, files: list[Path], label: str) -> Any:
+    """The features frame, its keys checked: a date column of dates, the label present."""
+    import polars as pl
+
+    try:
+        frame = pl.read_parquet(files if len(files) > 1 else files[0])
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{features}: cannot read it ({first}); {_EXPECTED}") from None
+    for column in ("instrument", "date", label):
+        if column not in frame.columns:
+            shown = ", ".join(frame.columns[:8]) + (", ..." if frame.width > 8 else "")
+            hint = (
+                "compute the features with --label, or name the label with --label-col"
+                if column == label
+                else _EXPECTED
+            )
+            raise DataError(f"{features}: no {column!r} column (columns: {shown}); {hint}")
+    kind = frame.schema["date"]
+    if isinstance(kind, pl.Datetime):
+        frame = frame.with_columns(pl.col("date").dt.date())
+    elif kind != pl.Date:
+        what = "text" if kind == pl.String else "values"
+        example = frame["date"].drop_nulls().head(1).to_list()
+        shown = f", e.g. {example[0]!r}" if example else ""
+        raise DataError(
+            f"{features}: the date column holds {what} ({kind}{shown}), not dates; "
+            "write it as a Parquet date column, as quarry features compute does"
+        )
+    return frame
+
+
+def _recipe(files: list[Path]) -> Any:
+    """How the features were made, from the file's metadata (``quarry.features`` and
+    ``quarry.label``, written by ``quarry features compute``): logged with the model."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from quarry.models import Recipe
+
+    meta = pq.read_schema(files[0]).metadata or {}
+    features = json.loads(meta.get(b"quarry.features", b"{}").decode())
+    label = meta.get(b"quarry.label")
+    return Recipe(features, label.decode() if label else None)
+
+
+def _horizon(recipe: Any, given: int | None) -> int:
+    """The label's horizon: given, else the file's label's, else Qlib's default label's."""
+    if given is not None:
+        return given
     from quarry.models import label_horizon
 
-    files = sorted(features.glob("*.parquet")) if features.is_dir() else [features]
-    meta = (pq.read_schema(files[0]).metadata or {}) if files else {}
-    label = meta.get(b"quarry.label")
-    return label_horizon(label.decode()) if label else DEFAULT_HORIZON
+    return label_horizon(recipe.label) if recipe.label else DEFAULT_HORIZON
+
+
+def _figure(value: float, spec: str) -> str:
+    """A metric for the table; an undefined one (NaN) as n/a."""
+    if value is None or not math.isfinite(value):
+        return f"{'n/a':>{len(format(0.0, spec))}}"
+    return format(value, spec)
 
 
 @fail_cleanly
@@ -87,21 +164,21 @@ def train_cmd(
     Example: quarry train --features f.parquet --model lightgbm --train 2015-01-01:2019-12-31
     --valid 2020-01-07:2020-12-31 --test 2021-01-07:2021-12-31 --out runs/lgb
     """
-    import polars as pl
-
-    from quarry.models import Segments
+    from quarry.models import Segments, validate_params
     from quarry.models import train as run_training
 
     segments = Segments.parse({"train": train, "valid": valid, "test": test})
+    validate_params(model, None)  # the model's name
     model_params = _params(params)
-    if not features.exists():
-        raise DataError(
-            f"{features}: no such file or folder; compute it with quarry features compute"
-        )
-    gap = _horizon(features, horizon)
-    source = str(features / "*.parquet") if features.is_dir() else str(features)
+    try:
+        validate_params(model, model_params)
+    except UsageError as exc:
+        raise UsageError(f"{params}: {exc}" if params is not None else str(exc)) from None
+    files = _feature_files(features)
+    recipe = _recipe(files)
+    gap = _horizon(recipe, horizon)
     with err.status("reading features"):
-        frame = pl.read_parquet(source)
+        frame = _read_features(features, files, label_col)
     with err.status(f"training {model}") as status:  # the same messages a notebook shows
         result = run_training(
             frame,
@@ -110,16 +187,27 @@ def train_cmd(
             model=model,
             params=model_params,
             horizon=gap,
+            seed=seed,
             out=out,
             experiment=experiment,
             progress=lambda message: status.update(message),
+            recipe=recipe,
         )
+    for message in result.warnings:
+        warn(message)
     if as_json:
-        print(json.dumps({"run_id": result.run_id, "out": str(out), "metrics": result.metrics}))
+        print_json(
+            {
+                "run_id": result.run_id,
+                "out": str(out),
+                "constant": result.constant,
+                "metrics": result.metrics,
+            }
+        )
         return
     table = "\n".join(
-        f"  {name:<6} ic {m['ic']:+.4f}  icir {m['icir']:+.3f}  "
-        f"rank_ic {m['rank_ic']:+.4f}  rank_icir {m['rank_icir']:+.3f}"
+        f"  {name:<6} ic {_figure(m['ic'], '+.4f')}  icir {_figure(m['icir'], '+.3f')}  "
+        f"rank_ic {_figure(m['rank_ic'], '+.4f')}  rank_icir {_figure(m['rank_icir'], '+.3f')}"
         for name, m in result.metrics.items()
     )
     console.print(f"trained {model} in {result.seconds:.1f}s\n{table}\nwrote {out}")

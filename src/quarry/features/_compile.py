@@ -20,14 +20,14 @@ import polars as pl
 import pyarrow as pa
 
 from quarry._memory import reuse_freed_memory, small_pages
-from quarry.exceptions import ExpressionError, LookaheadError
+from quarry.exceptions import ExpressionError, LookaheadError, UsageError
 from quarry.features import _kernels as k
-from quarry.features._expr import Expr
+from quarry.features._expr import Expr, check_limits
 from quarry.features._grid import BY_DATE, BY_INSTRUMENT, Grid
 from quarry.features._parser import parse
 from quarry.features._registry import OPERATORS
 
-__all__ = ["Plan", "as_series", "check_lookahead", "compute", "evaluate"]
+__all__ = ["Plan", "as_series", "check_lookahead", "check_name", "compute", "evaluate"]
 
 LABEL = "LABEL0"
 LEAVES = ("$", "#", "'")  # a field, a number, a text argument
@@ -49,6 +49,25 @@ def check_lookahead(expr: Expr, *, label: bool = False) -> None:
                 f"{node} reads {-_window(node)} row(s) into the future, inside the feature "
                 f"{expr}; only a label may use a negative Ref or Delta"
             )
+
+
+def check_name(name: object) -> None:
+    """Refuse a feature name that is empty, a key column's, or a label's (``LABEL*``)."""
+    if not isinstance(name, str) or not name.strip():
+        raise UsageError(f"feature name {name!r}: give every feature a name, such as MA5")
+    if name.startswith("LABEL") or name in (BY_INSTRUMENT, BY_DATE):
+        raise UsageError(
+            f"feature name {name!r} is reserved: LABEL* columns are labels (give the label "
+            "as the label, e.g. --label) and instrument and date are the keys; rename the feature"
+        )
+
+
+def _expression(e: Expr | str, what: str) -> Expr:
+    """Parsed (text) or checked (a tree built in Python) against the size limits."""
+    if isinstance(e, str):
+        return parse(e, name=what)
+    check_limits(e, what)
+    return e
 
 
 def _window(node: Expr, position: int = -1) -> int:
@@ -78,13 +97,19 @@ class Plan:
 
     @classmethod
     def build(cls, features: Mapping[str, Expr | str], *, label: Expr | str | None = None) -> Plan:
-        """Parse, check (look-ahead, operators, windows) and order ``features`` (plus the
-        label as ``LABEL0``) before any data is touched."""
-        outputs = {name: parse(e) if isinstance(e, str) else e for name, e in features.items()}
-        for e in outputs.values():
-            check_lookahead(e)
+        """Parse, check (names, size, look-ahead, operators, windows) and order ``features``
+        (plus the label as ``LABEL0``) before any data is touched.
+
+        A feature may not be named like a label (``LABEL*``, which training reads as labels)
+        or a key column (instrument, date), which its column would replace.
+        """
+        outputs: dict[str, Expr] = {}
+        for name, e in features.items():
+            check_name(name)
+            outputs[name] = _expression(e, f"feature {name!r}")
+            check_lookahead(outputs[name])
         if label is not None:
-            outputs[LABEL] = parse(label) if isinstance(label, str) else label
+            outputs[LABEL] = _expression(label, "label")
         nodes: dict[Expr, None] = {}
         extras: dict[Expr, tuple[Expr, ...]] = {}
         for e in outputs.values():

@@ -5,6 +5,10 @@ Arithmetic on expressions builds new expressions, as in Qlib and polars, so
 ``Ref(F("close"), 1) / F("close") - 1`` and the parsed text ``Ref($close, 1)/$close - 1``
 give equal, equally hashed trees. ``str(expr)`` is the canonical text, which parses back to
 an equal tree; ``expr.key`` hashes that text, for caches.
+
+Trees are limited to ``MAX_DEPTH`` levels and ``MAX_NODES`` nodes (``check_limits``): every
+pass over a tree (text, hashing, planning) recurses along its depth, and its canonical text
+grows with its node count, so a tree beyond either limit is refused before any such pass.
 """
 
 from __future__ import annotations
@@ -13,7 +17,14 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Union
 
-__all__ = ["Expr", "F", "Num", "Text", "call"]
+from quarry.exceptions import ExpressionError
+
+__all__ = ["MAX_DEPTH", "MAX_NODES", "Expr", "F", "Num", "Text", "call", "check_limits"]
+
+# Far beyond any real feature (Alpha158's deepest is a few levels) and well within Python's
+# recursion limit for the recursive passes over a tree.
+MAX_DEPTH = 100
+MAX_NODES = 10_000
 
 Operand = Union["Expr", float, int]
 
@@ -51,6 +62,24 @@ class Expr:
     name: str = ""  # the field, for op == "$"
     value: float = 0.0  # the number, for op == "#"
     _hash: int = field(default=0, init=False, repr=False, compare=False)
+    _depth: int = field(default=1, init=False, repr=False, compare=False)
+    _size: int = field(default=1, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # From the children's, so that no pass over a deep tree is needed to know its shape.
+        if self.args:
+            object.__setattr__(self, "_depth", 1 + max(a._depth for a in self.args))
+            object.__setattr__(self, "_size", 1 + sum(a._size for a in self.args))
+
+    @property
+    def depth(self) -> int:
+        """Levels from this node to its deepest leaf (a field or number is 1)."""
+        return self._depth
+
+    @property
+    def size(self) -> int:
+        """Nodes in the tree, a shared subexpression counted at each use (as in its text)."""
+        return self._size
 
     def __hash__(self) -> int:
         # Computed once: plans look nodes up in dicts all the time, and the generated hash
@@ -157,6 +186,24 @@ class Expr:
     def ne(self, other: Operand) -> Expr:
         """``!=`` (a method, since ``__ne__`` compares trees)."""
         return Expr("Ne", (self, _wrap(other)))
+
+
+def check_limits(expr: Expr, what: str) -> None:
+    """Refuse a tree deeper than ``MAX_DEPTH`` or larger than ``MAX_NODES``, naming ``what``
+    (e.g. "feature 'MA5'"). Takes no pass over the tree, so it is safe on any tree."""
+    if expr.depth > MAX_DEPTH:
+        raise ExpressionError(
+            f"{what}: the expression is {expr.depth:,} levels deep (each operator adds a "
+            f"level above its arguments), more than the limit of {MAX_DEPTH} levels{_HOW}"
+        )
+    if expr.size > MAX_NODES:
+        raise ExpressionError(
+            f"{what}: the expression has {expr.size:,} nodes, more than the limit of "
+            f"{MAX_NODES:,} nodes{_HOW}"
+        )
+
+
+_HOW = "; write it as several shorter features"
 
 
 def F(name: str) -> Expr:

@@ -23,8 +23,10 @@ manifest raises ``ManifestError``, whose ``problems`` (one ``{path, message}`` p
 whose message is the one line the CLI prints. Memory is stored as whole bytes and durations
 as seconds, so ``Manifest.to_json`` is what the job database keeps.
 
-The YAML is read as YAML 1.2 reads booleans (only ``true``/``false``), so ``on:`` under
-``retries`` stays the key ``"on"`` rather than PyYAML's ``True``; a key given twice is an error.
+The YAML is read by ``quarry._yaml.load_yaml``, the loader of every file a user writes: YAML
+1.2's core schema (only ``true``/``false`` are booleans, so ``on:`` under ``retries`` stays the
+key ``"on"`` rather than PyYAML's ``True``, and ``yes`` is text), a key given twice is an error,
+and each problem names its line.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypedDict, get_args
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -51,6 +52,7 @@ from pydantic import (
     model_validator,
 )
 
+from quarry._yaml import YamlError, load_yaml
 from quarry.exceptions import UsageError
 
 __all__ = [
@@ -513,39 +515,6 @@ def validation_problems(error: ValidationError) -> list[Problem]:
 # -- reading ---------------------------------------------------------------------------------
 
 
-class _Loader(yaml.SafeLoader):  # type: ignore[misc]
-    """PyYAML's safe loader with YAML 1.2 booleans, and a key given twice as an error."""
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                twice = key in seen
-                seen.add(key)
-            except TypeError:  # an unhashable key: let PyYAML say so
-                continue
-            if twice:
-                raise yaml.constructor.ConstructorError(
-                    "while reading a mapping", node.start_mark,
-                    f"found the key {key!r} twice", key_node.start_mark,
-                )  # fmt: skip
-        return super().construct_mapping(node, deep=deep)
-
-
-# YAML 1.1 reads on/off/yes/no as booleans, which would turn ``retries: {on: [oom]}`` into
-# ``{True: ["oom"]}``; only true and false are booleans here, as in YAML 1.2.
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-
-
 def manifest_from_dict(data: object, source: str = "manifest") -> Manifest:
     """Check a manifest given as plain data (parsed YAML or JSON).
 
@@ -567,15 +536,29 @@ def manifest_from_dict(data: object, source: str = "manifest") -> Manifest:
 
 
 def manifest_from_yaml(text: str, source: str = "manifest") -> Manifest:
-    """Parse and check a manifest's YAML text; a YAML syntax error names the line and column."""
+    """Parse and check a manifest's YAML text (read by ``quarry._yaml.load_yaml``: YAML 1.2's
+    booleans, no key twice); a YAML problem names the line and column, and every validation
+    problem ends with the line it is on."""
     try:
-        data = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: safe
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ManifestError([_problem("", f"{where}not valid YAML ({problem})")], source) from exc
-    return manifest_from_dict(data, source)
+        document = load_yaml(text, source)
+    except YamlError as exc:
+        where = f"line {exc.line}, column {exc.column}: " if exc.line is not None else ""
+        raise ManifestError([_problem("", where + exc.problem)], source) from exc
+    try:
+        return manifest_from_dict(document.data, source)
+    except ManifestError as exc:
+        problems = []
+        for p in exc.problems:
+            line = document.line(_loc(p["path"])) if p["path"] else None
+            problems.append(_problem(p["path"], p["message"] + (f" (line {line})" if line else "")))
+        raise ManifestError(problems, source) from exc
+
+
+def _loc(path: str) -> tuple[str | int, ...]:
+    """``data[0].mode`` as pydantic's location, ``("data", 0, "mode")``."""
+    return tuple(
+        int(index) if index else key for key, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path)
+    )
 
 
 def load_manifest(path: str | Path) -> Manifest:

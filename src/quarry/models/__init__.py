@@ -29,6 +29,8 @@ from quarry.models._estimators import (
     Model,
     make_model,
 )
+from quarry.models._packaged import PackagedModel, Recipe
+from quarry.models._params import MODEL_NAMES, validate_params
 from quarry.models._search import DEFAULT_SPACES, SearchResult, search
 from quarry.models._signal import (
     SignalReport,
@@ -45,10 +47,13 @@ from quarry.models._train import TrainResult, feature_columns, train, train_walk
 __all__ = [
     "DEFAULT_SPACES",
     "MODELS",
+    "MODEL_NAMES",
     "QLIB_LIGHTGBM",
     "LightGBMModel",
     "LinearModel",
     "Model",
+    "PackagedModel",
+    "Recipe",
     "SearchResult",
     "Segments",
     "SignalReport",
@@ -71,4 +76,5 @@ __all__ = [
     "train",
     "train_walk_forward",
     "turnover",
+    "validate_params",
 ]

@@ -3,16 +3,15 @@ predict a score; deterministic given a seed.
 
 LightGBM is the default, with the parameters of Qlib's Alpha158 benchmark; a linear model
 (ridge or lasso) picks its penalty on the validation segment (its form of early stopping).
-Each model also knows how to log itself to MLflow with its own flavor.
+Models are logged to MLflow packaged with their recipe (``quarry.models.PackagedModel``),
+whatever their type.
 """
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import os
-import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import numpy as np
@@ -48,8 +47,6 @@ class Model(Protocol):
 
     def params(self) -> dict[str, Any]: ...
 
-    def log_model(self, example: np.ndarray, feature_names: list[str]) -> None: ...
-
 
 class LightGBMModel:
     """Gradient-boosted trees (LightGBM), early-stopped on the validation segment."""
@@ -64,12 +61,13 @@ class LightGBMModel:
         num_boost_round: int = 1000,
         early_stopping_rounds: int = 50,
     ) -> None:
-        self.lgb_params = {**QLIB_LIGHTGBM, **(params or {})}
+        from quarry.models._params import lightgbm_params
+
+        # Checked by LightGBM's own table and configuration; an alias replaces its default.
+        self.lgb_params, rounds, patience = lightgbm_params(params, QLIB_LIGHTGBM)
         self.seed = seed
-        self.num_boost_round = int(self.lgb_params.pop("num_boost_round", num_boost_round))
-        self.early_stopping_rounds = int(
-            self.lgb_params.pop("early_stopping_rounds", early_stopping_rounds)
-        )
+        self.num_boost_round = num_boost_round if rounds is None else rounds
+        self.early_stopping_rounds = early_stopping_rounds if patience is None else patience
         self.booster_: Any = None
         self.on_iteration: Callable[[int], None] | None = None  # progress, per round
 
@@ -96,18 +94,26 @@ class LightGBMModel:
         }
         train = lgb.Dataset(x_train, y_train, free_raw_data=True)
         valid = lgb.Dataset(x_valid, y_valid, reference=train, free_raw_data=True)
-        self.booster_ = lgb.train(
-            params,
-            train,
-            num_boost_round=self.num_boost_round,
-            valid_sets=[valid],
-            valid_names=["valid"],
-            callbacks=[
-                lgb.early_stopping(self.early_stopping_rounds, verbose=False),
-                *([self._report] if self.on_iteration is not None else []),
-            ],
-        )
+        try:
+            self.booster_ = lgb.train(
+                params,
+                train,
+                num_boost_round=self.num_boost_round,
+                valid_sets=[valid],
+                valid_names=["valid"],
+                callbacks=[
+                    lgb.early_stopping(self.early_stopping_rounds, verbose=False),
+                    *([self._report] if self.on_iteration is not None else []),
+                ],
+            )
+        except lgb.basic.LightGBMError as exc:  # a parameter that does not fit the data
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "no reason given"
+            raise UsageError(f"LightGBM refused the training: {first}") from None
         return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the progress callback belongs to the training session, not to the fitted model
+        return {**self.__dict__, "on_iteration": None}
 
     def _report(self, env: Any) -> None:
         if self.on_iteration is not None:
@@ -123,16 +129,6 @@ class LightGBMModel:
         out: np.ndarray = self.booster_.predict(x, num_iteration=self.booster_.best_iteration)
         return out
 
-    def log_model(self, example: np.ndarray, feature_names: list[str]) -> None:
-        import mlflow
-        import pandas as pd
-        from mlflow.models import infer_signature
-
-        frame = pd.DataFrame(example, columns=feature_names)
-        signature = infer_signature(frame, self.predict(example))
-        with _quiet_mlflow():
-            mlflow.lightgbm.log_model(self.booster_, name="model", signature=signature)
-
 
 class LinearModel:
     """Ridge (or lasso) regression on standardized features, missing values at the training
@@ -147,16 +143,11 @@ class LinearModel:
         *,
         seed: int = 0,
     ) -> None:
-        params = dict(params or {})
-        self.kind = str(params.pop("kind", "ridge"))
-        if self.kind not in ("ridge", "lasso"):
-            raise UsageError(f"linear model kind {self.kind!r}: choose ridge or lasso")
-        self.alphas = [float(a) for a in params.pop("alphas", [0.1, 1.0, 10.0, 100.0, 1000.0])]
-        if params:
-            raise UsageError(
-                f"unknown linear model parameter(s) {', '.join(sorted(params))}; "
-                "the linear model takes kind (ridge or lasso) and alphas"
-            )
+        from quarry.models._params import validate_params
+
+        params = validate_params("linear", params)
+        self.kind = str(params.get("kind", "ridge"))
+        self.alphas = [float(a) for a in params.get("alphas", [0.1, 1.0, 10.0, 100.0, 1000.0])]
         self.seed = seed
         self.pipeline_: Any = None
         self.alpha_: float | None = None
@@ -195,28 +186,6 @@ class LinearModel:
             raise UsageError("the model is not trained yet: call fit first")
         out: np.ndarray = self.pipeline_.predict(_finite(x))
         return out
-
-    def log_model(self, example: np.ndarray, feature_names: list[str]) -> None:
-        import mlflow
-        from mlflow.models import infer_signature
-
-        signature = infer_signature(example, self.predict(example))
-        with _quiet_mlflow():
-            mlflow.sklearn.log_model(
-                self.pipeline_,
-                name="model",
-                signature=signature,
-                skops_trusted_types=["numpy.dtype"],  # the imputer keeps its dtype
-            )
-
-
-@contextlib.contextmanager
-def _quiet_mlflow() -> Iterator[None]:
-    """MLflow's flavors warn about type hints they infer for their own wrappers; nothing a
-    user of Quarry can act on."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*type hint is inferred", category=UserWarning)
-        yield
 
 
 def _finite(x: np.ndarray) -> np.ndarray:

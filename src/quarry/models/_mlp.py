@@ -45,13 +45,9 @@ class MLPModel:
     name = "mlp"
 
     def __init__(self, params: Mapping[str, Any] | None = None, *, seed: int = 0) -> None:
-        unknown = set(params or {}) - set(_DEFAULTS)
-        if unknown:
-            raise UsageError(
-                f"unknown mlp parameter(s) {', '.join(sorted(unknown))}; "
-                f"the mlp takes {', '.join(_DEFAULTS)}"
-            )
-        self.config = {**_DEFAULTS, **(params or {})}
+        from quarry.models._params import validate_params
+
+        self.config = {**_DEFAULTS, **validate_params("mlp", params)}
         self.seed = seed
         self.net_: Any = None
         self.mean_: np.ndarray | None = None
@@ -124,17 +120,3 @@ class MLPModel:
         with torch.no_grad():
             out: np.ndarray = self.net_(torch.from_numpy(self._inputs(x))).squeeze(1).numpy()
         return out.astype(np.float64)
-
-    def log_model(self, example: np.ndarray, feature_names: list[str]) -> None:
-        import mlflow
-        from mlflow.models import infer_signature
-
-        inputs = self._inputs(example)
-        signature = infer_signature(inputs, self.predict(example))
-        from quarry.models._estimators import _quiet_mlflow
-
-        with _quiet_mlflow():
-            # MLflow traces the network on an example (its "pt2" format needs one).
-            mlflow.pytorch.log_model(
-                self.net_, name="model", signature=signature, input_example=inputs[:2]
-            )

@@ -23,6 +23,7 @@ import polars as pl
 from quarry.exceptions import UsageError
 from quarry.models._dataset import Segments, WalkForward, check_segments, split
 from quarry.models._estimators import LightGBMModel, Model, make_model
+from quarry.models._packaged import PackagedModel, Recipe
 from quarry.models._signal import analyze
 
 __all__ = ["TrainResult", "feature_columns", "train", "train_walk_forward"]
@@ -41,6 +42,10 @@ class TrainResult:
     predictions: pl.DataFrame
     model: Model
     seconds: float
+    # The model learned nothing: on no day of some segment do its scores tell two instruments
+    # apart (see ``_learned_nothing``); ``warnings`` says so in a sentence for the user.
+    constant: bool = False
+    warnings: tuple[str, ...] = ()
 
 
 def feature_columns(frame: pl.DataFrame, label: str) -> list[str]:
@@ -81,6 +86,7 @@ def train(
     experiment: str | None = "quarry",
     tags: Mapping[str, str] | None = None,
     progress: Progress | bool | None = None,
+    recipe: Recipe | None = None,
 ) -> TrainResult:
     """Fit ``model`` on the train segment, early-stop on valid, score all three segments.
 
@@ -89,7 +95,9 @@ def train(
     apart. With ``out``, writes predictions.parquet (the test segment) and metrics.json;
     with ``experiment``, logs parameters, metrics, artifacts and the model to MLflow.
     ``progress=True`` shows what is happening (in a terminal or a notebook), boosting
-    rounds included; a callable receives each message instead.
+    rounds included; a callable receives each message instead. ``recipe``: how the features
+    were made (expressions, label, fitted processors), logged with the model so that a
+    registered version can score by itself.
     """
     with _reporter(progress) as say:
         for column in (*KEYS, label):
@@ -132,6 +140,7 @@ def train(
             score = estimator.predict(_matrix(part, columns))
             scored[name] = part.select(*KEYS, pl.Series("score", score, dtype=pl.Float64), label)
             metrics[name] = analyze(scored[name], score="score", label=label).as_dict()
+        warnings = _learned_nothing(estimator, scored, metrics)
         predictions = scored["test"].select(*KEYS, "score")
 
         if out is not None:
@@ -143,7 +152,7 @@ def train(
             say("logging to MLflow")
             run_id = _log(
                 experiment,
-                estimator,
+                PackagedModel(model, estimator, tuple(columns), recipe or Recipe()),
                 segments,
                 metrics,
                 scored,
@@ -153,12 +162,14 @@ def train(
                 {"horizon": horizon, "label": label, "train_seconds": round(seconds, 3)},
                 out,
             )
-        return TrainResult(run_id, metrics, predictions, estimator, seconds)
+        return TrainResult(
+            run_id, metrics, predictions, estimator, seconds, bool(warnings), warnings
+        )
 
 
 def _log(
     experiment: str,
-    estimator: Model,
+    packaged: PackagedModel,
     segments: Segments,
     metrics: dict[str, dict[str, float]],
     scored: dict[str, pl.DataFrame],
@@ -173,11 +184,11 @@ def _log(
     import mlflow
 
     from quarry.models._plots import ic_plot
-    from quarry.tracking import experiment_id
+    from quarry.tracking import experiment_id, log_packaged
 
     with mlflow.start_run(experiment_id=experiment_id(experiment)) as run:
         mlflow.set_tags(dict(tags))
-        mlflow.log_params({k: _param(v) for k, v in estimator.params().items()})
+        mlflow.log_params({k: _param(v) for k, v in packaged.estimator.params().items()})
         mlflow.log_params({f"segment_{n}": f"{a}:{b}" for n, (a, b) in segments.spans()})
         mlflow.log_params({**extra, "features": len(columns)})
         for name, values in metrics.items():
@@ -194,9 +205,53 @@ def _log(
             png = Path(tmp) / "ic.png"
             ic_plot(scored, png)
             mlflow.log_artifact(str(png), artifact_path="plots")
-        example = _matrix(fit_train.head(50), columns)
-        estimator.log_model(example, columns)
+        log_packaged(packaged, fit_train.head(50))
         return str(run.info.run_id)
+
+
+def _learned_nothing(
+    model: Model, scored: Mapping[str, pl.DataFrame], metrics: dict[str, dict[str, float]]
+) -> tuple[str, ...]:
+    """The one place a model that learned nothing is detected: each segment's metrics get
+    ``constant`` (True when on no day do two instruments get different scores, so IC and rank
+    IC are undefined), and the warning for the user is returned (none if nothing is flat)."""
+    flat = []
+    for name, frame in scored.items():
+        metrics[name]["constant"] = _ranks_nothing(frame)
+        if metrics[name]["constant"]:
+            flat.append(name)
+    if not flat:
+        return ()
+    why = "the features may not vary across instruments"
+    if isinstance(model, LightGBMModel) and not _has_split(model):
+        why = (
+            "LightGBM kept no tree with a split (lower lambda_l1, lambda_l2, "
+            "min_gain_to_split or min_data_in_leaf), or " + why
+        )
+    which = flat[0] if len(flat) == 1 else f"{', '.join(flat[:-1])} and {flat[-1]}"
+    return (
+        f"the model learned nothing: on every day of the {which} segment"
+        f"{'s' if len(flat) > 1 else ''} it gives every instrument the same score, so IC and "
+        f"rank IC are undefined (null); {why}",
+    )
+
+
+def _ranks_nothing(scored: pl.DataFrame) -> bool:
+    """No day on which two finite scores differ (beyond rounding)."""
+    score = pl.col("score")
+    days = (
+        scored.filter(score.is_not_null() & score.is_finite())
+        .group_by("date")
+        .agg(spread=score.max() - score.min(), scale=score.abs().max())
+    )
+    return days.filter(pl.col("spread") > 1e-12 * (1.0 + pl.col("scale"))).height == 0
+
+
+def _has_split(model: LightGBMModel) -> bool:
+    if model.booster_ is None:
+        return False
+    trees = model.booster_.dump_model(num_iteration=model.best_iteration)["tree_info"]
+    return any(tree["num_leaves"] > 1 for tree in trees)
 
 
 @contextlib.contextmanager
@@ -240,12 +295,14 @@ def train_walk_forward(
     out: Path | None = None,
     experiment: str | None = "quarry",
     progress: Progress | bool | None = None,
+    recipe: Recipe | None = None,
 ) -> TrainResult:
     """Retrain on each window of ``schedule`` and predict the test window that follows it;
     the out-of-sample predictions, concatenated, are scored as one ``test`` segment.
 
     Each window is purged by the schedule's horizon (see ``WalkForward``) and needs
-    ``valid_days`` for early stopping. The model returned (and logged) is the last window's.
+    ``valid_days`` for early stopping. The model returned (and logged, with ``recipe``) is
+    the last window's.
     """
     with _reporter(progress) as say:
         calendar = features["date"].unique().sort().to_list()
@@ -268,6 +325,7 @@ def train_walk_forward(
         predictions = pl.concat(pieces).sort(*KEYS)
         scored = predictions.join(features.select(*KEYS, label), on=list(KEYS), how="left")
         metrics = {"test": analyze(scored, score="score", label=label).as_dict()}
+        warnings = _learned_nothing(last.model, {"test": scored}, metrics)
         seconds = time.perf_counter() - started
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
@@ -277,7 +335,7 @@ def train_walk_forward(
         if experiment is not None:
             import mlflow
 
-            from quarry.tracking import experiment_id
+            from quarry.tracking import experiment_id, log_packaged
 
             with mlflow.start_run(experiment_id=experiment_id(experiment)) as run:
                 mlflow.set_tags({"quarry.model": model, "quarry.schedule": "walk-forward"})
@@ -294,7 +352,10 @@ def train_walk_forward(
                 mlflow.log_metrics(
                     {f"test_{k}": v for k, v in metrics["test"].items() if np.isfinite(v)}
                 )
-                columns = feature_columns(features, label)
-                last.model.log_model(_matrix(features.head(50), columns), columns)
+                columns = tuple(feature_columns(features, label))
+                packaged = PackagedModel(model, last.model, columns, recipe or Recipe())
+                log_packaged(packaged, features.head(50))
                 run_id = str(run.info.run_id)
-        return TrainResult(run_id, metrics, predictions, last.model, seconds)
+        return TrainResult(
+            run_id, metrics, predictions, last.model, seconds, bool(warnings), warnings
+        )

@@ -11,16 +11,22 @@ from quarry.tracking._mlflow import (
     alias_version,
     client,
     experiment_id,
+    move_alias,
     register,
     set_alias,
     tracking_uri,
 )
+from quarry.tracking._models import load_packaged, log_packaged, quiet_mlflow
 
 __all__ = [
     "TRACKING_ENV",
     "alias_version",
     "client",
     "experiment_id",
+    "load_packaged",
+    "log_packaged",
+    "move_alias",
+    "quiet_mlflow",
     "register",
     "set_alias",
     "tracking_uri",

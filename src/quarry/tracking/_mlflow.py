@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import os
+from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from quarry.exceptions import UsageError
@@ -16,6 +21,7 @@ __all__ = [
     "alias_version",
     "client",
     "experiment_id",
+    "move_alias",
     "register",
     "set_alias",
     "tracking_uri",
@@ -26,6 +32,8 @@ TRACKING_ENV = "QUARRY_TRACKING_URI"
 # MLflow 3 reports usage to its makers over the network unless told not to; Quarry's
 # tracking stays on the machine (or the team's own server).
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# Loading a registered model (the gate, serving) would draw a progress bar per download.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def tracking_uri() -> str:
@@ -113,3 +121,37 @@ def alias_version(name: str, alias: str) -> int | None:
             return None
         raise UsageError(f"model registry: {str(exc).splitlines()[0]}") from exc
     return int(version.version)
+
+
+@contextlib.contextmanager
+def _registry_lock() -> Iterator[None]:
+    """Held while an alias is read and moved, so that two processes on this machine cannot
+    both move it from the same version. (MLflow's registry has no compare-and-set; several
+    machines sharing one tracking server are not serialized by this lock.)"""
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///") + ".lock")
+    else:
+        name = hashlib.sha256(uri.encode()).hexdigest()[:16]
+        path = quarry_home() / "locks" / f"registry-{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def move_alias(name: str, alias: str, version: int, *, expected: int | None) -> int | None:
+    """Compare-and-set: point ``alias`` of ``name`` at ``version`` only if it still points at
+    ``expected`` (None: not set), the version that was evaluated against.
+
+    Returns None when the alias was moved, else the version it points at now (it moved
+    since it was read; -1 when it was removed)."""
+    with _registry_lock():
+        current = alias_version(name, alias)
+        if current != expected:
+            return -1 if current is None else current
+        set_alias(name, alias, version)
+        return None

@@ -1,35 +1,45 @@
 """The evaluate-then-promote gate: a new model takes the registry's alias (``champion``) only
 if it beats the current champion on the same, most recent test window.
 
-Both models are measured alike on that window: the champion (loaded from the registry)
-scores the workflow's features for the window, with the same processors, and each side's
-scores get the same signal analysis (IC, Rank IC and their IRs against the label) and the
-same backtest (Sharpe, information ratio, excess return, net of costs). Every rule must
-hold: the challenger's figure above the champion's plus the rule's margin (a figure that
-cannot be computed, such as the IC of constant scores, loses to any that can). The first
-model ever registered becomes the champion. The decision and both sets of figures go to the
-challenger's MLflow run (tags, metrics and gate.json) and to results.json.
+Both models are measured alike on that window, each as it was registered: the champion is
+loaded from the registry with its own recipe (feature expressions and fitted processors),
+its features are computed from the store for the window (through the feature cache), and
+its own processors are applied; the challenger's scores are those its training wrote. Each
+side's scores get the same signal analysis (IC, Rank IC and their IRs against the
+workflow's label) and the same backtest (Sharpe, information ratio, excess return, net of
+costs). Every rule must hold: the challenger's figure above the champion's plus the rule's
+margin (a figure that cannot be computed, such as the IC of constant scores, loses to any
+that can). A challenger whose backtest on the window never traded is not promoted. The
+first model ever registered becomes the champion. The alias is moved by compare-and-set
+against the champion that was evaluated, so two runs finishing together cannot both move
+it. The decision and both sets of figures go to the challenger's MLflow run (tags, metrics
+and gate.json) and to results.json.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import tempfile
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import polars as pl
+
+from quarry.exceptions import QuarryError
 
 if TYPE_CHECKING:
     from quarry.workflows._spec import Workflow
 
 __all__ = ["decide", "evaluate"]
 
+KEYS = ["instrument", "date"]
+
 
 def evaluate(spec: Workflow, store: Any, scored: pl.DataFrame) -> dict[str, float]:
-    """Signal and backtest figures of ``scored`` (instrument, date, score, LABEL0)."""
+    """Signal and backtest figures of ``scored`` (instrument, date, score, LABEL0), with the
+    backtest's count of filled orders (``orders_filled``)."""
     from quarry.models._signal import analyze
     from quarry.workflows._run import _backtest
 
@@ -38,6 +48,7 @@ def evaluate(spec: Workflow, store: Any, scored: pl.DataFrame) -> dict[str, floa
     figures = {k: signal[k] for k in ("ic", "icir", "rank_ic", "rank_icir")}
     for k in ("sharpe", "information_ratio", "excess_annualized_return", "annualized_return"):
         figures[k] = result.metrics[k]
+    figures["orders_filled"] = result.metrics["orders_filled"]
     return {k: float(v) if v is not None else math.nan for k, v in figures.items()}
 
 
@@ -47,32 +58,32 @@ def _window(frame: pl.DataFrame, window: list[str]) -> pl.DataFrame:
 
 
 def _champion_scores(
-    spec: Workflow, name: str, version: int, features: pl.DataFrame
+    spec: Workflow, store: Any, name: str, version: int, window: list[str], labels: pl.DataFrame
 ) -> pl.DataFrame | str:
-    """The champion's scores on ``features``, or why it cannot score them."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
+    """The champion's scores on the window, from its own features and processors, with the
+    workflow's label; or why it cannot score them."""
+    from quarry.features import FeatureCache, materialize
+    from quarry.tracking import load_packaged
 
-    from quarry.tracking import client
-
-    client()
+    d = spec.data
     try:
-        model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-    except (MlflowException, OSError) as exc:  # artifacts moved or deleted
-        return f"the champion (version {version}) cannot be loaded: {str(exc).splitlines()[0]}"
-    schema = model.metadata.get_input_schema()
-    columns = schema.input_names() if schema is not None else []
-    missing = [c for c in columns if c not in features.columns]
-    if not columns or missing:
-        return (
-            f"the champion (version {version}) reads columns the workflow's features do not "
-            f"have ({', '.join(missing[:5]) or 'no signature'})"
-        )
-    matrix = features.select(columns).to_pandas()
-    # the types the champion was logged with (processors may have widened float32 features)
-    matrix = matrix.astype(dict(zip(columns, schema.numpy_types(), strict=True)))
-    scores = np.asarray(model.predict(matrix), dtype=np.float64).reshape(-1)
-    return features.select("instrument", "date", "LABEL0").with_columns(score=scores)
+        packaged = load_packaged(name, version)
+        inputs = packaged.inputs()
+        if not inputs:
+            return f"the champion (version {version}) does not record the features it reads"
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "champion.parquet"
+            materialize(
+                store, inputs, path, universe=d.universe, as_of=d.as_of,
+                start=date.fromisoformat(window[0]), end=date.fromisoformat(window[1]),
+                memory=spec.features.memory, cache=FeatureCache(),
+            )  # fmt: skip
+            features = pl.read_parquet(path)
+        scores = packaged.score(features)
+    except QuarryError as exc:
+        return f"the champion (version {version}) cannot score the window: {exc}"
+    scored = features.select(*KEYS).with_columns(score=pl.Series(scores, dtype=pl.Float64))
+    return scored.join(labels, on=KEYS, how="left")
 
 
 def decide(
@@ -84,39 +95,43 @@ def decide(
     predictions_path: Path,
 ) -> dict[str, Any]:
     """Compare the trained model with the champion and move the alias when it wins."""
-    from quarry.features import Pipeline
-    from quarry.tracking import set_alias
+    from quarry.tracking import move_alias
 
     name, alias, version = spec.tracking.registered, spec.gate.alias, trained["version"]
     assert name is not None
     window = trained["window"]
     base: dict[str, Any] = {"model": name, "alias": alias, "challenger_version": version,
                             "champion_version": champion, "window": window}  # fmt: skip
-    if champion is None:
-        set_alias(name, alias, version)
-        decision = base | {"promoted": True, "reason": "the first registered model: it becomes "
-                           f"the {alias}"}  # fmt: skip
-        _record(trained.get("run_id"), decision)
-        return decision
     if champion == version:
         return base | {"promoted": True, "reason": f"already the {alias}"}
-    # The processors as training applied them (fitted on the whole frame, fit windows
-    # included), then the window: both models see the same transformed features.
-    features = pl.read_parquet(features_path)
-    if spec.features.processors:
-        features = Pipeline.from_dict(spec.features.processors).fit_transform(features)
-    features = _window(features, window)
-    labels = features.select("instrument", "date", "LABEL0")
-    mine = _window(pl.read_parquet(predictions_path), window).join(
-        labels, on=["instrument", "date"], how="left"
-    )
-    theirs = _champion_scores(spec, name, champion, features)
-    challenger = evaluate(spec, store, mine)
-    if isinstance(theirs, str):
-        decision = base | {"promoted": False, "reason": theirs, "challenger": challenger,
-                           "champion": None, "rules": []}  # fmt: skip
+
+    def finish(decision: dict[str, Any]) -> dict[str, Any]:
+        if decision["promoted"]:
+            now = move_alias(name, alias, version, expected=champion)
+            if now is not None:
+                held = "was removed" if now < 0 else f"moved to version {now}"
+                decision |= {"promoted": False, "reason": f"the {alias} {held} while this "
+                             "model was evaluated: run the workflow again to be compared "
+                             "with it"}  # fmt: skip
         _record(trained.get("run_id"), decision)
         return decision
+
+    labels = _window(pl.read_parquet(features_path, columns=[*KEYS, "LABEL0"]), window)
+    mine = _window(pl.read_parquet(predictions_path), window).join(labels, on=KEYS, how="left")
+    challenger = evaluate(spec, store, mine)
+    base["challenger"] = challenger
+    if challenger["orders_filled"] == 0:
+        return finish(base | {"promoted": False, "champion": None, "rules": [], "reason":
+                              f"its backtest on the window {window[0]}:{window[1]} never "
+                              "traded (every order blocked, or no score matched the "
+                              "market): nothing to promote"})  # fmt: skip
+    if champion is None:
+        return finish(base | {"promoted": True, "reason": "the first registered model: it "
+                              f"becomes the {alias}"})  # fmt: skip
+    theirs = _champion_scores(spec, store, name, champion, window, labels)
+    if isinstance(theirs, str):
+        return finish(base | {"promoted": False, "reason": theirs, "champion": None,
+                              "rules": []})  # fmt: skip
     held = evaluate(spec, store, theirs)
     rules: list[dict[str, Any]] = []
     for rule in spec.gate.rules:
@@ -125,19 +140,14 @@ def decide(
         passed = math.isfinite(a) and (not math.isfinite(b) or a > b + rule.margin)
         rules.append({"metric": rule.metric, "margin": rule.margin, "challenger": a,
                       "champion": b, "passed": passed})  # fmt: skip
-    promoted = all(r["passed"] for r in rules)
     failed = [str(r["metric"]) for r in rules if not r["passed"]]
     reason = (
-        f"beat the {alias} (version {champion}) on every rule"
-        if promoted
-        else f"did not beat the {alias} (version {champion}) on {', '.join(failed)}"
+        f"did not beat the {alias} (version {champion}) on {', '.join(failed)}"
+        if failed
+        else f"beat the {alias} (version {champion}) on every rule"
     )
-    if promoted:
-        set_alias(name, alias, version)
-    decision = base | {"promoted": promoted, "reason": reason, "challenger": challenger,
-                       "champion": held, "rules": rules}  # fmt: skip
-    _record(trained.get("run_id"), decision)
-    return decision
+    return finish(base | {"promoted": not failed, "reason": reason, "champion": held,
+                          "rules": rules})  # fmt: skip
 
 
 def _record(run_id: str | None, decision: dict[str, Any]) -> None:

@@ -37,7 +37,8 @@ __all__ = ["EXECUTORS", "RunResult", "run_workflow"]
 EXECUTORS = ("local",)
 RESULT_KEYS = ("ic", "icir", "rank_ic", "rank_icir")
 BACKTEST_KEYS = ("annualized_return", "excess_annualized_return", "information_ratio",
-                 "max_drawdown", "sharpe", "turnover")  # fmt: skip
+                 "max_drawdown", "sharpe", "turnover", "orders_filled",
+                 "days_without_position")  # fmt: skip
 
 Say = Callable[[str], None]
 
@@ -144,6 +145,7 @@ def run_workflow(
         result, window = _train(spec, features_dir / "features.parquet", folder, detail)
         record["run_id"] = result.run_id
         record["metrics"] = result.metrics
+        record["warnings"] = list(result.warnings)
         record["window"] = [str(window[0]), str(window[1])]
         if spec.tracking.registered and result.run_id:
             from quarry.tracking import register
@@ -159,9 +161,10 @@ def run_workflow(
                            "industries": industries})  # fmt: skip
 
     def backtest_step(folder: Path, record: dict[str, Any]) -> None:
-        predictions = pl.read_parquet(train_dir / "predictions.parquet")
-        result = _backtest(spec, store, predictions, folder)
+        path = train_dir / "predictions.parquet"
+        result = _backtest(spec, store, pl.read_parquet(path), folder, source=str(path))
         record["metrics"] = result.metrics
+        record["warnings"], record["notes"] = list(result.warnings), list(result.notes)
         if trained.get("run_id"):
             _log_backtest(trained["run_id"], result.metrics, folder)
 
@@ -198,7 +201,14 @@ def _train(spec: Workflow, path: Path, folder: Path, say: Say) -> tuple[Any, tup
     """Fit the model on the features (processed as the workflow says) and predict the test
     period; returns the result and the most recent test window."""
     from quarry.features import Pipeline
-    from quarry.models import Segments, WalkForward, label_horizon, train, train_walk_forward
+    from quarry.models import (
+        Recipe,
+        Segments,
+        WalkForward,
+        label_horizon,
+        train,
+        train_walk_forward,
+    )
 
     frame = pl.read_parquet(path)
     m = spec.model
@@ -210,11 +220,14 @@ def _train(spec: Workflow, path: Path, folder: Path, say: Say) -> tuple[Any, tup
                 f"{', '.join(c for c in frame.columns if c not in ('instrument', 'date'))})"
             )
         frame = frame.select("instrument", "date", *m.columns, "LABEL0")
-    if spec.features.processors:
-        frame = Pipeline.from_dict(spec.features.processors).fit_transform(frame)
+    processors = Pipeline.from_dict(spec.features.processors) if spec.features.processors else None
+    if processors is not None:
+        frame = processors.fit_transform(frame)  # fitted here: logged with the model
+    exprs = _expressions(spec)
+    recipe = Recipe({c: exprs[c] for c in frame.columns if c in exprs}, spec.label, processors)
     horizon = label_horizon(spec.label)
     common: dict[str, Any] = {"label": "LABEL0", "model": m.type, "params": m.params,
-                              "seed": m.seed, "out": folder,
+                              "seed": m.seed, "out": folder, "recipe": recipe,
                               "experiment": spec.tracking.experiment, "progress": say}  # fmt: skip
     if spec.segments is not None:
         segments = Segments.parse(spec.segments)
@@ -229,7 +242,13 @@ def _train(spec: Workflow, path: Path, folder: Path, say: Say) -> tuple[Any, tup
     return result, windows[-1].test
 
 
-def _backtest(spec: Workflow, store: Any, predictions: pl.DataFrame, out: Path | None) -> Any:
+def _backtest(
+    spec: Workflow,
+    store: Any,
+    predictions: pl.DataFrame,
+    out: Path | None,
+    source: str = "the model's predictions",
+) -> Any:
     from quarry.backtest import BacktestConfig
     from quarry.backtest._run import run_backtest
     from quarry.portfolio import OptimizerConfig
@@ -242,6 +261,7 @@ def _backtest(spec: Workflow, store: Any, predictions: pl.DataFrame, out: Path |
         store, predictions, out, strategy=b.strategy, topk=b.topk, n_drop=b.n_drop,
         hold_thresh=b.hold_thresh, deal_price=b.deal_price, universe=spec.data.universe,
         benchmark=b.benchmark, as_of=spec.data.as_of, config=config, optimizer=optimizer,
+        source=source,
     )  # fmt: skip
 
 
@@ -278,6 +298,9 @@ def _results(
     out["gate"] = gate
     out["steps"] = steps
     out["backtest_gross"] = bt.get("gross")
+    # what the user should know: said once per run, cached steps included
+    out["warnings"] = [*trained.get("warnings", []), *backtest.get("warnings", [])]
+    out["notes"] = backtest.get("notes", [])
     return strict_json(out)  # type: ignore[no-any-return]
 
 

@@ -3,22 +3,46 @@
 Sections: ``data`` (store, universe, dates, as_of), ``features`` (a set, extra expressions,
 processors), ``label``, ``model`` (type, parameters, seed), ``segments`` or ``walk_forward``,
 ``backtest`` (strategy, costs, limits, optimizer), ``tracking`` (experiment, registered
-model) and ``gate`` (the rules a challenger must beat the champion by). Every section is
-strict: an unknown key is an error that names the key, where it is, and the file.
+model) and ``gate`` (the rules a challenger must beat the champion by).
+
+The file is read by ``quarry._yaml.load_yaml`` (YAML 1.2's core schema: ``yes`` is text, a
+key given twice is an error) and checked whole before any step runs: every section is strict
+(an unknown key is an error that names the key, where it is, and the file; ``seed: yes`` or
+``topk: '5'`` is not a number), and every setting a later step would refuse is refused here,
+by the same code that step runs: the backtest engine's and the optimizer's own settings
+(``BacktestConfig``, ``OptimizerConfig``, TopK-Dropout's ``topk``/``n_drop``), the feature
+compiler's check of each expression and of the label, the processors' constructors, the
+model's constructor (its parameter names), and the segments' and walk-forward schedule's
+order. ``load_workflow`` reports every problem at once, one line each, with its path and
+line.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+from collections.abc import Mapping, Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from quarry.exceptions import UsageError
+from quarry._dates import to_date
+from quarry._yaml import load_yaml
+from quarry.backtest import BacktestConfig
+from quarry.exceptions import QuarryError, UsageError
 from quarry.portfolio import OptimizerConfig
 
 __all__ = [
@@ -32,23 +56,98 @@ __all__ = [
     "TrackingSpec",
     "WalkForwardSpec",
     "Workflow",
+    "WorkflowError",
     "load_workflow",
 ]
 
 GATE_METRICS = ("rank_ic", "ic", "rank_icir", "icir", "sharpe", "information_ratio",
                 "excess_annualized_return", "annualized_return")  # fmt: skip
 
+# -- refusing with the engine's own words ------------------------------------------------------
+
+_ENGINE = "engine"  # the error type of a setting refused by the code that would run it
+
+
+def _engine_error(exc: Exception, *subjects: str) -> PydanticCustomError:
+    """A later step's refusal as a pydantic error. Its message's first line is kept; when it
+    starts with the setting's own name (``topk``, ``--open-cost``, ``feature 'X'``), the
+    report puts the setting's path there instead."""
+    text = str(exc).split("\n")[0]
+    for subject in subjects:
+        for sep in (" ", ": "):
+            if text.startswith(subject + sep):
+                rest = text[len(subject) + len(sep) :]
+                return PydanticCustomError(_ENGINE, "{text}", {"text": rest, "sep": sep})
+    return PydanticCustomError(_ENGINE, "{text}", {"text": text, "sep": ": "})
+
+
+def _said(text: str) -> PydanticCustomError:
+    """A problem in the spec's own words (a rule no later step states)."""
+    return PydanticCustomError(_ENGINE, "{text}", {"text": text, "sep": ": "})
+
+
+def _refuse(problems: Sequence[tuple[tuple[str | int, ...], Any, Any]]) -> NoReturn:
+    """Raise several problems at once, each at its place under the field being checked."""
+    details: list[InitErrorDetails] = [
+        {"type": error, "loc": loc, "input": value} for loc, error, value in problems
+    ]
+    raise ValidationError.from_exception_data("Workflow", details)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _day(value: object) -> object:
+    """A date from the file: YAML 1.2 has no dates, so it is ISO text (or a date, from code)."""
+    found = to_date(value)
+    if found is None:
+        raise _said(f"{value!r} is not a date; write YYYY-MM-DD")
+    return found
+
+
+Day = Annotated[date, BeforeValidator(_day)]
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # strict: no text read as a number, no number as a bool; no infinities or NaN
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, strict=True, allow_inf_nan=False
+    )
 
 
 class DataSpec(_Strict):
     store: str | None = None  # default: $QUARRY_HOME/store
     universe: str | None = None
-    start: date | None = None
-    end: date | None = None
+    start: Day | None = None
+    end: Day | None = None
     as_of: str | None = None
+
+    @field_validator("as_of")
+    @classmethod
+    def _as_of(cls, value: str | None) -> str | None:
+        from quarry.data._store import to_utc
+
+        try:
+            to_utc(value)
+        except UsageError as exc:
+            raise _engine_error(exc) from None
+        return value
+
+    @field_validator("end")
+    @classmethod
+    def _in_order(cls, value: date | None, info: ValidationInfo) -> date | None:
+        start = info.data.get("start")
+        if value is not None and start is not None and value < start:
+            raise _said(f"{value} is before start {start}; swap them")
+        return value
+
+
+@functools.cache
+def _set_names(name: str) -> frozenset[str]:
+    from quarry.features import FEATURE_SETS
+
+    return frozenset(FEATURE_SETS[name]()) if name != "none" else frozenset()
 
 
 class FeaturesSpec(_Strict):
@@ -57,6 +156,57 @@ class FeaturesSpec(_Strict):
     processors: list[dict[str, Any]] = Field(default_factory=list)
     memory: str | None = None
 
+    @field_validator("extra")
+    @classmethod
+    def _expressions(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        """Each expression as the feature compiler checks it (names, parsing, size, look-ahead,
+        windows), and no name the set already has."""
+        from quarry.features import Plan
+
+        taken = _set_names(info.data["set"]) if "set" in info.data else frozenset()
+        problems = []
+        for name, text in value.items():
+            if name in taken:
+                why = (
+                    f"{name!r} is a feature of {info.data['set']} already; rename it, or set: none"
+                )
+                problems.append(((name,), _said(why), text))
+                continue
+            try:
+                Plan.build({name: text})
+            except QuarryError as exc:
+                problems.append(((name,), _engine_error(exc, f"feature {name!r}"), text))
+        if problems:
+            _refuse(problems)
+        return value
+
+    @field_validator("processors")
+    @classmethod
+    def _processors(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from quarry.features import Processor
+
+        problems = []
+        for i, step in enumerate(value):
+            try:
+                Processor.from_dict(step)
+            except (QuarryError, ValueError, TypeError) as exc:
+                problems.append(((i,), _engine_error(exc), step))
+        if problems:
+            _refuse(problems)
+        return value
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str | None) -> str | None:
+        from quarry.features._outofcore import parse_size
+
+        try:
+            if value is not None:
+                parse_size(value)
+        except UsageError as exc:
+            raise _engine_error(exc) from None
+        return value
+
 
 class ModelSpec(_Strict):
     type: Literal["lightgbm", "linear", "mlp"] = "lightgbm"
@@ -64,12 +214,25 @@ class ModelSpec(_Strict):
     seed: int = 0
     columns: list[str] | None = None  # the features it learns from; default all of them
 
+    @field_validator("params")
+    @classmethod
+    def _params(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """The parameters as the model checks them when it is made (names, types, ranges)."""
+        from quarry.models import validate_params
+
+        if "type" in info.data:
+            try:
+                validate_params(info.data["type"], value)
+            except (QuarryError, ValueError, TypeError) as exc:
+                raise _engine_error(exc, f"{info.data['type']} parameters") from None
+        return value
+
 
 class WalkForwardSpec(_Strict):
     """Retrain every ``step`` trading days across ``start``..``end``."""
 
-    start: date
-    end: date
+    start: Day
+    end: Day
     step: int = Field(gt=0)
     train_days: int | None = Field(default=None, gt=0)
     valid_days: int = Field(default=60, gt=0)
@@ -85,7 +248,7 @@ class BacktestSpec(_Strict):
     strategy: Literal["topk-dropout", "long-short", "score-weighted", "optimizer"] = "topk-dropout"
     topk: int = 50
     n_drop: int = 5
-    hold_thresh: int = 1
+    hold_thresh: int = Field(default=1, ge=1)  # days a name is held at least
     deal_price: Literal["open", "close", "vwap"] = "close"
     open_cost: float = 0.0005
     close_cost: float = 0.0015
@@ -99,6 +262,73 @@ class BacktestSpec(_Strict):
     benchmark: str | None = None
     # the optimizer's own settings, checked by it (rebalance_every defaults to 1 day)
     optimizer: OptimizerConfig | None = None
+
+    @field_validator("topk")
+    @classmethod
+    def _topk(cls, value: int) -> int:
+        from quarry.portfolio._topk import _check_params
+
+        try:
+            _check_params(value, 0)
+        except UsageError as exc:
+            raise _engine_error(exc, "topk") from None
+        return value
+
+    @field_validator("n_drop")
+    @classmethod
+    def _n_drop(cls, value: int, info: ValidationInfo) -> int:
+        from quarry.portfolio._topk import _check_params
+
+        try:  # against topk when topk itself is valid
+            _check_params(info.data.get("topk", max(value, 1)), value)
+        except UsageError as exc:
+            raise _engine_error(exc, "n_drop") from None
+        return value
+
+    @field_validator(*CONFIG_FIELDS)
+    @classmethod
+    def _engine_setting(cls, value: Any, info: ValidationInfo) -> Any:
+        """Each setting as ``BacktestConfig`` checks it (alone: one problem per setting)."""
+        name = info.field_name
+        assert name is not None
+        try:
+            BacktestConfig(**{name: value})
+        except UsageError as exc:
+            raise _engine_error(exc, _flag(name), name.replace("_", " "), name) from None
+        return value
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _optimizer(cls, value: Any, info: ValidationInfo) -> Any:
+        """Only with the optimizer strategy; each setting as ``OptimizerConfig`` checks it."""
+        if value is None:
+            return value
+        if info.data.get("strategy", "optimizer") != "optimizer":
+            raise _said(
+                "only the optimizer strategy reads it; remove it, or set strategy: optimizer"
+            )
+        if isinstance(value, OptimizerConfig):
+            return value
+        if not isinstance(value, Mapping):
+            raise _said("give the optimizer's settings as a mapping")
+        from quarry.portfolio._optimizer import _flag as optimizer_flag
+
+        known = {f.name: f for f in dataclasses.fields(OptimizerConfig)}
+        problems: list[tuple[tuple[str | int, ...], Any, Any]] = []
+        for key, setting in value.items():
+            if key not in known:
+                problems.append(((key,), "extra_forbidden", setting))
+            elif known[key].type in ("bool", bool) and not isinstance(setting, bool):
+                why = f"should be true or false, got {setting!r}"
+                problems.append(((key,), _said(why), setting))
+            else:
+                try:
+                    OptimizerConfig(**{key: setting})
+                except UsageError as exc:
+                    problems.append(((key,), _engine_error(exc, optimizer_flag(key)), setting))
+        if problems:
+            _refuse(problems)
+        return OptimizerConfig(**value)
 
 
 class TrackingSpec(_Strict):
@@ -137,6 +367,60 @@ class Workflow(_Strict):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     gate: GateSpec = Field(default_factory=GateSpec)
 
+    @field_validator("label")
+    @classmethod
+    def _label(cls, value: str) -> str:
+        from quarry.features import Plan
+
+        try:
+            Plan.build({}, label=value)
+        except QuarryError as exc:
+            raise _engine_error(exc, "label") from None
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _columns(cls, value: ModelSpec, info: ValidationInfo) -> ModelSpec:
+        features = info.data.get("features")
+        if value.columns is None or features is None:
+            return value
+        have = _set_names(features.set) | set(features.extra)
+        missing = [c for c in value.columns if c not in have]
+        if missing:
+            close = difflib.get_close_matches(missing[0], sorted(have), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            why = f"no feature {missing[0]!r}{hint}; the features are features.set's and extra's"
+            _refuse([(("columns",), _said(why), value.columns)])
+        return value
+
+    @field_validator("segments")
+    @classmethod
+    def _segments(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        from quarry.models import Segments
+
+        try:
+            if value is not None:
+                Segments.parse(value)
+        except UsageError as exc:
+            raise _engine_error(exc, "segments") from None
+        return value
+
+    @field_validator("walk_forward")
+    @classmethod
+    def _schedule(cls, value: WalkForwardSpec | None, info: ValidationInfo) -> Any:
+        """The schedule as training builds it, with the label's purge gap."""
+        from quarry.models import WalkForward, label_horizon
+
+        if value is None:
+            return value
+        horizon = label_horizon(info.data["label"]) if "label" in info.data else 0
+        try:
+            WalkForward(start=value.start, end=value.end, step=value.step, horizon=horizon,
+                        train_days=value.train_days, valid_days=value.valid_days)  # fmt: skip
+        except UsageError as exc:
+            raise _engine_error(exc) from None
+        return value
+
     @model_validator(mode="after")
     def _one_schedule(self) -> Workflow:
         if (self.segments is None) == (self.walk_forward is None):
@@ -146,6 +430,22 @@ class Workflow(_Strict):
     def section(self, name: str) -> dict[str, Any]:
         """One section as plain JSON-able data, for cache keys and records."""
         return self.model_dump(mode="json")[name]  # type: ignore[no-any-return]
+
+
+# -- reading the file --------------------------------------------------------------------------
+
+
+class WorkflowError(UsageError):
+    """A workflow file with problems: ``problems`` holds one line per problem, each with its
+    place (``backtest.topk``) and line; the command line prints each after the file's name."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        return [f"{self.path}: {p}" for p in self.problems]
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
@@ -170,38 +470,77 @@ def _known(loc: tuple[int | str, ...]) -> list[str]:
     return list(model.model_fields) if model is not None else []
 
 
+def _shown(value: object) -> str:
+    text = repr(value)
+    return f", got {text}" if not isinstance(value, dict | list) and len(text) <= 60 else ""
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _problem(error: Any) -> str:
+    """One pydantic error as a line: where, what, and what to write instead."""
+    loc = tuple(error["loc"])
+    path, kind, value = _where(loc), error["type"], error.get("input")
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        key, known = str(loc[-1]), _known(loc)
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        place = f"in {_where(loc[:-1])}" if loc[:-1] else "at the top level"
+        return f"unknown key {key!r} {place}{hint}; valid keys there: {', '.join(known)}"
+    if kind == _ENGINE:
+        return f"{path}{error['ctx']['sep']}{error['msg']}"
+    if kind == "missing":
+        return f"{path} is required"
+    msg = str(error["msg"])
+    if kind in ("value_error", "assertion_error"):
+        msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        return f"{path}: {msg}" if loc else msg
+    msg = msg.removeprefix("Input ")
+    text = f"{path}: {msg[:1].lower()}{msg[1:]}{_shown(value)}"
+    if kind == "bool_type":
+        text += "; write true or false"
+    elif kind in ("int_type", "float_type") and isinstance(value, str) and _number(value):
+        text += "; write the number without quotes"
+    if kind == "literal_error" and isinstance(value, str):
+        expected = str(error["ctx"]["expected"]).replace(" or ", ",")
+        choices = [c.strip(" '") for c in expected.split(",")]
+        close = difflib.get_close_matches(value, choices, n=1)
+        text += f" (did you mean {close[0]!r}?)" if close else ""
+    return text
+
+
 def load_workflow(path: Path) -> Workflow:
-    """Read and check a workflow file; a problem is one ``UsageError`` line naming the file,
-    the key and what to do."""
+    """Read and check a workflow file, all of it, before anything runs.
+
+    Raises
+    ------
+    UsageError
+        A ``YamlError`` (the file's line and column) when it is not YAML this reads, or a
+        ``WorkflowError`` listing every problem, one line each, naming its place and line,
+        e.g. ``w.yaml: backtest.topk must be at least 1, got 0; pass the number of names to
+        hold (line 16)``.
+    """
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read the workflow ({exc.strerror or exc})") from exc
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise UsageError(f"{path}:{line} not valid YAML ({getattr(exc, 'problem', exc)})") from exc
-    if not isinstance(raw, dict):
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise UsageError(f"{path}: cannot read the workflow ({reason})") from exc
+    document = load_yaml(text, str(path))
+    if not isinstance(document.data, dict):
         raise UsageError(
             f"{path}: a workflow is a mapping of sections (data, features, model, ...)"
         )
     try:
-        return Workflow.model_validate(raw)
-    except UsageError as exc:  # a section checked by its own class (the optimizer's)
-        raise UsageError(f"{path}: {exc}") from exc
+        return Workflow.model_validate(document.data)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        loc = tuple(error["loc"])
-        if error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
-            key = str(loc[-1])
-            close = difflib.get_close_matches(key, _known(loc), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            where = _where(loc[:-1])
-            raise UsageError(
-                f"{path}: unknown key {key!r} in {where}{hint}; valid keys there: "
-                f"{', '.join(_known(loc))}"
-            ) from exc
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise UsageError(f"{path}: {_where(loc)}: {error['msg']}{more}") from exc
+        problems = []
+        for error in exc.errors():
+            line = document.line(tuple(error["loc"]))
+            problems.append(_problem(error) + (f" (line {line})" if line else ""))
+        raise WorkflowError(str(path), problems) from None

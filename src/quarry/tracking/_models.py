@@ -1,0 +1,114 @@
+"""Models in MLflow: every model type logged the same way, as a pyfunc model that carries its
+recipe (``quarry.models.PackagedModel``), with a signature of named columns.
+
+Any MLflow client can load a version with ``mlflow.pyfunc.load_model`` and score a frame of
+instrument, date and the raw feature columns; Quarry itself unwraps the package
+(``load_packaged``) and scores polars frames without the pandas round trip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from quarry.exceptions import UsageError
+
+if TYPE_CHECKING:
+    from quarry.models import PackagedModel
+
+__all__ = ["load_packaged", "log_packaged", "quiet_mlflow"]
+
+KEYS = ("instrument", "date")
+
+
+@contextlib.contextmanager
+def quiet_mlflow() -> Iterator[None]:
+    """MLflow warns about type hints it infers for its own wrappers and about the input
+    example (the signature is given): nothing a user of Quarry can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*type hint", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*input example", category=UserWarning)
+        yield
+
+
+def _requirements() -> list[str]:
+    """What loading the model needs: Quarry and the engines the estimator was built with
+    (given, so that MLflow does not load the model in a subprocess to guess them)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for name in ("quarry", "polars", "numpy", "lightgbm", "scikit-learn", "torch"):
+        with contextlib.suppress(PackageNotFoundError):
+            pins.append(f"{name}=={version(name)}")
+    return pins
+
+
+def log_packaged(packaged: PackagedModel, example: pl.DataFrame) -> None:
+    """Log ``packaged`` as the active run's ``model`` artifact.
+
+    ``example``: a few rows with instrument, date and the model's input columns, for the
+    signature (named columns, whatever the model type)."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    names = [*KEYS, *(packaged.inputs() or packaged.columns)]
+    inputs = example.select([c for c in names if c in example.columns]).with_columns(
+        pl.col(pl.Float32).cast(pl.Float64)
+    )
+    signature = infer_signature(inputs.to_pandas(), packaged.score(inputs))
+    # MLflow logs a warning that a Python object is pickled: that is how a pyfunc model
+    # carries its recipe, and the registry is the team's own.
+    pyfunc_log = logging.getLogger("mlflow.pyfunc")
+    level = pyfunc_log.level
+    pyfunc_log.setLevel(logging.ERROR)
+    try:
+        with quiet_mlflow():
+            from quarry.tracking._pyfunc import QuarryPyfunc
+
+            mlflow.pyfunc.log_model(
+                name="model",
+                python_model=QuarryPyfunc(packaged),
+                signature=signature,
+                pip_requirements=_requirements(),
+            )
+    finally:
+        pyfunc_log.setLevel(level)
+    mlflow.set_tags({"quarry.model_type": packaged.model_type,
+                     "quarry.columns": str(len(packaged.columns))})  # fmt: skip
+    mlflow.log_dict(packaged.describe(), "model/quarry.json")
+
+
+def load_packaged(name: str, version: int) -> PackagedModel:
+    """Version ``version`` of registered model ``name``, as its package.
+
+    Raises UsageError when it cannot be loaded or was not logged by Quarry with its recipe
+    (a version logged before models carried their features)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from quarry.models import PackagedModel
+    from quarry.tracking._mlflow import client
+
+    client()
+    try:
+        with quiet_mlflow():
+            loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    except (MlflowException, OSError) as exc:  # artifacts moved or deleted
+        raise UsageError(
+            f"model {name} version {version} cannot be loaded: {str(exc).splitlines()[0]}"
+        ) from exc
+    inner: Any = None
+    with contextlib.suppress(MlflowException, AttributeError):
+        inner = loaded.unwrap_python_model()
+    packaged = getattr(inner, "packaged", None)
+    if not isinstance(packaged, PackagedModel):
+        raise UsageError(
+            f"model {name} version {version} was not logged with its features and processors "
+            "(a version from before Quarry packaged its models): train it again"
+        )
+    return packaged

@@ -1,0 +1,122 @@
+"""``quarry backtest`` on the inputs a user gets wrong: each is run, or refused in one line
+naming the file or the value, never an internal error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from quarry.data import Store, generate, ingest_frame, read_bars, table_spec
+from tests.cli.helpers import run
+
+
+@pytest.fixture(scope="module")
+def market(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, pl.DataFrame, Path]:
+    root = tmp_path_factory.mktemp("backtest-cli")
+    store = Store(root / "store")
+    generate(store, 30, 150, seed=11, alpha_ic=0.1)
+    bars = read_bars(store, ["close"], adjust="adjusted")
+    signal = bars.with_columns(
+        score=-(pl.col("close") / pl.col("close").shift(5).over("instrument") - 1)
+    ).drop("close")
+    return store, signal, root
+
+
+def _backtest(store: Store, signal: Path, out: Path, *extra: str) -> tuple[int, str, str]:
+    return run("backtest", "--store", str(store.location), "--signal", str(signal), "--topk",
+               "5", "--n-drop", "1", "--out", str(out), *extra)  # fmt: skip
+
+
+def test_a_signal_with_text_dates_or_as_csv_runs(
+    market: tuple[Store, pl.DataFrame, Path], tmp_path: Path
+) -> None:
+    store, signal, _ = market
+    dated = tmp_path / "dated.parquet"
+    signal.write_parquet(dated)
+    text = tmp_path / "text.parquet"
+    signal.with_columns(pl.col("date").dt.strftime("%Y-%m-%d")).write_parquet(text)
+    csv = tmp_path / "signal.csv"
+    signal.write_csv(csv)
+    figures = []
+    for path in (dated, text, csv):
+        out = tmp_path / f"out-{path.stem}-{path.suffix[1:]}"
+        code, stdout, err = _backtest(store, path, out)
+        assert code == 0, (path.name, stdout, err)
+        metrics = json.loads((out / "metrics.json").read_text())
+        figures.append((metrics["sharpe"], metrics["orders_filled"]))
+    assert figures[0] == figures[1] == figures[2] and figures[0][1] > 0
+    # the signal file given as the output folder: refused before anything runs
+    code, _, err = _backtest(store, dated, dated)
+    assert code == 1 and err.startswith(f"error: --out {dated}: a file, not a folder")
+
+
+def test_bad_signals_are_refused_in_one_line(
+    market: tuple[Store, pl.DataFrame, Path], tmp_path: Path
+) -> None:
+    store, signal, _ = market
+    cases = {
+        "words.parquet": (
+            signal.with_columns(date=pl.lit("next tuesday")),
+            "words.parquet: column date, row 1: 'next tuesday' is not a date",
+        ),
+        "noscore.parquet": (
+            signal.rename({"score": "prediction"}),
+            "noscore.parquet: no score column (columns: instrument, date, prediction)",
+        ),
+        "ids.parquet": (
+            signal.with_columns(pl.col("instrument").rank("dense").cast(pl.Int64)),
+            "ids.parquet: none of its",
+        ),
+    }
+    for name, (frame, message) in cases.items():
+        path = tmp_path / name
+        frame.write_parquet(path)
+        code, stdout, err = _backtest(store, path, tmp_path / "out")
+        assert code == 1, (name, stdout, err)
+        assert err.startswith(f"error: {tmp_path / message}") or message in err, err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "in the store: SYN00000, SYN00001, SYN00002" in err
+
+
+def test_an_unknown_benchmark_names_the_value_and_what_is_accepted(
+    market: tuple[Store, pl.DataFrame, Path], tmp_path: Path
+) -> None:
+    store, signal, _ = market
+    path = tmp_path / "signal.parquet"
+    signal.write_parquet(path)
+    code, _, err = _backtest(store, path, tmp_path / "out", "--benchmark", "INDEX")
+    assert code == 1
+    assert err.startswith("error: --benchmark INDEX: ")
+    assert "give one of its 30 instruments (SYN00000, SYN00001, SYN00002, ...)" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_the_command_says_what_the_market_lacked_and_what_never_traded(
+    market: tuple[Store, pl.DataFrame, Path], tmp_path: Path
+) -> None:
+    store, signal, root = market
+    path = tmp_path / "signal.parquet"
+    signal.write_parquet(path)
+    bars = read_bars(store, ["close"])
+    stores = {}
+    for name, volume in (("closes", None), ("halted", 0.0)):
+        s = Store(root / name)
+        if not s.exists():
+            frame = bars.with_columns(open=None, high=pl.col("close"), low=pl.col("close"),
+                                      volume=pl.lit(volume, pl.Float64))  # fmt: skip
+            ingest_frame(s, table_spec("bars"), frame)
+        stores[name] = s
+    code, _, err = _backtest(stores["closes"], path, tmp_path / "closes")
+    assert code == 0, err
+    assert "note: no volume in the store over the backtest's days" in err
+    assert "warning" not in err
+    code, _, err = _backtest(stores["closes"], path, tmp_path / "x", "--impact", "0.1")
+    assert code == 1 and err.startswith("error: --impact 0.1 needs each day's volume")
+    code, _, err = _backtest(stores["halted"], path, tmp_path / "halted")
+    assert code == 0, err
+    assert "warning: no order was filled:" in err
+    metrics = json.loads((tmp_path / "halted" / "metrics.json").read_text())
+    assert metrics["orders_filled"] == 0 and metrics["traded"] is False
