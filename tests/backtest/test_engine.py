@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 from quarry.backtest._engine import BacktestConfig, Market, simulate
+from quarry.exceptions import UsageError
 
 
 def _buy_positive(scores, held, days_held, can_buy, can_sell):  # type: ignore[no-untyped-def]
@@ -162,3 +165,21 @@ def test_missing_volume_suspends_only_where_the_store_has_volume() -> None:
     both = simulate(scores, Market(deal=c, close=c, volume=volume), _buy_positive, FREE)
     assert both.shares[1].tolist() == [0.0, 0.0]
     assert both.orders["status"].tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"open_cost": float("nan")}, "--open-cost nan: give a finite number"),
+        ({"account": float("inf")}, "--account inf: give a finite number"),
+        ({"limit_threshold": 0.0}, "--limit-threshold 0.0: give a positive daily move"),
+        ({"limit_threshold": -0.1}, "--limit-threshold -0.1: give a positive daily move"),
+        ({"delist_return": -1.5}, "cannot lose more than all of its value"),
+    ],
+)
+def test_settings_the_engine_cannot_simulate_are_refused(
+    setting: dict[str, float], message: str
+) -> None:
+    with pytest.raises(UsageError, match=re.escape(message)):
+        BacktestConfig(**setting)
+    BacktestConfig(limit_threshold=None, delist_return=-1.0)  # no limits; a total loss

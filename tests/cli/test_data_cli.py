@@ -90,6 +90,10 @@ def test_versions_json(generated: str) -> None:
     }
     bars = [c for c in commits if c["table"] == "bars"]
     assert [c["id"] for c in bars] == ["bars@0", "bars@1"]
+    # The generated history's rows became known day by day: the first after the first
+    # day's close (2015-01-02, a Friday), the last after the last day's.
+    assert bars[0]["knowledge_time"] == "2015-01-02T21:00:00+00:00"
+    assert bars[0]["known_until"] == "2015-12-31T21:00:00+00:00"
 
 
 def test_check_json(generated: str) -> None:
@@ -276,3 +280,68 @@ def test_replace_reports_retractions(tmp_path: Path) -> None:
     code, out, err = run("data", "ingest", "actions", str(fixed), "--store", store, "--replace")
     assert code == 0, err
     assert "1 new, 0 corrected, 0 unchanged, 1 retracted" in out
+
+
+def test_universe_all_on_a_store_of_ingested_files(tmp_path: Path) -> None:
+    store = str(tmp_path / "s")
+    bars = tmp_path / "b.csv"
+    bars.write_text(
+        "instrument,date,open,high,low,close,volume\n"
+        "A,2020-01-02,1,2,1,1.5,10\nB,2020-01-02,5,6,4,5,7\nB,2020-01-03,5,6,4,5.5,7\n"
+    )
+    code, _, err = run("data", "ingest", "bars", str(bars), "--store", store,
+                       "--knowledge-time", "2020-01-03T22:00")  # fmt: skip
+    assert code == 0, err
+    out = tmp_path / "all.parquet"
+    code, _, err = run("data", "read", "--store", store, "--fields", "close", "--universe", "all",
+                       "--as-of", "2020-01-03T23:00", "--out", str(out))  # fmt: skip
+    assert code == 0, err
+    assert pl.read_parquet(out).rows() == [
+        ("A", date(2020, 1, 2), 1.5),
+        ("B", date(2020, 1, 2), 5.0),
+        ("B", date(2020, 1, 3), 5.5),
+    ]
+    universe = tmp_path / "u.csv"
+    universe.write_text("instrument,start,end\nA,2020-01-01,\n")
+    code, _, err = run("data", "ingest", "universe", str(universe), "--name", "all", "--store",
+                       store)  # fmt: skip
+    assert code == 1
+    assert err.strip().splitlines() == [
+        f"error: {universe}: 'all' is the built-in universe of every instrument in the store "
+        "and cannot be replaced; give this universe another --name"
+    ]
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "data"
+
+
+def test_the_example_vendor_files_go_into_a_generated_store(tmp_path: Path) -> None:
+    """The README's data block: examples/data/ after `quarry data generate` with the
+    README's arguments, every command clean (nothing on stderr), a past read with rows."""
+    store = str(tmp_path / "store")
+    steps = [
+        ("data", "generate", "--store", store, "--instruments", "300", "--days", "1500",
+         "--alpha-ic", "0.05"),
+        ("data", "ingest", "bars", str(EXAMPLES / "bars.csv"), "--store", store,
+         "--knowledge-time", "2024-03-01T22:00"),
+        ("data", "ingest", "universe", str(EXAMPLES / "sp.csv"), "--name", "sp", "--store", store),
+        ("data", "ingest", "actions", str(EXAMPLES / "actions_fixed.csv"), "--store", store,
+         "--replace"),
+        ("data", "read", "--store", store, "--fields", "close,volume,eps", "--universe", "all",
+         "--as-of", "2019-06-30", "--adjust", "adjusted", "--out", str(tmp_path / "c.parquet")),
+        ("data", "check", "--store", store, "--strict"),
+    ]  # fmt: skip
+    outs = []
+    for args in steps:
+        code, out, err = run(*args)
+        assert (code, err) == (0, ""), (args, err)
+        outs.append(out)
+    assert "15 new, 1 corrected, 0 unchanged" in outs[1]  # new days, and a re-sent day fixed
+    assert "12 new" in outs[2]
+    assert "0 new, 1 corrected, 2 unchanged, 1 retracted" in outs[3]
+    past = pl.read_parquet(tmp_path / "c.parquet")
+    assert past["date"].max() == date(2019, 6, 28)  # the last trading day before as_of
+    assert past["eps"].drop_nulls().len() > 0
+    assert "healthy" in outs[5]
+    sp = read_bars(Store(store), ["close"], universe="sp")
+    assert set(sp["instrument"]) == set(pl.read_csv(EXAMPLES / "sp.csv")["instrument"])

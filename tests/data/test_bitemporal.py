@@ -8,7 +8,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from quarry.data import Store, ingest_frame, read_bars, table_spec
+from quarry.data import Store, ingest_frame, members, read_bars, table_spec
+from quarry.exceptions import UsageError
 from tests.conftest import bars_frame
 
 
@@ -205,6 +206,42 @@ def test_universe_file_is_a_snapshot_known_from_its_time(store: Store) -> None:
         "instrument"
     ].to_list() == ["A", "B"]
     assert read_bars(store, ["close"], universe="u")["instrument"].to_list() == ["A"]
+
+
+def test_universe_all_is_every_instrument_as_known(store: Store) -> None:
+    """``all`` needs no universe file: every instrument's bars known at as_of, a delisted
+    one on the days it traded; its spans run from the first bar to the last."""
+    bars = table_spec("bars")
+    ingest_frame(
+        store,
+        bars,
+        bars_frame(
+            [("LIVE", d, 10.0) for d in ("2020-01-02", "2020-01-03", "2020-01-06")]
+            + [("DEAD", d, 3.0) for d in ("2020-01-02", "2020-01-03")]
+        ),
+        knowledge_time="2020-01-06T22:00",
+    )
+    ingest_frame(store, bars, bars_frame([("NEW", "2020-01-06", 5.0)]), knowledge_time="2020-01-08")
+    got = read_bars(store, ["close"], universe="all", as_of="2020-01-07")
+    assert got.select("instrument", "date").rows() == [
+        ("DEAD", date(2020, 1, 2)),
+        ("DEAD", date(2020, 1, 3)),
+        ("LIVE", date(2020, 1, 2)),
+        ("LIVE", date(2020, 1, 3)),
+        ("LIVE", date(2020, 1, 6)),
+    ]
+    assert_frame_equal(read_bars(store, ["close"], universe="all"), read_bars(store, ["close"]))
+    assert members(store, "all", as_of="2020-01-07").sort("instrument").rows() == [
+        ("DEAD", date(2020, 1, 2), date(2020, 1, 3)),
+        ("LIVE", date(2020, 1, 2), None),
+    ]
+    assert members(store, "all", as_of="2020-01-06").height == 0  # nothing known yet
+
+
+def test_an_unknown_universe_names_the_built_in_one(store: Store) -> None:
+    ingest_frame(store, table_spec("bars"), bars_frame([("A", "2020-01-02", 1.0)]))
+    with pytest.raises(UsageError, match="no universe named 'sp' known; known universes: all"):
+        read_bars(store, ["close"], universe="sp")
 
 
 def test_split_does_not_leak_backwards(store: Store) -> None:

@@ -3,7 +3,7 @@ bulk loads, corrections, backfills with earlier knowledge times and appends of n
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -127,3 +127,102 @@ def test_locate_matches_a_python_reference() -> None:
     for (inst, day), p, f in zip(small.iter_rows(), pos, found, strict=True):
         assert p == bisect.bisect_left(keys, (inst, day))
         assert f == ((inst, day) in set(keys))
+
+
+def _known_daily(frame: pl.DataFrame, rng: np.random.Generator, lag_days: int) -> pl.DataFrame:
+    """Each row known ``0..lag_days`` days after its date's 21:00 UTC."""
+    lag = pl.Series(rng.integers(0, lag_days + 1, frame.height) * 86_400_000_000)
+    return frame.with_columns(
+        (
+            pl.col("date").cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+            + pl.duration(hours=21)
+            + pl.lit(lag).cast(pl.Duration("us"))
+        ).alias("_kt")
+    )
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rows_known_one_by_one_read_as_the_reference(tmp_path: object, seed: int) -> None:
+    """A history committed at once with a knowledge time per row (as a generated market is),
+    then corrections with their own per-row times, some older than the rows they would
+    replace, and ordinary commits: every as-of read equals the reference."""
+    rng = np.random.default_rng(100 + seed)
+    store = Store(f"{tmp_path}/s{seed}")
+    bars = table_spec("bars")
+    names = [f"I{i:03d}" for i in range(40)]
+    dates = pd.bdate_range("2020-01-01", periods=60)
+    end = datetime(2020, 6, 1, tzinfo=UTC)
+    store.commit(bars, _known_daily(_frame(rng, names, dates), rng, 0), knowledge_time=end,
+                 base=None)  # fmt: skip
+    first = store.commits("bars")[0]  # visible from its first row's time, listed to its last
+    assert (first.knowledge_time, first.last_known) == (
+        datetime(2020, 1, 1, 21, tzinfo=UTC),
+        datetime(2020, 3, 24, 21, tzinfo=UTC),
+    )
+    times = [end]
+    for step in range(int(rng.integers(2, 5))):
+        picks = rng.choice(names, size=int(rng.integers(1, 10)), replace=False).tolist()
+        chunk = _frame(rng, picks, dates).sample(fraction=0.3, seed=seed * 10 + step)
+        if rng.random() < 0.5:  # per-row times 0-20 days after each day: some before the spine's
+            chunk = _known_daily(chunk, rng, 20)
+            chunk = chunk.filter(pl.col("_kt") <= end)
+            store.commit(bars, chunk, knowledge_time=end, base=store.table("bars"),
+                         corrections=chunk.height)  # fmt: skip
+            times.extend(chunk["_kt"].sample(min(3, chunk.height), seed=step).to_list())
+        else:
+            kt = datetime(2020, 2, 1, tzinfo=UTC) + timedelta(days=int(rng.integers(0, 90)))
+            times.append(kt)
+            ingest_frame(store, bars, chunk, knowledge_time=kt)
+    probes = [None, *sorted(times), datetime(2020, 1, 15, 20, 59, tzinfo=UTC),
+              datetime(2020, 1, 15, 21, tzinfo=UTC)]  # fmt: skip
+    for as_of in probes:
+        got = read_bars(store, ["close", "volume"], as_of=as_of)
+        expected = pl.from_pandas(_reference(store, as_of)).with_columns(
+            pl.col("date").cast(pl.Date)
+        )
+        assert_frame_equal(got, expected, check_dtypes=False)
+
+
+def test_rows_known_one_by_one_keep_the_fast_path(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A generated market's layout (a history with a knowledge time per row, corrections
+    known days after the rows they correct) is read without a sort."""
+    rng = np.random.default_rng(3)
+    bars = table_spec("bars")
+    names = [f"I{i:03d}" for i in range(20)]
+    dates = pd.bdate_range("2020-01-01", periods=50)
+    end = datetime(2020, 6, 1, tzinfo=UTC)
+    history = _known_daily(_frame(rng, names, dates), rng, 0)
+    store.commit(bars, history, knowledge_time=end, base=None)
+    fixes = _known_daily(_frame(rng, names[:3], dates[10:15]), rng, 0).with_columns(
+        pl.col("_kt") + pl.duration(days=3)
+    )
+    store.commit(bars, fixes, knowledge_time=end, base=store.table("bars"), corrections=15)
+    as_of = datetime(2020, 1, 20, 12, tzinfo=UTC)  # after some fixes, before the others
+
+    def no_general_path(*args: object, **kwargs: object) -> None:
+        raise AssertionError("general path used")
+
+    monkeypatch.setattr(Store, "scan", no_general_path)
+    monkeypatch.setattr("quarry.data._resolve.sort_by_key", no_general_path)
+    got = [read_latest(store, bars, ["close"], None, t) for t in (None, as_of)]
+    monkeypatch.undo()
+    for g, t in zip(got, (None, as_of), strict=True):
+        expected = pl.from_pandas(_reference(store, t)).with_columns(pl.col("date").cast(pl.Date))
+        if t is not None:  # read_latest does not bound dates by as_of: the knowledge times do
+            assert g["date"].max() == date(2020, 1, 17)
+        assert_frame_equal(
+            g.select("instrument", "date", "close"), expected.select("instrument", "date", "close")
+        )
+
+
+def test_a_commit_known_within_the_same_millisecond_after_as_of_is_invisible(
+    store: Store,
+) -> None:
+    """Delta's file statistics keep times to the millisecond: the rows' own times decide."""
+    known = datetime(2020, 1, 3, 12, 0, 0, 123456, tzinfo=UTC)
+    ingest_frame(store, table_spec("bars"), _frame(np.random.default_rng(0), ["A"],
+                 pd.bdate_range("2020-01-01", periods=2)), knowledge_time=known)  # fmt: skip
+    assert read_bars(store, ["close"], as_of=known - timedelta(microseconds=200)).height == 0
+    assert read_bars(store, ["close"], as_of=known).height == 2

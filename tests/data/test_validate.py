@@ -4,8 +4,10 @@ store is left exactly as it was."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
@@ -56,6 +58,37 @@ CASES = {
     "bad_date": (
         "C,2020-13-45,1,2,1,1,1",
         ["line 2", "'date'", "unparseable date", "'2020-13-45'"],
+    ),
+    # Prices outside the bar's own range: each kind on its own line, with the other value.
+    "close_above_high": (
+        "C,2020-01-06,1,2,1,1,1\nC,2020-01-07,1,2,1,2.5,1\nC,2020-01-08,1,2,1,3,1",
+        ["line 3", "'close'", "close above high: '2.5' (high 2.0)", "2 rows affected: lines 3, 4"],
+    ),
+    "close_below_low": (
+        "C,2020-01-06,1,2,1,0.5,1",
+        ["line 2", "'close'", "close below low: '0.5' (low 1.0)", "fix the bar"],
+    ),
+    "open_above_high": ("C,2020-01-06,2.01,2,1,1,1", ["line 2", "'open'", "open above high"]),
+    "open_below_low": ("C,2020-01-06,0.9,2,1,1,1", ["line 2", "'open'", "open below low"]),
+    # The file is known at 2020-02-01: a bar of a later day cannot be in it.
+    "dated_after_its_knowledge_time": (
+        "C,2020-01-31,1,2,1,1,1\nC,2020-02-03,1,2,1,1,1",
+        [
+            "line 3",
+            "'date'",
+            "dated after the knowledge time 2020-02-01T00:00:00+00:00",
+            "'2020-02-03'",
+            "give the --knowledge-time when the file was delivered",
+        ],
+    ),
+    # Two rows of one key with different values: nothing says which holds.
+    "conflicting_duplicate": (
+        "C,2020-01-06,1,2,1,1,1\nC,2020-01-06,1,2,1,1.5,1",
+        ["line 2", "duplicate (instrument, date) with different values", "also on line 3"],
+    ),
+    "exact_duplicate": (
+        "C,2020-01-06,1,2,1,1,1\nD,2020-01-06,1,2,1,1,1\nC,2020-01-06,1,2,1,1.0,1",
+        ["line 4", "an exact copy: '2020-01-06' (of line 2)", "1 row affected", "keeps the first"],
     ),
 }
 
@@ -187,4 +220,128 @@ def test_other_tables_validate_their_values(
 ) -> None:
     with pytest.raises(BadInputError, match=fragment):
         ingest_file(store, table, write_csv(f"{table}.csv", text))
+    assert store.commits() == []
+
+
+def test_a_fundamental_cannot_be_known_after_its_file(
+    store: Store, write_csv: Callable[[str, str], Path]
+) -> None:
+    head = "instrument,field,period_end,knowledge_date,value\n"
+    late = write_csv(
+        "late.csv", head + "A,eps,2023-12-31,2024-02-01,1\nA,eps,2030-12-31,2031-02-01,2"
+    )
+    with pytest.raises(BadInputError) as err:
+        ingest_file(store, "fundamentals", late, knowledge_time="2024-03-01")
+    assert err.value.problems == [
+        f"{late}: line 3, column 'knowledge_date': knowledge_date after the knowledge time "
+        "2024-03-01T00:00:00+00:00 (known after the file holding it was delivered): "
+        "'2031-02-01' (1 row affected); give the --knowledge-time when the file was delivered, "
+        "or fix the knowledge_date"
+    ]
+    assert store.commits() == []
+    # Published on the day the file was delivered: fine.
+    ok = write_csv("ok.csv", head + "A,eps,2023-12-31,2024-03-01,1")
+    assert ingest_file(store, "fundamentals", ok, knowledge_time="2024-03-01T18:00").new == 1
+
+
+ACTIONS = "instrument,ex_date,kind,ratio,amount\n"
+
+
+def test_a_dividend_at_or_above_the_previous_close_is_refused(
+    seeded: Store, write_csv: Callable[[str, str], Path]
+) -> None:
+    """A's closes are 10.5 (Jan 2) and 10.8 (Jan 3): a dividend going ex on Jan 3 is paid
+    from 10.5; one of 10.5 would make the adjustment factor infinite."""
+    path = write_csv(
+        "divs.csv",
+        ACTIONS + "A,2020-01-03,dividend,,0.2\nA,2020-01-03,split,2,\nA,2020-01-06,dividend,,10.8",
+    )
+    path_bad = write_csv("bad_divs.csv", ACTIONS + "A,2020-01-03,dividend,,10.5")
+    before = _state(seeded)
+    with pytest.raises(BadInputError) as err:
+        ingest_file(seeded, "actions", path_bad, knowledge_time="2020-01-05")
+    assert err.value.problems == [
+        f"{path_bad}: line 2, column 'amount': dividend at or above the previous close in the "
+        "store: '10.5' (the close before it is 10.5) (1 row affected); a dividend is cash per "
+        "share and must be below the price it is paid from: check the amount (not a yield, a "
+        "total or in another currency) and the ex-date"
+    ]
+    assert _state(seeded)[0] == before[0]
+    with pytest.raises(BadInputError, match=r"line 4, column 'amount'.*close before it is 10\.8"):
+        ingest_file(seeded, "actions", path, knowledge_time="2020-01-05")
+    assert _state(seeded)[0] == before[0]
+    # The good rows go in with --skip-bad, and adjusted reads work.
+    result = ingest_file(seeded, "actions", path, knowledge_time="2020-01-05", skip_bad=True)
+    assert (result.new, result.rejected) == (2, 1)
+    adjusted = read_bars(seeded, ["close"], adjust="adjusted").filter(pl.col("instrument") == "A")
+    # Jan 3 on: the split (x2) and the dividend (10.5 / (10.5 - 0.2)).
+    np.testing.assert_allclose(adjusted["close"].to_list(), [10.5, 10.8 * 2 * 10.5 / 10.3])
+
+
+def test_bars_below_a_known_dividend_are_refused(
+    seeded: Store, write_csv: Callable[[str, str], Path]
+) -> None:
+    """The dividend came first (its closes were not known yet): the bars it would be paid
+    from are then checked against it."""
+    ingest_file(
+        seeded,
+        "actions",
+        write_csv("div.csv", ACTIONS + "E,2020-01-08,dividend,,5"),
+        knowledge_time="2020-01-05",
+    )
+    path = write_csv(
+        "e.csv",
+        "instrument,date,open,high,low,close,volume\n"
+        "E,2020-01-06,6,6,4,5.5,10\nE,2020-01-07,6,6,4,4.9,10\nE,2020-01-08,5,6,4,5,10",
+    )
+    before = _state(seeded)
+    with pytest.raises(BadInputError) as err:
+        ingest_file(seeded, "bars", path, knowledge_time="2020-01-09")
+    assert err.value.problems == [
+        f"{path}: line 3, column 'close': close at or below a dividend the store knows (paid "
+        "from this close): '4.9' (at or below the dividend 5 going ex on 2020-01-08) (1 row "
+        "affected); a dividend is cash per share and must be below the price it is paid from: "
+        "check the amount (not a yield, a total or in another currency) and the ex-date"
+    ]
+    assert _state(seeded)[0] == before[0]
+    # The row before the ex-date is what counts: the same close a day earlier is fine.
+    ok = path.with_name("ok.csv")
+    ok.write_text(path.read_text().replace("2020-01-07,6,6,4,4.9", "2020-01-07,6,6,4,5.9"))
+    ingest_file(seeded, "bars", ok, knowledge_time="2020-01-09")
+    assert read_bars(seeded, ["close"], adjust="adjusted").height == 6
+
+
+def test_skip_bad_keeps_one_copy_of_an_exact_duplicate(
+    seeded: Store, write_csv: Callable[[str, str], Path]
+) -> None:
+    path = write_csv(
+        "dups.csv",
+        "instrument,date,open,high,low,close,volume\n"
+        "C,2020-01-06,1,2,1,1.5,10\n"  # line 2
+        "D,2020-01-06,1,2,1,2,10\n"  # line 3: conflicts with line 5
+        "C,2020-01-06,1,2,1,1.50,10\n"  # line 4: the same values as line 2
+        "D,2020-01-06,1,3,1,2.5,10\n",  # line 5
+    )
+    result = ingest_file(seeded, "bars", path, skip_bad=True, knowledge_time="2020-02-01")
+    assert (result.new, result.rejected) == (1, 3)
+    rejects = pl.read_csv(f"{path}.rejected.csv", infer_schema=False)
+    assert rejects.select("line", "instrument").rows() == [("3", "D"), ("4", "C"), ("5", "D")]
+    assert rejects["reason"].to_list() == [
+        "date: duplicate (instrument, date) with different values (conflicting rows)",
+        "date: duplicate (instrument, date) row, an exact copy",
+        "date: duplicate (instrument, date) with different values (conflicting rows)",
+    ]
+    got = read_bars(seeded, ["close"]).filter(pl.col("instrument").is_in(["C", "D"]))
+    assert got.rows() == [("C", date(2020, 1, 6), 1.5)]
+
+
+def test_all_is_not_a_name_for_a_stored_universe(
+    store: Store, write_csv: Callable[[str, str], Path]
+) -> None:
+    from quarry.exceptions import UsageError
+
+    path = write_csv("u.csv", "instrument,start,end\nA,2020-01-01,")
+    for name in ("all", "ALL"):
+        with pytest.raises(UsageError, match=f"'{name}' is the built-in universe of every"):
+            ingest_file(store, "universe", path, universe=name)
     assert store.commits() == []

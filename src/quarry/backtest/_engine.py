@@ -23,6 +23,7 @@ previous day's value.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -89,6 +90,11 @@ class BacktestConfig:
     impact: float = 0.0  # share of the traded value per unit of participation (shares/volume)
 
     def __post_init__(self) -> None:
+        for name in ("account", "open_cost", "close_cost", "min_cost", "slippage", "impact",
+                     "risk_degree", "delist_return", "limit_threshold"):  # fmt: skip
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise UsageError(f"--{name.replace('_', '-')} {value}: give a finite number")
         if self.account <= 0:
             raise UsageError(f"--account {self.account}: give a positive starting cash")
         for name in ("open_cost", "close_cost", "min_cost", "slippage", "impact"):
@@ -98,6 +104,16 @@ class BacktestConfig:
             raise UsageError(f"lot size {self.lot_size}: give 1 or more shares")
         if not 0 < self.risk_degree <= 1:
             raise UsageError(f"risk degree {self.risk_degree}: give a share in (0, 1]")
+        if self.limit_threshold is not None and self.limit_threshold <= 0:
+            raise UsageError(
+                f"--limit-threshold {self.limit_threshold}: give a positive daily move (0.095 "
+                "for 9.5%), or none for a market without price limits"
+            )
+        if self.delist_return < -1:
+            raise UsageError(
+                f"--delist-return {self.delist_return}: a holding cannot lose more than all of "
+                "its value; give -1 or more"
+            )
 
 
 # day, instrument, side (+1 buy / -1 sell), shares, price, value, cost (the fee), slippage,

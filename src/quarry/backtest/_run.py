@@ -29,8 +29,6 @@ What metrics.json says besides the performance, for a caller (the promotion gate
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -40,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from quarry._json import dumps
 from quarry.backtest._engine import BacktestConfig, Simulation
 from quarry.backtest._market import Aligned, Coverage, align, index_returns, industry_codes
 from quarry.backtest._metrics import summary
@@ -51,7 +50,7 @@ if TYPE_CHECKING:  # the models package imports its estimators: only when a sign
     from quarry.models._signal import SignalReport
     from quarry.portfolio import OptimizerConfig
 
-__all__ = ["STRATEGIES", "BacktestResult", "run_backtest", "strict_json"]
+__all__ = ["STRATEGIES", "BacktestResult", "run_backtest"]
 
 STRATEGIES = ("topk-dropout", "long-short", "score-weighted", "optimizer")
 _STATUS = {0: "filled", 1: "suspended", 2: "limit", 3: "delisted"}
@@ -440,15 +439,6 @@ def _warnings(grid: Aligned, result: BacktestResult, source: str) -> list[str]:
     return out
 
 
-def strict_json(value: Any) -> Any:
-    """Strict JSON: an undefined or infinite figure becomes null."""
-    if isinstance(value, dict):
-        return {k: strict_json(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def write(result: BacktestResult, out: Path) -> None:
     from quarry.backtest._report import write_report
 
@@ -457,7 +447,7 @@ def write(result: BacktestResult, out: Path) -> None:
         result.returns.write_parquet(out / "returns.parquet")
         result.positions.write_parquet(out / "positions.parquet")
         result.orders.write_parquet(out / "orders.parquet")
-        (out / "metrics.json").write_text(json.dumps(strict_json(result.metrics), indent=2))
+        (out / "metrics.json").write_text(dumps(result.metrics))
         write_report(result, out / "report.html")
     except OSError as exc:
         raise DataError(

@@ -30,9 +30,9 @@ def simulate_topk(
 ) -> Simulation:
     """TopK-Dropout (Qlib's rule, see ``quarry.portfolio.topk_dropout_day``) on ``scores``
     (days x instruments, day t's scores trading on day t+1) over ``market``."""
-    from quarry.portfolio._topk import _check_params
+    from quarry.portfolio import check_topk_params
 
-    _check_params(topk, n_drop)
+    check_topk_params(topk, n_drop, hold_thresh)
     days, n = market.close.shape
     if scores.shape != (days, n):
         raise UsageError(f"the signal covers {scores.shape}, the market {(days, n)}")

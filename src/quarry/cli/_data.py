@@ -93,8 +93,11 @@ def generate_cmd(
     """Generate a realistic, seeded synthetic market into a new store.
 
     Market and industry factors with fat-tailed returns, listings and delistings, splits and
-    dividends, lagged fundamentals, and vendor corrections committed a week after the
-    history. Example: quarry data generate --store ./store --instruments 300 --days 1500
+    dividends, lagged fundamentals, vendor corrections and an index universe ('large', the
+    larger half by market value, reviewed each quarter). Each fact is known from when it
+    would have been (a bar after its close, a fundamental when published, a correction days
+    later), so --as-of reads inside the history are point in time. Example:
+    quarry data generate --store ./store --instruments 300 --days 1500
     """
     s = _store(store)
     with progress_bar() as update:
@@ -124,7 +127,10 @@ def ingest_cmd(
             "FILE.rejected.csv (default: any bad row fails the whole ingest)."
         ),
     ] = False,
-    name: Annotated[str | None, typer.Option(help="Universe name (universe files only).")] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Universe name (universe files only; 'all' is built in, not stored)."),
+    ] = None,
     replace: Annotated[
         bool,
         typer.Option(
@@ -184,7 +190,11 @@ def read_cmd(
     start: Annotated[str | None, typer.Option(help="First date, YYYY-MM-DD.")] = None,
     end: Annotated[str | None, typer.Option(help="Last date, YYYY-MM-DD.")] = None,
     universe: Annotated[
-        str | None, typer.Option(help="Keep rows on dates the instrument was a member.")
+        str | None,
+        typer.Option(
+            help="Keep rows on dates the instrument was a member; 'all' is every instrument "
+            "of the store (delisted ones on the days they traded)."
+        ),
     ] = None,
     as_of: Annotated[
         str | None,
@@ -228,7 +238,11 @@ def read_cmd(
 @app.command("versions")
 @fail_cleanly
 def versions_cmd(store: StoreOpt = None, json_out: JsonOpt = False) -> None:
-    """List the store's commits: id (table@version), knowledge time, rows, corrections."""
+    """List the store's commits: id (table@version), knowledge time, rows, corrections.
+
+    A commit of history whose rows became known one by one (a generated market's) shows the
+    knowledge times of its first and last rows.
+    """
     s = _store(store)
     s.require()
     commits = s.commits()
@@ -240,9 +254,12 @@ def versions_cmd(store: StoreOpt = None, json_out: JsonOpt = False) -> None:
         right = col in ("rows", "corrections")
         t.add_column(col, justify="right" if right else "left", overflow="fold")
     for c in commits:
+        when = c.knowledge_time.strftime("%Y-%m-%d %H:%M")
+        if c.last_known != c.knowledge_time:
+            when += f" to {c.last_known.strftime('%Y-%m-%d %H:%M')}"
         t.add_row(
             c.id,
-            c.knowledge_time.strftime("%Y-%m-%d %H:%M"),
+            when,
             f"{c.rows:,}",
             f"{c.corrections:,}",
             c.source,

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from quarry.cli._output import console, fail_cleanly
+from quarry.cli._output import console, fail_cleanly, print_json
 from quarry.exceptions import UsageError
 
 server_app = typer.Typer(help="The job service: API, workers and watchdog.", no_args_is_help=True)
@@ -66,7 +66,7 @@ def tokens_create_cmd(
     with JobStore(db) as store:
         token = store.create_token(user, project)
     if as_json:
-        print(json.dumps({"user": user, "project": project, "token": token}))
+        print_json({"user": user, "project": project, "token": token})
     else:
         print(token)
 
@@ -129,7 +129,7 @@ def submit_cmd(
     parsed = load_manifest(manifest)  # the file's own errors, with its name and line
     job = _call(server, "POST", "/v1/jobs", parsed.model_dump(mode="json"))
     if as_json:
-        print(json.dumps(job))
+        print_json(job)
     else:
         console.print(f"job {job['id']} {job['status']}", highlight=False)
 
@@ -150,7 +150,7 @@ def list_cmd(
     query += f"&project={project}" if project else ""
     page = _call(server, "GET", "/v1/jobs" + query)
     if as_json:
-        print(json.dumps(page))
+        print_json(page)
         return
     for job in page["jobs"]:
         console.print(f"{job['id']:>6}  {job['status']:<10} {job['project']:<12} {job['name']}",
@@ -164,7 +164,7 @@ def show_cmd(job_id: int, server: Server = None, as_json: AsJson = False) -> Non
     """A job: its status, resources and every attempt with its outcome and reason."""
     job = _call(server, "GET", f"/v1/jobs/{job_id}")
     if as_json:
-        print(json.dumps(job))
+        print_json(job)
         return
     r = job["resources"]
     console.print(f"job {job['id']} {job['name']} ({job['project']}): {job['status']}"
@@ -191,7 +191,7 @@ def logs_cmd(
         return
     text = _call(server, "GET", path, raw=True)
     if as_json:
-        print(json.dumps({"id": job_id, "log": text}))
+        print_json({"id": job_id, "log": text})
     else:
         sys.stdout.write(text)
 
@@ -202,7 +202,7 @@ def cancel_cmd(job_id: int, server: Server = None, as_json: AsJson = False) -> N
     """Cancel a queued or running job."""
     job = _call(server, "POST", f"/v1/jobs/{job_id}/cancel")
     if as_json:
-        print(json.dumps(job))
+        print_json(job)
     else:
         console.print(f"job {job['id']} {job['status']}", highlight=False)
 

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import functools
-import json
-import math
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-import numpy as np
 import polars as pl
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from quarry._json import dumps
 from quarry.exceptions import DataError, ExpressionError, QuarryError
 
 __all__ = [
@@ -26,7 +24,6 @@ __all__ = [
     "fail_cleanly",
     "print_json",
     "progress_bar",
-    "strict_json",
     "warn",
     "write_parquet",
 ]
@@ -42,21 +39,7 @@ def print_json(obj: Any) -> None:
     """Machine output: plain JSON on stdout, no colour or wrapping. An undefined or infinite
     figure (NaN, inf) is null, since JSON has no such numbers; every command's --json output
     goes through here."""
-    print(json.dumps(strict_json(obj), indent=2, default=str, allow_nan=False))
-
-
-def strict_json(value: Any) -> Any:
-    """``value`` with NaN and infinities as None (in mappings, lists and tuples, numpy
-    scalars included), ready for ``json.dumps(..., allow_nan=False)``."""
-    if isinstance(value, Mapping):
-        return {k: strict_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [strict_json(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    print(dumps(obj))
 
 
 def fail_cleanly(fn: Callable[P, R]) -> Callable[P, R]:

@@ -6,13 +6,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 from deltalake import DeltaTable
 
 from quarry.data._resolve import read_latest
-from quarry.data._schemas import TableSpec, table_spec
+from quarry.data._schemas import ALL, BARS, TableSpec, table_spec
+from quarry.data._steps import last_known
 from quarry.data._store import Commit, Store, to_utc
-from quarry.data._validate import check_frame, read_input
+from quarry.data._validate import ROW, Check, check_frame, read_input
 from quarry.exceptions import BadInputError, DataError, UsageError
 
 __all__ = ["IngestResult", "ingest_file", "ingest_frame"]
@@ -159,6 +161,11 @@ def ingest_file(
     if spec.name == "universe":
         if not universe:
             raise UsageError("ingesting a universe needs its name: pass --name U")
+        if universe.strip().lower() == ALL:
+            raise UsageError(
+                f"{path}: {universe!r} is the built-in universe of every instrument in the "
+                "store and cannot be replaced; give this universe another --name"
+            )
         if skip_bad:
             # A universe file replaces the whole membership: dropping a bad row would erase
             # that member's history (a survivorship leak), so it must be fixed instead.
@@ -175,7 +182,15 @@ def ingest_file(
             "would shadow every correction made before then; give a past or present time"
         )
     raw, first_line = read_input(path)
-    checked = check_frame(str(path), spec, raw, first_line, fixed)
+    checked = check_frame(
+        str(path),
+        spec,
+        raw,
+        first_line,
+        fixed,
+        knowledge_time=kt,
+        lookups=lambda typed: _store_checks(store, spec, typed, kt),
+    )
     rejects_path = None
     if checked.problems:
         if not skip_bad:
@@ -211,3 +226,121 @@ def ingest_file(
         result.commit,
         result.retracted,
     )
+
+
+def _store_checks(store: Store, spec: TableSpec, typed: pl.DataFrame, kt: datetime) -> list[Check]:
+    """Checks of a file's rows against what the store knew at ``kt``.
+
+    A cash dividend at or above the close before its ex-date would make the adjustment factor
+    negative or infinite, and every adjusted read of the store would fail: refused whether the
+    dividend comes after the bars (actions file) or the bars after the dividend (bars file).
+    """
+    if spec.name == "corporate_actions":
+        return _dividends_against_closes(store, typed, kt)
+    if spec.name == "bars":
+        return _closes_against_dividends(store, typed, kt)
+    return []
+
+
+_DIVIDEND_ADVICE = (
+    "a dividend is cash per share and must be below the price it is paid from: check the amount "
+    "(not a yield, a total or in another currency) and the ex-date"
+)
+
+
+def _dividends_against_closes(store: Store, typed: pl.DataFrame, kt: datetime) -> list[Check]:
+    divs = (
+        typed.filter(
+            (pl.col("kind") == "dividend")
+            & pl.col("amount").is_not_null()
+            & pl.col("instrument").is_not_null()
+            & pl.col("ex_date").is_not_null()
+        )
+        .select(ROW, "instrument", "ex_date", "amount")
+        .sort("instrument", "ex_date")
+    )
+    if divs.height == 0 or store.table("bars") is None:
+        return []
+    closes = read_latest(
+        store,
+        BARS,
+        ["close"],
+        pl.col("instrument").is_in(divs["instrument"].unique().implode()),
+        kt,
+        between=(None, divs["ex_date"].max()),
+    )
+    prev = last_known(divs, closes, "ex_date", "date", ["close"], strict=True).values["close"]
+    bad = divs["amount"].to_numpy() >= prev  # NaN (no close known before) compares False
+    if not bad.any():
+        return []
+    rows = divs[ROW].filter(pl.Series(bad))
+    detail = np.full(typed.height, None, dtype=object)
+    detail[rows.to_numpy()] = [f"the close before it is {p:g}" for p in prev[bad]]
+    return [
+        Check(
+            "dividend at or above the previous close in the store",
+            "amount",
+            pl.lit(typed[ROW].is_in(rows.implode())),
+            _DIVIDEND_ADVICE,
+            pl.lit(pl.Series(detail.tolist(), dtype=pl.String)),
+        )
+    ]
+
+
+def _closes_against_dividends(store: Store, typed: pl.DataFrame, kt: datetime) -> list[Check]:
+    mine = typed.filter(
+        pl.col("instrument").is_not_null()
+        & pl.col("date").is_not_null()
+        & pl.col("close").is_finite()
+        & (pl.col("close") >= 0)  # a negative close is reported on its own
+    )
+    if mine.height == 0:
+        return []
+    acts = store.scan("corporate_actions", as_of=kt)
+    if acts is None:
+        return []
+    first_day = mine["date"].min()
+    divs = (
+        acts.filter(
+            (pl.col("kind") == "dividend")
+            & pl.col("amount").is_not_null()
+            & pl.col("instrument").is_in(mine["instrument"].unique().implode())
+            & (pl.col("ex_date") > first_day)
+        )
+        .select("instrument", "ex_date", "amount")
+        .collect()
+        .sort("instrument", "ex_date")
+    )
+    if divs.height == 0:
+        return []
+    # The closes each dividend will be paid from once this file is in: the store's, with the
+    # file's rows over them.
+    file_rows = mine.select("instrument", "date", "close", pl.col(ROW).cast(pl.Float64))
+    known = read_latest(
+        store,
+        BARS,
+        ["close"],
+        pl.col("instrument").is_in(divs["instrument"].unique().implode()),
+        kt,
+        between=(first_day, divs["ex_date"].max()),
+    ).with_columns(pl.lit(None, pl.Float64).alias(ROW))
+    merged = pl.concat(
+        [known.join(file_rows, on=["instrument", "date"], how="anti"), file_rows]
+    ).sort("instrument", "date")
+    found = last_known(divs, merged, "ex_date", "date", ["close", ROW], strict=True).values
+    bad = (divs["amount"].to_numpy() >= found["close"]) & np.isfinite(found[ROW])
+    if not bad.any():
+        return []
+    rows = found[ROW][bad].astype(np.int64)
+    detail = np.full(typed.height, None, dtype=object)
+    for r, d in zip(rows, divs.filter(pl.Series(bad)).iter_rows(named=True), strict=True):
+        detail[r] = f"at or below the dividend {d['amount']:g} going ex on {d['ex_date']}"
+    return [
+        Check(
+            "close at or below a dividend the store knows (paid from this close)",
+            "close",
+            pl.lit(typed[ROW].is_in(pl.Series(rows).cast(typed[ROW].dtype).implode())),
+            _DIVIDEND_ADVICE,
+            pl.lit(pl.Series(detail.tolist(), dtype=pl.String)),
+        )
+    ]

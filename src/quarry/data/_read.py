@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from quarry.data._resolve import read_latest
-from quarry.data._schemas import BARS
+from quarry.data._schemas import ALL, BARS
 from quarry.data._steps import last_known
 from quarry.data._store import Store, to_utc
 from quarry.exceptions import DataError, UsageError
@@ -153,8 +153,12 @@ def members(
     """The membership spans of a universe known at ``as_of``: instrument, start, end.
 
     Delisted instruments keep their spans: a universe read on a past date has the members of
-    that date, not today's survivors.
+    that date, not today's survivors. The built-in universe ``all`` is every instrument with
+    bars known at ``as_of``, from its first bar to its last (end empty while it still trades:
+    its last bar is on the last date known).
     """
+    if universe == ALL:
+        return _all_members(store, as_of)
     lf = store.scan("universe", as_of=as_of)
     spans = (
         lf.filter(pl.col("universe") == universe).select("instrument", "start", "end").collect()
@@ -167,10 +171,25 @@ def members(
             if lf is not None
             else []
         )
-        hint = f"; known universes: {', '.join(known)}" if known else ""
+        hint = f"; known universes: {', '.join([ALL, *known])}"
         when = f" as of {as_of}" if as_of is not None else ""
         raise UsageError(f"{store.location}: no universe named {universe!r} known{when}{hint}")
     return spans
+
+
+def _all_members(store: Store, as_of: datetime | str | None) -> pl.DataFrame:
+    when = to_utc(as_of)
+    bars = read_latest(
+        store, BARS, [], None, when, between=(None, when.date()) if when is not None else None
+    )
+    if bars.height == 0:
+        return pl.DataFrame(schema={"instrument": pl.String, "start": pl.Date, "end": pl.Date})
+    last_day = bars["date"].max()
+    return (
+        bars.group_by("instrument", maintain_order=True)
+        .agg(pl.col("date").min().alias("start"), pl.col("date").max().alias("end"))
+        .with_columns(pl.when(pl.col("end") < last_day).then(pl.col("end")).alias("end"))
+    )
 
 
 def industries(store: Store, as_of: datetime | str | None = None) -> pl.DataFrame:
@@ -238,7 +257,8 @@ def read_bars(
     fields, which carry their latest published value forward. With ``adjust="adjusted"``
     prices are multiplied and volume divided by the cumulative factor of the actions up to
     each date (``factor`` then returns that factor). With ``universe`` only rows on dates the
-    instrument was a member are kept. Sorted by instrument, then date.
+    instrument was a member are kept; the built-in universe ``all`` is every instrument of the
+    store, delisted ones included on the dates they traded. Sorted by instrument, then date.
 
     Examples
     --------
@@ -287,7 +307,8 @@ def read_bars(
         when,
         between=(start_d, last) if (start_d or last) else None,
     )
-    if universe is not None:
+    # The built-in universe "all" is every bar known: no row is outside it.
+    if universe is not None and universe != ALL:
         df = df.filter(_membership(df, members(store, universe, when)))
     if factors is not None:
         df = apply_adjustment(df, factors.result())

@@ -5,9 +5,13 @@ a commit are sorted runs. The *spine* is a set of commits whose key ranges do no
 (typically the bulk history); the other visible commits are *patches* (corrections and
 appends). When every patch is newer than the spine, the answer is the spine's files
 concatenated in key order, with each corrected row's values written over the old ones in
-place and new keys (appended days) inserted by one gather. Anything else (patches older than
-the spine, patches that outweigh it) takes the general path: a group-wise "latest version"
-and a sort.
+place and new keys (appended days) inserted by one gather. Anything else (patches that
+outweigh the spine) takes the general path: a group-wise "latest version" and a sort.
+
+A commit's rows may carry knowledge times of their own (history whose rows became known one
+by one): a file then spans a range of knowledge times, rows known after ``as_of`` are
+filtered out, and when a patch is not wholly newer than the spine, each patched row is
+compared with the spine row it would replace (the newer one wins).
 """
 
 from __future__ import annotations
@@ -108,7 +112,10 @@ def _files(store: Store, spec: TableSpec, dt: DeltaTable, as_of: datetime | None
         pl.col(f"max.{k0}").alias("hi"),
         pl.col(f"min.{k1}").alias("lo1"),
         pl.col(f"max.{k1}").alias("hi1"),
+        # Delta keeps times to the millisecond, rounded down: the bounds are widened to hold
+        # every row's own time (so kt is at or before the first, kt_hi after the last).
         pl.col(f"min.{KT}").cast(KT_DTYPE).alias("kt"),
+        (pl.col(f"max.{KT}").cast(KT_DTYPE) + pl.duration(milliseconds=1)).alias("kt_hi"),
         pl.col(f"min.{VERSION}").alias("version"),
     )
     if as_of is not None:
@@ -132,7 +139,13 @@ def _fast_path(
         return None  # no files, or missing statistics: nothing to plan with
     commits = (
         files.group_by("version")
-        .agg(pl.col("rows").sum(), pl.col("lo").min(), pl.col("hi").max(), pl.col("kt").first())
+        .agg(
+            pl.col("rows").sum(),
+            pl.col("lo").min(),
+            pl.col("hi").max(),
+            pl.col("kt").min(),
+            pl.col("kt_hi").max(),
+        )
         .sort("rows", descending=True)
     )
     spine: list[dict[str, Any]] = []
@@ -140,11 +153,13 @@ def _fast_path(
     for c in commits.iter_rows(named=True):
         clear = all(c["hi"] < s["lo"] or c["lo"] > s["hi"] for s in spine)
         (spine if clear else patches).append(c)
+    # Whether a patch row may be older than the spine row of its key: then each patched row
+    # is compared with the one it would replace (reading the spine's knowledge times).
+    compare = False
     if patches:
-        newest_spine = max((s["kt"], s["version"]) for s in spine)
+        newest_spine = max((s["kt_hi"], s["version"]) for s in spine)
         oldest_patch = min((p["kt"], p["version"]) for p in patches)
-        if oldest_patch <= newest_spine:
-            return None
+        compare = oldest_patch <= newest_spine
         # Patches that outweigh the spine are better resolved by one sort.
         if sum(int(p["rows"]) for p in patches) > sum(int(s["rows"]) for s in spine):
             return None
@@ -158,37 +173,85 @@ def _fast_path(
     k0, k1 = spec.key
     lo1, hi1 = between if between is not None else (None, None)
     in_range = _between(k1, between)
+    known = pl.col(KT) <= as_of if as_of is not None else None
 
     def scan(uris: list[str], cols: list[str], where: pl.Expr | None) -> pl.LazyFrame:
         lf = pl.scan_parquet(uris, storage_options=opts, hive_partitioning=False)
         return (lf.filter(where) if where is not None else lf).select(cols)
 
     scans = []
+    versions: list[int] = []
     for f in spine_files.iter_rows(named=True):
         if (lo1 is not None and f["hi1"] < lo1) or (hi1 is not None and f["lo1"] > hi1):
             continue  # the whole file is outside the range
         inside = (lo1 is None or f["lo1"] >= lo1) and (hi1 is None or f["hi1"] <= hi1)
+        # Rows known one by one: those known after as_of are left out.
+        later = known if as_of is not None and f["kt_hi"] > as_of else None
         # A filter copies every column even when it keeps all rows: skip it when it would.
-        scans.append(scan([f["uri"]], columns, _and(predicate, None if inside else in_range)))
-    frames = pl.collect_all(scans) if scans else []
-    frames = [f for f in frames if f.height]
+        where = _and(predicate, None if inside else in_range, later)
+        scans.append(scan([f["uri"]], [*columns, KT] if compare else columns, where))
+        versions.append(int(f["version"]))
+    collected = pl.collect_all(scans) if scans else []
+    kept = [i for i, f in enumerate(collected) if f.height]
+    frames = [collected[i] for i in kept]
+    versions = [versions[i] for i in kept]
+    del collected
     if not _in_order(frames, k0, k1):
         return None  # runs out of order: not written by a sorted commit
     if patches:
         patch_uris = files.filter(~pl.col("version").is_in(spine_versions))["uri"].to_list()
         patch = (
-            scan(patch_uris, [*columns, KT, VERSION, DELETED], _and(predicate, in_range))
+            scan(patch_uris, [*columns, KT, VERSION, DELETED], _and(predicate, in_range, known))
             .sort([k0, k1, KT, VERSION])
             .unique([k0, k1], keep="last", maintain_order=True)
             .collect()
         )
+        if compare:
+            spine_kt = [f[KT].to_physical().to_numpy() for f in frames]
+            frames = [f.drop(KT) for f in frames]
+            patch = _newer_than_spine(frames, spine_kt, versions, patch, spec)
+            del spine_kt
         if patch.height:
             if not frames:
                 return patch.filter(~pl.col(DELETED)).select(columns)
             return _apply_patch(frames, patch, spec, columns)
+    elif compare:
+        frames = [f.drop(KT) for f in frames]
     if not frames:
         return pl.DataFrame(schema={c: spec.schema()[c] for c in columns})
     return pl.concat(frames, how="vertical", rechunk=False)
+
+
+def _newer_than_spine(
+    frames: list[pl.DataFrame],
+    spine_kt: list[np.ndarray],
+    versions: list[int],
+    patch: pl.DataFrame,
+    spec: TableSpec,
+) -> pl.DataFrame:
+    """The patch rows that win over the spine row of their key (a later knowledge time, or
+    the same one and a later commit); rows of keys the spine lacks all stay."""
+    if not frames or patch.height == 0:
+        return patch
+    k0, k1 = spec.key
+    heights = np.array([f.height for f in frames], dtype=np.int64)
+    starts = np.cumsum(heights) - heights
+    pos, found = locate(pl.concat(frames, how="vertical", rechunk=False), patch, k0, k1)
+    at = np.nonzero(found)[0]
+    owner = np.searchsorted(starts, pos[at], side="right") - 1
+    old_kt = np.empty(at.size, dtype=np.int64)
+    for i in np.unique(owner):
+        mine = owner == i
+        old_kt[mine] = spine_kt[i][pos[at[mine]] - starts[i]]
+    old_version = np.asarray(versions, dtype=np.int64)[owner]
+    new_kt = patch[KT].to_physical().to_numpy()[at]
+    new_version = patch[VERSION].to_numpy()[at]
+    older = (new_kt < old_kt) | ((new_kt == old_kt) & (new_version < old_version))
+    if not older.any():
+        return patch
+    keep = np.ones(patch.height, dtype=bool)
+    keep[at[older]] = False
+    return patch.filter(pl.Series(keep))
 
 
 def _in_order(frames: list[pl.DataFrame], k0: str, k1: str) -> bool:

@@ -8,6 +8,7 @@ from typing import Literal
 import polars as pl
 
 __all__ = [
+    "ALL",
     "DELETED",
     "KT",
     "TABLES",
@@ -25,6 +26,8 @@ VERSION = "_version"
 # A retraction ("this key no longer holds") is a row of its own, so it is history too.
 DELETED = "_deleted"
 KT_DTYPE = pl.Datetime("us", "UTC")
+# The built-in universe of every instrument in a store; no stored universe may take its name.
+ALL = "all"
 
 
 @dataclass(frozen=True)

@@ -47,10 +47,18 @@ class Commit:
     corrections: int
     source: str
     retracted: int = 0
+    # The knowledge time of the commit's latest row: later than ``knowledge_time`` only for a
+    # commit whose rows became known one by one (see ``Store.commit``).
+    known_until: datetime | None = None
 
     @property
     def id(self) -> str:
         return f"{self.table}@{self.version}"
+
+    @property
+    def last_known(self) -> datetime:
+        """When the last of the commit's rows became known."""
+        return self.known_until or self.knowledge_time
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +66,7 @@ class Commit:
             "table": self.table,
             "version": self.version,
             "knowledge_time": self.knowledge_time.isoformat(),
+            "known_until": self.last_known.isoformat(),
             "committed_at": self.committed_at.isoformat(),
             "rows": self.rows,
             "corrections": self.corrections,
@@ -154,6 +163,13 @@ class Store:
         If another writer committed after it, nothing is written and ConflictError is raised:
         the caller's view of "what changed" would be stale. ``retract`` holds keys that no
         longer hold from ``knowledge_time`` on; each becomes a retraction row in this commit.
+
+        Rows that became known one by one (history written at once, as a generated market's
+        bars, each known after its own close) carry their own knowledge time in a ``_kt``
+        column, none later than ``knowledge_time``; the commit is then visible from its
+        earliest row's time on, and each row from its own. One key must not appear twice in
+        such a commit; in a snapshot table (universe) the rows sharing a ``_kt`` are the
+        snapshot known from that time.
         """
         version = 0 if base is None else base.version() + 1
         frame = (
@@ -161,7 +177,17 @@ class Store:
             if isinstance(batches, pl.DataFrame)
             else pl.concat(list(batches), how="vertical", rechunk=False)
         )
+        row_kt = frame[KT].cast(KT_DTYPE) if KT in frame.columns else None
         frame = spec.conform(frame).with_columns(pl.lit(False).alias(DELETED))
+        if row_kt is not None:
+            # Callers are Quarry's own (the generator): a violation is a bug, not bad input.
+            late = row_kt.filter(row_kt.is_null() | (row_kt > knowledge_time))
+            if late.len() or (retract is not None and retract.height):
+                raise ValueError(
+                    "per-row knowledge times must be set, not after the commit's, and come "
+                    "without retractions"
+                )
+            frame = frame.with_columns(row_kt.alias(KT))
         retracted = 0 if retract is None else retract.height
         if retracted:
             assert retract is not None
@@ -178,14 +204,19 @@ class Store:
         frame = sort_by_key(frame, spec.key)
         # One contiguous batch: delta-rs writes the batches of a stream concurrently and so
         # out of order, and key order on disk is what lets reads skip a sort.
-        stamped = frame.with_columns(
-            pl.lit(knowledge_time, KT_DTYPE).alias(KT),
-            pl.lit(version, pl.Int64).alias(VERSION),
-        ).rechunk()
+        stamps = [pl.lit(version, pl.Int64).alias(VERSION)]
+        first_kt, last_kt = knowledge_time, knowledge_time
+        if row_kt is None:
+            stamps.append(pl.lit(knowledge_time, KT_DTYPE).alias(KT))
+        elif frame.height:
+            bounds = frame.select(pl.col(KT).min().alias("lo"), pl.col(KT).max().alias("hi"))
+            first_kt, last_kt = bounds["lo"].item(), bounds["hi"].item()
+        stamped = frame.with_columns(stamps).rechunk()
         schema = _arrow_schema(spec)
         data = stamped.select(schema.names).to_arrow().cast(schema).combine_chunks()
         meta = {
-            f"{_META}.knowledge_time": knowledge_time.isoformat(),
+            f"{_META}.knowledge_time": first_kt.isoformat(),
+            f"{_META}.known_until": last_kt.isoformat(),
             f"{_META}.corrections": str(corrections),
             f"{_META}.source": source,
             f"{_META}.retracted": str(retracted),
@@ -224,12 +255,13 @@ class Store:
         return Commit(
             spec.name,
             version,
-            knowledge_time,
+            first_kt,
             datetime.now(UTC),
             rows,
             corrections,
             source,
             retracted,
+            last_kt,
         )
 
     # -- reading -----------------------------------------------------------------------------
@@ -348,6 +380,11 @@ def commits_of(table: str, dt: DeltaTable) -> list[Commit]:
                 corrections=int(entry.get(f"{_META}.corrections", 0)),
                 source=str(entry.get(f"{_META}.source", "")),
                 retracted=int(entry.get(f"{_META}.retracted", 0)),
+                known_until=(
+                    datetime.fromisoformat(until)
+                    if (until := entry.get(f"{_META}.known_until"))
+                    else None
+                ),
             )
         )
     return out

@@ -5,7 +5,16 @@ What it models: a market factor and industry factors with fat-tailed (Student-t)
 instruments that list and delist during the period; splits and cash dividends (raw prices
 jump, a vendor factor column and a corporate-actions table record them); persistent,
 return-sensitive volumes; quarterly fundamentals published 25-70 days after the quarter ends;
-vendor corrections and restatements as later commits; and optionally a planted alpha.
+vendor corrections and restatements; an index universe reviewed each quarter; and optionally a
+planted alpha.
+
+Every fact carries the time it became known, so that reads as of a date inside the history
+show what was known then: a bar after its day's close, a fundamental on its publication
+date, a corporate action when it was declared (two weeks before its ex-date), a listing,
+reclassification or delisting when it happened, the index's membership at each review, and a
+vendor correction days after the value it corrects. The history is written as one commit per
+table with a knowledge time per row (corrections in a second commit), which reads resolve as
+fast as one bulk commit.
 
 The planted alpha is a 5-day reversal: the signal on day t is the cross-sectional z-score of
 minus the instrument's 5-day log return, and the idiosyncratic return from close t+1 to
@@ -22,8 +31,7 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 import polars as pl
 
-from quarry.data._ingest import ingest_frame
-from quarry.data._schemas import table_spec
+from quarry.data._schemas import KT, KT_DTYPE, table_spec
 from quarry.data._store import Store
 from quarry.exceptions import UsageError
 
@@ -39,6 +47,12 @@ _EXCHANGES = ("XNYS", "XNAS", "XASE")
 # below the health check's 50% jump threshold.
 _MAX_MOVE = 0.3
 _CHUNK = 1000  # instruments per batch when building bars: bounds memory at 16,000 x 2,520
+# A day's bar is known after its close (16:00 in New York is 20:00 or 21:00 UTC).
+_AFTER_CLOSE = timedelta(hours=21)
+# Corporate actions are declared this many trading days before their ex-date.
+_DECLARED = 10
+# The index universe: the larger half of the listed instruments by market value.
+INDEX = "large"
 
 Progress = Callable[[str, int, int], None]
 
@@ -59,6 +73,8 @@ class GenerateSummary:
     fundamentals: int
     bar_corrections: int
     alpha_ic: float
+    # The history as first delivered is known by this time (the day after its last date);
+    # vendor corrections of it arrive up to two weeks later.
     knowledge_time: datetime
 
 
@@ -117,9 +133,11 @@ def generate(
 ) -> GenerateSummary:
     """Generate a synthetic market into an empty store.
 
-    The history is committed with a knowledge time of the day after its last date (the vendor
-    delivered it then); vendor corrections follow a week later as separate commits, so reading
-    ``as_of`` between the two shows the uncorrected values.
+    Each row is known from when it would have been (see the module's docstring): a read as
+    of a date inside the history sees the bars up to that date's close, the fundamentals
+    published by then, the index members of the last review and values before the vendor
+    corrected them. Universes: the built-in ``all`` and ``large`` (the larger half by market
+    value, reviewed at each quarter end).
     """
     if instruments < 2 or days < 30:
         raise UsageError("generate needs at least 2 instruments and 30 days")
@@ -231,11 +249,15 @@ def generate(
                     "factor": f.T[ok.T],
                 },
                 schema_overrides={"instrument": pl.String},
-            )
+            ).with_columns(_at(pl.col("date"), _AFTER_CLOSE).alias(KT))
             step("bars", hi, n)
 
     kt = datetime.combine(dates[-1].item() + timedelta(days=1), datetime.min.time(), UTC)
-    kt_fix = kt + timedelta(days=7)
+    # Corrections arrive up to two weeks after the history's last day.
+    kt_fix = kt + timedelta(days=14)
+    # Knowledge times and the index draw from their own stream, so that a seed's prices,
+    # actions and fundamentals do not depend on them.
+    rng_kt = np.random.default_rng([seed, 1])
 
     # Instruments, with a reclassification for about 5% of them.
     list_dates = [
@@ -277,18 +299,8 @@ def generate(
                     "valid_to": None,
                 }
             )
-    ingest_frame(
-        store,
-        table_spec("instruments"),
-        pl.DataFrame(inst_rows),
-        knowledge_time=kt,
-        source="generate",
-    )
-    universe = pl.DataFrame(
-        {"universe": "all", "instrument": names, "start": list_dates, "end": delist_dates},
-        schema_overrides={"end": pl.Date},
-    )
-    ingest_frame(store, table_spec("universe"), universe, knowledge_time=kt, source="generate")
+    _commit_instruments(store, pl.DataFrame(inst_rows), kt)
+    _commit_index(store, rng_kt, names, dates, alive, p0, r, kt)
 
     bars_spec = table_spec("bars")
     bars_commit = store.commit(
@@ -306,59 +318,95 @@ def generate(
             "kind": ev["kind"],
             "ratio": np.where(is_split, ev_x, np.nan),
             "amount": np.where(is_split, np.nan, np.round(ev_x * prev_close, 4)),
+            "declared": dates[np.maximum(ev_t - _DECLARED, 0)],
         },
         schema_overrides={"instrument": pl.String},
-    ).with_columns(pl.col("ratio").fill_nan(None), pl.col("amount").fill_nan(None))
+    ).with_columns(
+        pl.col("ratio").fill_nan(None),
+        pl.col("amount").fill_nan(None),
+        _at(pl.col("declared"), _AFTER_CLOSE).alias(KT),
+    )
     if actions.height:
-        ingest_frame(
-            store, table_spec("corporate_actions"), actions, knowledge_time=kt, source="generate"
+        store.commit(
+            table_spec("corporate_actions"),
+            actions.drop("declared"),
+            knowledge_time=kt,
+            base=None,
+            source="generate",
         )
 
     fund = _fundamentals(rng, names, dates, list_idx, delist_idx, p0, r, factor)
     fund_known = fund.filter(pl.col("knowledge_date") < kt.date())
-    ingest_frame(
-        store, table_spec("fundamentals"), fund_known, knowledge_time=kt, source="generate"
+    fund_spec = table_spec("fundamentals")
+    published = _at(pl.col("knowledge_date"), timedelta(0)).alias(KT)
+    store.commit(
+        fund_spec,
+        fund_known.with_columns(published),
+        knowledge_time=kt,
+        base=None,
+        source="generate",
     )
 
-    # Vendor corrections a week later: a few closes fixed, a few fundamentals restated.
+    # Vendor corrections, each known 1-10 days after the value it corrects: a few closes
+    # fixed, a few fundamentals restated.
     n_fix = max(3, bars_commit.rows // 100_000)
     picks = rng.choice(bars_commit.rows, size=min(n_fix, bars_commit.rows), replace=False)
-    fixed = (
+    original = (
         store.scan("bars", dt=store.table("bars"))
         .with_row_index("_i")  # type: ignore[union-attr]
         .filter(pl.col("_i").is_in(picks))
         .drop("_i")
         .collect()
     )
-    move = pl.Series(rng.choice([-1.0, 1.0], fixed.height) * rng.uniform(0.005, 0.02, fixed.height))
-    fixed = fixed.with_columns((pl.col("close") * (1 + move)).round(2).alias("close")).with_columns(
-        pl.max_horizontal("high", "close").alias("high"),
-        pl.min_horizontal("low", "close").alias("low"),
+    move = pl.Series(
+        rng.choice([-1.0, 1.0], original.height) * rng.uniform(0.005, 0.02, original.height)
     )
-    fix = ingest_frame(
-        store, bars_spec, fixed, knowledge_time=kt_fix, source="generate:corrections"
+    fixed = (
+        original.with_columns((pl.col("close") * (1 + move)).round(2).alias("close"))
+        .with_columns(
+            pl.max_horizontal("high", "close").alias("high"),
+            pl.min_horizontal("low", "close").alias("low"),
+        )
+        .filter(pl.col("close") != original["close"])
+    )
+    fixed = fixed.with_columns(_later(rng_kt, fixed.height, 1, 10))
+    fix = store.commit(
+        bars_spec,
+        fixed.select(*bars_spec.names, KT),
+        knowledge_time=kt_fix,
+        base=store.table("bars"),
+        corrections=fixed.height,
+        source="generate:corrections",
     )
     # Fundamentals: half of a 1% sample are vendor fixes of the value as published (same
-    # key: the truth was this value all along), half are company restatements, published
-    # 90 days later (a new knowledge_date: invisible before then).
+    # key: the truth was this value all along), known days later; half are company
+    # restatements, published 90 days later (a new knowledge_date: invisible before then).
     picked = fund_known.sample(fraction=0.01, seed=seed, shuffle=True)
+    vendor = picked.gather_every(2)
+    restated = (
+        picked.gather_every(2, offset=1)
+        .with_columns(
+            (pl.col("value") * 0.97).round(4),
+            pl.col("knowledge_date") + pl.duration(days=90),
+        )
+        .filter(pl.col("knowledge_date") < kt.date())
+        .with_columns(published)
+    )
     fixes = pl.concat(
         [
-            picked.gather_every(2).with_columns((pl.col("value") * 1.03).round(4)),
-            picked.gather_every(2, offset=1)
-            .with_columns(
-                (pl.col("value") * 0.97).round(4),
-                pl.col("knowledge_date") + pl.duration(days=90),
-            )
-            .filter(pl.col("knowledge_date") < kt_fix.date()),
+            vendor.with_columns((pl.col("value") * 1.03).round(4), published).with_columns(
+                _later(rng_kt, vendor.height, 1, 10)
+            ),
+            restated,
         ]
     )
     if fixes.height:
-        ingest_frame(
-            store,
-            table_spec("fundamentals"),
+        store.commit(
+            fund_spec,
             fixes,
             knowledge_time=kt_fix,
+            base=store.table("fundamentals"),
+            corrections=vendor.height,
             source="generate:corrections",
         )
 
@@ -373,9 +421,132 @@ def generate(
         splits=int(is_split.sum()),
         dividends=int((~is_split).sum()),
         fundamentals=fund_known.height,
-        bar_corrections=fix.corrected,
+        bar_corrections=fix.corrections,
         alpha_ic=alpha_ic,
         knowledge_time=kt,
+    )
+
+
+def _at(day: pl.Expr, offset: timedelta) -> pl.Expr:
+    """A knowledge time: ``offset`` after the start of ``day`` (UTC)."""
+    return (day.cast(pl.Datetime("us")) + offset).dt.replace_time_zone("UTC").cast(KT_DTYPE)
+
+
+def _later(rng: np.random.Generator, size: int, lo: int, hi: int) -> pl.Expr:
+    """The row's knowledge time moved ``lo`` to ``hi`` days later (a correction of it)."""
+    days = pl.Series(rng.integers(lo, hi + 1, size) * 86_400_000_000, dtype=pl.Int64)
+    return (pl.col(KT) + pl.lit(days).cast(pl.Duration("us"))).alias(KT)
+
+
+def _commit_instruments(store: Store, rows: pl.DataFrame, kt: datetime) -> None:
+    """Instruments as known over time: a listing from its list date (without the delisting or
+    the end of its first classification, which lie ahead), then each reclassification and
+    each delisting from the day it happened, as corrections of the rows they change."""
+    spec = table_spec("instruments")
+    rows = spec.conform(rows)  # typed even where a column is all empty
+    start = pl.col("list_date")
+    # What a listing told: no delisting yet, the industry open-ended; a reclassification's
+    # own row is known from its first day.
+    listed = rows.with_columns(
+        pl.lit(None, pl.Date).alias("delist_date"),
+        pl.lit(None, pl.Date).alias("valid_to"),
+        _at(pl.max_horizontal(start, pl.col("valid_from")), timedelta(0)).alias(KT),
+    )
+    store.commit(spec, listed, knowledge_time=kt, base=None, source="generate")
+    # A row's first classification closed by a reclassification, known on its day.
+    reclassified = rows.filter(pl.col("valid_to").is_not_null()).with_columns(
+        pl.lit(None, pl.Date).alias("delist_date"),
+        _at(pl.col("valid_to") + pl.duration(days=1), timedelta(0)).alias(KT),
+    )
+    # Every row of a delisted instrument, with its delisting, known after its last close.
+    delisted = rows.filter(pl.col("delist_date").is_not_null()).with_columns(
+        _at(pl.col("delist_date"), _AFTER_CLOSE).alias(KT)
+    )
+    for batch in (reclassified, delisted):
+        if batch.height:
+            store.commit(
+                spec,
+                batch,
+                knowledge_time=kt,
+                base=store.table("instruments"),
+                corrections=batch.height,
+                source="generate",
+            )
+
+
+def _commit_index(
+    store: Store,
+    rng: np.random.Generator,
+    names: list[str],
+    dates: np.ndarray,
+    alive: np.ndarray,
+    p0: np.ndarray,
+    r: np.ndarray,
+    kt: datetime,
+) -> None:
+    """The ``large`` universe: at the first day and at each quarter's last trading day, the
+    larger half of the listed instruments by market value become the members from the next
+    trading day. Each review's membership (every span so far) is a snapshot known after that
+    day's close; a delisted member's span ends on its last day from the next review on."""
+    d, n = alive.shape
+    month = dates.astype("datetime64[M]")
+    quarter_end = (month[:-1] != month[1:]) & np.isin(
+        (month[:-1].astype(np.int64) % 12) + 1, (3, 6, 9, 12)
+    )
+    reviews = sorted({0, *(int(t) for t in np.flatnonzero(quarter_end))})
+    log_shares = np.asarray(rng.normal(np.log(1e8), 1.0, n))
+    # Log market value at each review's close: the adjusted price (raw price times factor:
+    # a split changes neither) times a share count; the first review uses the opening price.
+    ends = [t + 1 for t in reviews[1:]]
+    sums = np.add.reduceat(r[: ends[-1]], [0, *ends[:-1]], axis=0) if ends else r[:0]
+    value: np.ndarray = np.log(p0)[None, :] + np.vstack([np.zeros((1, n)), np.cumsum(sums, axis=0)])
+    value = value + log_shares[None, :]
+    open_from = np.full(n, -1, dtype=np.int64)  # first day of each open span, or -1
+    closed: list[tuple[int, int, int]] = []  # (instrument, first day, last day)
+    snapshots = []
+    for k, t in enumerate(reviews):
+        ended = (open_from >= 0) & ~alive[t]
+        for i in np.flatnonzero(ended):
+            last = int(np.flatnonzero(alive[:, i])[-1])
+            closed.append((int(i), int(open_from[i]), last))
+            open_from[i] = -1
+        listed = np.flatnonzero(alive[t])
+        top = listed[np.argsort(-value[k, listed])][: len(listed) // 2]
+        member = np.zeros(n, dtype=bool)
+        member[top] = True
+        effective = t + 1 if k else 0
+        if effective >= d:
+            break
+        for i in np.flatnonzero((open_from >= 0) & ~member):
+            closed.append((int(i), int(open_from[i]), t))
+            open_from[i] = -1
+        open_from[member & (open_from < 0)] = effective
+        live = np.flatnonzero(open_from >= 0)
+        spans = closed + [(int(i), int(open_from[i]), -1) for i in live]
+        idx = np.array(spans, dtype=np.int64).reshape(-1, 3)
+        snapshots.append(
+            pl.DataFrame(
+                {
+                    "instrument": np.asarray(names, dtype=object)[idx[:, 0]],
+                    "start": dates[idx[:, 1]],
+                    "end": dates[np.maximum(idx[:, 2], 0)],
+                    "open": idx[:, 2] < 0,
+                },
+                schema_overrides={"instrument": pl.String},
+            ).with_columns(
+                pl.when(~pl.col("open")).then(pl.col("end")).alias("end"),
+                pl.lit(INDEX).alias("universe"),
+                # The first membership is known before the first open, the others after
+                # their review's close.
+                _at(pl.lit(dates[t]), _AFTER_CLOSE if k else timedelta(0)).alias(KT),
+            )
+        )
+    store.commit(
+        table_spec("universe"),
+        pl.concat(snapshots),
+        knowledge_time=kt,
+        base=None,
+        source="generate",
     )
 
 

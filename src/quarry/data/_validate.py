@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import polars as pl
@@ -10,12 +12,26 @@ import polars as pl
 from quarry.data._schemas import TableSpec
 from quarry.exceptions import BadInputError, DataError
 
-__all__ = ["Checked", "check_frame", "read_input"]
+__all__ = ["ROW", "Check", "Checked", "check_frame", "read_input"]
 
-_ROW = "_row"
+ROW = "_row"
 _DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d", "%Y/%m/%d")
 _MAX_SHOWN = 60  # an offending value is cut to this many characters in a message
+_MAX_LINES = 5  # line numbers listed per kind of problem
 _UNPARSED = {"Float64": "not a number", "Date": "unparseable date"}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One kind of problem: its description, the column it reports, the mask of failing rows,
+    what to do about it, and optionally a text expression (evaluated on the first failing row)
+    that completes the description (the other value of a comparison, say)."""
+
+    what: str
+    column: str
+    mask: pl.Expr
+    advice: str = ""
+    detail: pl.Expr | None = None
 
 
 @dataclass(frozen=True)
@@ -69,43 +85,133 @@ def _parse(name: str, source: pl.DataType, target: type[pl.DataType] | pl.DataTy
     return col.cast(target, strict=False)
 
 
-def _cross_checks(spec: TableSpec) -> list[tuple[str, str, pl.Expr]]:
-    """Checks that involve two columns: (description, column to report, failing-row mask)."""
+def _cross_checks(spec: TableSpec, knowledge_time: datetime | None) -> list[Check]:
+    """Checks that involve two columns, or a column and the commit's knowledge time."""
     c = pl.col
+
+    def num(col: str) -> pl.Expr:
+        return pl.format("{} {}", pl.lit(col), c(col))
+
+    outside = "a price outside the bar's own low-high range cannot have traded: fix the bar"
+
+    # Values that fail their own column's checks (NaN, which orders above every number, or a
+    # negative price) are reported there, not compared again.
+    def ok(col: str) -> pl.Expr:
+        return c(col).is_finite() & (c(col) >= 0)
+
+    finite = ok("high") & ok("low")
+    # Open and close are checked against a range that holds (high below low is reported once).
+    ranged = finite & (c("high") >= c("low"))
     checks = {
-        "bars": [("high below low", "high", c("high") < c("low"))],
-        "instruments": [
-            ("delist_date before list_date", "delist_date", c("delist_date") < c("list_date")),
-            ("valid_to before valid_from", "valid_to", c("valid_to") < c("valid_from")),
+        "bars": [
+            Check("high below low", "high", finite & (c("high") < c("low")), outside, num("low")),
+            *(
+                Check(f"{p} {side}", p, ranged & ok(p) & bad, outside, num(bound))
+                for p in ("close", "open")
+                for side, bound, bad in (
+                    ("above high", "high", c(p) > c("high")),
+                    ("below low", "low", c(p) < c("low")),
+                )
+            ),
         ],
-        "universe": [("end before start", "end", c("end") < c("start"))],
+        "instruments": [
+            Check("delist_date before list_date", "delist_date", c("delist_date") < c("list_date")),
+            Check("valid_to before valid_from", "valid_to", c("valid_to") < c("valid_from")),
+        ],
+        "universe": [Check("end before start", "end", c("end") < c("start"))],
         "fundamentals": [
-            (
+            Check(
                 "knowledge_date before period_end (published before the period ended)",
                 "knowledge_date",
                 c("knowledge_date") < c("period_end"),
+                "a period's figure cannot be published before the period ends: fix the dates",
+                num("period_end"),
             )
         ],
         "corporate_actions": [
-            ("split without a ratio", "ratio", (c("kind") == "split") & c("ratio").is_null()),
-            (
+            Check("split without a ratio", "ratio", (c("kind") == "split") & c("ratio").is_null()),
+            Check(
                 "dividend without an amount",
                 "amount",
                 (c("kind") == "dividend") & c("amount").is_null(),
             ),
         ],
     }
-    return checks.get(spec.name, [])
+    out = checks.get(spec.name, [])
+    if knowledge_time is not None:
+        day = knowledge_time.date()
+        when = knowledge_time.isoformat(timespec="seconds")
+        if spec.name == "bars":
+            out.append(
+                Check(
+                    f"dated after the knowledge time {when}",
+                    "date",
+                    c("date") > day,
+                    "a bar cannot be known before its day: give the --knowledge-time when the "
+                    "file was delivered, or fix the date",
+                )
+            )
+        if spec.name == "fundamentals":
+            out.append(
+                Check(
+                    f"knowledge_date after the knowledge time {when} (known after the file "
+                    "holding it was delivered)",
+                    "knowledge_date",
+                    c("knowledge_date") > day,
+                    "give the --knowledge-time when the file was delivered, or fix the "
+                    "knowledge_date",
+                )
+            )
+    return out
+
+
+def _duplicates(spec: TableSpec, first_line: int, unit: str) -> list[Check]:
+    """Rows sharing a key: exact copies keep their first (later copies are the problem);
+    rows of one key with different values are all refused, as nothing says which holds."""
+    key = list(spec.key)
+    key_ok = pl.all_horizontal([pl.col(k).is_not_null() for k in key])
+    dup = key_ok & pl.struct(key).is_duplicated()
+    whole = pl.struct(spec.names)
+    variants = whole.n_unique().over(key)
+    first = pl.format(f"of {unit} {{}}", (pl.col(ROW).min().over(key) + first_line))
+    names = ", ".join(key)
+    return [
+        Check(
+            f"duplicate ({names}) with different values (conflicting rows)",
+            spec.key[-1],
+            dup & (variants > 1),
+            "keep the right row and delete the others (--skip-bad drops them all)",
+            pl.format(f"also on {unit} {{}}", (pl.col(ROW).max().over(key) + first_line)),
+        ),
+        Check(
+            f"duplicate ({names}) row, an exact copy",
+            spec.key[-1],
+            dup & (variants == 1) & ~whole.is_first_distinct(),
+            "delete the repeated lines (--skip-bad keeps the first copy)",
+            first,
+        ),
+    ]
 
 
 def check_frame(
-    path: str, spec: TableSpec, raw: pl.DataFrame, first_line: int, fixed: dict[str, object]
+    path: str,
+    spec: TableSpec,
+    raw: pl.DataFrame,
+    first_line: int,
+    fixed: dict[str, object],
+    *,
+    knowledge_time: datetime | None = None,
+    lookups: Callable[[pl.DataFrame], list[Check]] | None = None,
 ) -> Checked:
     """Validate a raw frame against a table spec.
 
     Structural problems (missing or unknown columns) raise BadInputError at once, since no row
     can be trusted; value problems are collected per kind so a user sees all of them.
     ``fixed`` gives columns set by the command rather than the file (a universe's name).
+    ``knowledge_time`` is when the file's contents became known: nothing in it may be dated
+    later. ``lookups`` adds checks against what the store knows: it is given the typed rows
+    (with their index in the file as ``ROW``) and returns checks whose masks and details are
+    literal series aligned with those rows.
     """
     unit = "line" if first_line == 2 else "row"
     allowed = [n for n in spec.names if n not in fixed]
@@ -133,9 +239,9 @@ def check_frame(
     if structural:
         raise BadInputError(path, structural)
 
-    frame = raw.with_row_index(_ROW)
+    frame = raw.with_row_index(ROW)
     typed = frame.select(
-        pl.col(_ROW),
+        pl.col(ROW),
         *[
             _parse(c.name, raw.schema[c.name], c.dtype).alias(c.name)
             for c in spec.columns
@@ -154,51 +260,61 @@ def check_frame(
     work = typed.with_columns(
         frame[c].cast(pl.String).str.strip_chars().alias(f"__text_{c}") for c in raw.columns
     )
-    checks: list[tuple[str, str, pl.Expr]] = []
+    checks: list[Check] = []
     for col in spec.columns:
         if col.name not in raw.columns:
             continue
         parsed, text = pl.col(col.name), pl.col(f"__text_{col.name}")
         given = text.is_not_null() & (text != "")
         what = _UNPARSED.get(str(col.dtype), "bad value")
-        checks.append((what, col.name, given & parsed.is_null()))
+        checks.append(Check(what, col.name, given & parsed.is_null()))
         empty = ~given
         if col.dtype == pl.Float64:
             empty = empty | parsed.is_nan().fill_null(False)
-            checks.append(("not a finite number", col.name, parsed.is_infinite()))
+            checks.append(Check("not a finite number", col.name, parsed.is_infinite()))
         if not col.nullable:
-            checks.append(("missing value (empty or NaN)", col.name, empty))
+            checks.append(Check("missing value (empty or NaN)", col.name, empty))
         if col.non_negative:
-            checks.append(("negative value", col.name, parsed < 0))
+            checks.append(Check("negative value", col.name, parsed < 0))
         if col.positive:
-            checks.append(("value not above zero", col.name, parsed <= 0))
+            checks.append(Check("value not above zero", col.name, parsed <= 0))
         if col.choices:
             bad = parsed.is_not_null() & ~parsed.is_in(list(col.choices))
-            checks.append((f"not one of {'|'.join(col.choices)}", col.name, bad))
-    checks.extend(_cross_checks(spec))
-    key_ok = pl.all_horizontal([pl.col(k).is_not_null() for k in spec.key])
-    dup = key_ok & pl.struct(list(spec.key)).is_duplicated()
-    checks.append((f"duplicate ({', '.join(spec.key)}) row", spec.key[-1], dup))
+            checks.append(Check(f"not one of {'|'.join(col.choices)}", col.name, bad))
+    checks.extend(_cross_checks(spec, knowledge_time))
+    checks.extend(_duplicates(spec, first_line, unit))
+    if lookups is not None:
+        checks.extend(lookups(typed))
 
-    masks = work.select(m.fill_null(False).alias(f"m{i}") for i, (_, _, m) in enumerate(checks))
+    masks = work.select(c.mask.fill_null(False).alias(f"m{i}") for i, c in enumerate(checks))
     problems: list[str] = []
     reasons: list[pl.Expr] = []
     bad_any = pl.repeat(False, typed.height, eager=True)
-    for i, (what, column, _) in enumerate(checks):
+    for i, check in enumerate(checks):
         mask = masks[f"m{i}"]
         count = int(mask.sum())
         if count == 0:
             continue
-        first = int(mask.arg_true()[0])
+        rows = mask.arg_true()
+        first = int(rows[0])
+        column = check.column
         value = frame[column][first] if column in frame.columns else typed[column][first]
         text_value = "" if value is None else str(value).strip()
         shown = repr(text_value[:_MAX_SHOWN]) if text_value else "(empty)"
+        if check.detail is not None:
+            # Over the whole frame: a detail may be a window (the other line of a key).
+            detail = work.select(check.detail.cast(pl.String)).to_series()[first]
+            shown += f" ({detail})" if detail else ""
+        lines = ", ".join(str(int(r) + first_line) for r in rows[:_MAX_LINES])
+        more = f" and {count - _MAX_LINES} more" if count > _MAX_LINES else ""
+        where = f": {unit}s {lines}{more}" if count > 1 else ""
+        advice = f"; {check.advice}" if check.advice else ""
         problems.append(
-            f"{path}: {unit} {first + first_line}, column {column!r}: {what}: {shown} "
-            f"({count} row{'s' if count != 1 else ''} affected)"
+            f"{path}: {unit} {first + first_line}, column {column!r}: {check.what}: {shown} "
+            f"({count} row{'s' if count != 1 else ''} affected{where}){advice}"
         )
         bad_any = bad_any | mask
-        reasons.append(pl.when(pl.lit(mask)).then(pl.lit(f"{column}: {what}")))
+        reasons.append(pl.when(pl.lit(mask)).then(pl.lit(f"{column}: {check.what}")))
     # NaN is an empty value: in an optional column it is stored as null.
     good = (
         typed.filter(~bad_any)
@@ -212,7 +328,7 @@ def check_frame(
     if reasons:
         reason = pl.concat_str(reasons, separator="; ", ignore_nulls=True)
         rejected = (
-            frame.with_columns((pl.col(_ROW) + first_line).alias(unit), reason.alias("reason"))
+            frame.with_columns((pl.col(ROW) + first_line).alias(unit), reason.alias("reason"))
             .filter(bad_any)
             .select(unit, "reason", *raw.columns)
         )

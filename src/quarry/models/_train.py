@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from quarry._json import dumps
 from quarry.exceptions import UsageError
 from quarry.models._dataset import Segments, WalkForward, check_segments, split
 from quarry.models._estimators import LightGBMModel, Model, make_model
@@ -146,7 +147,7 @@ def train(
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             predictions.write_parquet(out / "predictions.parquet")
-            (out / "metrics.json").write_text(_json(metrics))
+            (out / "metrics.json").write_text(dumps(metrics))
         run_id = None
         if experiment is not None:
             say("logging to MLflow")
@@ -199,7 +200,7 @@ def _log(
             folder = out or Path(tmp)
             if out is None:
                 scored["test"].select(*KEYS, "score").write_parquet(folder / "predictions.parquet")
-                (folder / "metrics.json").write_text(_json(metrics))
+                (folder / "metrics.json").write_text(dumps(metrics))
             mlflow.log_artifact(str(folder / "predictions.parquet"))
             mlflow.log_artifact(str(folder / "metrics.json"))
             png = Path(tmp) / "ic.png"
@@ -269,15 +270,6 @@ def _reporter(progress: Progress | bool | None) -> Iterator[Progress]:
         yield lambda message: status.update(message)
 
 
-def _json(metrics: dict[str, dict[str, float]]) -> str:
-    """The metrics as JSON, an undefined one (a constant score has no IC) as null."""
-    clean = {
-        name: {k: (v if v is not None and np.isfinite(v) else None) for k, v in values.items()}
-        for name, values in metrics.items()
-    }
-    return json.dumps(clean, indent=2, allow_nan=False)
-
-
 def _param(value: Any) -> str | int | float:
     if isinstance(value, str | int | float):
         return value
@@ -330,7 +322,7 @@ def train_walk_forward(
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             predictions.write_parquet(out / "predictions.parquet")
-            (out / "metrics.json").write_text(_json(metrics))
+            (out / "metrics.json").write_text(dumps(metrics))
         run_id = None
         if experiment is not None:
             import mlflow

@@ -21,7 +21,7 @@ from quarry.portfolio._optimizer import (
     optimize_weights,
 )
 from quarry.portfolio._risk import RISK_MODELS, RiskModel, factor_model, fit_risk, ledoit_wolf
-from quarry.portfolio._topk import topk_dropout, topk_dropout_day
+from quarry.portfolio._topk import check_topk_params, topk_dropout, topk_dropout_day
 
 __all__ = [
     "RISK_MODELS",
@@ -32,6 +32,7 @@ __all__ = [
     "Optimized",
     "OptimizerConfig",
     "RiskModel",
+    "check_topk_params",
     "factor_model",
     "fit_risk",
     "ledoit_wolf",

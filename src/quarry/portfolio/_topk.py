@@ -15,14 +15,15 @@ import numpy.typing as npt
 
 from quarry.exceptions import UsageError
 
-__all__ = ["topk_dropout", "topk_dropout_day"]
+__all__ = ["check_topk_params", "topk_dropout", "topk_dropout_day"]
 
 BoolArray = npt.NDArray[np.bool_]
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 
-def _check_params(topk: int, n_drop: int) -> None:
+def check_topk_params(topk: int, n_drop: int, hold_thresh: int = 1) -> None:
+    """TopK-Dropout's settings, checked: by the rule itself and by the workflow file."""
     if topk < 1:
         raise UsageError(f"topk must be at least 1, got {topk}; pass the number of names to hold")
     if n_drop < 0:
@@ -32,6 +33,8 @@ def _check_params(topk: int, n_drop: int) -> None:
             f"n_drop ({n_drop}) must not exceed topk ({topk}); one rebalance can replace at most "
             "the whole book"
         )
+    if hold_thresh < 1:
+        raise UsageError(f"hold_thresh must be at least 1 day, got {hold_thresh}")
 
 
 def _mask(
@@ -127,7 +130,7 @@ def topk_dropout_day(
     >>> sell.nonzero()[0].tolist(), buy.nonzero()[0].tolist()
     ([1], [3])
     """
-    _check_params(topk, n_drop)
+    check_topk_params(topk, n_drop, hold_thresh)
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != 1:
         raise UsageError(f"scores must be one day, a 1-D array; got shape {s.shape}")
@@ -223,7 +226,7 @@ def topk_dropout(
     >>> topk_dropout(scores, topk=2, n_drop=1).astype(int).tolist()
     [[1, 1, 0, 0], [0, 1, 0, 1]]
     """
-    _check_params(topk, n_drop)
+    check_topk_params(topk, n_drop, hold_thresh)
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != 2:
         raise UsageError(f"scores must be days x instruments, a 2-D array; got shape {s.shape}")

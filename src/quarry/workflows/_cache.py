@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from quarry._json import dumps
+
 __all__ = ["StepCache", "digest"]
 
 
@@ -60,7 +62,7 @@ class StepCache:
         work = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=parent))
         try:
             yield work
-            (work / "done.json").write_text(json.dumps(record, indent=2, default=str))
+            (work / "done.json").write_text(dumps(record))
             final = parent / key
             if final.exists():
                 if (final / "done.json").exists() and not replace:

@@ -18,7 +18,6 @@ and gate.json) and to results.json.
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 from datetime import date
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from quarry._json import dumps
 from quarry.exceptions import QuarryError
 
 if TYPE_CHECKING:
@@ -166,4 +166,4 @@ def _record(run_id: str | None, decision: dict[str, Any]) -> None:
             figures = decision.get(side) or {}
             mlflow.log_metrics({f"gate_{side}_{k}": v for k, v in figures.items()
                                 if math.isfinite(v)})  # fmt: skip
-        mlflow.log_text(json.dumps(decision, indent=2, default=str), "gate.json")
+        mlflow.log_text(dumps(decision), "gate.json")

@@ -16,7 +16,6 @@ logs a second run nor registers the model twice.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from typing import Any
 
 import polars as pl
 
-from quarry.backtest._run import strict_json
+from quarry._json import dumps, strict_json
 from quarry.exceptions import UsageError
 from quarry.workflows._cache import StepCache, digest
 from quarry.workflows._spec import CONFIG_FIELDS, Workflow
@@ -183,7 +182,7 @@ def run_workflow(
             decision = decide(spec, store, features_dir / "features.parquet", trained,
                               champion, train_dir / "predictions.parquet")  # fmt: skip
             record.update(decision)
-            (folder / "gate.json").write_text(json.dumps(decision, indent=2, default=str))
+            (folder / "gate.json").write_text(dumps(decision))
 
         # A promotion is a fact in the registry, not only in the cache: if the alias was
         # moved since (by hand, say), the decision is made again.
@@ -315,4 +314,4 @@ def _write(out: Path, results: dict[str, Any], backtest_dir: Path, train_dir: Pa
             shutil.copy2(train_dir / name, out / name)
     if (train_dir / "metrics.json").exists():
         shutil.copy2(train_dir / "metrics.json", out / "train_metrics.json")
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    (out / "results.json").write_text(dumps(results))

@@ -266,10 +266,10 @@ class BacktestSpec(_Strict):
     @field_validator("topk")
     @classmethod
     def _topk(cls, value: int) -> int:
-        from quarry.portfolio._topk import _check_params
+        from quarry.portfolio import check_topk_params
 
         try:
-            _check_params(value, 0)
+            check_topk_params(value, 0)
         except UsageError as exc:
             raise _engine_error(exc, "topk") from None
         return value
@@ -277,10 +277,10 @@ class BacktestSpec(_Strict):
     @field_validator("n_drop")
     @classmethod
     def _n_drop(cls, value: int, info: ValidationInfo) -> int:
-        from quarry.portfolio._topk import _check_params
+        from quarry.portfolio import check_topk_params
 
         try:  # against topk when topk itself is valid
-            _check_params(info.data.get("topk", max(value, 1)), value)
+            check_topk_params(info.data.get("topk", max(value, 1)), value)
         except UsageError as exc:
             raise _engine_error(exc, "n_drop") from None
         return value
