@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 import time
+from pathlib import Path
 
 import pytest
 
-from quarry._yaml import MAX_DEPTH, MAX_NODES, YamlError, load_yaml
+from quarry._yaml import MAX_DEPTH, MAX_NODES, YamlError, load_yaml, read_file
 from quarry.exceptions import UsageError
 
 
@@ -148,3 +150,13 @@ def test_documents_of_any_shape(text: str, data: object) -> None:
 def test_more_than_one_document_is_refused() -> None:
     with pytest.raises(YamlError, match=r"line 2, column 1: .*one YAML document"):
         load_yaml("a: 1\n---\nb: 2\n")
+
+
+def test_a_file_that_is_not_text_is_one_line(tmp_path: Path) -> None:
+    binary = tmp_path / "params.bin"
+    binary.write_bytes(b"\xff\xfe\x00learning_rate: 0.1")
+    for path, why in ((binary, "can't decode"), (tmp_path / "gone.yaml", "No such file"),
+                      (tmp_path, "Is a directory")):  # fmt: skip
+        with pytest.raises(UsageError, match=f"^{re.escape(str(path))}: cannot read the "
+                           f"parameters \\(.*{why}"):  # fmt: skip
+            read_file(path, "parameters")

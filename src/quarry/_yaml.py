@@ -38,6 +38,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
@@ -45,7 +46,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from quarry.exceptions import UsageError
 
-__all__ = ["MAX_DEPTH", "MAX_NODES", "Document", "YamlError", "load_yaml"]
+__all__ = ["MAX_DEPTH", "MAX_NODES", "Document", "YamlError", "load_yaml", "read_file"]
 
 MAX_NODES = 100_000  # values (keys included) a document may expand to through its aliases
 MAX_DEPTH = 100  # levels of nesting
@@ -286,3 +287,13 @@ def load_yaml(text: str, source: str = "<yaml>") -> Document:
         raise YamlError(source, f"the file is nested more than {MAX_DEPTH} levels deep") from None
     finally:
         loader.dispose()
+
+
+def read_file(path: str | Path, what: str) -> str:
+    """The text of a file a user wrote (UTF-8), or a UsageError naming it and why it cannot
+    be read (missing, a folder, not text)."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise UsageError(f"{path}: cannot read the {what} ({reason})") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -86,3 +87,30 @@ def test_the_coverage_counts_where_the_scores_fell(store: Store) -> None:
         "signal_rows_off_calendar": 2,
         "signal_scores_used": signal.height,
     }
+
+
+def test_volume_only_in_the_history_does_not_make_later_days_suspended(tmp_path: Path) -> None:
+    """A name whose volume stops before the first signal date trades on its price, with or
+    without the risk model's history read before it (the optimizer reads it, TopK does not)."""
+    from quarry.data import ingest_frame, table_spec
+
+    store = Store(tmp_path / "store")
+    days = [date(2021, 1, d) for d in (4, 5, 6, 7, 8, 11, 12, 13, 14, 15)]
+    rows = [
+        {"instrument": name, "date": d, "open": 10.0, "high": 10.5, "low": 9.5, "close": 10.0,
+         "volume": (1000.0 if name == "B" or k < 5 else None)}
+        for name in ("A", "B") for k, d in enumerate(days)
+    ]  # fmt: skip
+    ingest_frame(store, table_spec("bars"), pl.DataFrame(rows))
+    signal = pl.DataFrame(
+        {
+            "instrument": ["A", "B"] * 5,
+            "date": [d for d in days[5:] for _ in range(2)],
+            "score": [1.0, 0.5] * 5,
+        }
+    )
+    without = align(store, signal)
+    with_history = align(store, signal, history=5)
+    assert with_history.past_close is not None and with_history.past_close.shape[0] == 5
+    for grid in (without, with_history):
+        assert [bool(grid.market.active(day)[0]) for day in range(5)] == [True] * 5

@@ -477,6 +477,11 @@ def test_pipeline_inference_skips_learning_only_steps(frame: pl.DataFrame) -> No
     infer = pipe.transform(frame, inference=True)
     assert infer.height == frame.height
     assert_frame_equal(infer, Fillna().transform(ProcessInf().transform(frame)))
+    # the label's own steps too: scoring has no label
+    labelled = Pipeline([CSRankNorm(fields="label"), Fillna()]).fit(frame)
+    unlabelled = frame.drop("LABEL0")
+    assert_frame_equal(labelled.transform(unlabelled, inference=True),
+                       Fillna().transform(unlabelled))  # fmt: skip
 
 
 def test_pipeline_round_trip_and_errors(frame: pl.DataFrame) -> None:

@@ -3,6 +3,7 @@ values the model would reject refused when the model is made, each naming the pa
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -120,3 +121,19 @@ def test_mlp_parameters_are_checked(params: dict[str, Any], message: str) -> Non
 def test_an_unknown_model_names_the_closest() -> None:
     with pytest.raises(UsageError, match="unknown model 'lgbm'; did you mean lightgbm"):
         validate_params("lgbm", {})
+
+
+def test_checks_in_parallel_threads_leave_stderr_where_it_was() -> None:
+    """The trial booster's stderr is silenced one check at a time: overlapping checks used
+    to restore each other's /dev/null and leave the process without a stderr."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = os.readlink("/proc/self/fd/2")
+
+    def check(_: int) -> None:
+        with pytest.raises(UsageError):
+            validate_params("lightgbm", {"learning_rate": -1})
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(check, range(64)))
+    assert os.readlink("/proc/self/fd/2") == before != os.devnull

@@ -3,6 +3,7 @@ its features and fitted processors, and scores raw features by itself."""
 
 from __future__ import annotations
 
+import sys
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -10,10 +11,12 @@ import mlflow
 import numpy as np
 import polars as pl
 import pytest
+from sklearn.linear_model import LinearRegression
 
+from quarry.exceptions import UsageError
 from quarry.features import Fillna, Pipeline, ZScoreNorm
-from quarry.models import Recipe, Segments, train
-from quarry.tracking import load_packaged, register
+from quarry.models import PackagedModel, Recipe, Segments, train
+from quarry.tracking import experiment_id, load_packaged, quiet_mlflow, register
 
 FEATURES = {"A": "$close / Ref($close, 1) - 1", "B": "Mean($volume, 5)", "C": "$high - $low"}
 
@@ -85,3 +88,33 @@ def test_a_logged_model_scores_raw_features_by_itself(model: str, tmp_path: Path
     assert packaged.model_type == model and packaged.columns == ("A", "B", "C")
     assert packaged.recipe.features == FEATURES and packaged.inputs() == FEATURES
     np.testing.assert_allclose(packaged.score(test), scores, rtol=1e-6)
+
+
+def test_a_version_that_cannot_be_rebuilt_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A version logged before models carried their recipe, and one whose pickle names a
+    module this machine does not have: each is a one-line reason, never a crash."""
+    with mlflow.start_run(experiment_id=experiment_id("old")) as run, quiet_mlflow():
+        mlflow.sklearn.log_model(LinearRegression().fit([[0.0], [1.0]], [0.0, 1.0]),
+                                 name="model", pip_requirements=[])  # fmt: skip
+    old = register(run.info.run_id, "old")
+    with pytest.raises(UsageError, match="old version 1 was not logged with its features"):
+        load_packaged("old", old)
+
+    (tmp_path / "gone_module.py").write_text(
+        "from quarry.tracking._pyfunc import QuarryPyfunc\nclass Moved(QuarryPyfunc):\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from gone_module import Moved  # type: ignore[import-not-found]
+
+    raw = _raw_frame()
+    result = train(raw, SEGMENTS, model="linear", experiment=None)
+    packaged = PackagedModel("linear", result.model, ("A", "B", "C"), Recipe(FEATURES))
+    with mlflow.start_run(experiment_id=experiment_id("gone")) as run, quiet_mlflow():
+        mlflow.pyfunc.log_model(name="model", python_model=Moved(packaged), pip_requirements=[])
+    version = register(run.info.run_id, "gone")
+    monkeypatch.delitem(sys.modules, "gone_module")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path)])
+    with pytest.raises(UsageError, match=r"gone version 1 cannot be loaded: .*gone_module"):
+        load_packaged("gone", version)

@@ -102,23 +102,19 @@ def align(
 
 def _history_start(store: Store, first: date, days: int, as_of: datetime | str | None) -> date:
     """The ``days``-th market day (a day with any bar) before ``first``, or the earliest one
-    there is: a window of calendar days, widened until it holds enough or stops growing."""
-    span, found, most = int(days * 1.5) + 10, -1, (first - date.min).days
-    while True:
-        bars = read_bars(
-            store, ["close"], start=first - timedelta(days=min(span, most)),
-            end=first - timedelta(days=1), as_of=as_of,
-        )  # fmt: skip
+    there is: a window of calendar days first, then, if it holds too few (a gap in the
+    data, a short history), everything before ``first``."""
+    window = first - timedelta(days=int(days * 1.5) + 10)
+    for start in (window, None):
+        bars = read_bars(store, ["close"], start=start, end=first - timedelta(days=1), as_of=as_of)
         calendar = bars["date"].unique().sort()
         if calendar.len() >= days:
             out = calendar[-days]
-            break
-        if calendar.len() == found or span >= most:  # the store starts inside the window
-            out = calendar[0] if calendar.len() else first
-            break
-        found, span = calendar.len(), span * 4
-    assert isinstance(out, date)
-    return out
+            assert isinstance(out, date)
+            return out
+    earliest = calendar[0] if calendar.len() else first
+    assert isinstance(earliest, date)
+    return earliest
 
 
 def _store_span(store: Store, as_of: datetime | str | None) -> str:
@@ -227,7 +223,8 @@ def _align(
     notes: list[str] = []
     # Qlib's data treats a day with no (or zero) volume as a suspension (its collectors
     # blank the bar); a store without any volume has no such days: its prices decide.
-    volume_known = np.isfinite(volume).any(axis=0)
+    # (over the backtest's days: volume in the risk model's history alone does not count)
+    volume_known = np.isfinite(volume[h:]).any(axis=0)
     no_volume = int((priced & ~volume_known).sum())
     if no_volume:
         whose = "the store" if no_volume == int(priced.sum()) else f"{no_volume:,} instruments"

@@ -17,13 +17,9 @@ DEFAULT_HORIZON = 2  # Qlib's default label, Ref($close, -2)/Ref($close, -1) - 1
 def _params(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
-    from quarry._yaml import load_yaml
+    from quarry._yaml import load_yaml, read_file
 
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the parameters: {exc.strerror}") from exc
-    loaded = load_yaml(text, str(path)).data
+    loaded = load_yaml(read_file(path, "parameters"), str(path)).data
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):

@@ -215,8 +215,6 @@ def _fast_path(
             if not frames:
                 return patch.filter(~pl.col(DELETED)).select(columns)
             return _apply_patch(frames, patch, spec, columns)
-    elif compare:
-        frames = [f.drop(KT) for f in frames]
     if not frames:
         return pl.DataFrame(schema={c: spec.schema()[c] for c in columns})
     return pl.concat(frames, how="vertical", rechunk=False)

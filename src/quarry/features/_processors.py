@@ -717,7 +717,8 @@ class Pipeline:
 
     ``fit(frame)`` fits the first step on ``frame``, transforms ``frame`` with it, fits the
     second on the result, and so on, as Qlib's handler does. Pass the whole history: each fitted
-    step reads only its own fit window. ``transform(frame, inference=True)`` skips the steps
+    step reads only its own fit window. ``transform(frame, inference=True)`` skips the label's
+    steps and the steps
     that are for learning only (``DropnaLabel``).
 
     Examples
@@ -751,9 +752,11 @@ class Pipeline:
         return self
 
     def transform(self, frame: pl.DataFrame, *, inference: bool = False) -> pl.DataFrame:
-        """Apply every step in order (without the learning-only ones when ``inference``)."""
+        """Apply every step in order. With ``inference`` (scoring, where the label is what is
+        predicted and not known), without the learning-only steps and those that only
+        process the label."""
         for step in self.steps:
-            if inference and not step.for_inference:
+            if inference and (not step.for_inference or step.fields == "label"):
                 continue
             frame = step.transform(frame)
         return frame

@@ -52,7 +52,7 @@ from pydantic import (
     model_validator,
 )
 
-from quarry._yaml import YamlError, load_yaml
+from quarry._yaml import YamlError, load_yaml, read_file
 from quarry.exceptions import UsageError
 
 __all__ = [
@@ -571,12 +571,9 @@ def load_manifest(path: str | Path) -> Manifest:
         (did you mean 'cpus'?); valid keys there: cpus, memory, gpus``.
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise ManifestError(
-            [_problem("", f"cannot read the manifest ({reason})")], str(path)
-        ) from exc
+        text = read_file(path, "manifest")
+    except UsageError as exc:
+        raise ManifestError([_problem("", str(exc).split(": ", 1)[1])], str(path)) from None
     return manifest_from_yaml(text, str(path))
 
 

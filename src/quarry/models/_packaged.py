@@ -59,14 +59,10 @@ class PackagedModel:
     def score(self, frame: pl.DataFrame) -> np.ndarray:
         """Scores of ``frame``'s rows (instrument, date and the raw features), in its order.
 
-        The fitted processors are applied first (those that only touch the label, and those
-        for learning only, are skipped), then the columns are cast and ordered as in
-        training."""
+        The fitted processors are applied first, as at inference (no label, nothing
+        dropped), then the columns are cast and ordered as in training."""
         if self.recipe.processors is not None:
-            steps = [
-                s for s in self.recipe.processors.steps if s.for_inference and s.fields != "label"
-            ]
-            frame = Pipeline(steps).transform(frame)
+            frame = self.recipe.processors.transform(frame, inference=True)
         missing = [c for c in self.columns if c not in frame.columns]
         if missing:
             raise UsageError(

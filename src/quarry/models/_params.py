@@ -19,6 +19,7 @@ import math
 import os
 import re
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -313,9 +314,18 @@ def _explain(message: str, params: Mapping[str, Any], names: Mapping[str, str]) 
     return f"lightgbm parameters {{{shown}}} are refused by LightGBM together: {text}"
 
 
+_STDERR_SWAP = threading.Lock()
+
+
 @contextlib.contextmanager
 def _quiet_stderr() -> Iterator[None]:
-    """File descriptor 2 to /dev/null for a moment (LightGBM writes there from C++)."""
+    """File descriptor 2 to /dev/null for a moment (LightGBM writes there from C++). One
+    swap at a time: two overlapping ones would restore each other's /dev/null."""
+    with _STDERR_SWAP:
+        yield from _swapped_stderr()
+
+
+def _swapped_stderr() -> Iterator[None]:
     sys.stderr.flush()
     saved = os.dup(2)
     try:

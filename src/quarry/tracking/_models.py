@@ -98,9 +98,13 @@ def load_packaged(name: str, version: int) -> PackagedModel:
     try:
         with quiet_mlflow():
             loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-    except (MlflowException, OSError) as exc:  # artifacts moved or deleted
+    except Exception as exc:
+        # Artifacts moved or deleted (MlflowException, OSError), or a pickle that cannot be
+        # rebuilt here: a class moved since, a library missing (torch for an MLP): each
+        # means this version cannot score, which its callers (the gate) must be told.
         raise UsageError(
-            f"model {name} version {version} cannot be loaded: {str(exc).splitlines()[0]}"
+            f"model {name} version {version} cannot be loaded: "
+            f"{(str(exc).splitlines() or [type(exc).__name__])[0]}"
         ) from exc
     inner: Any = None
     with contextlib.suppress(MlflowException, AttributeError):

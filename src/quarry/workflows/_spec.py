@@ -40,7 +40,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from quarry._dates import to_date
-from quarry._yaml import load_yaml
+from quarry._yaml import load_yaml, read_file
 from quarry.backtest import BacktestConfig
 from quarry.exceptions import QuarryError, UsageError
 from quarry.portfolio import OptimizerConfig
@@ -526,12 +526,7 @@ def load_workflow(path: Path) -> Workflow:
         e.g. ``w.yaml: backtest.topk must be at least 1, got 0; pass the number of names to
         hold (line 16)``.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise UsageError(f"{path}: cannot read the workflow ({reason})") from exc
-    document = load_yaml(text, str(path))
+    document = load_yaml(read_file(path, "workflow"), str(path))
     if not isinstance(document.data, dict):
         raise UsageError(
             f"{path}: a workflow is a mapping of sections (data, features, model, ...)"
