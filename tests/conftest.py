@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import polars as pl
 import pytest
 
 from quarry.data import Store
@@ -40,21 +39,6 @@ def write_csv(tmp_path: Path) -> Callable[[str, str], Path]:
         return path
 
     return write
-
-
-def bars_frame(rows: list[tuple[str, str, float]]) -> pl.DataFrame:
-    """Bars from (instrument, date, close) with open = close, a 1% range and volume 1000."""
-    return pl.DataFrame(
-        {
-            "instrument": [r[0] for r in rows],
-            "date": [r[1] for r in rows],
-            "open": [r[2] for r in rows],
-            "high": [r[2] * 1.01 for r in rows],
-            "low": [r[2] * 0.99 for r in rows],
-            "close": [r[2] for r in rows],
-            "volume": [1000.0] * len(rows),
-        }
-    ).with_columns(pl.col("date").str.to_date())
 
 
 def _free_port() -> int:

@@ -14,10 +14,12 @@ import pytest
         "quarry.data",
         "quarry.features",
         "quarry.models",
+        "quarry.signals",
         "quarry.tracking",
         "quarry.portfolio",
         "quarry.backtest",
         "quarry.exceptions",
+        "quarry.jobs",
         "quarry.cli",
     ],
 )
@@ -66,3 +68,25 @@ def test_research_layers_import_nothing_above_them_or_heavy_at_import(
     code = f"import sys, {package}; print(sorted(m for m in sys.modules if m.startswith({upper})))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_exception_tree_is_one_tree_in_one_module() -> None:
+    import inspect
+
+    import quarry.jobs
+    from quarry import exceptions
+
+    defined = {
+        n
+        for n, c in vars(exceptions).items()
+        if inspect.isclass(c) and issubclass(c, Exception) and c.__module__ == "quarry.exceptions"
+    }
+    assert defined == set(exceptions.__all__) - {"Problem"}  # every class exported, nothing else
+    assert all(issubclass(getattr(exceptions, n), exceptions.QuarryError) for n in defined)
+    assert issubclass(exceptions.NotFittedError, exceptions.UsageError)
+    assert issubclass(exceptions.ManifestError, exceptions.UsageError)
+    # the tree drawn in the module's docstring names every class
+    assert all(f" {n} " in exceptions.__doc__ or f"{n}\n" in exceptions.__doc__ for n in defined)
+    # the jobs package re-exports the very classes, not copies
+    for n in ("ManifestError", "JobServiceError", "InvalidRequest", "JobNotFound"):
+        assert getattr(quarry.jobs, n) is getattr(exceptions, n)

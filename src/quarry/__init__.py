@@ -4,4 +4,14 @@ from quarry.exceptions import QuarryError
 
 __all__ = ["QuarryError", "__version__"]
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("quarry")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
+
+__version__ = _version()

@@ -3,6 +3,7 @@ undefined figure (the IC of constant scores, say) is written as null."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -10,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["dumps", "strict_json"]
+__all__ = ["digest", "dumps", "strict_json"]
 
 
 def strict_json(value: Any) -> Any:
@@ -30,3 +31,10 @@ def strict_json(value: Any) -> Any:
 def dumps(value: Any, *, indent: int | None = 2) -> str:
     """``value`` as strict JSON text (anything else JSON lacks, such as a date, as text)."""
     return json.dumps(strict_json(value), indent=indent, default=str, allow_nan=False)
+
+
+def digest(parts: Any) -> str:
+    """A stable short hash of plain data (keys sorted; dates, paths and the like as text):
+    the key of a cache entry."""
+    text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:24]

@@ -42,11 +42,20 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
+from pydantic import BaseModel, ConfigDict
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from quarry.exceptions import UsageError
+from quarry.exceptions import UsageError, YamlError
 
-__all__ = ["MAX_DEPTH", "MAX_NODES", "Document", "YamlError", "load_yaml", "read_file"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_NODES",
+    "Document",
+    "StrictModel",
+    "YamlError",
+    "load_yaml",
+    "read_file",
+]
 
 MAX_NODES = 100_000  # values (keys included) a document may expand to through its aliases
 MAX_DEPTH = 100  # levels of nesting
@@ -58,18 +67,6 @@ _FLOAT = re.compile(
     r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)"
 )
 _BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
-
-
-class YamlError(UsageError):
-    """A YAML file that cannot be read: ``source``, ``line`` and ``column`` (1-based, None when
-    unknown) and ``problem``, the message without its place."""
-
-    def __init__(
-        self, source: str, problem: str, line: int | None = None, column: int | None = None
-    ) -> None:
-        self.source, self.problem, self.line, self.column = source, problem, line, column
-        where = f"line {line}, column {column}: " if line is not None else ""
-        super().__init__(f"{source}: {where}{problem}")
 
 
 class _Refused(yaml.constructor.ConstructorError):  # type: ignore[misc]
@@ -297,3 +294,13 @@ def read_file(path: str | Path, what: str) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise UsageError(f"{path}: cannot read the {what} ({reason})") from None
+
+
+class StrictModel(BaseModel):
+    """The base of every model of a file a user writes (a workflow, a job manifest): an
+    unknown key is an error, nothing is coerced (no text read as a number, no number as a
+    bool), no infinity or NaN, and a loaded file cannot be changed."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, strict=True, allow_inf_nan=False
+    )

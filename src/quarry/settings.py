@@ -5,10 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["quarry_home"]
+__all__ = ["default_store", "quarry_home"]
 
 
 def quarry_home() -> Path:
     """The directory for local state: ``$QUARRY_HOME``, or ``~/.quarry`` when unset."""
     home = os.environ.get("QUARRY_HOME")
     return Path(home).expanduser() if home else Path.home() / ".quarry"
+
+
+def default_store() -> Path:
+    """The store a command reads when none is given: ``$QUARRY_HOME/store``."""
+    return quarry_home() / "store"

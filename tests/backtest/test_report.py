@@ -15,9 +15,9 @@ import pandas as pd
 import polars as pl
 import pytest
 
+from quarry.backtest import BacktestResult
 from quarry.backtest._report import exposure_grid, monthly_table, write_report
-from quarry.backtest._run import BacktestResult
-from quarry.models._signal import SignalReport, analyze
+from quarry.signals import SignalReport, analyze
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ALWAYS = ["cumulative.png", "drawdown.png", "monthly_returns.png", "turnover.png"]

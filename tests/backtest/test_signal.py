@@ -11,8 +11,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from quarry.backtest import check_signal, load_signal
-from quarry.backtest._run import run_backtest
+from quarry.backtest import check_signal, load_signal, run_backtest
 from quarry.data import Store, generate, read_bars
 from quarry.exceptions import DataError, UsageError
 

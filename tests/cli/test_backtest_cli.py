@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from quarry.data import Store, generate, ingest_frame, read_bars, table_spec
-from tests.cli.helpers import run
+from tests.cli.helpers import parse_json, run
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +120,26 @@ def test_the_command_says_what_the_market_lacked_and_what_never_traded(
     assert "warning: no order was filled:" in err
     metrics = json.loads((tmp_path / "halted" / "metrics.json").read_text())
     assert metrics["orders_filled"] == 0 and metrics["traded"] is False
+
+
+def test_json_holds_the_metrics_with_null_for_undefined_figures(
+    market: tuple[Store, pl.DataFrame, Path], tmp_path: Path
+) -> None:
+    store, signal, _ = market
+    path = tmp_path / "signal.parquet"
+    signal.write_parquet(path)
+    code, stdout, stderr = _backtest(store, path, tmp_path / "bt", "--json")
+    assert code == 0, stderr
+    printed = parse_json(stdout)
+    saved = json.loads((tmp_path / "bt" / "metrics.json").read_text())
+    assert printed["metrics"] == saved and printed["out"] == str(tmp_path / "bt")
+    assert printed["metrics"]["annualized_return"] == saved["annualized_return"] != 0
+    # one signal day only: no daily IC series, so its t-statistic is null, not NaN
+    one_day = signal.filter(pl.col("date") == signal["date"].unique().sort()[-3])
+    one_day.write_parquet(path)
+    code, stdout, stderr = _backtest(store, path, tmp_path / "bt1", "--json")
+    assert code == 0, stderr
+    metrics = parse_json(stdout)["metrics"]
+    assert [
+        v["rank_ic_t"] for v in metrics.values() if isinstance(v, dict) and "rank_ic_t" in v
+    ] == [None]

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from quarry.data import Store, read_bars
-from tests.cli.helpers import run
+from tests.cli.helpers import parse_json, run
 
 
 @pytest.fixture(scope="module")
@@ -345,3 +345,29 @@ def test_the_example_vendor_files_go_into_a_generated_store(tmp_path: Path) -> N
     assert "healthy" in outs[5]
     sp = read_bars(Store(store), ["close"], universe="sp")
     assert set(sp["instrument"]) == set(pl.read_csv(EXAMPLES / "sp.csv")["instrument"])
+
+
+def test_generate_read_and_sample_print_json_alone_on_stdout(tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    code, out, err = run("data", "generate", "--store", store, "--instruments", "12",
+                         "--days", "40", "--json")  # fmt: skip
+    assert code == 0, err
+    made = parse_json(out)
+    bars = read_bars(Store(store), ["close"])
+    assert made["bars"] == bars.height and made["instruments"] == 12
+    assert made["start"] == str(bars["date"].min()) and made["store"] == store
+    code, out, err = run("data", "read", "--store", store, "--fields", "close", "--start",
+                         "2015-01-10", "--out", str(tmp_path / "b.parquet"), "--json")  # fmt: skip
+    assert code == 0, err
+    written = pl.read_parquet(tmp_path / "b.parquet")
+    assert parse_json(out) == {
+        "out": str(tmp_path / "b.parquet"), "rows": written.height, "instruments": 12,
+        "fields": ["close"], "first_date": str(written["date"].min()),
+        "last_date": str(written["date"].max()),
+    }  # fmt: skip
+    sample = str(tmp_path / "sp")
+    code, out, err = run("data", "sample", "sp500", "--store", sample, "--json")
+    assert code == 0, err
+    loaded = parse_json(out)
+    assert loaded["rows"] == read_bars(Store(sample), ["close"]).height
+    assert loaded["instruments"] == 20 and "CLOSES ONLY" in loaded["note"]

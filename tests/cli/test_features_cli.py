@@ -10,7 +10,7 @@ import pytest
 
 from quarry.data import Store, read_bars
 from quarry.features import alpha158
-from tests.cli.helpers import run
+from tests.cli.helpers import parse_json, run
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +181,18 @@ def test_a_huge_expression_is_one_line_naming_the_limit(tmp_path: Path, text: st
     line = _one_line_error(code, err)
     assert line.startswith("error: feature 'BIG': the expression") and "100 levels" in line
     assert len(line) < 400
+
+
+def test_json_says_what_was_written(store: str, tmp_path: Path) -> None:
+    out = tmp_path / "f.parquet"
+    code, stdout, stderr = run("features", "compute", "--store", store, "--no-cache",
+                               "--expr", "MA5=Mean($close, 5)", "--expr", "R=$close/$open",
+                               "--label", "Ref($close, -2)/Ref($close, -1) - 1",
+                               "--out", str(out), "--json")  # fmt: skip
+    assert code == 0, stderr
+    result = parse_json(stdout)
+    bars = read_bars(Store(store), ["close"]).height  # a row per bar
+    assert result["rows"] == pl.read_parquet(out).height == bars
+    assert result["features"] == 2 and result["out"] == str(out)
+    assert result["cached"] == [] and result["computed"] == ["MA5", "R", "LABEL0"]
+    assert result["label"] == "Ref($close, -2)/Ref($close, -1) - 1"

@@ -10,7 +10,7 @@ from polars.testing import assert_frame_equal
 
 from quarry.data import Store, ingest_frame, members, read_bars, table_spec
 from quarry.exceptions import UsageError
-from tests.conftest import bars_frame
+from tests.helpers import bars_frame
 
 
 def _close(store: Store, as_of: str | None = None) -> dict[tuple[str, date], float]:

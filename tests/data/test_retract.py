@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 
 from quarry.data import Store, ingest_file, ingest_frame, read_bars, table_spec
-from tests.conftest import bars_frame
+from tests.helpers import bars_frame
 
 
 def test_wrong_split_date_is_retracted(store: Store, write_csv: Callable[[str, str], Path]) -> None:

@@ -12,7 +12,7 @@ from polars.testing import assert_frame_equal
 
 from quarry.data import Store, ingest_file, ingest_frame, read_bars, table_spec
 from quarry.exceptions import ConflictError
-from tests.conftest import bars_frame
+from tests.helpers import bars_frame
 
 pytestmark = pytest.mark.service
 

@@ -345,3 +345,43 @@ def test_all_is_not_a_name_for_a_stored_universe(
         with pytest.raises(UsageError, match=f"'{name}' is the built-in universe of every"):
             ingest_file(store, "universe", path, universe=name)
     assert store.commits() == []
+
+
+HEADER = "instrument,date,open,high,low,close,volume,vwap"
+
+
+def test_infinite_values_are_rejected(store: Store, write_csv: Callable[[str, str], Path]) -> None:
+    path = write_csv(
+        "inf.csv", f"{HEADER}\nA,2020-01-02,1,inf,1,1,1,1\nA,2020-01-03,1,2,1,1,1e400,1"
+    )
+    with pytest.raises(BadInputError) as err:
+        ingest_file(store, "bars", path)
+    text = str(err.value)
+    assert "column 'high': not a finite number: 'inf'" in text
+    assert "column 'volume': not a finite number: '1e400'" in text
+    assert store.commits() == []
+
+
+def test_nan_in_an_optional_column_is_stored_as_empty(
+    store: Store, write_csv: Callable[[str, str], Path]
+) -> None:
+    ingest_file(store, "bars", write_csv("nan.csv", f"{HEADER}\nA,2020-01-02,1,2,1,1,1,NaN"))
+    assert read_bars(store, ["vwap"])["vwap"].to_list() == [None]
+
+
+def test_parquet_flags_and_lists_are_not_values(store: Store, tmp_path: Path) -> None:
+    base = {
+        "instrument": ["A"],
+        "date": [date(2020, 1, 2)],
+        "open": [1.0],
+        "high": [2.0],
+        "low": [1.0],
+    }
+    flags = tmp_path / "flags.parquet"
+    pl.DataFrame({**base, "close": [True], "volume": [1.0]}).write_parquet(flags)
+    with pytest.raises(BadInputError, match="column 'close': not a number"):
+        ingest_file(store, "bars", flags)
+    lists = tmp_path / "lists.parquet"
+    pl.DataFrame({**base, "close": [[1.0, 2.0]], "volume": [1.0]}).write_parquet(lists)
+    with pytest.raises(BadInputError, match="column 'close' holds List"):
+        ingest_file(store, "bars", lists)

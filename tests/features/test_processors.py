@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from quarry.exceptions import UsageError
+from quarry.exceptions import NotFittedError, UsageError
 from quarry.features._processors import (
     PROCESSORS,
     CSRankNorm,
@@ -230,7 +230,7 @@ def test_winsorize_by_date(frame: pl.DataFrame, lower: float, upper: float) -> N
 
 def test_winsorize_fitted(frame: pl.DataFrame) -> None:
     w = Winsorize(lower=0.05, upper=0.9, by="fit", fit_start=FIT_START, fit_end=FIT_END)
-    with pytest.raises(UsageError, match="Winsorize is not fitted"):
+    with pytest.raises(NotFittedError, match="Winsorize is not fitted"):
         w.transform(frame)
     out = w.fit(frame).transform(frame)
     df = to_pd(frame)
@@ -315,7 +315,7 @@ def test_fit_uses_the_window_only(frame: pl.DataFrame, make: object) -> None:
 def test_transform_before_fit(frame: pl.DataFrame, make: object) -> None:
     assert callable(make)
     p = make()
-    with pytest.raises(UsageError, match=rf"^{type(p).__name__} is not fitted; call fit"):
+    with pytest.raises(NotFittedError, match=rf"^{type(p).__name__} is not fitted; call fit"):
         p.transform(frame)
 
 
@@ -495,5 +495,5 @@ def test_pipeline_round_trip_and_errors(frame: pl.DataFrame) -> None:
         Pipeline.from_dict({"step": []})
     with pytest.raises(UsageError, match="did you mean 'ZScoreNorm'"):
         Pipeline.from_dict([{"name": "ZscoreNorm"}])
-    with pytest.raises(UsageError, match="ZScoreNorm is not fitted"):
+    with pytest.raises(NotFittedError, match="ZScoreNorm is not fitted"):
         Pipeline([ZScoreNorm(fit_start=FIT_START, fit_end=FIT_END)]).transform(frame)

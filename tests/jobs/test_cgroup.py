@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from quarry.jobs._backends import LocalBackend
+from quarry.jobs import manifest_from_dict
+from quarry.jobs._backends import Launch, LocalBackend
 from quarry.jobs._cgroup import CgroupV2
 
 
@@ -42,8 +43,9 @@ def test_the_backend_limits_and_reads_an_attempts_cgroup(tmp_path: Path) -> None
     assert group is not None
     runner = LocalBackend(cgroup=group)
     sleep = [sys.executable, "-c", "import time; time.sleep(30)"]
-    manifest = {"resources": {"cpus": 1}, "run": {"command": sleep}}
-    handle = runner.start(7, manifest, 100 << 20, tmp_path / "a.log")
+    manifest = manifest_from_dict({"name": "s", "resources": {"cpus": 1},
+                                   "run": {"command": sleep}})  # fmt: skip
+    handle = runner.start(Launch(1, 7, manifest, 100 << 20, tmp_path / "a.log", tmp_path / "out"))
     path = mount / "workers" / "w1" / "quarry-attempt-7"
     assert (path / "memory.max").read_text() == str(100 << 20)
     assert (path / "cgroup.procs").read_text() == str(handle.pid)

@@ -284,7 +284,7 @@ def test_missing_run_names_run() -> None:
 
 def test_retries_defaults_and_durations() -> None:
     assert manifest_from_dict(minimal()).retries == Retries(
-        max=0, backoff=1.0, on=["lost"], memory_multiplier_on_oom=1.0
+        max=0, backoff=1.0, on=["lost"], memory_multiplier_on_oom=2.0
     )
     r = manifest_from_dict(
         minimal(retries={"max": 3, "backoff": "2m", "on": ["oom", "lost"],
@@ -304,7 +304,7 @@ def test_retries_defaults_and_durations() -> None:
         ({"on": ["oom", "oom"]}, "retries.on", "oom listed more than once"),
         ({"on": ["oom"], "memory_multiplier_on_oom": 0.5}, "retries.memory_multiplier_on_oom",
          "greater than or equal to 1"),
-        ({"memory_multiplier_on_oom": 2}, "retries.memory_multiplier_on_oom",
+        ({"memory_multiplier_on_oom": 3}, "retries.memory_multiplier_on_oom",
          "no effect unless retries.on includes oom"),
     ],
 )  # fmt: skip

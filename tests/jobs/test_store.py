@@ -53,7 +53,7 @@ def test_the_schema_comes_from_the_migrations(store: JobStore) -> None:
     tables = set(inspect(store.engine).get_table_names())
     assert {"jobs", "attempts", "members", "tokens", "alembic_version"} <= tables
     with store.engine.connect() as conn:
-        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0002"
+        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0003"
     with JobStore(store.url):  # opening again migrates nothing and fails nothing
         pass
 
@@ -175,3 +175,15 @@ def test_scheduling_latency_is_summed_by_the_database(store: JobStore) -> None:
             expected.append((job.started_at - job.created_at).total_seconds())
     assert count == len(expected) == 2
     assert total == pytest.approx(sum(expected), abs=2e-3)
+
+
+def test_an_oom_retry_gets_twice_the_memory_by_default_up_to_the_largest_worker(
+    store: JobStore,
+) -> None:
+    job = store.submit(_manifest("m", memory=1 << 30, max=3, backoff=0.0, on=["oom"]))
+    first = store.claim("w", cpus=1, memory=3 << 30)[0]
+    assert store.finish(first.attempt_id, "oom_killed", max_memory=3 << 30) == "queued"
+    assert store.job(job).memory == 2 << 30  # type: ignore[union-attr]  # 2x, not 1x
+    second = store.claim("w", cpus=1, memory=3 << 30)[0]
+    assert store.finish(second.attempt_id, "oom_killed", max_memory=3 << 30) == "queued"
+    assert store.job(job).memory == 3 << 30  # type: ignore[union-attr]  # the worker's most

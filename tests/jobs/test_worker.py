@@ -3,6 +3,7 @@ after an OOM, cancellation, and the watchdog ending attempts whose heartbeat sto
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -13,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
-from quarry.jobs import JobStore
+from quarry.jobs import JobStore, LocalBackend, _backends
 from quarry.jobs._watchdog import Watchdog
 from quarry.jobs._worker import Worker
 
@@ -180,8 +182,14 @@ def test_a_worker_shutting_down_queues_its_jobs_again(store: JobStore, tmp_path:
     assert store.job(job).status == "queued"  # type: ignore[union-attr]
     assert "shut down" in (store.attempts(job)[0].reason or "")
     stored = store.job(job)
-    assert stored is not None and (stored.attempts, stored.max_retries) == (1, 1)  # a free try
+    assert stored is not None and (stored.attempts, stored.max_retries) == (1, 0)
+    assert store.attempts(job)[0].outcome == "requeued"  # not a try: the job runs again
+    assert worker.requeued == [job]
+    again = _worker(store, tmp_path)
+    again.step()
+    assert store.job(job).status == "running"  # type: ignore[union-attr]
     store.cancel(job)
+    _until(lambda: again.step() == 0, 10)
 
 
 def test_a_death_by_a_real_time_signal_is_lost(store: JobStore, tmp_path: Path) -> None:
@@ -189,3 +197,80 @@ def test_a_death_by_a_real_time_signal_is_lost(store: JobStore, tmp_path: Path) 
     _worker(store, tmp_path).run(until_idle=True, every=0.05)
     attempt = store.attempts(job)[0]
     assert attempt.outcome == "lost" and (attempt.reason or "").startswith("the process died of")
+
+
+class _FailingFor:
+    """A real store whose ``stale`` raises, as a database that is away does, for its first
+    ``n`` calls; everything else goes to the store."""
+
+    def __init__(self, store: JobStore, n: int) -> None:
+        self.store, self.n, self.failures = store, n, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def stale(self, older_than: float) -> list[int]:
+        if self.failures < self.n:
+            self.failures += 1
+            raise OperationalError("SELECT", {}, Exception("database is locked"))
+        return self.store.stale(older_than)
+
+
+def test_the_watchdog_survives_a_database_that_fails_for_a_while(
+    store: JobStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = store.submit(_job("print('again')", retries={"max": 1, "backoff": 0, "on": ["lost"]}))
+    store.claim("a-worker-that-dies", cpus=1, memory=1 << 30)  # and never sends a heartbeat
+    flaky = _FailingFor(store, 5)
+    watchdog = Watchdog(flaky, stale_after=0.2)  # type: ignore[arg-type]
+    stop = threading.Event()
+    thread = threading.Thread(target=watchdog.run, args=(stop,), kwargs={"every": 0.05})
+    thread.start()
+    try:
+        _until(lambda: store.job(job).status == "queued", 15)  # type: ignore[union-attr]
+    finally:
+        stop.set()
+        thread.join()
+    assert flaky.failures == 5
+    assert "no heartbeat" in (store.attempts(job)[0].reason or "")
+    assert watchdog.health.errors == 5 and watchdog.health.passes >= 1
+    assert watchdog.health.last_pass is not None
+    assert caplog.text.count("database is locked") == 5
+
+
+def test_an_attempt_gets_only_the_declared_environment(
+    store: JobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hunter2")
+    monkeypatch.setenv("TEAM_SETTING", "on")
+    code = "import json, os; print(json.dumps(dict(os.environ)))"
+    job = store.submit(_job(code, env={"MINE": "yes"}))
+    runner = LocalBackend(pass_env=["PATH", "TEAM_SETTING"])
+    _worker(store, tmp_path, runner=runner).run(until_idle=True, every=0.05)
+    env = json.loads((tmp_path / "logs" / f"job-{job}" / "attempt-1.log").read_text())
+    assert "AWS_SECRET_ACCESS_KEY" not in env
+    assert (env["TEAM_SETTING"], env["MINE"], env["PATH"]) == ("on", "yes", os.environ["PATH"])
+    assert env["OMP_NUM_THREADS"] == "1"
+    assert env["QUARRY_JOB_OUT"] == str(tmp_path / "jobs" / str(job) / "out")
+    assert set(env) <= {"PATH", "TEAM_SETTING", "MINE", "QUARRY_JOB_OUT", "QUARRY_JOB_ID",
+                        "LC_CTYPE", *_backends.THREAD_VARS}  # fmt: skip
+
+
+def test_jobs_of_one_workflow_get_output_folders_of_their_own(
+    store: JobStore, tmp_path: Path
+) -> None:
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("name: w\nmodel: {typo: 1}\n")
+    jobs = [store.submit({"name": "w", "project": "p", "resources": {"cpus": 1, "memory": 1 << 30},
+                          "run": {"workflow": str(flow)}}) for _ in range(2)]  # fmt: skip
+    worker = _worker(store, tmp_path)
+    worker.step()
+    commands = {}
+    for j in jobs:
+        pid = store.attempts(j)[0].pid
+        assert pid is not None
+        commands[j] = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[-3:-1]
+    worker.run(until_idle=True, every=0.05)
+    for j in jobs:  # quarry run FLOW --out OUTPUTS/<job>/out, not runs/w for both
+        out = tmp_path / "jobs" / str(j) / "out"
+        assert commands[j] == [b"--out", str(out).encode()] and out.is_dir()

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from quarry.exceptions import UsageError
+from quarry.exceptions import NotFittedError, UsageError
 from quarry.models import LightGBMModel, make_model
 from quarry.models._params import validate_params
 
@@ -137,3 +137,12 @@ def test_checks_in_parallel_threads_leave_stderr_where_it_was() -> None:
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(check, range(64)))
     assert os.readlink("/proc/self/fd/2") == before != os.devnull
+
+
+@pytest.mark.parametrize("name", ["lightgbm", "linear", "mlp"])
+def test_predict_before_fit_is_a_not_fitted_error(name: str) -> None:
+    if name == "mlp":
+        pytest.importorskip("torch", reason="the mlp extra (quarry[mlp]) is not installed")
+    model = make_model(name)
+    with pytest.raises(NotFittedError, match=r"^the model is not trained yet: call fit first$"):
+        model.predict(np.zeros((3, 2)))

@@ -9,7 +9,7 @@ import pytest
 
 from quarry.models import search
 from quarry.tracking import client
-from tests.models.test_train import SEGMENTS, _features
+from tests.models.helpers import SEGMENTS, feature_frame
 
 
 @pytest.mark.slow
@@ -17,7 +17,7 @@ def test_parallel_trials_share_the_budget_and_nest_under_one_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("QUARRY_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    frame = _features(tmp_path, 0.08, 11)
+    frame = feature_frame(tmp_path, 0.08, 11)
     space = {"learning_rate": ("float", 0.02, 0.3, "log"), "num_leaves": ("int", 4, 64)}
     result = search(
         frame, SEGMENTS, space=space, fixed={"num_boost_round": 30}, trials=6, jobs=2,

@@ -12,35 +12,10 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from quarry.data import Store, generate, read_bars
 from quarry.exceptions import LookaheadError, UsageError
-from quarry.features import DEFAULT_LABEL, compute
+from quarry.features import compute
 from quarry.models import Segments, train
-
-# A few momentum/reversal and volatility features; the planted alpha is minus the 5-day
-# log return, which the first one carries (up to a monotone transform).
-FEATURES = {
-    "ROC5": "Ref($close, 5)/$close",
-    "ROC1": "Ref($close, 1)/$close",
-    "ROC20": "Ref($close, 20)/$close",
-    "STD20": "Std($close/Ref($close, 1), 20)",
-    "VMA5": "Mean($volume, 5)/($volume+1e-12)",
-    "MA10": "Mean($close, 10)/$close",
-}
-SEGMENTS = Segments.parse(
-    {
-        "train": "2015-01-02:2016-06-30",
-        "valid": "2016-07-06:2016-12-30",
-        "test": "2017-01-05:2017-12-29",
-    }
-)
-
-
-def _features(tmp_path: Path, alpha_ic: float, seed: int) -> pl.DataFrame:
-    store = Store(tmp_path / f"store-{seed}")
-    generate(store, 120, 800, seed=seed, alpha_ic=alpha_ic)
-    bars = read_bars(store, ["close", "volume"], adjust="adjusted")
-    return compute(bars, FEATURES, label=DEFAULT_LABEL)
+from tests.models.helpers import SEGMENTS, feature_frame
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +28,10 @@ def test_lightgbm_recovers_a_planted_alpha_and_finds_none_in_noise(
     tmp_path: Path, tracking: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("QUARRY_TRACKING_URI", tracking)
-    planted = train(_features(tmp_path, 0.08, 1), SEGMENTS, out=tmp_path / "planted")
-    noise = train(_features(tmp_path, 0.0, 2), SEGMENTS, out=tmp_path / "noise", experiment=None)
+    planted = train(feature_frame(tmp_path, 0.08, 1), SEGMENTS, out=tmp_path / "planted")
+    noise = train(
+        feature_frame(tmp_path, 0.0, 2), SEGMENTS, out=tmp_path / "noise", experiment=None
+    )
 
     test = planted.metrics["test"]
     # ~250 test days: a daily Rank IC of noise has a mean within about 0.01 of zero.
@@ -75,7 +52,7 @@ def test_lightgbm_recovers_a_planted_alpha_and_finds_none_in_noise(
 
 
 def test_metrics_are_the_daily_correlations_of_score_and_label(tmp_path: Path) -> None:
-    frame = _features(tmp_path, 0.08, 3)
+    frame = feature_frame(tmp_path, 0.08, 3)
     result = train(frame, SEGMENTS, model="linear", out=tmp_path / "lin", experiment=None)
     scored = result.predictions.join(
         frame.select("instrument", "date", "LABEL0"), on=["instrument", "date"]
@@ -92,7 +69,7 @@ def test_metrics_are_the_daily_correlations_of_score_and_label(tmp_path: Path) -
 
 
 def test_the_same_seed_gives_the_same_model(tmp_path: Path) -> None:
-    frame = _features(tmp_path, 0.05, 4)
+    frame = feature_frame(tmp_path, 0.05, 4)
     params = {"num_boost_round": 40}
     a = train(frame, SEGMENTS, params=params, seed=7, experiment=None)
     b = train(frame, SEGMENTS, params=params, seed=7, experiment=None)
@@ -100,7 +77,7 @@ def test_the_same_seed_gives_the_same_model(tmp_path: Path) -> None:
 
 
 def test_a_training_window_overlapping_the_labels_that_follow_is_refused(tmp_path: Path) -> None:
-    frame = _features(tmp_path, 0.0, 5)
+    frame = feature_frame(tmp_path, 0.0, 5)
     leaky = Segments.parse(
         {
             "train": "2015-01-02:2016-06-30",
@@ -121,7 +98,7 @@ def test_a_feature_built_from_the_label_is_refused_before_training() -> None:
 
 
 def test_unknown_model_names_the_closest(tmp_path: Path) -> None:
-    frame = _features(tmp_path, 0.0, 6)
+    frame = feature_frame(tmp_path, 0.0, 6)
     with pytest.raises(UsageError, match="did you mean lightgbm"):
         train(frame, SEGMENTS, model="lightgmb", experiment=None)
 
@@ -132,7 +109,7 @@ def test_walk_forward_predicts_every_test_day_out_of_sample(
     from quarry.models import WalkForward, train_walk_forward
 
     monkeypatch.setenv("QUARRY_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    frame = _features(tmp_path, 0.08, 12)
+    frame = feature_frame(tmp_path, 0.08, 12)
     schedule = WalkForward(
         start=date(2017, 1, 2), end=date(2017, 6, 30), step=40, horizon=2,
         train_days=300, valid_days=60,
@@ -165,7 +142,7 @@ def test_walk_forward_predicts_every_test_day_out_of_sample(
 
 def test_the_mlp_learns_the_planted_alpha_and_is_deterministic(tmp_path: Path) -> None:
     pytest.importorskip("torch", reason="the mlp extra (quarry[mlp]) is not installed")
-    frame = _features(tmp_path, 0.08, 13)
+    frame = feature_frame(tmp_path, 0.08, 13)
     params = {"hidden": [32], "max_epochs": 15, "patience": 3}
     a = train(frame, SEGMENTS, model="mlp", params=params, seed=3)  # logged to MLflow too
     b = train(frame, SEGMENTS, model="mlp", params=params, seed=3, experiment=None)
@@ -175,14 +152,14 @@ def test_the_mlp_learns_the_planted_alpha_and_is_deterministic(tmp_path: Path) -
 
 
 def test_progress_reports_each_boosting_round(tmp_path: Path) -> None:
-    frame = _features(tmp_path, 0.05, 14)
+    frame = feature_frame(tmp_path, 0.05, 14)
     messages: list[str] = []
     result = train(
         frame, SEGMENTS, params={"num_boost_round": 15, "early_stopping_rounds": 100},
         experiment=None, progress=messages.append,
     )  # fmt: skip
     rounds = [m for m in messages if m.startswith("boosting round")]
-    assert rounds == [f"boosting round {i}/15" for i in range(1, 16)]
+    assert [m.split(":")[0] for m in rounds] == [f"boosting round {i}/15" for i in range(1, 16)]
     assert result.predictions.height > 0
     # progress=True draws a status line instead; it must not change the result
     again = train(frame, SEGMENTS, params={"num_boost_round": 15, "early_stopping_rounds": 100},
@@ -228,3 +205,47 @@ def test_a_model_that_ranks_instruments_is_not_flagged(tmp_path: Path) -> None:
     assert not result.constant and result.warnings == ()
     assert result.metrics["test"]["constant"] is False
     assert result.metrics["test"]["ic"] > 0.5  # the feature is the label plus as much noise
+
+
+def test_the_mlp_reports_each_epoch_and_its_best(tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="the mlp extra (quarry[mlp]) is not installed")
+    import pickle
+    import re
+
+    from quarry.models._mlp import MLPModel
+
+    def epochs(messages: list[str], total: int) -> list[tuple[int, float, float, int]]:
+        """(epoch, loss, best, best's epoch) of each epoch's message, checked against the
+        losses reported so far: the best is the lowest of them, at an epoch that had it."""
+        line = re.compile(
+            rf"epoch (\d+)/{total}: valid loss (\d+\.\d{{3}}), best (\d+\.\d{{3}}) at epoch (\d+)"
+        )
+        found = [m.groups() for m in map(line.fullmatch, messages) if m is not None]
+        parsed = [(int(e), float(loss), float(best), int(at)) for e, loss, best, at in found]
+        losses = [loss for _, loss, _, _ in parsed]
+        for k, (_, _, best, at) in enumerate(parsed):
+            assert best == min(losses[: k + 1]), messages
+            assert at <= k + 1 and losses[at - 1] == best, messages
+        return parsed
+
+    messages: list[str] = []
+    params = {"hidden": [16], "max_epochs": 3, "patience": 10}
+    train(feature_frame(tmp_path, 0.08, 15), SEGMENTS, model="mlp", params=params,
+          experiment=None, progress=messages.append)  # fmt: skip
+    assert [e for e, _, _, _ in epochs(messages, 3)] == [1, 2, 3], messages
+
+    # the weights kept are the best epoch's: their validation loss is the one reported
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(600, 5))
+    y = x @ np.array([0.5, -0.3, 0.2, 0.0, 0.1]) + rng.normal(0, 1.0, 600)
+    said: list[str] = []
+    model = MLPModel({"hidden": [8], "max_epochs": 6, "patience": 10, "lr": 0.05}, seed=1)
+    model.on_progress = said.append
+    model.fit(x[:400], y[:400], x[400:], y[400:])
+    reported = epochs(said, 6)
+    assert len(reported) == 6 == len(said)
+    kept = float(np.mean((model.predict(x[400:]) - y[400:]) ** 2))
+    assert kept == pytest.approx(reported[-1][2], abs=6e-4)
+    # the callback belongs to the session: a pickled model leaves it behind
+    model.on_progress = lambda text: None
+    assert pickle.loads(pickle.dumps(model)).on_progress is None  # noqa: S301 (our own bytes)

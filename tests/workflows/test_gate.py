@@ -12,7 +12,7 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from quarry.tracking import alias_version, set_alias
+from quarry.tracking import alias_history, alias_version, set_alias
 from quarry.workflows import StepCache, load_workflow, run_workflow
 from tests.workflows.helpers import MOMENTUM, REVERSAL, small_spec, write_spec
 
@@ -83,6 +83,9 @@ def test_the_gate_promotes_only_a_better_model(market: Path, tmp_path: Path) -> 
     first = _run(tmp_path, market, "o1", cache, model={"columns": ["MOM20"]})
     assert first.results["promoted"] and "first registered" in first.results["gate"]["reason"]
     assert alias_version("small", "champion") == first.results["model_version"] == 1
+    (event,) = alias_history("small")  # the gate's move is on the record
+    assert (event.alias, event.from_version, event.to_version) == ("champion", None, 1)
+    assert event.by == f"gate (run {first.results['mlflow_run_id']})"
     better = _run(tmp_path, market, "o2", cache, model={"columns": ["MOM20", "REV5"]})
     gate = better.results["gate"]
     assert better.results["promoted"], (gate["reason"], gate.get("rules"))

@@ -121,8 +121,29 @@ def test_each_example_loads_as_it_did(path: Path) -> None:
     # the reference: PyYAML's YAML 1.1 reading, as the loader read them before
     before = Workflow.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
     spec = load_workflow(path)
+    # but for the store, which is now read from the file's folder (see the test below)
+    assert before.data.store is not None and spec.data.store is not None
+    assert Path(spec.data.store) == (path.parent / before.data.store).resolve()
+    before = before.model_copy(update={"data": spec.data})
     assert spec == before
     assert spec.model_dump(mode="json") == before.model_dump(mode="json")
+
+
+def test_a_relative_store_is_read_from_the_files_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job or another shell runs the file from elsewhere: the store it names is the same."""
+    folder = tmp_path / "research" / "workflows"
+    folder.mkdir(parents=True)
+    path = folder / "w.yaml"
+    path.write_text(GOOD.replace("store: STORE", "store: ../stores/main"))
+    elsewhere = tmp_path / "somewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert load_workflow(path).data.store == str(tmp_path / "research" / "stores" / "main")
+    for fixed in ("/data/stores/main", "s3://bucket/stores/main"):
+        path.write_text(GOOD.replace("store: STORE", f"store: {fixed}"))
+        assert load_workflow(path).data.store == fixed
 
 
 # -- every problem at once, before any step runs ---------------------------------------------

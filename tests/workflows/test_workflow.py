@@ -74,3 +74,34 @@ def test_the_same_workflow_gives_identical_metrics(market: Path, tmp_path: Path)
                 "mlflow_run_id"):  # fmt: skip
         assert key in saved
     assert (tmp_path / "o1" / "report.html").exists()
+
+
+@pytest.mark.slow
+def test_the_callbacks_hear_each_step_its_time_and_the_boosting_rounds(
+    market: Path, tmp_path: Path
+) -> None:
+    import re
+
+    from quarry.tracking import load_packaged
+
+    spec = load_workflow(write_spec(tmp_path / "a.yaml", small_spec(market)))
+    said: list[str] = []
+    heard: list[str] = []
+    cache = StepCache(tmp_path / "steps")
+    first = run_workflow(spec, tmp_path / "o1", cache=cache, say=said.append,
+                         progress=heard.append)  # fmt: skip
+    timed = [m for m in said if re.fullmatch(r"\w+: ran in \d+\.\d s", m)]
+    assert [m.split(":")[0] for m in timed] == ["features", "train", "backtest", "gate"]
+    rounds = [m for m in heard if m.startswith("boosting round")]
+    assert [m.split(":")[0] for m in rounds] == [f"boosting round {i}/30" for i in range(1, 31)]
+    last = re.fullmatch(r"boosting round 30/30: valid l2 (\S+), best (\S+) at round (\d+)",
+                        rounds[-1])  # fmt: skip
+    assert last is not None, rounds[-1]
+    model = load_packaged("small", first.results["model_version"]).estimator
+    assert int(last.group(3)) == model.best_iteration  # the round early stopping kept
+    losses = [float(m.split("valid l2 ")[1].split(",")[0]) for m in rounds]
+    assert float(last.group(2)) == min(losses)
+    assert any(m.startswith("features: ") and "/" in m for m in heard)  # the chunks
+    said.clear()
+    run_workflow(spec, tmp_path / "o2", cache=cache, say=said.append)
+    assert {"features: cached", "train: cached", "backtest: cached"} <= set(said)

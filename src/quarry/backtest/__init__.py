@@ -5,6 +5,9 @@
   delisted holdings liquidated at their last close (see ``_engine``). ``align`` lays a signal
   and the store's adjusted bars on one grid.
 
+- ``run_backtest``: the whole backtest of a signal over a store (align, simulate a
+  strategy, benchmark, exposure, signal analysis) as a ``BacktestResult``, and its files.
+
 - ``load_signal`` reads a signal file (Parquet or CSV) and ``check_signal`` checks any signal
   frame: the one way a backtest's scores come in (see ``_signal``).
 
@@ -30,15 +33,19 @@ from quarry.backtest._metrics import (
     sharpe,
     summary,
 )
+from quarry.backtest._result import BacktestResult
+from quarry.backtest._run import STRATEGIES, run_backtest
 from quarry.backtest._signal import SIGNAL_COLUMNS, check_signal, load_signal
 
 __all__ = [
     "DEAL_PRICES",
     "PERIODS_PER_YEAR",
     "SIGNAL_COLUMNS",
+    "STRATEGIES",
     "Aligned",
     "BacktestConfig",
     "BacktestMetrics",
+    "BacktestResult",
     "Coverage",
     "Market",
     "ReturnMetrics",
@@ -53,6 +60,7 @@ __all__ = [
     "information_ratio",
     "load_signal",
     "max_drawdown",
+    "run_backtest",
     "sharpe",
     "simulate",
     "summary",

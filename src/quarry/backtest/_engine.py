@@ -55,12 +55,32 @@ class Market:
     close: np.ndarray
     volume: np.ndarray
     volume_known: np.ndarray | None = None
+    #: per instrument, the last day it can be held: its last bar when it is delisted, the
+    #: grid's last day when the store knows it still listed (its missing bars are then
+    #: suspensions, not a delisting). None: every instrument's last bar.
+    held_until: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not (self.deal.shape == self.close.shape == self.volume.shape):
             raise UsageError("market panels must have the same days x instruments shape")
         if self.volume_known is not None and self.volume_known.shape != self.close.shape[1:]:
             raise UsageError("volume_known must have one value per instrument")
+        if self.held_until is not None and self.held_until.shape != self.close.shape[1:]:
+            raise UsageError("held_until must have one value per instrument")
+
+    def last_days(self) -> np.ndarray:
+        """Each instrument's last day that it can be held (-1 for none): a holding is
+        delisted, closed at its last close, on the day after it."""
+        if self.held_until is not None:
+            return np.asarray(self.held_until, dtype=np.int64)
+        has = np.isfinite(self.close)
+        days = self.close.shape[0]
+        last = days - 1 - np.argmax(has[::-1], axis=0)
+        return np.where(has.any(axis=0), last, -1).astype(np.int64)
+
+    def alive_after(self) -> np.ndarray:
+        """True where an instrument can still be held on this day or a later one."""
+        return np.arange(self.close.shape[0])[:, None] <= self.last_days()[None, :]
 
     def known(self) -> np.ndarray:
         """``volume_known`` as a boolean array (all true when None)."""
@@ -164,7 +184,7 @@ def simulate(scores: np.ndarray, market: Market, rule: Rule, config: BacktestCon
     if scores.shape != (days, n):
         raise UsageError(f"the signal covers {scores.shape}, the market {(days, n)}")
     c = config
-    alive_after = _alive_after(market.close)
+    alive_after = market.alive_after()
     value, cash, costs, traded = np.zeros(days), np.zeros(days), np.zeros(days), np.zeros(days)
     shares = np.zeros((days, n))
     orders: list[tuple[float, ...]] = []
@@ -260,9 +280,3 @@ def finish(
         value, cash, net, gross, turnover, costs, shares,
         {col: table[:, k] for k, col in enumerate(ORDER_COLUMNS)},
     )  # fmt: skip
-
-
-def _alive_after(close: np.ndarray) -> np.ndarray:
-    """True where an instrument still has a bar on this day or a later one."""
-    has = np.isfinite(close)
-    return np.flip(np.logical_or.accumulate(np.flip(has, axis=0), axis=0), axis=0)

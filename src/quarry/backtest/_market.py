@@ -117,6 +117,31 @@ def _history_start(store: Store, first: date, days: int, as_of: datetime | str |
     return earliest
 
 
+def _held_until(
+    store: Store, as_of: datetime | str | None, names: pl.Series, close: np.ndarray, end: date
+) -> np.ndarray:
+    """Per instrument, the last grid day it can be held. An instrument whose bars stop is
+    delisted at its last bar, unless the instruments table (as known at ``as_of``) says it
+    still lists after the grid's last day: then its missing days are suspensions (a vendor
+    file that has not arrived yet is not a delisting). Without an instruments table, or a
+    row for the instrument, its last bar decides."""
+    days = close.shape[0]
+    has = np.isfinite(close)
+    last = np.where(has.any(axis=0), days - 1 - np.argmax(has[::-1], axis=0), -1)
+    lf = store.scan("instruments", as_of=as_of)
+    if lf is None:
+        return last.astype(np.int64)
+    listed = (
+        lf.group_by("instrument")
+        .agg(pl.col("delist_date").max().alias("delisted"))
+        .filter(pl.col("delisted").is_null() | (pl.col("delisted") > end))
+        .select("instrument")
+        .collect()["instrument"]
+    )
+    still = names.is_in(listed).to_numpy() & (last >= 0)
+    return np.where(still, days - 1, last).astype(np.int64)
+
+
 def _store_span(store: Store, as_of: datetime | str | None) -> str:
     dates = read_bars(store, ["close"], as_of=as_of)["date"]
     if dates.len() == 0:
@@ -253,7 +278,11 @@ def _align(
             f"{source}: {matched:,} of its scores are on the store's market but none is "
             f"{'in --universe ' + universe if universe else 'a number'}; nothing to trade"
         )
-    market = Market(deal=deal[h:], close=close[h:], volume=volume[h:], volume_known=volume_known)
+    held_until = _held_until(store, as_of, names, close[h:], dates[-1])
+    market = Market(
+        deal=deal[h:], close=close[h:], volume=volume[h:], volume_known=volume_known,
+        held_until=held_until,
+    )  # fmt: skip
     return Aligned(
         dates.to_list()[h:],
         instruments.to_list(),

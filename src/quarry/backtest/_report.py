@@ -35,8 +35,8 @@ import polars as pl
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from quarry.backtest._run import BacktestResult
-    from quarry.models._signal import SignalReport
+    from quarry.backtest._result import BacktestResult
+    from quarry.signals import SignalReport
 
 __all__ = ["exposure_grid", "monthly_table", "write_report"]
 

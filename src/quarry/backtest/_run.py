@@ -30,7 +30,7 @@ What metrics.json says besides the performance, for a caller (the promotion gate
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,13 +42,14 @@ from quarry._json import dumps
 from quarry.backtest._engine import BacktestConfig, Simulation
 from quarry.backtest._market import Aligned, Coverage, align, index_returns, industry_codes
 from quarry.backtest._metrics import summary
+from quarry.backtest._result import BacktestResult
 from quarry.backtest._topk_engine import simulate_topk
 from quarry.data import Store
 from quarry.exceptions import DataError, UsageError
 
-if TYPE_CHECKING:  # the models package imports its estimators: only when a signal is analyzed
-    from quarry.models._signal import SignalReport
+if TYPE_CHECKING:  # imported when used: the optimizer (cvxpy) and the signal analysis
     from quarry.portfolio import OptimizerConfig
+    from quarry.signals import SignalReport
 
 __all__ = ["STRATEGIES", "BacktestResult", "run_backtest"]
 
@@ -59,31 +60,6 @@ _STATUS = {0: "filled", 1: "suspended", 2: "limit", 3: "delisted"}
 # few days past the store's last bar stays far above it), so missing half of them means
 # other ids or dates, and a book chosen from half the names is not the signal's book.
 MATCH_WARNING = 0.5
-
-
-@dataclass(frozen=True)
-class BacktestResult:
-    """What a backtest produced; the optional parts are there when their inputs were.
-
-    ``exposure``: date, industry, portfolio, benchmark, active (portfolio less benchmark),
-    each industry's summed weight at the day's close; when the store has industries.
-    ``signal``: the signal's IC series and quantile returns against the return it earns
-    (the deal price from t+1 to t+2 for a score dated t).
-    ``decisions``: date, status, detail for each optimizer rebalance (status ``optimal``, or
-    the fallback taken and why); with the optimizer strategy.
-    ``notes`` and ``warnings``: one-line texts for the user, also in ``metrics`` (see the
-    module); a command prints them.
-    """
-
-    metrics: dict[str, Any]
-    returns: pl.DataFrame
-    positions: pl.DataFrame
-    orders: pl.DataFrame
-    exposure: pl.DataFrame | None = None
-    signal: SignalReport | None = None
-    decisions: pl.DataFrame | None = None
-    notes: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()
 
 
 def equal_weight_benchmark(close: np.ndarray) -> np.ndarray:
@@ -292,7 +268,7 @@ def _exposure(
 def _signal_report(grid: Aligned) -> SignalReport | None:
     """The signal's IC and quantile returns against what a score dated t earns when traded:
     the deal price from t+1 to t+2."""
-    from quarry.models._signal import analyze
+    from quarry.signals import analyze
 
     deal = grid.market.deal
     earned = np.full(deal.shape, np.nan)

@@ -46,25 +46,13 @@ def simulate_topk(
         close,
         np.ascontiguousarray(market.volume, dtype=np.float64),
         market.known(),
-        _last_bars(close),
+        market.last_days(),
         topk, n_drop, hold_thresh, float(c.account), c.open_cost, c.close_cost, c.min_cost,
         limit, float(c.lot_size), c.risk_degree, c.delist_return, c.slippage, c.impact,
         capacity,
     )  # fmt: skip
     value, cash, costs, traded, shares, table, rows = out
     return finish(value, cash, costs, traded, shares, table[:rows])
-
-
-@njit(cache=True)
-def _last_bars(close: np.ndarray) -> np.ndarray:
-    """Each instrument's last day with a bar (-1 for none): a holding is delisted on the day
-    after it."""
-    last = np.full(close.shape[1], -1, dtype=np.int64)
-    for day in range(close.shape[0]):
-        for i in range(close.shape[1]):
-            if close[day, i] == close[day, i]:
-                last[i] = day
-    return last
 
 
 @njit(cache=True)

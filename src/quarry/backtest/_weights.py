@@ -23,7 +23,6 @@ from quarry.backtest._engine import (
     BacktestConfig,
     Market,
     Simulation,
-    _alive_after,
     finish,
 )
 from quarry.exceptions import UsageError
@@ -75,7 +74,7 @@ def simulate_weights(
             f"day {worst}: the targets' gross exposure {gross_exposure[worst]:.3f} exceeds the "
             f"allowed leverage {leverage}; scale them down or allow more"
         )
-    alive_after = _alive_after(market.close)
+    alive_after = market.alive_after()
     value, cash = np.zeros(days), np.zeros(days)
     costs, traded = np.zeros(days), np.zeros(days)
     shares = np.zeros((days, n))

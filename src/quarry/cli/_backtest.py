@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from quarry.cli._output import console, fail_cleanly, note, progress_bar, warn
+from quarry.cli._output import console, fail_cleanly, note, print_json, progress_bar, warn
 from quarry.exceptions import UsageError
 
 
@@ -93,6 +93,9 @@ def backtest_cmd(
         int, typer.Option(help="Optimizer: trading days between rebalances.")
     ] = 5,
     solver: Annotated[str, typer.Option(help="Optimizer: clarabel or osqp.")] = "clarabel",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print metrics.json's figures (and out) as JSON.")
+    ] = False,
 ) -> None:
     """Backtest a signal: the score dated t trades at t+1, with costs and trading limits.
 
@@ -110,8 +113,7 @@ def backtest_cmd(
       quarry backtest --store ./store --signal preds.parquet --strategy optimizer
       --max-weight 0.03 --industry-bound 0.02 --turnover-limit 0.2 --out runs/opt
     """
-    from quarry.backtest import BacktestConfig, load_signal
-    from quarry.backtest._run import run_backtest
+    from quarry.backtest import BacktestConfig, load_signal, run_backtest
     from quarry.data import Store
     from quarry.portfolio import OptimizerConfig
 
@@ -154,6 +156,9 @@ def backtest_cmd(
         note(message)
     for message in result.warnings:
         warn(message)
+    if as_json:
+        print_json({"out": str(out), "report": str(out / "report.html"), "metrics": m})
+        return
 
     def pct(key: str) -> str:
         value = m.get(key)

@@ -89,6 +89,7 @@ def generate_cmd(
             "day's idiosyncratic return (0 plants none)."
         ),
     ] = 0.0,
+    json_out: JsonOpt = False,
 ) -> None:
     """Generate a realistic, seeded synthetic market into a new store.
 
@@ -104,6 +105,9 @@ def generate_cmd(
         summary = generate(
             s, instruments, days, seed=seed, start=start, alpha_ic=alpha_ic, progress=update
         )
+    if json_out:
+        print_json({"store": str(s.location), **vars(summary)})
+        return
     t = Table(title=f"Generated {s.location}", show_header=False)
     for k, v in vars(summary).items():
         t.add_row(k.replace("_", " "), str(v))
@@ -206,6 +210,7 @@ def read_cmd(
     adjust: Annotated[AdjustMode, typer.Option(help="raw prices, or adjusted for actions.")] = (
         AdjustMode.raw
     ),
+    json_out: JsonOpt = False,
 ) -> None:
     """Write a long table (instrument, date, fields...) sorted by instrument then date.
 
@@ -229,6 +234,18 @@ def read_cmd(
         adjust="adjusted" if adjust is AdjustMode.adjusted else "raw",
     )
     write_parquet(df, out)
+    if json_out:
+        print_json(
+            {
+                "out": str(out),
+                "rows": df.height,
+                "instruments": df["instrument"].n_unique(),
+                "fields": names,
+                "first_date": df["date"].min(),
+                "last_date": df["date"].max(),
+            }
+        )
+        return
     console.print(
         f"wrote {out}: {df.height} rows, {df['instrument'].n_unique()} instruments, "
         f"fields {', '.join(names)}"
@@ -351,9 +368,13 @@ def summary_cmd(store: StoreOpt = None, json_out: JsonOpt = False) -> None:
 def sample_cmd(
     name: Annotated[str, typer.Argument(help=f"One of: {', '.join(SAMPLES)}.")],
     store: StoreOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Load real sample data that ships with an installed package (nothing is downloaded)."""
     summary = load_sample(_store(store), name)
+    if json_out:
+        print_json(vars(summary))
+        return
     console.print(
         f"loaded {summary.name}: {summary.instruments} instruments, {summary.rows:,} bars, "
         f"{summary.start} to {summary.end}"

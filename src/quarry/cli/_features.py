@@ -10,7 +10,7 @@ from typing import Annotated
 import polars as pl
 import typer
 
-from quarry.cli._output import console, err, fail_cleanly, progress_bar
+from quarry.cli._output import console, err, fail_cleanly, print_json, progress_bar
 from quarry.exceptions import DataError, UsageError
 
 app = typer.Typer(
@@ -122,6 +122,9 @@ def compute_cmd(
             "($QUARRY_HOME/cache/features), which is keyed by the store's commits.",
         ),
     ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print what was written as JSON for machines.")
+    ] = False,
 ) -> None:
     """Compute features for every instrument and date, one float32 column each.
 
@@ -176,6 +179,20 @@ def compute_cmd(
             progress=update,
         )
     n = done.features - (1 if label else 0)
+    if as_json:
+        print_json(
+            {
+                "out": str(out),
+                "rows": done.rows,
+                "features": n,
+                "label": label,
+                "chunks": done.chunks,
+                "instruments_per_chunk": done.instruments_per_chunk,
+                "cached": list(done.cached),
+                "computed": list(done.computed),
+            }
+        )
+        return
     how = (
         f"{len(done.cached)} from the cache, {len(done.computed)} computed"
         if done.cached

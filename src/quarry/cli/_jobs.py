@@ -1,20 +1,17 @@
 """``quarry server``, ``quarry tokens`` and ``quarry jobs``: the job service and its client.
 
-The client talks to ``--server`` (default ``$QUARRY_SERVER``, else http://127.0.0.1:8765)
-with the token in ``$QUARRY_TOKEN``."""
+The client (``quarry.jobs.Client``) talks to ``--server`` (default ``$QUARRY_SERVER``, else
+http://127.0.0.1:8765) with the token in ``$QUARRY_TOKEN``."""
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import time
-import urllib.error
-import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
 from quarry.cli._output import console, fail_cleanly, print_json
 from quarry.exceptions import UsageError
@@ -25,6 +22,7 @@ jobs_app = typer.Typer(help="Submit and follow jobs on a Quarry server.", no_arg
 
 Server = Annotated[str | None, typer.Option(help="Server URL (default $QUARRY_SERVER).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+Db = Annotated[str | None, typer.Option(help="sqlite:///PATH or postgresql://...")]
 
 
 @server_app.command("start")
@@ -32,21 +30,34 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 def start_cmd(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
-    db: Annotated[str | None, typer.Option(help="sqlite:///PATH or postgresql://...")] = None,
+    db: Db = None,
     workers: Annotated[int, typer.Option(help="Workers sharing this machine.")] = 1,
     stale_after: Annotated[
         float, typer.Option(help="Seconds without a heartbeat before an attempt is lost.")
     ] = 5.0,
+    pass_env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pass-env",
+            help="An environment variable attempts may read, besides PATH, HOME, LANG, "
+            "QUARRY_HOME, QUARRY_TRACKING_URI and the like (repeat the option for more).",
+        ),
+    ] = None,
 ) -> None:
     """Run the job service: the REST API (docs at /docs), the workers and the watchdog.
 
+    Stop it with SIGTERM or Ctrl-C: running jobs are queued again without spending a retry.
+
     Example: quarry server start --port 8765 --db postgresql://postgres@127.0.0.1/test
     """
+    from quarry.jobs._backends import DEFAULT_PASS_ENV
     from quarry.jobs._server import serve
 
     if workers < 1:
         raise UsageError(f"--workers {workers}: give 1 or more")
-    serve(host=host, port=port, db=db, workers=workers, stale_after=stale_after)
+    extra = list(pass_env or [])
+    serve(host=host, port=port, db=db, workers=workers, stale_after=stale_after,
+          pass_env=[*DEFAULT_PASS_ENV, *extra])  # fmt: skip
 
 
 @tokens_app.command("create")
@@ -54,7 +65,7 @@ def start_cmd(
 def tokens_create_cmd(
     user: Annotated[str, typer.Option(help="The token's user.")],
     project: Annotated[str, typer.Option(help="A project the user may submit to and see.")],
-    db: Annotated[str | None, typer.Option(help="sqlite:///PATH or postgresql://...")] = None,
+    db: Db = None,
     as_json: AsJson = False,
 ) -> None:
     """Create an API token for USER, a member of PROJECT; it is shown only this once.
@@ -71,46 +82,62 @@ def tokens_create_cmd(
         print(token)
 
 
-def _call(
-    server: str | None,
-    method: str,
-    path: str,
-    body: Any = None,
-    *,
-    raw: bool = False,
-    stream: Any = None,
-) -> Any:
-    base = (server or os.environ.get("QUARRY_SERVER") or "http://127.0.0.1:8765").rstrip("/")
-    token = os.environ.get("QUARRY_TOKEN", "")
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        base + path, data=data, method=method,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )  # fmt: skip
-    try:
-        with urllib.request.urlopen(request, timeout=None if stream else 30) as response:
-            if stream is not None:  # write the body as it arrives (logs -f)
-                while chunk := response.read1(65536):
-                    stream.write(chunk.decode(errors="replace"))
-                    stream.flush()
-                return None
-            payload = response.read()
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")
-        try:
-            detail = json.loads(detail)["detail"]
-        except (ValueError, KeyError, TypeError):
-            pass
-        if isinstance(detail, list):
-            detail = "; ".join(f"{p.get('path')}: {p.get('message')}" for p in detail)
-        hint = " (set QUARRY_TOKEN)" if exc.code == 401 else ""
-        raise UsageError(f"{base}{path}: {exc.code} {detail}{hint}") from exc
-    except urllib.error.URLError as exc:
-        raise UsageError(
-            f"{base}: cannot reach the server ({exc.reason}); start one with quarry server start "
-            "or set QUARRY_SERVER"
-        ) from exc
-    return payload.decode(errors="replace") if raw else json.loads(payload)
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value is not None else "-"
+
+
+@tokens_app.command("list")
+@fail_cleanly
+def tokens_list_cmd(db: Db = None, as_json: AsJson = False) -> None:
+    """Every API token: its id, user, projects, when it was created, last used and revoked
+    (never the token itself)."""
+    from quarry.jobs import JobStore
+
+    with JobStore(db) as store:
+        tokens = store.tokens()
+    if as_json:
+        print_json([{"id": t.id, "user": t.user, "projects": t.projects,
+                     "created_at": t.created_at.isoformat(),
+                     "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
+                     "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None}
+                    for t in tokens])  # fmt: skip
+        return
+    if not tokens:
+        console.print("no tokens; make one with quarry tokens create", highlight=False)
+        return
+    table = Table("ID", "USER", "PROJECTS", "CREATED", "LAST USED", "REVOKED", box=None)
+    for t in tokens:
+        table.add_row(str(t.id), t.user, ", ".join(t.projects), _when(t.created_at),
+                      _when(t.last_used_at), _when(t.revoked_at))  # fmt: skip
+    console.print(table, highlight=False)
+
+
+@tokens_app.command("revoke")
+@fail_cleanly
+def tokens_revoke_cmd(
+    token_id: Annotated[int, typer.Argument(help="The token's id (quarry tokens list).")],
+    db: Db = None,
+    as_json: AsJson = False,
+) -> None:
+    """Revoke a token: requests with it answer 401 from now on."""
+    from quarry.jobs import JobStore
+
+    with JobStore(db) as store:
+        done = store.revoke_token(token_id)
+    if done is None:
+        raise UsageError(f"no token {token_id}; see quarry tokens list")
+    if done is False:
+        raise UsageError(f"token {token_id} was already revoked; nothing changed")
+    if as_json:
+        print_json({"id": token_id, "revoked": True})
+    else:
+        console.print(f"token {token_id} revoked", highlight=False)
+
+
+def _client(server: str | None) -> Any:
+    from quarry.jobs import Client
+
+    return Client(server)
 
 
 @jobs_app.command("submit")
@@ -127,11 +154,13 @@ def submit_cmd(
     from quarry.jobs import load_manifest
 
     parsed = load_manifest(manifest)  # the file's own errors, with its name and line
-    job = _call(server, "POST", "/v1/jobs", parsed.model_dump(mode="json"))
+    job = _client(server).submit(parsed)
     if as_json:
         print_json(job)
     else:
-        console.print(f"job {job['id']} {job['status']}", highlight=False)
+        console.print(f"job {job['id']} {job['status']}: {job['name']} (project "
+                      f"{job['project']}); see quarry jobs show {job['id']}",
+                      highlight=False)  # fmt: skip
 
 
 @jobs_app.command("list")
@@ -145,35 +174,70 @@ def list_cmd(
     as_json: AsJson = False,
 ) -> None:
     """List your projects' jobs, newest first."""
-    query = f"?limit={limit}&offset={offset}"
-    query += f"&status={status}" if status else ""
-    query += f"&project={project}" if project else ""
-    page = _call(server, "GET", "/v1/jobs" + query)
+    page = _client(server).jobs(status=status, project=project, limit=limit, offset=offset)
     if as_json:
         print_json(page)
         return
+    if not page["jobs"]:
+        console.print(f"no jobs (of {page['total']})", highlight=False)
+        return
+    table = Table("ID", "STATUS", "PROJECT", "NAME", "SUBMITTED", box=None)
     for job in page["jobs"]:
-        console.print(f"{job['id']:>6}  {job['status']:<10} {job['project']:<12} {job['name']}",
-                      highlight=False)  # fmt: skip
-    console.print(f"{len(page['jobs'])} of {page['total']}", highlight=False)
+        created = datetime.fromisoformat(job["created_at"]) if job.get("created_at") else None
+        table.add_row(str(job["id"]), job["status"], job["project"], job["name"],
+                      _when(created))  # fmt: skip
+    console.print(table, highlight=False)
+    first = page["offset"] + 1
+    console.print(f"jobs {first}-{first + len(page['jobs']) - 1} of {page['total']}",
+                  highlight=False)  # fmt: skip
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _status_line(status: str, reason: str | None) -> str:
+    if not reason:
+        return status
+    # "cancelled while running", "failed - lost: no heartbeat ..."
+    return f"{status} {reason}" if reason.startswith("while ") else f"{status} - {reason}"
+
+
+def show_text(job: dict[str, Any]) -> list[str]:
+    """``quarry jobs show``'s lines for a job as the API shows it."""
+    from quarry.jobs import readable_memory
+
+    r = job["resources"]
+    lines = [f"job {job['id']} {job['name']} (project {job['project']}): "
+             f"{_status_line(job['status'], job.get('reason'))}"]  # fmt: skip
+    waiting = job.get("waiting")
+    if waiting:
+        lines.append(f"queued: {_ordinal(waiting['position'] + 1)} in the queue; "
+                     f"{waiting['why']}")  # fmt: skip
+    lines.append(f"resources: {r['cpus']:g} cpus, {readable_memory(r['memory'])} memory, "
+                 f"{r['gpus']} gpus")  # fmt: skip
+    if job.get("output"):
+        lines.append(f"output: {job['output']}")
+    for a in job.get("attempts", []):
+        why = f" - {a['reason']}" if a.get("reason") else ""
+        peak = f", peak {readable_memory(a['peak_memory'])}" if a.get("peak_memory") else ""
+        lines.append(f"  attempt {a['number']}: {a['outcome']}{why} (limit "
+                     f"{readable_memory(a['memory'])}{peak})")  # fmt: skip
+    return lines
 
 
 @jobs_app.command("show")
 @fail_cleanly
 def show_cmd(job_id: int, server: Server = None, as_json: AsJson = False) -> None:
-    """A job: its status, resources and every attempt with its outcome and reason."""
-    job = _call(server, "GET", f"/v1/jobs/{job_id}")
+    """A job: its status, why it waits and its place in the queue, resources, output folder,
+    and every attempt with its outcome and reason."""
+    job = _client(server).job(job_id)
     if as_json:
         print_json(job)
         return
-    r = job["resources"]
-    console.print(f"job {job['id']} {job['name']} ({job['project']}): {job['status']}"
-                  f"{' - ' + job['reason'] if job.get('reason') else ''}\n"
-                  f"resources: {r['cpus']} cpus, {r['memory']} bytes, {r['gpus']} gpus",
-                  highlight=False)  # fmt: skip
-    for a in job["attempts"]:
-        why = f" - {a['reason']}" if a.get("reason") else ""
-        console.print(f"  attempt {a['number']}: {a['outcome']}{why}", highlight=False)
+    for line in show_text(job):
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 @jobs_app.command("logs")
@@ -185,11 +249,13 @@ def logs_cmd(
     as_json: AsJson = False,
 ) -> None:
     """The output of a job's latest attempt."""
-    path = f"/v1/jobs/{job_id}/logs?follow={str(follow).lower()}"
+    client = _client(server)
     if follow and not as_json:
-        _call(server, "GET", path, stream=sys.stdout)
+        for chunk in client.follow_logs(job_id):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
         return
-    text = _call(server, "GET", path, raw=True)
+    text = client.logs(job_id)
     if as_json:
         print_json({"id": job_id, "log": text})
     else:
@@ -199,22 +265,10 @@ def logs_cmd(
 @jobs_app.command("cancel")
 @fail_cleanly
 def cancel_cmd(job_id: int, server: Server = None, as_json: AsJson = False) -> None:
-    """Cancel a queued or running job."""
-    job = _call(server, "POST", f"/v1/jobs/{job_id}/cancel")
+    """Cancel a queued or running job; a job that has ended is an error (nothing cancelled)."""
+    job = _client(server).cancel(job_id)
     if as_json:
         print_json(job)
     else:
-        console.print(f"job {job['id']} {job['status']}", highlight=False)
-
-
-def wait_for(server: str, seconds: float = 30.0) -> None:
-    """Until ``server`` answers /healthz (tests and scripts)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            with urllib.request.urlopen(server.rstrip("/") + "/healthz", timeout=2):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+        console.print(f"job {job['id']} {_status_line(job['status'], job.get('reason'))}",
+                      highlight=False)  # fmt: skip

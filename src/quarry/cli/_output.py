@@ -24,6 +24,7 @@ __all__ = [
     "fail_cleanly",
     "print_json",
     "progress_bar",
+    "tracking_line",
     "warn",
     "write_parquet",
 ]
@@ -99,6 +100,15 @@ def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
             bar.update(tasks[description], completed=done, total=total)
 
         yield update
+
+
+def tracking_line() -> str:
+    """Where runs and models are tracked, and the QUARRY_HOME in effect (a `make demo`
+    keeps its own, runs/home, apart from ~/.quarry)."""
+    from quarry.settings import quarry_home
+    from quarry.tracking import tracking_uri
+
+    return f"tracking: {tracking_uri()} (QUARRY_HOME={quarry_home()})"
 
 
 def write_parquet(df: pl.DataFrame, out: Path) -> None:

@@ -8,7 +8,15 @@ from typing import Annotated, Any
 
 import typer
 
-from quarry.cli._output import console, err, fail_cleanly, note, warn
+from quarry.cli._output import (
+    console,
+    err,
+    fail_cleanly,
+    note,
+    print_json,
+    tracking_line,
+    warn,
+)
 
 
 def _fmt(value: Any, pct: bool = False) -> str:
@@ -28,6 +36,12 @@ def run_cmd(
     store: Annotated[
         str | None, typer.Option(help="Use this store instead of the file's data.store.")
     ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print results.json's figures (and out, report) as JSON on stdout."
+        ),
+    ] = False,
 ) -> None:
     """Run a research workflow: features, training, signal analysis, backtest, report,
     MLflow tracking and the promotion gate.
@@ -46,10 +60,12 @@ def run_cmd(
     if store:
         spec = spec.model_copy(update={"data": spec.data.model_copy(update={"store": store})})
     target = out or Path("runs") / spec.name
+    err.print(tracking_line(), highlight=False, soft_wrap=True)
     with err.status("starting") as status:
 
         def step(message: str) -> None:
-            err.print(message, highlight=False)
+            if not message.endswith(": running"):  # a step's outcome: cached, or its time
+                err.print(message, highlight=False)
             status.update(message)
 
         result = run_workflow(spec, target, force=force, executor=executor, say=step,
@@ -59,6 +75,9 @@ def run_cmd(
         warn(message)
     for message in r.get("notes", []):
         note(message)
+    if as_json:
+        print_json({**r, "out": str(target), "report": str(target / "report.html")})
+        return
     rows = [
         ("IC", _fmt(r.get("ic"))), ("Rank IC", _fmt(r.get("rank_ic"))),
         ("ICIR", _fmt(r.get("icir"))), ("Rank ICIR", _fmt(r.get("rank_icir"))),

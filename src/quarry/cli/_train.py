@@ -8,7 +8,14 @@ from typing import Annotated, Any
 
 import typer
 
-from quarry.cli._output import console, err, fail_cleanly, print_json, warn
+from quarry.cli._output import (
+    console,
+    err,
+    fail_cleanly,
+    print_json,
+    tracking_line,
+    warn,
+)
 from quarry.exceptions import DataError, UsageError
 
 DEFAULT_HORIZON = 2  # Qlib's default label, Ref($close, -2)/Ref($close, -1) - 1
@@ -175,7 +182,7 @@ def train_cmd(
     gap = _horizon(recipe, horizon)
     with err.status("reading features"):
         frame = _read_features(features, files, label_col)
-    with err.status(f"training {model}") as status:  # the same messages a notebook shows
+    with err.status(f"training {model}") as status:
         result = run_training(
             frame,
             segments,
@@ -191,6 +198,7 @@ def train_cmd(
         )
     for message in result.warnings:
         warn(message)
+    err.print(tracking_line(), highlight=False, soft_wrap=True)
     if as_json:
         print_json(
             {

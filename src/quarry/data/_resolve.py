@@ -25,28 +25,12 @@ import numpy as np
 import polars as pl
 from deltalake import DeltaTable
 
+from quarry.data._order import sort_by_key
 from quarry.data._schemas import DELETED, KT, KT_DTYPE, VERSION, TableSpec
 from quarry.data._steps import locate
 from quarry.data._store import Store, commits_of
 
-__all__ = ["key_order_violations", "read_latest", "sort_by_key"]
-
-
-def key_order_violations(key: Sequence[str]) -> pl.Expr:
-    """True on each row that is not strictly after the previous row in key order."""
-    last = pl.col(key[-1])
-    expr = last <= last.shift(1)
-    for name in reversed(key[:-1]):
-        col, prev = pl.col(name), pl.col(name).shift(1)
-        expr = (col < prev) | ((col == prev) & expr)
-    return expr.fill_null(False)
-
-
-def sort_by_key(df: pl.DataFrame, key: Sequence[str] = ("instrument", "date")) -> pl.DataFrame:
-    """Sort by key unless the rows already are in key order (checked in one pass)."""
-    if df.height < 2 or not df.select(key_order_violations(key).any()).item():
-        return df
-    return df.sort(list(key))
+__all__ = ["read_latest"]
 
 
 def read_latest(

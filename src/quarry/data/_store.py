@@ -22,6 +22,7 @@ from deltalake import CommitProperties, DeltaTable, WriterProperties, write_delt
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from quarry.data._location import Location, parse_location
+from quarry.data._order import sort_by_key
 from quarry.data._schemas import DELETED, KT, KT_DTYPE, TABLES, VERSION, TableSpec, table_spec
 from quarry.exceptions import ConflictError, DataError, StoreNotFoundError
 
@@ -199,8 +200,6 @@ class Store:
             frame = pl.concat([frame, tombs])
         rows = frame.height
         # Key order on disk is what lets reads skip sorting (see _resolve.py).
-        from quarry.data._resolve import sort_by_key
-
         frame = sort_by_key(frame, spec.key)
         # One contiguous batch: delta-rs writes the batches of a stream concurrently and so
         # out of order, and key order on disk is what lets reads skip a sort.

@@ -14,8 +14,6 @@ that fails or races another never leaves a half-written entry behind.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from quarry._json import digest
 from quarry.data import Store
 from quarry.data._store import to_utc
 from quarry.features._expr import Expr
@@ -38,10 +37,6 @@ BAR_FIELDS = frozenset({"open", "high", "low", "close", "volume", "vwap", "facto
 VALUE = "value"
 ROWS = "rows.parquet"
 _BATCH = 1 << 18  # rows per batch when assembling an output from entries
-
-
-def _digest(obj: object) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
 def _commit_state(store: Store, table: str, as_of: datetime | None) -> str | None:
@@ -67,7 +62,7 @@ class DataState:
         tables = {"corporate_actions": self.value_tables.get("corporate_actions")}
         if fields - BAR_FIELDS:
             tables["fundamentals"] = self.value_tables.get("fundamentals")
-        return _digest({"expr": str(expr), "tables": tables})
+        return digest({"expr": str(expr), "tables": tables})
 
 
 def data_state(
@@ -91,7 +86,7 @@ def data_state(
         "end": end,
     }
     value_tables = {t: _commit_state(store, t, when) for t in ("corporate_actions", "fundamentals")}
-    return DataState(_digest(rows), value_tables)
+    return DataState(digest(rows), value_tables)
 
 
 class FeatureCache:

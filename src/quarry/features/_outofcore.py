@@ -11,6 +11,7 @@ keeps its features in), so peak memory is the input panels plus one chunk's work
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -322,10 +323,9 @@ class ParquetOut:
         self.tmp.rename(self.out)
 
     def abort(self) -> None:
-        try:
+        # the failure being handled is the one to report, not a writer's that followed it
+        with contextlib.suppress(Exception):
             self.wait()
-        except Exception:  # the failure being handled is the one to report
-            pass
         self._pool.shutdown()
         if self._file is not None:
             self._file.close()

@@ -42,7 +42,7 @@ from typing import Any, ClassVar, Self
 import polars as pl
 
 from quarry._dates import to_date
-from quarry.exceptions import UsageError
+from quarry.exceptions import NotFittedError, UsageError
 
 __all__ = [
     "PROCESSORS",
@@ -300,9 +300,10 @@ def _fit_window(p: Processor, frame: pl.DataFrame, start: date, end: date) -> pl
 
 
 def _fitted_columns(p: Processor, state: str, frame: pl.DataFrame) -> tuple[str, ...]:
-    """The columns ``p`` was fitted on, all present in ``frame``, or a UsageError."""
+    """The columns ``p`` was fitted on, all present in ``frame``; else a NotFittedError or a
+    UsageError."""
     if state not in p.__dict__:
-        raise UsageError(
+        raise NotFittedError(
             f"{type(p).__name__} is not fitted; call fit(train_frame) before transform"
         )
     columns = tuple(getattr(p, state))

@@ -9,12 +9,34 @@ backends, the watchdog, and the REST API (``_api.create_app``).
 - ``Worker``: admits what fits its free capacity, runs attempts on a ``Backend`` (the local
   one: a subprocess with its cores pinned and its memory watched), heartbeats, cancels.
 - ``Watchdog``: ends attempts whose heartbeat stopped as ``lost``, so that they are retried.
+- ``Client``: the REST API's client (the CLI's, the tests', other services'), with its
+  errors (``JobServiceError`` and below, defined in ``quarry.exceptions`` with
+  ``ManifestError`` and re-exported here).
 """
 
-from quarry.jobs._backends import BACKENDS, Backend, Ended, LocalBackend, backend
+from quarry.exceptions import (
+    AuthenticationError,
+    InvalidRequest,
+    JobConflict,
+    JobNotFound,
+    JobServiceError,
+    ManifestError,
+    PermissionDenied,
+    ServerUnreachable,
+)
+from quarry.jobs._backends import (
+    BACKENDS,
+    DEFAULT_PASS_ENV,
+    Backend,
+    Ended,
+    Launch,
+    LocalBackend,
+    backend,
+)
+from quarry.jobs._client import Client
+from quarry.jobs._loops import LoopHealth
 from quarry.jobs._manifest import (
     Manifest,
-    ManifestError,
     Resources,
     check_capacity,
     load_manifest,
@@ -22,21 +44,34 @@ from quarry.jobs._manifest import (
     manifest_from_yaml,
     parse_duration,
     parse_memory,
+    readable_memory,
 )
-from quarry.jobs._store import Claimed, JobStore, default_url, migrate
+from quarry.jobs._store import Claimed, JobStore, TokenInfo, default_url, migrate
 from quarry.jobs._watchdog import Watchdog
 from quarry.jobs._worker import Worker
 
 __all__ = [
     "BACKENDS",
+    "DEFAULT_PASS_ENV",
+    "AuthenticationError",
     "Backend",
     "Claimed",
+    "Client",
     "Ended",
+    "InvalidRequest",
+    "JobConflict",
+    "JobNotFound",
+    "JobServiceError",
     "JobStore",
+    "Launch",
     "LocalBackend",
+    "LoopHealth",
     "Manifest",
     "ManifestError",
+    "PermissionDenied",
     "Resources",
+    "ServerUnreachable",
+    "TokenInfo",
     "Watchdog",
     "Worker",
     "backend",
@@ -48,4 +83,5 @@ __all__ = [
     "migrate",
     "parse_duration",
     "parse_memory",
+    "readable_memory",
 ]

@@ -1,9 +1,14 @@
 """The job service's REST API (FastAPI; OpenAPI at /openapi.json, docs at /docs).
 
-Every /v1 route needs ``Authorization: Bearer TOKEN``: no or an unknown token gets 401, a job
-of a project the token's user is not a member of gets 403. A manifest that does not
-validate gets 422 with one ``{path, message}`` per problem; one that asks for more than the
-largest worker has gets 422 naming the capacity.
+Every /v1 route needs ``Authorization: Bearer TOKEN``: no, an unknown or a revoked token gets
+401. A job of a project the token's user is not a member of answers 404 exactly as a missing
+one does (its existence does not leak); submitting to such a project is 403. A manifest that
+does not validate gets 422 with one ``{path, message}`` per problem (so does any other bad
+request); one that asks for more than the largest worker has gets 422 naming the capacity.
+Cancelling a job that has ended is 409: nothing was cancelled.
+
+/healthz shows each background loop (workers, watchdog): when it last completed a pass, its
+passes and errors; /metrics is Prometheus' exposition from ``prometheus_client``.
 """
 
 from __future__ import annotations
@@ -11,21 +16,35 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Body, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Body, Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
 
-from quarry.jobs._manifest import ManifestError, Resources, check_capacity, manifest_from_dict
+from quarry.jobs._loops import LoopHealth
+from quarry.jobs._manifest import (
+    ManifestError,
+    Resources,
+    check_capacity,
+    manifest_from_dict,
+    readable_memory,
+)
 from quarry.jobs._schema import STATUSES, Attempt, Job
 from quarry.jobs._store import JobStore
 
 __all__ = ["create_app", "job_view"]
 
 FINISHED = ("succeeded", "failed", "cancelled")
+# Seconds from submission to start, the histogram's upper bounds.
+LATENCY_BUCKETS = (0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 6 * 3600.0)
 
 
 def _iso(value: Any) -> str | None:
@@ -69,21 +88,102 @@ Caller = Annotated[tuple[str, set[str]], Depends(_caller)]
 JobId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
 
 
-def create_app(store: JobStore, *, capacity: Resources, logs: Path) -> FastAPI:
+class _StoreCollector(Collector):
+    """The queue's figures, read from the database at each scrape (so every server sharing
+    it reports the same), and the background loops' health."""
+
+    def __init__(self, store: JobStore, loops: Sequence[LoopHealth]) -> None:
+        self.store, self.loops = store, loops
+
+    def collect(self) -> Iterator[Any]:
+        counts = self.store.counts()
+        jobs = GaugeMetricFamily("quarry_jobs", "Jobs by status.", labels=["status"])
+        for status in STATUSES:
+            jobs.add_metric([status], counts.get(status, 0))
+        yield jobs
+        yield GaugeMetricFamily("quarry_queue_depth", "Queued jobs.", counts.get("queued", 0))
+        yield GaugeMetricFamily("quarry_running_jobs", "Running jobs.", counts.get("running", 0))
+        outcomes, _ = self.store.attempt_stats()
+        attempts = CounterMetricFamily("quarry_attempts", "Attempts by outcome (running for "
+                                       "unfinished ones).", labels=["outcome"])  # fmt: skip
+        for outcome, n in sorted(outcomes.items()):
+            attempts.add_metric([outcome], n)
+        yield attempts
+        below, total, count = self.store.scheduling_latency(LATENCY_BUCKETS)
+        buckets = [(repr(float(b)), n) for b, n in zip(LATENCY_BUCKETS, below, strict=True)]
+        yield HistogramMetricFamily(
+            "quarry_scheduling_latency_seconds",
+            "Seconds from a job's submission to its first attempt's start.",
+            buckets=[*buckets, ("+Inf", count)], sum_value=total,
+        )  # fmt: skip
+        last = GaugeMetricFamily("quarry_loop_last_pass_timestamp_seconds",
+                                 "When each background loop last completed a pass (Unix time).",
+                                 labels=["loop"])  # fmt: skip
+        errors = CounterMetricFamily("quarry_loop_errors", "Failed passes of each background "
+                                     "loop.", labels=["loop"])  # fmt: skip
+        for loop in self.loops:
+            if loop.last_pass is not None:
+                last.add_metric([loop.name], loop.last_pass.timestamp())
+            errors.add_metric([loop.name], loop.errors)
+        yield last
+        yield errors
+
+
+def create_app(
+    store: JobStore,
+    *,
+    capacity: Resources,
+    logs: Path,
+    loops: Sequence[LoopHealth] = (),
+    free: Callable[[], list[tuple[float, int]]] | None = None,
+    outputs: Path | None = None,
+) -> FastAPI:
     """The API over ``store``; ``capacity`` is the largest worker's, ``logs`` the workers'
-    log folder."""
+    log folder, ``loops`` the background loops whose health /healthz shows, ``free`` each
+    local worker's free cpus and memory now (why a queued job waits), ``outputs`` the folder
+    of the jobs' own folders."""
     app = FastAPI(title="Quarry jobs", version="1")
     app.state.store = store
     started = time.monotonic()
+    registry = CollectorRegistry()
+    registry.register(_StoreCollector(store, loops))
+    request_seconds = Histogram("quarry_api_request_seconds", "Time to answer a request.",
+                                ["method", "route"], registry=registry)  # fmt: skip
+
+    @app.middleware("http")
+    async def _timed(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Any:
+        began = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "other")
+        request_seconds.labels(request.method, route).observe(time.perf_counter() - began)
+        return response
 
     def visible(job_id: int, caller: tuple[str, set[str]]) -> Job:
         job = store.job(job_id)
-        if job is None:
-            raise HTTPException(404, f"no job {job_id}")
-        if job.project not in caller[1]:
-            raise HTTPException(403, f"job {job_id} belongs to project {job.project!r}, "
-                                "which this token's user is not a member of")  # fmt: skip
+        if job is None or job.project not in caller[1]:  # the same answer: nothing leaks
+            raise HTTPException(404, f"no job {job_id} in your projects")
         return job
+
+    def waiting(job: Job) -> dict[str, Any] | None:
+        """A queued job's place in the queue and why it has not started."""
+        position = store.queue_position(job.id)
+        if position is None:
+            return None
+        not_before = job.not_before
+        if not_before is not None and not_before.tzinfo is None:
+            not_before = not_before.replace(tzinfo=UTC)
+        now = datetime.now(UTC)
+        workers = free() if free is not None else []
+        why = f"behind {position} queued job{'s' if position != 1 else ''}" if position else ""
+        if not_before is not None and not_before > now:
+            why = f"waiting out its retry backoff until {not_before:%H:%M:%S} UTC"
+        elif workers and not any(c >= job.cpus for c, _ in workers):
+            most = max(c for c, _ in workers)
+            why = f"no worker has {job.cpus:g} free cpus (most free now: {most:g})"
+        elif workers and not any(c >= job.cpus and m >= job.memory for c, m in workers):
+            why = (f"no worker has {job.cpus:g} cpus and {readable_memory(job.memory)} of "
+                   "memory free at once")  # fmt: skip
+        return {"position": position, "why": why or "next to start"}
 
     @app.post("/v1/jobs", status_code=201)
     def submit(
@@ -123,13 +223,21 @@ def create_app(store: JobStore, *, capacity: Resources, logs: Path) -> FastAPI:
 
     @app.get("/v1/jobs/{job_id}")
     def show(job_id: JobId, caller: Caller) -> dict[str, Any]:
+        """A job with its attempts, its manifest, its output folder and, while it is queued,
+        its place in the queue and why it waits."""
         job = visible(job_id, caller)
-        return job_view(job, store.attempts(job_id))
+        view = job_view(job, store.attempts(job_id))
+        view["output"] = str(outputs / str(job_id) / "out") if outputs is not None else None
+        view["waiting"] = waiting(job) if job.status == "queued" else None
+        return view
 
     @app.post("/v1/jobs/{job_id}/cancel")
     def cancel(job_id: JobId, caller: Caller) -> dict[str, Any]:
-        visible(job_id, caller)
-        store.cancel(job_id)
+        """Cancel a queued or running job; 409 when it has already ended."""
+        before = visible(job_id, caller)
+        if not store.cancel(job_id):
+            raise HTTPException(409, f"job {job_id} already {before.status}: nothing was "
+                                "cancelled")  # fmt: skip
         job = store.job(job_id)
         assert job is not None
         return job_view(job)
@@ -182,35 +290,33 @@ def create_app(store: JobStore, *, capacity: Resources, logs: Path) -> FastAPI:
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        return {"status": "ok", "uptime_s": round(time.monotonic() - started, 1)}
+        """Up, and each background loop's last completed pass and errors ("degraded" when one
+        has not completed a pass for 30 s more than its period)."""
+        stale = [loop.name for loop in loops if loop.stale()]
+        return {"status": "degraded" if stale else "ok", "stale_loops": stale,
+                "uptime_s": round(time.monotonic() - started, 1),
+                "loops": {loop.name: loop.view() for loop in loops}}  # fmt: skip
 
     @app.get("/metrics", response_class=PlainTextResponse)
-    def metrics() -> str:
-        """Prometheus text: queue depth, running jobs, attempts by outcome, and the mean
-        time from submission to a first attempt's start."""
-        counts = store.counts()
-        outcomes, latency = store.attempt_stats()
-        lines = ["# TYPE quarry_jobs gauge"]
-        lines += [f'quarry_jobs{{status="{s}"}} {counts.get(s, 0)}' for s in STATUSES]
-        lines += [
-            "# TYPE quarry_queue_depth gauge",
-            f"quarry_queue_depth {counts.get('queued', 0)}",
-            "# TYPE quarry_running_jobs gauge",
-            f"quarry_running_jobs {counts.get('running', 0)}",
-            "# TYPE quarry_attempts_total counter",
-        ]
-        by_outcome = sorted(outcomes.items())
-        lines += [f'quarry_attempts_total{{outcome="{k}"}} {n}' for k, n in by_outcome]
-        lines += [
-            "# TYPE quarry_scheduling_latency_seconds summary",
-            f"quarry_scheduling_latency_seconds_sum {latency[0]:.6f}",
-            f"quarry_scheduling_latency_seconds_count {latency[1]}",
-        ]
-        return "\n".join(lines) + "\n"
+    def metrics() -> Response:
+        """Prometheus exposition: jobs by status, queue depth, attempts by outcome, the
+        submission-to-start histogram, request times, and each loop's last pass and errors."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(HTTPException)
     async def _errors(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
                             headers=exc.headers)  # fmt: skip
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """Any bad parameter as the same ``{path, message}`` problems a manifest gets."""
+        problems = []
+        for e in exc.errors():
+            loc = [str(part) for part in e.get("loc", ()) if part not in ("path", "query")]
+            path = ".".join(loc)
+            message = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+            problems.append({"path": path, "message": f"{path}: {message}" if path else message})
+        return JSONResponse({"detail": problems}, status_code=422)
 
     return app

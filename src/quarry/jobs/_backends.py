@@ -10,6 +10,11 @@ the resident memory of its whole process tree and killing the tree past the limi
 Every end is classified: ``succeeded``; ``failed`` with the exit code; ``oom_killed`` with the
 peak memory; ``timed_out``; ``cancelled``; or ``lost`` when the process died of a signal
 nobody here sent (a ``kill -9``, the kernel's OOM killer, a dying node).
+
+An attempt does not inherit the worker's environment (its AWS keys, its database URL): it
+gets the variables named in ``pass_env`` that the worker has (``DEFAULT_PASS_ENV`` unless the
+server is told otherwise), the thread-pool sizes, ``QUARRY_JOB_ID`` and ``QUARRY_JOB_OUT``
+(its own output folder), and its manifest's ``env``, which wins.
 """
 
 from __future__ import annotations
@@ -23,16 +28,46 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from quarry.jobs._cgroup import CgroupV2
+from quarry.jobs._manifest import Manifest, readable_memory
 
-__all__ = ["BACKENDS", "Backend", "Ended", "LocalBackend", "backend"]
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_PASS_ENV",
+    "THREAD_VARS",
+    "Backend",
+    "Ended",
+    "Launch",
+    "LocalBackend",
+    "backend",
+]
 
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                "NUMBA_NUM_THREADS", "POLARS_MAX_THREADS")  # fmt: skip
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+               "NUMBA_NUM_THREADS", "POLARS_MAX_THREADS")  # fmt: skip
+# What an attempt gets from the worker's environment unless the server says otherwise: what
+# a program needs to run and to find Quarry's state, no credentials.
+DEFAULT_PASS_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR",
+                    "VIRTUAL_ENV", "QUARRY_HOME", "QUARRY_TRACKING_URI")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One attempt to start: its job and manifest, its memory limit in bytes (grown after an
+    OOM), where its output goes (``log``) and its files (``out``), and its cores (the
+    backend's choice when None)."""
+
+    job_id: int
+    attempt_id: int
+    manifest: Manifest
+    memory: int
+    log: Path
+    out: Path
+    cores: frozenset[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -63,16 +98,8 @@ class Backend(abc.ABC):
     name: ClassVar[str]
 
     @abc.abstractmethod
-    def start(
-        self,
-        attempt_id: int,
-        manifest: dict[str, Any],
-        memory: int,
-        log: Path,
-        cores: set[int] | None = None,
-    ) -> Handle:
-        """Start the attempt's process under ``memory`` bytes on ``cores`` (the backend's
-        choice when None); its output goes to ``log``."""
+    def start(self, launch: Launch) -> Handle:
+        """Start the attempt's process as ``launch`` says."""
 
     @abc.abstractmethod
     def poll(self, handle: Handle) -> Ended | None:
@@ -83,12 +110,13 @@ class Backend(abc.ABC):
         """Stop the attempt; the next ``poll`` reports ``why`` as its outcome."""
 
 
-def _command(manifest: dict[str, Any]) -> list[str]:
-    run = manifest.get("run", {})
-    if run.get("command"):
-        return [str(part) for part in run["command"]]
-    # A workflow runs through the same CLI a person would use.
-    return [sys.executable, "-m", "quarry.cli", "run", str(run["workflow"])]
+def _command(manifest: Manifest, out: Path) -> list[str]:
+    run = manifest.run
+    if run.command:
+        return list(run.command)
+    assert run.workflow is not None  # the manifest has one or the other
+    # A workflow runs through the same CLI a person would use, into the job's own folder.
+    return [sys.executable, "-m", "quarry.cli", "run", run.workflow, "--out", str(out)]
 
 
 def _die_with_parent() -> None:
@@ -128,36 +156,43 @@ class LocalBackend(Backend):
 
     name = "local"
 
-    def __init__(self, cgroup: CgroupV2 | bool | None = True) -> None:
+    def __init__(
+        self, cgroup: CgroupV2 | bool | None = True, *, pass_env: Sequence[str] = DEFAULT_PASS_ENV
+    ) -> None:
         self.cgroup = CgroupV2.find() if cgroup is True else (cgroup or None)
+        self.pass_env = tuple(pass_env)
 
-    def start(
-        self,
-        attempt_id: int,
-        manifest: dict[str, Any],
-        memory: int,
-        log: Path,
-        cores: set[int] | None = None,
-    ) -> Handle:
-        cpus = float(manifest.get("resources", {}).get("cpus", 1))
-        count = max(1, math.ceil(cpus))
-        own = {k: str(v) for k, v in manifest.get("env", {}).items()}
-        env = {**os.environ, **{name: str(count) for name in _THREAD_VARS}, **own}
-        pinned = cores or set(sorted(os.sched_getaffinity(0))[:count])
+    def environment(self, launch: Launch) -> dict[str, str]:
+        """The attempt's variables: the passed ones the worker has, the thread-pool sizes,
+        the job's id and folder, then the manifest's ``env``."""
+        count = max(1, math.ceil(launch.manifest.resources.cpus))
+        passed = {k: os.environ[k] for k in self.pass_env if k in os.environ}
+        job = {"QUARRY_JOB_ID": str(launch.job_id), "QUARRY_JOB_OUT": str(launch.out)}
+        threads = {name: str(count) for name in THREAD_VARS}
+        return {**passed, **threads, **job, **launch.manifest.env}
+
+    def start(self, launch: Launch) -> Handle:
+        attempt_id, manifest, memory, log = (launch.attempt_id, launch.manifest, launch.memory,
+                                             launch.log)  # fmt: skip
+        count = max(1, math.ceil(manifest.resources.cpus))
+        env = self.environment(launch)
+        pinned = set(launch.cores or sorted(os.sched_getaffinity(0))[:count])
         # The cgroup first: a failure leaves no process behind.
         group = None
         if self.cgroup is not None:
             group = self.cgroup.create(f"quarry-attempt-{attempt_id}", memory)
         log.parent.mkdir(parents=True, exist_ok=True)
+        launch.out.mkdir(parents=True, exist_ok=True)
         out = open(log, "ab")  # handed to the child; closed by poll
-        workdir = manifest.get("run", {}).get("workdir")
-        command = _command(manifest)
+        workdir = manifest.run.workdir
+        command = _command(manifest, launch.out)
         # No Python runs in the child (a preexec function made every start wait ~8 ms on a
         # fork of this process): its own process group from subprocess, its death with the
         # worker from util-linux's setpriv where there is one, its cores set from here.
         setpriv = shutil.which("setpriv")
         try:
-            process = subprocess.Popen(
+            # the command is what the job's owner asked to run, as a list (no shell)
+            process = subprocess.Popen(  # noqa: S603
                 [setpriv, "--pdeathsig", "KILL", "--", *command] if setpriv else command,
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 cwd=workdir or None, env=env, process_group=0,
@@ -179,8 +214,8 @@ class LocalBackend(Backend):
                 raise
         with contextlib.suppress(OSError):  # already gone: poll reports how it ended
             os.sched_setaffinity(process.pid, pinned)
-        timeout = manifest.get("timeout")
-        deadline = time.monotonic() + float(timeout) if timeout else None
+        timeout = manifest.timeout
+        deadline = time.monotonic() + timeout if timeout else None
         handle = Handle(attempt_id, process.pid, memory, deadline, process)
         handle.extra["log"] = out
         if group is not None:
@@ -208,8 +243,9 @@ class LocalBackend(Backend):
             CgroupV2.remove(group)
         peak = handle.peak or None
         if handle.stopping == "oom_killed":
-            return Ended("oom_killed", f"resident memory {handle.peak} bytes passed the limit "
-                         f"of {handle.memory_limit}", code, peak)  # fmt: skip
+            return Ended("oom_killed", f"resident memory {readable_memory(handle.peak)} passed "
+                         f"the limit of {readable_memory(handle.memory_limit)}", code,
+                         peak)  # fmt: skip
         if handle.stopping in ("timed_out", "cancelled"):
             return Ended(handle.stopping, None, code, peak)
         if code == 0:

@@ -13,6 +13,7 @@ In the spirit of FfDL's manifest::
       # or: command: [python, train.py], workdir: /srv/research
     env: {OMP_NUM_THREADS: "4"}
     retries: {max: 3, backoff: 30s, on: [lost, oom], memory_multiplier_on_oom: 1.5}
+                                    # (default: 1s, on [lost], 2 after an oom)
     timeout: 2h
     priority: 10                    # -100..100, higher first
     labels: {team: alpha}
@@ -38,13 +39,12 @@ import re
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypedDict, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -52,8 +52,8 @@ from pydantic import (
     model_validator,
 )
 
-from quarry._yaml import YamlError, load_yaml, read_file
-from quarry.exceptions import UsageError
+from quarry._yaml import StrictModel, load_yaml, read_file
+from quarry.exceptions import ManifestError, Problem, UsageError, YamlError
 
 __all__ = [
     "DataMount",
@@ -70,6 +70,7 @@ __all__ = [
     "manifest_from_yaml",
     "parse_duration",
     "parse_memory",
+    "readable_memory",
     "validation_problems",
 ]
 
@@ -189,6 +190,21 @@ def format_memory(n: int) -> str:
     return best
 
 
+def readable_memory(n: int) -> str:
+    """A size for people: binary units with a space and at most one decimal.
+
+    Examples
+    --------
+    >>> readable_memory(4 * 1024**3), readable_memory(1536 * 1024**2), readable_memory(1000)
+    ('4 GiB', '1.5 GiB', '1000 B')
+    """
+    for suffix in ("Pi", "Ti", "Gi", "Mi", "Ki"):
+        unit = _BINARY[suffix]
+        if n >= unit:
+            return f"{n / unit:.1f}".removesuffix(".0") + f" {suffix}B"
+    return f"{n} B"
+
+
 _DURATION_PART = re.compile(rf"({_NUMBER.pattern})\s*(ms|s|m|h|d)\s*")
 _SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_HELP = "write seconds or a duration such as 90s, 30m, 1h, 1h30m (units ms s m h d)"
@@ -274,31 +290,39 @@ Count = Annotated[int, BeforeValidator(_no_bool)]
 NonEmpty = Annotated[str, Field(min_length=1)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Resources(_Strict):
+class Resources(StrictModel):
     """What one attempt of the job needs: ``memory`` in bytes (written ``"4Gi"`` and so on)."""
 
-    cpus: Annotated[Number, Field(gt=0)] = 1.0
-    memory: Memory = 1 << 30
-    gpus: Annotated[Count, Field(ge=0)] = 0
+    cpus: Annotated[Number, Field(gt=0, description="CPUs, fractions allowed.")] = 1.0
+    memory: Memory = Field(
+        default=1 << 30,
+        description="Memory: bytes, or a size such as `4Gi` or `512Mi` (Ki Mi Gi Ti Pi are "
+        "powers of 1024, k M G T P powers of 1000).",
+    )
+    gpus: Annotated[Count, Field(ge=0, description="GPUs.")] = 0
 
 
-class DataMount(_Strict):
+class DataMount(StrictModel):
     """A dataset the job reads (``ro``) or writes (``rw``)."""
 
-    dataset: NonEmpty
-    mode: Literal["ro", "rw"] = "ro"
+    dataset: NonEmpty = Field(description="The dataset's name, listed once per job.")
+    mode: Literal["ro", "rw"] = Field(default="ro", description="Read only, or read and write.")
 
 
-class Run(_Strict):
+class Run(StrictModel):
     """What to run: a workflow file, or a command (a list of arguments) in ``workdir``."""
 
-    workflow: NonEmpty | None = None
-    command: Annotated[list[NonEmpty], BeforeValidator(_command), Field(min_length=1)] | None = None
-    workdir: NonEmpty | None = None
+    workflow: NonEmpty | None = Field(
+        default=None,
+        description="A workflow file, run as `quarry run FILE` into the job's own folder.",
+    )
+    command: Annotated[list[NonEmpty], BeforeValidator(_command), Field(min_length=1)] | None = (
+        Field(default=None, description="A command as a list of arguments, e.g. `[python, x.py]`.")
+    )
+    workdir: NonEmpty | None = Field(
+        default=None,
+        description="The folder `command` runs in; default the server's working directory.",
+    )
 
     @model_validator(mode="after")
     def _one_target(self) -> Run:
@@ -318,13 +342,33 @@ def _only_lost() -> list[RetryOn]:
     return ["lost"]
 
 
-class Retries(_Strict):
+class Retries(StrictModel):
     """How often, after what, and how to retry: ``backoff`` seconds, doubling each attempt."""
 
-    max: Annotated[Count, Field(ge=0)] = 0
-    backoff: Annotated[Seconds, Field(ge=0)] = 1.0
-    on: list[RetryOn] = Field(default_factory=_only_lost)
-    memory_multiplier_on_oom: Annotated[Number, Field(ge=1)] = 1.0
+    max: Annotated[Count, Field(ge=0, description="Retries after the first attempt.")] = 0
+    backoff: Annotated[
+        Seconds,
+        Field(
+            ge=0,
+            description="Wait before the first retry, doubling each time: seconds or a "
+            "duration such as `30s`, `5m`, `1h30m`.",
+        ),
+    ] = 1.0
+    on: list[RetryOn] = Field(
+        default_factory=_only_lost,
+        description="The endings retried, each listed once: `failed` (non-zero exit), `oom` "
+        "(out of memory), `lost` (a dead process or worker).",
+    )
+    # A retry after an OOM with the same memory fails the same way: twice as much by default,
+    # never more than the largest worker has (the store caps it).
+    memory_multiplier_on_oom: Annotated[
+        Number,
+        Field(
+            ge=1,
+            description="Memory of a retry after an OOM, times the last attempt's, at most the "
+            "largest worker's; only with `oom` in `on`.",
+        ),
+    ] = 2.0
 
     @field_validator("on")
     @classmethod
@@ -338,14 +382,15 @@ class Retries(_Strict):
     @classmethod
     def _needs_oom(cls, value: float, info: ValidationInfo) -> float:
         on = info.data.get("on")
-        if value != 1.0 and on is not None and "oom" not in on:
+        default = cls.model_fields["memory_multiplier_on_oom"].default  # a stored manifest's
+        if value != default and on is not None and "oom" not in on:
             raise ValueError(
                 f"{value:g} has no effect unless retries.on includes oom (e.g. on: [lost, oom])"
             )
         return value
 
 
-class Manifest(_Strict):
+class Manifest(StrictModel):
     """A job as its owner described it; see the module docstring for the YAML.
 
     Examples
@@ -356,17 +401,38 @@ class Manifest(_Strict):
     (4294967296, 3600.0, True)
     """
 
-    name: Slug
-    description: str = ""
-    project: Slug = "default"
-    resources: Resources = Field(default_factory=Resources)
-    data: list[DataMount] = Field(default_factory=list)
-    run: Run
-    env: dict[str, str] = Field(default_factory=dict)
-    retries: Retries = Field(default_factory=Retries)
-    timeout: Annotated[Seconds, Field(gt=0)] | None = None  # None: no timeout
-    priority: Annotated[Count, Field(ge=-100, le=100)] = 0  # higher runs first
-    labels: dict[str, str] = Field(default_factory=dict)
+    name: Slug = Field(
+        description="The job's name: letters, digits, `-`, `_` and `.`, starting with a letter "
+        "or digit, at most 100 characters."
+    )
+    description: str = Field(default="", description="Free text for people.")
+    project: Slug = Field(
+        default="default",
+        description="The project the job belongs to (fair share and permissions are per "
+        "project); a name like `name`.",
+    )
+    resources: Resources = Field(
+        default_factory=Resources, description="What one attempt needs to be admitted."
+    )
+    data: list[DataMount] = Field(default_factory=list, description="Datasets the job uses.")
+    run: Run = Field(description="What to run: a workflow or a command.")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment variables added to the attempt's (names: letters, digits and "
+        "`_`, not starting with a digit; values quoted text).",
+    )
+    retries: Retries = Field(default_factory=Retries, description="When and how to retry.")
+    timeout: Annotated[Seconds, Field(gt=0)] | None = Field(
+        default=None,
+        description="An attempt running longer is stopped: seconds or a duration such as "
+        "`2h`; default no timeout.",
+    )
+    priority: Annotated[Count, Field(ge=-100, le=100, description="Higher runs first.")] = 0
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Free key-value tags (keys: letters, digits, `-`, `_`, `.`, `/`, at most "
+        "63 characters).",
+    )
 
     @field_validator("data")
     @classmethod
@@ -417,35 +483,8 @@ class Manifest(_Strict):
 # -- errors ----------------------------------------------------------------------------------
 
 
-class Problem(TypedDict):
-    """One thing wrong with a manifest: where (``resources.cpus``, ``data[0].mode``, or ``""``
-    for the whole document) and a message that names the place itself."""
-
-    path: str
-    message: str
-
-
 def _problem(path: str, message: str) -> Problem:
     return {"path": path, "message": message}
-
-
-class ManifestError(UsageError):
-    """A manifest that cannot be queued.
-
-    ``problems`` lists every problem found, as ``{path, message}`` (the API's 422 body);
-    ``str()`` is them all on one line after the source (the file, or ``"manifest"``), which is
-    what the CLI prints.
-    """
-
-    def __init__(self, problems: Sequence[Problem], source: str | None = "manifest") -> None:
-        self.problems = list(problems)
-        self.source = source
-        prefix = f"{source}: " if source else ""
-        super().__init__(prefix + "; ".join(p["message"] for p in self.problems))
-
-    def lines(self) -> list[str]:
-        prefix = f"{self.source}: " if self.source else ""
-        return [prefix + p["message"] for p in self.problems]
 
 
 def _path(loc: Sequence[int | str]) -> str:

@@ -10,29 +10,35 @@ PostgreSQL, shared safely by several schedulers and workers.
 - ``finish`` records an attempt's outcome and either retries the job (back in the queue after
   its backoff, with more memory after an OOM when its policy asks) or ends it.
 - ``stale`` finds running attempts whose heartbeat stopped: the watchdog's question.
+- ``requeue`` puts back the attempt of a worker that is shutting down (outcome ``requeued``):
+  it does not count against the job's retries.
+
+The manifest travels typed: ``submit`` takes a ``Manifest`` (a mapping is validated first),
+``Claimed.manifest`` is one, and retries read the stored manifest back as one.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, create_engine, event, func, select, update
+from sqlalchemy import ColumnElement, Engine, case, create_engine, event, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from quarry.exceptions import UsageError
+from quarry.jobs._manifest import Manifest, manifest_from_dict, readable_memory
 from quarry.jobs._schema import Attempt, Job, Member, Token
 
-__all__ = ["Claimed", "JobStore", "default_url", "migrate"]
+__all__ = ["Claimed", "JobStore", "TokenInfo", "default_url", "migrate"]
 
-OUTCOMES = ("succeeded", "failed", "oom_killed", "timed_out", "cancelled", "lost")
+# ``requeued``: stopped because its worker shut down; not a try, the job runs again.
+OUTCOMES = ("succeeded", "failed", "oom_killed", "timed_out", "cancelled", "lost", "requeued")
 # What a retry policy's ``on`` names, by outcome.
 _RETRY_KIND = {"failed": "failed", "timed_out": "failed", "oom_killed": "oom", "lost": "lost"}
 
@@ -109,13 +115,25 @@ class Ending:
 
 
 @dataclass(frozen=True)
+class TokenInfo:
+    """An API token as ``tokens list`` shows it (never the secret itself)."""
+
+    id: int
+    user: str
+    projects: list[str]
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
 class Claimed:
     """A job admitted to a worker, and the attempt it now runs as."""
 
     job_id: int
     attempt_id: int
     number: int
-    manifest: dict[str, Any]
+    manifest: Manifest
     cpus: float
     memory: int
     gpus: int
@@ -147,16 +165,17 @@ class JobStore:
 
     # -- submitting and reading ---------------------------------------------------------------
 
-    def submit(self, manifest: dict[str, Any], *, owner: str | None = None) -> int:
-        """Queue a validated manifest (its JSON form); the new job's id."""
-        resources = manifest.get("resources", {})
-        retries = manifest.get("retries", {})
+    def submit(self, manifest: Manifest | Mapping[str, Any], *, owner: str | None = None) -> int:
+        """Queue a manifest (a mapping is validated first: ``ManifestError``); the new job's
+        id."""
+        if not isinstance(manifest, Manifest):
+            manifest = manifest_from_dict(manifest)
+        resources = manifest.resources
         job = Job(
-            name=manifest["name"], project=manifest.get("project", "default"), owner=owner,
-            status="queued", priority=int(manifest.get("priority", 0)),
-            cpus=float(resources.get("cpus", 1)), memory=int(resources.get("memory", 1 << 30)),
-            gpus=int(resources.get("gpus", 0)), manifest=json.dumps(manifest), attempts=0,
-            max_retries=int(retries.get("max", 0)), created_at=_now(),
+            name=manifest.name, project=manifest.project, owner=owner, status="queued",
+            priority=manifest.priority, cpus=resources.cpus, memory=resources.memory,
+            gpus=resources.gpus, manifest=manifest.to_json(), attempts=0,
+            max_retries=manifest.retries.max, created_at=_now(),
         )  # fmt: skip
         with self.session() as s:
             s.add(job)
@@ -232,8 +251,9 @@ class JobStore:
                                   memory=job.memory, started_at=now, heartbeat_at=now)  # fmt: skip
                 s.add(attempt)
                 s.flush()
-                taken.append(Claimed(job.id, attempt.id, attempt.number, json.loads(job.manifest),
-                                     job.cpus, job.memory, job.gpus))  # fmt: skip
+                taken.append(Claimed(job.id, attempt.id, attempt.number,
+                                     Manifest.from_json(job.manifest), job.cpus, job.memory,
+                                     job.gpus))  # fmt: skip
         return taken
 
     def attempt_stats(self) -> tuple[dict[str, int], tuple[float, int]]:
@@ -254,6 +274,24 @@ class JobStore:
                 )
             ).one()
         return outcomes, (float(total), int(count))
+
+    def scheduling_latency(self, bounds: Sequence[float]) -> tuple[list[int], float, int]:
+        """Seconds from a job's submission to its first attempt's start, as a histogram
+        counted by the database: how many waited at most each of ``bounds`` (cumulative),
+        their sum, and how many started."""
+        wait: ColumnElement[Any]
+        if self.postgres:
+            wait = func.extract("epoch", Job.started_at - Job.created_at)
+        else:
+            wait = (func.julianday(Job.started_at) - func.julianday(Job.created_at)) * 86400
+        columns = [func.coalesce(func.sum(case((wait <= b, 1), else_=0)), 0) for b in bounds]
+        with self.session() as s:
+            row = s.execute(
+                select(func.coalesce(func.sum(wait), 0.0), func.count(), *columns).where(
+                    Job.started_at.is_not(None)
+                )
+            ).one()
+        return [int(n) for n in row[2:]], float(row[0]), int(row[1])
 
     def cancelled(self, job_ids: set[int]) -> set[int]:
         """Which of ``job_ids`` were cancelled."""
@@ -335,25 +373,30 @@ class JobStore:
         assert job is not None
         if job.status == "cancelled":
             return job.status
-        manifest = json.loads(job.manifest)
-        retries = manifest.get("retries", {})
+        retries = Manifest.from_json(job.manifest).retries
         kind = _RETRY_KIND.get(outcome)
+        # tries spent: attempts, less those put back by a worker shutting down
+        requeued = s.scalar(
+            select(func.count()).where(Attempt.job_id == job.id, Attempt.outcome == "requeued")
+        )
+        spent = job.attempts - int(requeued or 0)
         if (
             outcome != "succeeded"
             and kind is not None
-            and kind in retries.get("on", ["lost"])
-            and job.attempts <= job.max_retries
+            and kind in retries.on
+            and spent <= job.max_retries
         ):
             job.status = "queued"
-            backoff = float(retries.get("backoff", 1.0)) * 2 ** (job.attempts - 1)
+            backoff = retries.backoff * 2 ** (spent - 1)
             job.not_before = now + timedelta(seconds=backoff)
             if outcome == "oom_killed":
-                grown = int(job.memory * float(retries.get("memory_multiplier_on_oom", 1)))
+                grown = int(job.memory * retries.memory_multiplier_on_oom)
                 if max_memory is not None and grown > max_memory:
                     if job.memory >= max_memory:  # no worker could give it more
                         job.status, job.finished_at = "failed", now
                         job.reason = (f"{_why(outcome, reason)}; a retry would need more "
-                                      f"than the {max_memory} bytes a worker has")  # fmt: skip
+                                      f"than the {readable_memory(max_memory)} a worker "
+                                      "has")  # fmt: skip
                         return job.status
                     grown = max_memory
                 job.memory = grown
@@ -362,7 +405,8 @@ class JobStore:
         ended = {"succeeded": "succeeded", "cancelled": "cancelled"}
         job.status = ended.get(outcome, "failed")
         job.finished_at = now
-        job.reason = None if outcome == "succeeded" else _why(outcome, reason)
+        # "failed: exit code 3" beside the status failed would say failed twice
+        job.reason = reason if outcome == job.status else _why(outcome, reason)
         return job.status
 
     # -- users and tokens ---------------------------------------------------------------------
@@ -378,13 +422,42 @@ class JobStore:
         return token
 
     def authenticate(self, token: str) -> tuple[str, set[str]] | None:
-        """The token's user and their projects, or None for an unknown token."""
+        """The token's user and their projects, or None for an unknown or revoked token; its
+        last use is recorded (to the minute: a busy client does not write on every call)."""
+        now = _now()
         with self.session() as s:
-            user = s.scalar(select(Token.user).where(Token.digest == _digest(token)))
-            if user is None:
+            found = s.scalar(select(Token).where(Token.digest == _digest(token)))
+            if found is None or found.revoked_at is not None:
                 return None
-            projects = s.scalars(select(Member.project).where(Member.user == user))
-            return user, set(projects)
+            last = found.last_used_at
+            if last is not None and last.tzinfo is None:  # SQLite gives naive UTC back
+                last = last.replace(tzinfo=UTC)
+            if last is None or now - last > timedelta(minutes=1):
+                found.last_used_at = now
+            projects = s.scalars(select(Member.project).where(Member.user == found.user))
+            return found.user, set(projects)
+
+    def tokens(self) -> list[TokenInfo]:
+        """Every API token, oldest first, with its user's projects."""
+        with self.session() as s:
+            rows = list(s.scalars(select(Token).order_by(Token.id)))
+            members: dict[str, list[str]] = {}
+            for m in s.scalars(select(Member).order_by(Member.project)):
+                members.setdefault(m.user, []).append(m.project)
+            return [TokenInfo(t.id, t.user, members.get(t.user, []), t.created_at,
+                              t.last_used_at, t.revoked_at) for t in rows]  # fmt: skip
+
+    def revoke_token(self, token_id: int) -> bool | None:
+        """Revoke a token: it answers 401 from now on. Whether it was revoked now (False:
+        already), or None when there is no such token."""
+        with self.session() as s:
+            token = s.get(Token, token_id)
+            if token is None:
+                return None
+            if token.revoked_at is not None:
+                return False
+            token.revoked_at = _now()
+            return True
 
     def jobs(
         self,
@@ -410,27 +483,47 @@ class JobStore:
             )
             return list(page), int(total)
 
-    def requeue(self, attempt_id: int, reason: str) -> None:
-        """End a running attempt as lost because its worker is shutting down, and queue its
-        job again without counting it against the job's retries."""
+    def requeue(self, attempt_id: int, reason: str) -> bool:
+        """End a running attempt as ``requeued`` because its worker is shutting down, and
+        queue its job again without counting it against the job's retries; whether it was
+        still running."""
         with self.session() as s:
             attempt = s.get(Attempt, attempt_id, with_for_update=self.postgres)
             if attempt is None or attempt.outcome is not None:
-                return
-            attempt.outcome, attempt.reason, attempt.finished_at = "lost", reason, _now()
+                return False
+            attempt.outcome, attempt.reason, attempt.finished_at = "requeued", reason, _now()
             job = s.get(Job, attempt.job_id, with_for_update=self.postgres)
             if job is not None and job.status == "running":
-                job.status, job.max_retries, job.reason = "queued", job.max_retries + 1, reason
+                job.status, job.reason, job.not_before = "queued", reason, None
+            return True
 
-    def cancel(self, job_id: int) -> str | None:
+    def cancel(self, job_id: int) -> bool | None:
         """Cancel a queued or running job (a running attempt is stopped by its worker, which
-        sees the status); its status, or None when there is no such job."""
+        sees the status): whether it was cancelled now (False: it had already ended), or
+        None when there is no such job."""
         with self.session() as s:
             job = s.get(Job, job_id, with_for_update=self.postgres)
             if job is None:
                 return None
-            if job.status in ("queued", "running"):
-                job.status = "cancelled"
-                job.finished_at = _now()
-                job.reason = "cancelled"
-            return job.status
+            if job.status not in ("queued", "running"):
+                return False
+            was = job.status
+            job.status, job.finished_at = "cancelled", _now()
+            job.reason = f"while {was}"  # shown after the status: "cancelled while running"
+            return True
+
+    def queue_position(self, job_id: int) -> int | None:
+        """How many queued jobs would be admitted before this queued one (higher priority,
+        or as high and older; fair share may reorder projects), or None when not queued."""
+        with self.session() as s:
+            job = s.get(Job, job_id)
+            if job is None or job.status != "queued":
+                return None
+            ahead = s.scalar(
+                select(func.count()).where(
+                    Job.status == "queued",
+                    (Job.priority > job.priority)
+                    | ((Job.priority == job.priority) & (Job.id < job.id)),
+                )
+            )
+            return int(ahead or 0)

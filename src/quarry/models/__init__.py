@@ -8,8 +8,7 @@ analysis of the scores they produce.
 - ``train``: fit, score every segment, write predictions and metrics, log to MLflow.
 - ``search``: Optuna over a parameter space, trials in parallel processes, each a nested
   MLflow run, scored on the validation segment.
-- Signal analysis: daily IC and Rank IC with their information ratios and t-statistics,
-  quantile-group returns and the long-short spread, the signal's autocorrelation and turnover.
+- Scores are measured with ``quarry.signals`` (IC, Rank IC, quantile returns, turnover).
 """
 
 from quarry.models._dataset import (
@@ -32,16 +31,6 @@ from quarry.models._estimators import (
 from quarry.models._packaged import PackagedModel, Recipe
 from quarry.models._params import MODEL_NAMES, validate_params
 from quarry.models._search import DEFAULT_SPACES, SearchResult, search
-from quarry.models._signal import (
-    SignalReport,
-    analyze,
-    autocorrelation,
-    daily_ic,
-    ic_summary,
-    long_short,
-    quantile_returns,
-    turnover,
-)
 from quarry.models._train import TrainResult, feature_columns, train, train_walk_forward
 
 __all__ = [
@@ -56,25 +45,17 @@ __all__ = [
     "Recipe",
     "SearchResult",
     "Segments",
-    "SignalReport",
     "TrainResult",
     "WalkForward",
     "Window",
-    "analyze",
-    "autocorrelation",
     "check_segments",
-    "daily_ic",
     "feature_columns",
-    "ic_summary",
     "label_horizon",
-    "long_short",
     "make_model",
     "purge",
-    "quantile_returns",
     "search",
     "split",
     "train",
     "train_walk_forward",
-    "turnover",
     "validate_params",
 ]

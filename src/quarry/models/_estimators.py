@@ -10,13 +10,15 @@ whatever their type.
 from __future__ import annotations
 
 import difflib
+import math
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import numpy as np
 
-from quarry.exceptions import UsageError
+from quarry.exceptions import NotFittedError, UsageError
 
 __all__ = ["MODELS", "QLIB_LIGHTGBM", "LightGBMModel", "LinearModel", "Model", "make_model"]
 
@@ -69,7 +71,9 @@ class LightGBMModel:
         self.num_boost_round = num_boost_round if rounds is None else rounds
         self.early_stopping_rounds = early_stopping_rounds if patience is None else patience
         self.booster_: Any = None
-        self.on_iteration: Callable[[int], None] | None = None  # progress, per round
+        # progress for the person waiting: a line per boosting round (see ``_report``)
+        self.on_progress: Callable[[str], None] | None = None
+        self._best: tuple[float, int] = (math.inf, 0)
 
     def params(self) -> dict[str, Any]:
         return {
@@ -94,6 +98,7 @@ class LightGBMModel:
         }
         train = lgb.Dataset(x_train, y_train, free_raw_data=True)
         valid = lgb.Dataset(x_valid, y_valid, reference=train, free_raw_data=True)
+        self._best = (math.inf, 0)
         try:
             self.booster_ = lgb.train(
                 params,
@@ -103,7 +108,7 @@ class LightGBMModel:
                 valid_names=["valid"],
                 callbacks=[
                     lgb.early_stopping(self.early_stopping_rounds, verbose=False),
-                    *([self._report] if self.on_iteration is not None else []),
+                    *([self._report] if self.on_progress is not None else []),
                 ],
             )
         except lgb.basic.LightGBMError as exc:  # a parameter that does not fit the data
@@ -113,11 +118,23 @@ class LightGBMModel:
 
     def __getstate__(self) -> dict[str, Any]:
         # the progress callback belongs to the training session, not to the fitted model
-        return {**self.__dict__, "on_iteration": None}
+        return {**self.__dict__, "on_progress": None}
 
     def _report(self, env: Any) -> None:
-        if self.on_iteration is not None:
-            self.on_iteration(env.iteration + 1)
+        """Each round: its number, the validation loss, and the best loss so far (the round
+        early stopping will keep)."""
+        if self.on_progress is None:
+            return
+        done = env.iteration + 1
+        line = f"boosting round {done}/{self.num_boost_round}"
+        if env.evaluation_result_list:
+            _, metric, value, higher_better = env.evaluation_result_list[0][:4]
+            best, at = self._best
+            if at == 0 or (value > best if higher_better else value < best):
+                best, at = value, done
+            self._best = (best, at)
+            line += f": valid {metric} {value:.6g}, best {best:.6g} at round {at}"
+        self.on_progress(line)
 
     @property
     def best_iteration(self) -> int:
@@ -125,7 +142,7 @@ class LightGBMModel:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         if self.booster_ is None:
-            raise UsageError("the model is not trained yet: call fit first")
+            raise NotFittedError("the model is not trained yet: call fit first")
         out: np.ndarray = self.booster_.predict(x, num_iteration=self.booster_.best_iteration)
         return out
 
@@ -151,6 +168,7 @@ class LinearModel:
         self.seed = seed
         self.pipeline_: Any = None
         self.alpha_: float | None = None
+        self.on_progress: Callable[[str], None] | None = None  # a line per penalty tried
 
     def params(self) -> dict[str, Any]:
         return {"kind": self.kind, "alphas": self.alphas, "seed": self.seed}
@@ -171,19 +189,34 @@ class LinearModel:
     def fit(
         self, x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray
     ) -> LinearModel:
+        from scipy.linalg import LinAlgWarning
+
         best: tuple[float, float, Any] | None = None
-        for alpha in self.alphas:
-            pipeline = self._pipeline(alpha).fit(_finite(x_train), y_train)
+        for k, alpha in enumerate(self.alphas, 1):
+            with warnings.catch_warnings():
+                # Correlated features (Alpha158 has many) make the unpenalized system
+                # ill-conditioned; the penalty is what handles that, and the one that
+                # predicts the valid segment best is kept: nothing for the user to act on.
+                warnings.simplefilter("ignore", LinAlgWarning)
+                pipeline = self._pipeline(alpha).fit(_finite(x_train), y_train)
             error = float(np.mean((pipeline.predict(_finite(x_valid)) - y_valid) ** 2))
             if best is None or error < best[0]:
                 best = (error, alpha, pipeline)
+            if self.on_progress is not None:
+                self.on_progress(
+                    f"{self.kind} alpha {k}/{len(self.alphas)} ({alpha:g}): valid mse "
+                    f"{error:.6g}, best {best[0]:.6g} at alpha {best[1]:g}"
+                )
         assert best is not None
         _, self.alpha_, self.pipeline_ = best
         return self
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "on_progress": None}
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         if self.pipeline_ is None:
-            raise UsageError("the model is not trained yet: call fit first")
+            raise NotFittedError("the model is not trained yet: call fit first")
         out: np.ndarray = self.pipeline_.predict(_finite(x))
         return out
 

@@ -9,24 +9,15 @@ seed: one thread, seeded initialization and shuffling.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
-from quarry.exceptions import UsageError
+from quarry.exceptions import NotFittedError, UsageError
+from quarry.models._params import MLP_DEFAULTS, validate_params
 
 __all__ = ["MLPModel"]
-
-_DEFAULTS: dict[str, Any] = {
-    "hidden": [256, 64],
-    "dropout": 0.1,
-    "lr": 1e-3,
-    "weight_decay": 1e-5,
-    "batch_size": 4096,
-    "max_epochs": 50,
-    "patience": 5,
-}
 
 
 def _torch() -> Any:
@@ -45,14 +36,19 @@ class MLPModel:
     name = "mlp"
 
     def __init__(self, params: Mapping[str, Any] | None = None, *, seed: int = 0) -> None:
-        from quarry.models._params import validate_params
 
-        self.config = {**_DEFAULTS, **validate_params("mlp", params)}
+        self.config = {**MLP_DEFAULTS, **validate_params("mlp", params)}
         self.seed = seed
         self.net_: Any = None
         self.mean_: np.ndarray | None = None
         self.std_: np.ndarray | None = None
+        # called with a line per epoch while fitting (quarry.models.train hands it its own)
+        self.on_progress: Callable[[str], None] | None = None
         _torch()  # fail early, before any data is prepared
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the progress callback belongs to the training session, not to the fitted model
+        return {**self.__dict__, "on_progress": None}
 
     def params(self) -> dict[str, Any]:
         return {**self.config, "seed": self.seed}
@@ -89,8 +85,9 @@ class MLPModel:
         xv = torch.from_numpy(self._inputs(x_valid))
         yv = torch.from_numpy(y_valid.astype(np.float32))
         generator = torch.Generator().manual_seed(self.seed)
-        best, best_state, waited = float("inf"), copy.deepcopy(net.state_dict()), 0
-        for _ in range(self.config["max_epochs"]):
+        best, best_state, waited, best_epoch = float("inf"), copy.deepcopy(net.state_dict()), 0, 0
+        epochs = self.config["max_epochs"]
+        for epoch in range(1, epochs + 1):
             net.train()
             order = torch.randperm(len(xt), generator=generator)
             for start in range(0, len(xt), self.config["batch_size"]):
@@ -102,9 +99,16 @@ class MLPModel:
             net.eval()
             with torch.no_grad():
                 valid_loss = float(torch.nn.functional.mse_loss(net(xv).squeeze(1), yv))
-            if valid_loss < best:
+            improved = valid_loss < best
+            if improved:
                 best, best_state, waited = valid_loss, copy.deepcopy(net.state_dict()), 0
-            else:
+                best_epoch = epoch
+            if self.on_progress is not None:
+                self.on_progress(
+                    f"epoch {epoch}/{epochs}: valid loss {valid_loss:.3f}, "
+                    f"best {best:.3f} at epoch {best_epoch}"
+                )
+            if not improved:
                 waited += 1
                 if waited >= self.config["patience"]:
                     break
@@ -115,7 +119,7 @@ class MLPModel:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         if self.net_ is None:
-            raise UsageError("the model is not trained yet: call fit first")
+            raise NotFittedError("the model is not trained yet: call fit first")
         torch = _torch()
         with torch.no_grad():
             out: np.ndarray = self.net_(torch.from_numpy(self._inputs(x))).squeeze(1).numpy()

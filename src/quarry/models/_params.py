@@ -25,9 +25,19 @@ from typing import Any
 
 from quarry.exceptions import UsageError
 
-__all__ = ["MODEL_NAMES", "lightgbm_params", "validate_params"]
+__all__ = ["MLP_DEFAULTS", "MODEL_NAMES", "lightgbm_params", "validate_params"]
 
 MODEL_NAMES = ("lightgbm", "linear", "mlp")
+# The MLP's parameters and their defaults (its rules are in _MLP below).
+MLP_DEFAULTS: dict[str, Any] = {
+    "hidden": [256, 64],
+    "dropout": 0.1,
+    "lr": 1e-3,
+    "weight_decay": 1e-5,
+    "batch_size": 4096,
+    "max_epochs": 50,
+    "patience": 5,
+}
 
 # LightGBM objectives and metrics that fit a continuous label of any sign, with their aliases
 # (LightGBM's documentation of the objective and metric parameters; the library has no
@@ -402,9 +412,7 @@ def _whole_ok(value: Any, least: int) -> bool:
 
 
 def _check_mlp(params: Mapping[str, Any]) -> None:
-    from quarry.models._mlp import _DEFAULTS
-
-    allowed = {k: _MLP[k][0] for k in _DEFAULTS}
+    allowed = {k: _MLP[k][0] for k in MLP_DEFAULTS}
     for key, value in params.items():
         if key not in allowed:
             raise _unknown("mlp", key, allowed)

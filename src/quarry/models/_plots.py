@@ -16,7 +16,7 @@ def ic_plot(scored: dict[str, pl.DataFrame], path: Path, *, label: str = "LABEL0
     matplotlib.use("Agg")  # no display: files only
     import matplotlib.pyplot as plt
 
-    from quarry.models._signal import daily_ic
+    from quarry.signals import daily_ic
 
     fig, axes = plt.subplots(1, len(scored), figsize=(5 * len(scored), 3.2), squeeze=False)
     for ax, (name, frame) in zip(axes[0], scored.items(), strict=True):

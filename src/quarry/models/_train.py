@@ -25,7 +25,7 @@ from quarry.exceptions import UsageError
 from quarry.models._dataset import Segments, WalkForward, check_segments, split
 from quarry.models._estimators import LightGBMModel, Model, make_model
 from quarry.models._packaged import PackagedModel, Recipe
-from quarry.models._signal import analyze
+from quarry.signals import analyze
 
 __all__ = ["TrainResult", "feature_columns", "train", "train_walk_forward"]
 
@@ -123,9 +123,8 @@ def train(
         estimator = make_model(model, params, seed=seed)
         fit_train, fit_valid = _learnable(parts["train"], label), _learnable(parts["valid"], label)
         say(f"training {model} on {fit_train.height:,} rows x {len(columns)} features")
-        if isinstance(estimator, LightGBMModel):
-            rounds = estimator.num_boost_round
-            estimator.on_iteration = lambda done: say(f"boosting round {done}/{rounds}")
+        if hasattr(estimator, "on_progress"):  # rounds, penalties or epochs, as it goes
+            estimator.on_progress = say
         estimator.fit(
             _matrix(fit_train, columns),
             fit_train[label].to_numpy(),

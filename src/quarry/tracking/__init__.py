@@ -3,7 +3,8 @@
 By default everything stays on this machine: a SQLite database and an artifact folder under
 ``$QUARRY_HOME``; ``QUARRY_TRACKING_URI`` points at a tracking server (or another database)
 instead. Model versions are promoted with MLflow aliases (``champion``, ``challenger``),
-not the deprecated stages.
+not the deprecated stages; every move of an alias is recorded in the registry (who, when,
+from which version to which, and why: ``alias_history``).
 """
 
 from quarry.tracking._mlflow import (
@@ -11,23 +12,49 @@ from quarry.tracking._mlflow import (
     alias_version,
     client,
     experiment_id,
-    move_alias,
     register,
-    set_alias,
     tracking_uri,
 )
 from quarry.tracking._models import load_packaged, log_packaged, quiet_mlflow
+from quarry.tracking._registry import (
+    DEFAULT_ALIAS,
+    KEY_FIGURES,
+    AliasEvent,
+    ModelDetail,
+    ModelSummary,
+    VersionInfo,
+    alias_history,
+    current_user,
+    describe_model,
+    list_models,
+    move_alias,
+    promote,
+    rollback,
+    set_alias,
+)
 
 __all__ = [
+    "DEFAULT_ALIAS",
+    "KEY_FIGURES",
     "TRACKING_ENV",
+    "AliasEvent",
+    "ModelDetail",
+    "ModelSummary",
+    "VersionInfo",
+    "alias_history",
     "alias_version",
     "client",
+    "current_user",
+    "describe_model",
     "experiment_id",
+    "list_models",
     "load_packaged",
     "log_packaged",
     "move_alias",
+    "promote",
     "quiet_mlflow",
     "register",
+    "rollback",
     "set_alias",
     "tracking_uri",
 ]

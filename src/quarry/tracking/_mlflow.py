@@ -1,13 +1,11 @@
-"""MLflow set up for Quarry: where runs live, experiments, registry aliases."""
+"""MLflow set up for Quarry: where runs live, experiments, registering versions and reading
+aliases (moving them, with their history: ``quarry.tracking._registry``)."""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import os
 from collections.abc import Iterator
-from pathlib import Path
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from quarry.exceptions import UsageError
@@ -21,9 +19,7 @@ __all__ = [
     "alias_version",
     "client",
     "experiment_id",
-    "move_alias",
     "register",
-    "set_alias",
     "tracking_uri",
 ]
 
@@ -87,8 +83,39 @@ def experiment_id(name: str) -> str:
     return str(mlflow_client.create_experiment(name, artifact_location=_artifact_root()))
 
 
+class _Discard:
+    """A stream that keeps nothing (what MLflow's event lines are printed to, see below)."""
+
+    enabled = False
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@contextmanager
+def _no_events() -> Iterator[None]:
+    """Keep MLflow's event lines ("Successfully registered model ...", "Created version
+    ...") off stdout and stderr: the caller says what happened in its own words. MLflow's
+    logged warnings still show."""
+    import mlflow.utils.logging_utils as mlflow_logging
+
+    # MLflow prints its events to the module's MLFLOW_LOGGING_STREAM, looked up at each
+    # print; its loggers hold the stream object itself. (Its own on/off switch is turned
+    # back on by MLflow whenever some of its modules are imported.)
+    events = mlflow_logging.MLFLOW_LOGGING_STREAM
+    mlflow_logging.MLFLOW_LOGGING_STREAM = _Discard()  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        mlflow_logging.MLFLOW_LOGGING_STREAM = events
+
+
 def register(run_id: str, name: str, artifact: str = "model") -> int:
-    """Register the model a run logged as a new version of ``name``; returns the version."""
+    """Register the model a run logged as a new version of ``name``; returns the version.
+    Prints nothing (MLflow would announce the model and the version)."""
     import logging
 
     import mlflow
@@ -99,15 +126,11 @@ def register(run_id: str, name: str, artifact: str = "model") -> int:
     level = fluent.level
     fluent.setLevel(logging.ERROR)
     try:
-        version = mlflow.register_model(f"runs:/{run_id}/{artifact}", name)
+        with _no_events():
+            version = mlflow.register_model(f"runs:/{run_id}/{artifact}", name)
     finally:
         fluent.setLevel(level)
     return int(version.version)
-
-
-def set_alias(name: str, alias: str, version: int) -> None:
-    """Point ``alias`` of registered model ``name`` at ``version`` (moving it if set)."""
-    client().set_registered_model_alias(name, alias, str(version))
 
 
 def alias_version(name: str, alias: str) -> int | None:
@@ -121,37 +144,3 @@ def alias_version(name: str, alias: str) -> int | None:
             return None
         raise UsageError(f"model registry: {str(exc).splitlines()[0]}") from exc
     return int(version.version)
-
-
-@contextlib.contextmanager
-def _registry_lock() -> Iterator[None]:
-    """Held while an alias is read and moved, so that two processes on this machine cannot
-    both move it from the same version. (MLflow's registry has no compare-and-set; several
-    machines sharing one tracking server are not serialized by this lock.)"""
-    uri = tracking_uri()
-    if uri.startswith("sqlite:///"):
-        path = Path(uri.removeprefix("sqlite:///") + ".lock")
-    else:
-        name = hashlib.sha256(uri.encode()).hexdigest()[:16]
-        path = quarry_home() / "locks" / f"registry-{name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def move_alias(name: str, alias: str, version: int, *, expected: int | None) -> int | None:
-    """Compare-and-set: point ``alias`` of ``name`` at ``version`` only if it still points at
-    ``expected`` (None: not set), the version that was evaluated against.
-
-    Returns None when the alias was moved, else the version it points at now (it moved
-    since it was read; -1 when it was removed)."""
-    with _registry_lock():
-        current = alias_version(name, alias)
-        if current != expected:
-            return -1 if current is None else current
-        set_alias(name, alias, version)
-        return None

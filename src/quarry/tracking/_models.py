@@ -1,5 +1,7 @@
 """Models in MLflow: every model type logged the same way, as a pyfunc model that carries its
-recipe (``quarry.models.PackagedModel``), with a signature of named columns.
+package (``quarry.models.PackagedModel``: the estimator with its recipe), with a signature of
+named columns. Tracking sits below the models, which log through it: it knows a package only
+by what it can do (``Packaged``).
 
 Any MLflow client can load a version with ``mlflow.pyfunc.load_model`` and score a frame of
 instrument, date and the raw feature columns; Quarry itself unwraps the package
@@ -12,14 +14,12 @@ import contextlib
 import logging
 import warnings
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import polars as pl
 
 from quarry.exceptions import UsageError
-
-if TYPE_CHECKING:
-    from quarry.models import PackagedModel
+from quarry.tracking._packaged import Packaged
 
 __all__ = ["load_packaged", "log_packaged", "quiet_mlflow"]
 
@@ -48,7 +48,7 @@ def _requirements() -> list[str]:
     return pins
 
 
-def log_packaged(packaged: PackagedModel, example: pl.DataFrame) -> None:
+def log_packaged(packaged: Packaged, example: pl.DataFrame) -> None:
     """Log ``packaged`` as the active run's ``model`` artifact.
 
     ``example``: a few rows with instrument, date and the model's input columns, for the
@@ -83,7 +83,7 @@ def log_packaged(packaged: PackagedModel, example: pl.DataFrame) -> None:
     mlflow.log_dict(packaged.describe(), "model/quarry.json")
 
 
-def load_packaged(name: str, version: int) -> PackagedModel:
+def load_packaged(name: str, version: int) -> Packaged:
     """Version ``version`` of registered model ``name``, as its package.
 
     Raises UsageError when it cannot be loaded or was not logged by Quarry with its recipe
@@ -91,7 +91,6 @@ def load_packaged(name: str, version: int) -> PackagedModel:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from quarry.models import PackagedModel
     from quarry.tracking._mlflow import client
 
     client()
@@ -110,7 +109,7 @@ def load_packaged(name: str, version: int) -> PackagedModel:
     with contextlib.suppress(MlflowException, AttributeError):
         inner = loaded.unwrap_python_model()
     packaged = getattr(inner, "packaged", None)
-    if not isinstance(packaged, PackagedModel):
+    if not isinstance(packaged, Packaged):
         raise UsageError(
             f"model {name} version {version} was not logged with its features and processors "
             "(a version from before Quarry packaged its models): train it again"

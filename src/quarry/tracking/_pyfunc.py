@@ -10,7 +10,7 @@ import pandas as pd
 import polars as pl
 from mlflow.pyfunc.model import PythonModel
 
-from quarry.models import PackagedModel
+from quarry.tracking._packaged import Packaged
 
 __all__ = ["QuarryPyfunc"]
 
@@ -18,7 +18,7 @@ __all__ = ["QuarryPyfunc"]
 class QuarryPyfunc(PythonModel):
     """Scores a frame of instrument, date and raw features with the packaged model."""
 
-    def __init__(self, packaged: PackagedModel) -> None:
+    def __init__(self, packaged: Packaged) -> None:
         self.packaged = packaged
 
     # A pandas frame as the type hint: MLflow builds no schema from it (the logged signature,
@@ -27,4 +27,4 @@ class QuarryPyfunc(PythonModel):
         frame = pl.from_pandas(model_input)
         if "date" in frame.columns and frame.schema["date"] != pl.Date:
             frame = frame.with_columns(pl.col("date").cast(pl.Date))
-        return self.packaged.score(frame)
+        return np.asarray(self.packaged.score(frame), dtype=np.float64)

@@ -10,7 +10,6 @@ leaves no half entry behind.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -19,15 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from quarry._json import dumps
+from quarry._json import digest, dumps
 
 __all__ = ["StepCache", "digest"]
-
-
-def digest(parts: Any) -> str:
-    """A stable hash of JSON-able ``parts`` (dates and paths as text)."""
-    text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 class StepCache:

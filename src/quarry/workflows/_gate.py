@@ -40,11 +40,11 @@ KEYS = ["instrument", "date"]
 def evaluate(spec: Workflow, store: Any, scored: pl.DataFrame) -> dict[str, float]:
     """Signal and backtest figures of ``scored`` (instrument, date, score, LABEL0), with the
     backtest's count of filled orders (``orders_filled``)."""
-    from quarry.models._signal import analyze
-    from quarry.workflows._run import _backtest
+    from quarry.signals import analyze
+    from quarry.workflows._backtest import backtest
 
     signal = analyze(scored, score="score", label="LABEL0").as_dict()
-    result = _backtest(spec, store, scored.select("instrument", "date", "score"), None)
+    result = backtest(spec, store, scored.select("instrument", "date", "score"), None)
     figures = {k: signal[k] for k in ("ic", "icir", "rank_ic", "rank_icir")}
     for k in ("sharpe", "information_ratio", "excess_annualized_return", "annualized_return"):
         figures[k] = result.metrics[k]
@@ -107,7 +107,9 @@ def decide(
 
     def finish(decision: dict[str, Any]) -> dict[str, Any]:
         if decision["promoted"]:
-            now = move_alias(name, alias, version, expected=champion)
+            now = move_alias(name, alias, version, expected=champion,
+                             by=f"gate (run {trained.get('run_id')})",
+                             reason=decision["reason"], run_id=trained.get("run_id"))  # fmt: skip
             if now is not None:
                 held = "was removed" if now < 0 else f"moved to version {now}"
                 decision |= {"promoted": False, "reason": f"the {alias} {held} while this "

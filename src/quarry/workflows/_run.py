@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -28,8 +29,9 @@ import polars as pl
 
 from quarry._json import dumps, strict_json
 from quarry.exceptions import UsageError
+from quarry.workflows._backtest import backtest
 from quarry.workflows._cache import StepCache, digest
-from quarry.workflows._spec import CONFIG_FIELDS, Workflow
+from quarry.workflows._spec import Workflow
 
 __all__ = ["EXECUTORS", "RunResult", "run_workflow"]
 
@@ -50,9 +52,9 @@ class RunResult:
 
 def _store(spec: Workflow) -> Any:
     from quarry.data import Store
-    from quarry.settings import quarry_home
+    from quarry.settings import default_store
 
-    return Store(spec.data.store) if spec.data.store else Store(quarry_home() / "store")
+    return Store(spec.data.store or default_store())
 
 
 def _expressions(spec: Workflow) -> dict[str, str]:
@@ -77,8 +79,9 @@ def run_workflow(
 ) -> RunResult:
     """Run ``spec`` and write ``out``/results.json and report.html (with its PNGs).
 
-    ``say`` hears each step as it starts or is found in the cache; ``progress`` the
-    training's finer messages (boosting rounds, windows)."""
+    ``say`` hears each step as it starts, how long it ran (``features: ran in 12.3 s``) or
+    that it was found in the cache (``train: cached``); ``progress`` the steps' finer
+    messages (boosting rounds with the best validation loss so far, penalties, windows)."""
     if executor not in EXECUTORS:
         raise UsageError(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
     from quarry.data._store import to_utc
@@ -109,10 +112,12 @@ def run_workflow(
             records[name] = hit[1]
             return hit[0]
         say(f"{name}: running")
+        started = time.perf_counter()
         fresh: dict[str, Any] = {"key": key}
         with cache.put(name, key, fresh, replace=force or stale) as folder:
             work(folder, fresh)
         run.steps[name] = "ran"
+        say(f"{name}: ran in {time.perf_counter() - started:.1f} s")
         records[name] = fresh
         return cache.root / name / key
 
@@ -128,6 +133,7 @@ def run_workflow(
             store, exprs, folder / "features.parquet", label=spec.label, universe=d.universe,
             as_of=d.as_of, start=d.start, end=d.end, memory=spec.features.memory,
             cache=FeatureCache(),
+            progress=lambda what, n, total: detail(f"features: {what} {n}/{total}"),
         )  # fmt: skip
         record["rows"] = done.rows
 
@@ -161,7 +167,7 @@ def run_workflow(
 
     def backtest_step(folder: Path, record: dict[str, Any]) -> None:
         path = train_dir / "predictions.parquet"
-        result = _backtest(spec, store, pl.read_parquet(path), folder, source=str(path))
+        result = backtest(spec, store, pl.read_parquet(path), folder, source=str(path))
         record["metrics"] = result.metrics
         record["warnings"], record["notes"] = list(result.warnings), list(result.notes)
         if trained.get("run_id"):
@@ -239,29 +245,6 @@ def _train(spec: Workflow, path: Path, folder: Path, say: Say) -> tuple[Any, tup
     result = train_walk_forward(frame, schedule, **common)
     windows = schedule.windows(frame["date"].unique().sort().to_list())
     return result, windows[-1].test
-
-
-def _backtest(
-    spec: Workflow,
-    store: Any,
-    predictions: pl.DataFrame,
-    out: Path | None,
-    source: str = "the model's predictions",
-) -> Any:
-    from quarry.backtest import BacktestConfig
-    from quarry.backtest._run import run_backtest
-    from quarry.portfolio import OptimizerConfig
-
-    b = spec.backtest
-    # the section's engine settings are BacktestConfig's own fields, by name
-    config = BacktestConfig(**{name: getattr(b, name) for name in CONFIG_FIELDS})
-    optimizer = (b.optimizer or OptimizerConfig()) if b.strategy == "optimizer" else None
-    return run_backtest(
-        store, predictions, out, strategy=b.strategy, topk=b.topk, n_drop=b.n_drop,
-        hold_thresh=b.hold_thresh, deal_price=b.deal_price, universe=spec.data.universe,
-        benchmark=b.benchmark, as_of=spec.data.as_of, config=config, optimizer=optimizer,
-        source=source,
-    )  # fmt: skip
 
 
 def _log_backtest(run_id: str, metrics: dict[str, Any], folder: Path) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import os
 from collections.abc import Mapping, Sequence
 from datetime import date
 from pathlib import Path
@@ -30,7 +31,6 @@ from typing import Annotated, Any, Literal, NoReturn
 from pydantic import (
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -40,9 +40,9 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from quarry._dates import to_date
-from quarry._yaml import load_yaml, read_file
+from quarry._yaml import StrictModel, load_yaml, read_file
 from quarry.backtest import BacktestConfig
-from quarry.exceptions import QuarryError, UsageError
+from quarry.exceptions import QuarryError, UsageError, WorkflowError
 from quarry.portfolio import OptimizerConfig
 
 __all__ = [
@@ -109,19 +109,33 @@ def _day(value: object) -> object:
 Day = Annotated[date, BeforeValidator(_day)]
 
 
-class _Strict(BaseModel):
-    # strict: no text read as a number, no number as a bool; no infinities or NaN
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, populate_by_name=True, strict=True, allow_inf_nan=False
+class DataSpec(StrictModel):
+    """Which store the run reads, and which of its rows."""
+
+    store: str | None = Field(
+        default=None,
+        description="The store: a directory or `s3://bucket/prefix`; default "
+        "`$QUARRY_HOME/store`. A relative path is read from the workflow file's folder "
+        "(`load_workflow` resolves it there), not from the folder the run starts in; "
+        "`quarry run --store PATH` runs the file on another store.",
     )
-
-
-class DataSpec(_Strict):
-    store: str | None = None  # default: $QUARRY_HOME/store
-    universe: str | None = None
-    start: Day | None = None
-    end: Day | None = None
-    as_of: str | None = None
+    universe: str | None = Field(
+        default=None,
+        description="Rows only where the instrument is a member of this universe (`all`, or "
+        "one ingested by name); default every instrument of the store.",
+    )
+    start: Day | None = Field(
+        default=None,
+        description="First date of features written (YYYY-MM-DD); windows still read the "
+        "history before it.",
+    )
+    end: Day | None = Field(
+        default=None, description="Last date of features written (YYYY-MM-DD), not before start."
+    )
+    as_of: str | None = Field(
+        default=None,
+        description="Read what the store knew at this time (a date or an ISO time); default now.",
+    )
 
     @field_validator("as_of")
     @classmethod
@@ -150,11 +164,28 @@ def _set_names(name: str) -> frozenset[str]:
     return frozenset(FEATURE_SETS[name]()) if name != "none" else frozenset()
 
 
-class FeaturesSpec(_Strict):
-    set: Literal["alpha158", "alpha360", "none"] = "alpha158"
-    extra: dict[str, str] = Field(default_factory=dict)  # name: expression
-    processors: list[dict[str, Any]] = Field(default_factory=list)
-    memory: str | None = None
+class FeaturesSpec(StrictModel):
+    """The features the model learns from and how they are prepared."""
+
+    set: Literal["alpha158", "alpha360", "none"] = Field(
+        default="alpha158",
+        description="A feature set with Qlib's names, or `none` for only the `extra` features.",
+    )
+    extra: dict[str, str] = Field(
+        default_factory=dict,
+        description="More features, `NAME: EXPRESSION` in Qlib's notation (e.g. `MA5: "
+        "Mean($close, 5)`); a name may not be one of the set's.",
+    )
+    processors: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Processors in order, each a mapping with its `name` and parameters (e.g. "
+        "`{name: CSZScoreNorm}`), fitted on the training rows and applied to every segment.",
+    )
+    memory: str | None = Field(
+        default=None,
+        description="Memory to compute features within, e.g. `8GB` (default "
+        "`$QUARRY_FEATURES_MEMORY` or 4GB); a larger universe is computed in more chunks.",
+    )
 
     @field_validator("extra")
     @classmethod
@@ -208,11 +239,24 @@ class FeaturesSpec(_Strict):
         return value
 
 
-class ModelSpec(_Strict):
-    type: Literal["lightgbm", "linear", "mlp"] = "lightgbm"
-    params: dict[str, Any] = Field(default_factory=dict)
-    seed: int = 0
-    columns: list[str] | None = None  # the features it learns from; default all of them
+class ModelSpec(StrictModel):
+    """The model trained on the features."""
+
+    type: Literal["lightgbm", "linear", "mlp"] = Field(
+        default="lightgbm",
+        description="LightGBM, a linear model (ridge or lasso), or the PyTorch MLP "
+        "(`pip install quarry[mlp]`).",
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The model's parameters, checked by the model itself (for LightGBM its own "
+        "names and aliases); unset ones keep the model's defaults.",
+    )
+    seed: int = Field(default=0, description="The random seed of the fit.")
+    columns: list[str] | None = Field(
+        default=None,
+        description="The features it learns from, by name; default all of them.",
+    )
 
     @field_validator("params")
     @classmethod
@@ -228,14 +272,25 @@ class ModelSpec(_Strict):
         return value
 
 
-class WalkForwardSpec(_Strict):
+class WalkForwardSpec(StrictModel):
     """Retrain every ``step`` trading days across ``start``..``end``."""
 
-    start: Day
-    end: Day
-    step: int = Field(gt=0)
-    train_days: int | None = Field(default=None, gt=0)
-    valid_days: int = Field(default=60, gt=0)
+    start: Day = Field(description="First date of the whole test period (YYYY-MM-DD).")
+    end: Day = Field(description="Last date of the whole test period (YYYY-MM-DD).")
+    step: int = Field(
+        gt=0, description="Trading days between retrains, the length of each test window."
+    )
+    train_days: int | None = Field(
+        default=None,
+        gt=0,
+        description="Trading days of each fitting window (validation included); default an "
+        "expanding window from the first date.",
+    )
+    valid_days: int = Field(
+        default=60,
+        gt=0,
+        description="Trading days for early stopping, taken from the end of the fitting window.",
+    )
 
 
 # The engine settings the backtest section shares with BacktestConfig (same names and
@@ -244,24 +299,53 @@ CONFIG_FIELDS = ("account", "open_cost", "close_cost", "min_cost", "limit_thresh
                  "lot_size", "delist_return", "slippage", "impact")  # fmt: skip
 
 
-class BacktestSpec(_Strict):
-    strategy: Literal["topk-dropout", "long-short", "score-weighted", "optimizer"] = "topk-dropout"
-    topk: int = 50
-    n_drop: int = 5
-    hold_thresh: int = Field(default=1, ge=1)  # days a name is held at least
-    deal_price: Literal["open", "close", "vwap"] = "close"
-    open_cost: float = 0.0005
-    close_cost: float = 0.0015
-    min_cost: float = 5.0
-    limit_threshold: float | None = 0.095
-    slippage: float = 0.0
-    impact: float = 0.0
-    lot_size: int = 1
-    delist_return: float = 0.0
-    account: float = 1e8
-    benchmark: str | None = None
+class BacktestSpec(StrictModel):
+    """The strategy that trades the test-period scores, and the simulated market's costs."""
+
+    strategy: Literal["topk-dropout", "long-short", "score-weighted", "optimizer"] = Field(
+        default="topk-dropout",
+        description="How scores become a book: Qlib's TopK-Dropout, long-short, weights by "
+        "score, or the optimizer (settings under `optimizer`).",
+    )
+    topk: int = Field(default=50, description="TopK-Dropout: names held, at least 1.")
+    n_drop: int = Field(default=5, description="TopK-Dropout: names swapped each day, 0 to `topk`.")
+    hold_thresh: int = Field(
+        default=1, ge=1, description="Trading days a name is held at least before it is sold."
+    )
+    deal_price: Literal["open", "close", "vwap"] = Field(
+        default="close", description="The price orders fill at."
+    )
+    open_cost: float = Field(default=0.0005, description="Fee on buys, a share of the value.")
+    close_cost: float = Field(default=0.0015, description="Fee on sells, a share of the value.")
+    min_cost: float = Field(default=5.0, description="Smallest fee of an order, in cash.")
+    limit_threshold: float | None = Field(
+        default=0.095,
+        description="Daily move that blocks trading at the limit (0.095: 9.5%); null for a "
+        "market without price limits.",
+    )
+    slippage: float = Field(default=0.0, description="Slippage, a share of the traded value.")
+    impact: float = Field(
+        default=0.0,
+        description="Market impact, a share of the traded value per unit of participation "
+        "(shares traded / volume).",
+    )
+    lot_size: int = Field(default=1, description="Shares are bought in multiples of this.")
+    delist_return: float = Field(
+        default=0.0,
+        description="Return of a holding at delisting, from its last close (-1: all lost).",
+    )
+    account: float = Field(default=1e8, description="Starting cash.")
+    benchmark: str | None = Field(
+        default=None,
+        description="An instrument of the store whose close is an index level; default the "
+        "equal-weighted universe.",
+    )
     # the optimizer's own settings, checked by it (rebalance_every defaults to 1 day)
-    optimizer: OptimizerConfig | None = None
+    optimizer: OptimizerConfig | None = Field(
+        default=None,
+        description="The optimizer's settings, only with `strategy: optimizer`; default its "
+        "defaults.",
+    )
 
     @field_validator("topk")
     @classmethod
@@ -331,41 +415,67 @@ class BacktestSpec(_Strict):
         return OptimizerConfig(**value)
 
 
-class TrackingSpec(_Strict):
-    experiment: str = "quarry"
+class TrackingSpec(StrictModel):
+    """Where the run is recorded in MLflow, and the registered model it becomes a version of."""
+
+    experiment: str = Field(default="quarry", description="The MLflow experiment of the run.")
     # ``register:`` in the file: the registered model's name; None: no registry, no gate.
     # (A field named register would shadow pydantic's metaclass method.)
-    registered: str | None = Field(default=None, alias="register")
+    registered: str | None = Field(
+        default=None,
+        alias="register",
+        description="The registered model the trained model becomes a version of; default "
+        "none: nothing registered, and no gate.",
+    )
 
 
-class GateRule(_Strict):
+class GateRule(StrictModel):
     """The challenger's ``metric`` must beat the champion's by more than ``margin``."""
 
     metric: Literal[
         "rank_ic", "ic", "rank_icir", "icir", "sharpe", "information_ratio",
         "excess_annualized_return", "annualized_return",
-    ]  # fmt: skip
-    margin: float = 0.0
+    ] = Field(description="The figure compared (signal analysis and backtest).")  # fmt: skip
+    margin: float = Field(default=0.0, description="How much more the challenger needs.")
 
 
-class GateSpec(_Strict):
+class GateSpec(StrictModel):
+    """When the new model replaces the registry's champion: only if it wins every rule."""
+
     rules: list[GateRule] = Field(
-        default_factory=lambda: [GateRule(metric="rank_ic"), GateRule(metric="sharpe")]
+        default_factory=lambda: [GateRule(metric="rank_ic"), GateRule(metric="sharpe")],
+        description="The rules, measured on both models over the latest test window.",
     )
-    alias: str = "champion"
+    alias: str = Field(
+        default="champion", description="The registry alias moved to the model that wins."
+    )
 
 
-class Workflow(_Strict):
-    name: str = "workflow"
-    data: DataSpec = Field(default_factory=DataSpec)
-    features: FeaturesSpec = Field(default_factory=FeaturesSpec)
-    label: str = "Ref($close, -2)/Ref($close, -1) - 1"
-    model: ModelSpec = Field(default_factory=ModelSpec)
-    segments: dict[str, str] | None = None  # train, valid, test: "START:END"
-    walk_forward: WalkForwardSpec | None = None
-    backtest: BacktestSpec = Field(default_factory=BacktestSpec)
-    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
-    gate: GateSpec = Field(default_factory=GateSpec)
+class Workflow(StrictModel):
+    """One research run: data, features, label, model, schedule, backtest, tracking, gate."""
+
+    name: str = Field(default="workflow", description="The workflow's name, in its records.")
+    data: DataSpec = Field(default_factory=DataSpec, description="The data read.")
+    features: FeaturesSpec = Field(default_factory=FeaturesSpec, description="The features.")
+    label: str = Field(
+        default="Ref($close, -2)/Ref($close, -1) - 1",
+        description="What the model predicts, an expression that may look ahead; its horizon "
+        "is the purge gap between segments.",
+    )
+    model: ModelSpec = Field(default_factory=ModelSpec, description="The model.")
+    segments: dict[str, str] | None = Field(
+        default=None,
+        description="`train`, `valid` and `test`, each `START:END` (YYYY-MM-DD:YYYY-MM-DD), in "
+        "order and a label's horizon apart; give either this or `walk_forward`.",
+    )
+    walk_forward: WalkForwardSpec | None = Field(
+        default=None, description="A walk-forward schedule instead of `segments`."
+    )
+    backtest: BacktestSpec = Field(default_factory=BacktestSpec, description="The backtest.")
+    tracking: TrackingSpec = Field(
+        default_factory=TrackingSpec, description="MLflow and the model registry."
+    )
+    gate: GateSpec = Field(default_factory=GateSpec, description="The promotion gate.")
 
     @field_validator("label")
     @classmethod
@@ -433,19 +543,6 @@ class Workflow(_Strict):
 
 
 # -- reading the file --------------------------------------------------------------------------
-
-
-class WorkflowError(UsageError):
-    """A workflow file with problems: ``problems`` holds one line per problem, each with its
-    place (``backtest.topk``) and line; the command line prints each after the file's name."""
-
-    def __init__(self, path: str, problems: list[str]) -> None:
-        self.path = path
-        self.problems = problems
-        super().__init__("\n".join(self.lines()))
-
-    def lines(self) -> list[str]:
-        return [f"{self.path}: {p}" for p in self.problems]
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
@@ -516,7 +613,8 @@ def _problem(error: Any) -> str:
 
 
 def load_workflow(path: Path) -> Workflow:
-    """Read and check a workflow file, all of it, before anything runs.
+    """Read and check a workflow file, all of it, before anything runs. A relative
+    ``data.store`` is read from the file's folder.
 
     Raises
     ------
@@ -532,10 +630,23 @@ def load_workflow(path: Path) -> Workflow:
             f"{path}: a workflow is a mapping of sections (data, features, model, ...)"
         )
     try:
-        return Workflow.model_validate(document.data)
+        spec = Workflow.model_validate(document.data)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
             line = document.line(tuple(error["loc"]))
             problems.append(_problem(error) + (f" (line {line})" if line else ""))
         raise WorkflowError(str(path), problems) from None
+    return _paths_from(spec, Path(path).parent)
+
+
+def _paths_from(spec: Workflow, folder: Path) -> Workflow:
+    """A relative local path in the file (``data.store``) is relative to the file's folder,
+    wherever the process runs (a job, another shell): the file means the same everywhere."""
+    store = spec.data.store
+    if store is None or "://" in store or Path(store).expanduser().is_absolute():
+        return spec
+    # lexically, not through symlinks: a linked folder of workflows reads the store beside
+    # the link, as the path says
+    where = os.path.abspath(folder / Path(store).expanduser())
+    return spec.model_copy(update={"data": spec.data.model_copy(update={"store": where})})

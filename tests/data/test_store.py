@@ -1,4 +1,5 @@
-"""Faults: a writer killed mid-commit, and writers racing each other."""
+"""The store's commits under faults: a writer killed mid-commit, writers racing each other,
+a location that cannot be written."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from quarry.data import Store, ingest_frame, read_bars, table_spec
-from quarry.exceptions import ConflictError
-from tests.conftest import bars_frame
+from quarry.exceptions import ConflictError, DataError
+from tests.helpers import bars_frame
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -187,3 +188,13 @@ def test_concurrent_cli_writers_never_corrupt(store: Store, tmp_path: Path) -> N
     closes = dict(read_bars(store, ["close"]).select("instrument", "close").iter_rows())
     for i in range(4):
         assert closes[f"I{i}"] == (11.0 + i if i in winners else 10.0)
+
+
+def test_unwritable_store_is_a_one_line_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(DataError) as err:
+        ingest_frame(
+            Store(blocker / "store"), table_spec("bars"), bars_frame([("A", "2020-01-02", 1.0)])
+        )
+    assert "\n" not in str(err.value)

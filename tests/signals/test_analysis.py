@@ -17,7 +17,7 @@ from polars.testing import assert_frame_equal
 from scipy import stats
 
 from quarry.exceptions import UsageError
-from quarry.models import (
+from quarry.signals import (
     SignalReport,
     analyze,
     autocorrelation,
