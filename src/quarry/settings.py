@@ -14,6 +14,7 @@ def quarry_home() -> Path:
     return Path(home).expanduser() if home else Path.home() / ".quarry"
 
 
-def default_store() -> Path:
-    """The store a command reads when none is given: ``$QUARRY_HOME/store``."""
-    return quarry_home() / "store"
+def default_store() -> str | Path:
+    """The store a command or workflow reads when none is given: ``$QUARRY_STORE``, else
+    ``$QUARRY_HOME/store``."""
+    return os.environ.get("QUARRY_STORE") or quarry_home() / "store"

@@ -143,3 +143,22 @@ def test_json_holds_the_metrics_with_null_for_undefined_figures(
     assert [
         v["rank_ic_t"] for v in metrics.values() if isinstance(v, dict) and "rank_ic_t" in v
     ] == [None]
+
+
+def test_optimizer_options_not_given_are_the_optimizers_own_defaults() -> None:
+    """One place for each default: the command passes only what it was given (its
+    --rebalance-every used to default to 5 where the optimizer's is 1)."""
+    import dataclasses
+    import inspect
+
+    from quarry.cli._backtest import backtest_cmd
+    from quarry.portfolio import OptimizerConfig
+
+    engine = {f.name: f.default for f in dataclasses.fields(OptimizerConfig)}
+    options = inspect.signature(backtest_cmd).parameters
+    for name in ("industry_bound", "turnover_limit"):  # None means "no limit" there
+        assert options[name].default == engine[name], name
+    for name in ("risk_aversion", "max_weight", "gross_leverage", "risk_model", "lookback",
+                 "rebalance_every", "solver"):  # fmt: skip
+        assert options[name].default is None, name
+        assert name in engine

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -65,14 +65,14 @@ def backtest_cmd(
     ] = None,
     as_of: Annotated[str | None, typer.Option(help="Use what the store knew then.")] = None,
     risk_aversion: Annotated[
-        float, typer.Option(help="Optimizer: weight of risk against alpha.")
-    ] = 1.0,
+        float | None, typer.Option(help="Optimizer: weight of risk against alpha.")
+    ] = None,
     dollar_neutral: Annotated[
         bool, typer.Option(help="Optimizer: long-short with net weight 0 (default long-only).")
     ] = False,
-    max_weight: Annotated[float, typer.Option(help="Optimizer: largest weight of a name.")] = (
-        0.05
-    ),
+    max_weight: Annotated[
+        float | None, typer.Option(help="Optimizer: largest weight of a name.")
+    ] = None,
     industry_bound: Annotated[
         float | None,
         typer.Option(help="Optimizer: industry weight within this of the benchmark's."),
@@ -81,18 +81,19 @@ def backtest_cmd(
         float | None, typer.Option(help="Optimizer: most traded weight per rebalance.")
     ] = None,
     gross_leverage: Annotated[
-        float, typer.Option(help="Optimizer: long-only share invested, or most gross weight.")
-    ] = 1.0,
+        float | None,
+        typer.Option(help="Optimizer: long-only share invested, or most gross weight."),
+    ] = None,
     risk_model: Annotated[
-        str, typer.Option(help="Optimizer: ledoit-wolf or factor (statistical, PCA).")
-    ] = "ledoit-wolf",
+        str | None, typer.Option(help="Optimizer: ledoit-wolf or factor (statistical, PCA).")
+    ] = None,
     lookback: Annotated[
-        int, typer.Option(help="Optimizer: trailing days the risk model is fitted on.")
-    ] = 120,
+        int | None, typer.Option(help="Optimizer: trailing days the risk model is fitted on.")
+    ] = None,
     rebalance_every: Annotated[
-        int, typer.Option(help="Optimizer: trading days between rebalances.")
-    ] = 5,
-    solver: Annotated[str, typer.Option(help="Optimizer: clarabel or osqp.")] = "clarabel",
+        int | None, typer.Option(help="Optimizer: trading days between rebalances.")
+    ] = None,
+    solver: Annotated[str | None, typer.Option(help="Optimizer: clarabel or osqp.")] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print metrics.json's figures (and out) as JSON.")
     ] = False,
@@ -122,18 +123,16 @@ def backtest_cmd(
         limit_threshold=limit_threshold, lot_size=lot_size, slippage=slippage, impact=impact,
         delist_return=delist_return,
     )  # fmt: skip
+    # An option not given is the optimizer's own default (OptimizerConfig states each once).
+    given: dict[str, Any] = {"risk_aversion": risk_aversion, "max_weight": max_weight,
+             "gross_leverage": gross_leverage, "risk_model": risk_model, "lookback": lookback,
+             "rebalance_every": rebalance_every, "solver": solver}  # fmt: skip
     optimizer = (
         OptimizerConfig(
-            risk_aversion=risk_aversion,
             long_only=not dollar_neutral,
-            max_weight=max_weight,
             industry_bound=industry_bound,
             turnover_limit=turnover_limit,
-            gross_leverage=gross_leverage,
-            risk_model=risk_model,
-            lookback=lookback,
-            rebalance_every=rebalance_every,
-            solver=solver,
+            **{k: v for k, v in given.items() if v is not None},
         )
         if strategy == "optimizer"
         else None
@@ -141,9 +140,9 @@ def backtest_cmd(
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: a file, not a folder; give a folder for the results")
     frame = load_signal(signal)
-    from quarry.settings import quarry_home
+    from quarry.settings import default_store
 
-    source = Store(store) if store else Store(quarry_home() / "store")
+    source = Store(store or default_store())
     with progress_bar() as update:
         result = run_backtest(
             source, frame, out, strategy=strategy, topk=topk, n_drop=n_drop,

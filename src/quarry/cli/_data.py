@@ -28,7 +28,7 @@ from quarry.data import (
     read_bars,
 )
 from quarry.exceptions import UsageError
-from quarry.settings import quarry_home
+from quarry.settings import default_store
 
 app = typer.Typer(
     help=(
@@ -53,7 +53,7 @@ StoreOpt = Annotated[
 
 
 def _store(location: str | None) -> Store:
-    return Store(location if location else quarry_home() / "store")
+    return Store(location or default_store())
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
