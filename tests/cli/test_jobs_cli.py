@@ -1,18 +1,24 @@
-"""``quarry jobs`` and ``quarry tokens`` in-process against a real API (uvicorn in a thread over
-a real store): what a person reads."""
+"""``quarry jobs``, ``quarry tokens`` and ``quarry projects`` in-process against a real API
+(uvicorn in a thread over a real store): what a person reads."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 import socket
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
+from typer.testing import CliRunner
 
+from quarry.cli import app as cli_app
 from quarry.jobs import Client, JobStore, Worker
 from quarry.jobs._api import create_app
 from quarry.jobs._manifest import Resources
@@ -103,3 +109,77 @@ def test_tokens_list_and_revoke(api: Any) -> None:
     code, _, err = run("jobs", "list")
     assert code == 1 and "401" in err and "QUARRY_TOKEN" in err
     assert run("tokens", "revoke", "1", "--db", db)[0] == 1  # already revoked
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 (loopback)
+        return str(response.read().decode())
+
+
+def _run_with_stdin(stdin: str, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli_app, list(args), input=stdin,
+                                env={"QUARRY_NO_PROGRESS": "1", "COLUMNS": "200"})  # fmt: skip
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_project_variables_reach_the_projects_jobs_and_are_never_shown(
+    api: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store, db = api
+    secret = "s3cr3t-alpha-value"  # noqa: S105 (made up: the test is that it is never shown)
+    code, out, err = _run_with_stdin(secret + "\n", "projects", "env", "set", "alpha",
+                                     "API_KEY=-", "--db", db)  # fmt: skip
+    assert (code, out.strip()) == (0, "API_KEY set for project alpha's jobs"), err
+    assert run("projects", "env", "set", "beta", "API_KEY=s3cr3t-beta", "--db", db)[0] == 0
+    code, out, _ = run("projects", "env", "list", "alpha", "--db", db)
+    header, row = out.splitlines()
+    assert header.split() == ["NAME", "SET", "BY", "SET", "AT"]
+    assert row.split()[0] == "API_KEY" and secret not in out
+    code, out, _ = run("projects", "env", "list", "alpha", "--db", db, "--json")
+    (listed,) = json.loads(out)
+    assert sorted(listed) == ["name", "set_at", "set_by"] and listed["name"] == "API_KEY"
+    # a job may not shadow its project's variable: one line naming it, nothing queued
+    shadow = _write(tmp_path, "shadow", env="{API_KEY: mine}")
+    code, out, err = run("jobs", "submit", shadow)
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "env.API_KEY: project 'alpha' sets API_KEY itself" in err
+    assert store.counts() == {}
+    # the job sees alpha's value (its digest is printed, so that the log holds no secret)
+    digest = "import hashlib, os; print(hashlib.sha256(os.environ['API_KEY'].encode()).hexdigest())"
+    reads = _write(tmp_path, "reads", run=f"{{command: [python3, -c, {digest!r}]}}")
+    code, _, err = run("jobs", "submit", reads)
+    assert code == 0, err
+    with caplog.at_level(logging.DEBUG):
+        _work(store, tmp_path)
+    assert run("jobs", "logs", "1")[1].strip() == hashlib.sha256(secret.encode()).hexdigest()
+    shown = [run("jobs", "show", "1")[1], run("jobs", "show", "1", "--json")[1],
+             run("jobs", "list", "--json")[1],
+             _get(os.environ["QUARRY_SERVER"] + "/metrics"), caplog.text]  # fmt: skip
+    assert "job 1 attempt 1 succeeded" in caplog.text
+    for text in shown:
+        assert secret not in text and "s3cr3t-beta" not in text
+    code, out, _ = run("projects", "env", "unset", "alpha", "API_KEY", "--db", db)
+    assert (code, out.strip()) == (0, "API_KEY removed from project alpha")
+    code, out, _ = run("projects", "env", "list", "alpha", "--db", db)
+    assert out.strip() == ("project alpha has no variables; set one with quarry projects env "
+                           "set alpha NAME=VALUE")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["set", "alpha", "api_key=x"], "", "variable name 'api_key': use capital letters"),
+        (["set", "alpha", "API_KEY"], "", "'API_KEY': give NAME=VALUE, or NAME=- to read"),
+        (["set", "alpha", "API_KEY=-"], "", "API_KEY=-: nothing came on stdin"),
+        (["set", "al/pha", "API_KEY=x"], "", "project 'al/pha': a project's name is letters"),
+        (["unset", "alpha", "NOPE"], "", "project alpha has no variable NOPE; see quarry"),
+    ],
+)
+def test_project_variable_mistakes_are_one_line_errors(
+    tmp_path: Path, args: list[str], stdin: str, message: str
+) -> None:
+    db = f"sqlite:///{tmp_path / 'jobs.db'}"
+    code, out, err = _run_with_stdin(stdin, "projects", "env", *args, "--db", db)
+    assert code == 1 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], err

@@ -402,6 +402,7 @@ def test_env_and_labels() -> None:
         ({"env": {"THREADS": 4}}, "env.THREADS", "env.THREADS should be text, got 4; quote it"),
         ({"env": {"1BAD": "x"}}, "env", "'1BAD': an environment variable name"),
         ({"env": {"MY-VAR": "x"}}, "env", "'MY-VAR'"),
+        ({"env": {"KEY": "a\0b"}}, "env", "KEY: a value holds a NUL character"),
         ({"env": ["A=1"]}, "env", "valid dictionary"),
         ({"labels": {"team": 7}}, "labels.team", "should be text"),
         ({"labels": {"": "x"}}, "labels", "a label key is"),

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from quarry.exceptions import ManifestError, UsageError
 from quarry.jobs import JobStore
 
 PG = "postgresql://postgres@127.0.0.1:5432"
@@ -51,9 +52,10 @@ def test_the_schema_comes_from_the_migrations(store: JobStore) -> None:
     from sqlalchemy import inspect, text
 
     tables = set(inspect(store.engine).get_table_names())
-    assert {"jobs", "attempts", "members", "tokens", "alembic_version"} <= tables
+    assert {"jobs", "attempts", "members", "tokens", "project_variables",
+            "alembic_version"} <= tables  # fmt: skip
     with store.engine.connect() as conn:
-        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0003"
+        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0004"
     with JobStore(store.url):  # opening again migrates nothing and fails nothing
         pass
 
@@ -187,3 +189,64 @@ def test_an_oom_retry_gets_twice_the_memory_by_default_up_to_the_largest_worker(
     second = store.claim("w", cpus=1, memory=3 << 30)[0]
     assert store.finish(second.attempt_id, "oom_killed", max_memory=3 << 30) == "queued"
     assert store.job(job).memory == 3 << 30  # type: ignore[union-attr]  # the worker's most
+
+
+def test_project_variables_round_trip_and_reach_only_their_projects_attempts(
+    store: JobStore,
+) -> None:
+    assert store.set_variable("alpha", "API_KEY", "a-secret", set_by="ops") is True
+    assert store.set_variable("alpha", "BUCKET", "s3://alpha", set_by="ops") is True
+    assert store.set_variable("beta", "API_KEY", "b-secret", set_by="ops") is True
+    assert store.set_variable("alpha", "API_KEY", "a-secret-2", set_by="eve") is False  # replaced
+    listed = store.variables("alpha")
+    assert [(v.name, v.set_by) for v in listed] == [("API_KEY", "eve"), ("BUCKET", "ops")]
+    assert not hasattr(listed[0], "value")  # the listing cannot show a value
+    assert store.project_env("alpha") == {"API_KEY": "a-secret-2", "BUCKET": "s3://alpha"}
+    assert store.project_env("beta") == {"API_KEY": "b-secret"}
+    a = store.submit(_manifest("a", project="alpha"))
+    b = store.submit(_manifest("b", project="beta"))
+    c = store.submit(_manifest("c", project="gamma"))
+    claimed = {x.job_id: x for x in store.claim("w", cpus=8, memory=8 << 30, limit=10)}
+    assert dict(claimed[a].env) == {"API_KEY": "a-secret-2", "BUCKET": "s3://alpha"}
+    assert dict(claimed[b].env) == {"API_KEY": "b-secret"}
+    assert dict(claimed[c].env) == {}
+    assert "a-secret" not in repr(claimed[a])  # a logged claim shows no value
+    assert store.unset_variable("alpha", "BUCKET") is True
+    assert store.unset_variable("alpha", "BUCKET") is False
+    assert store.project_env("alpha") == {"API_KEY": "a-secret-2"}
+    assert store.variables("gamma") == []
+
+
+def test_a_manifest_cannot_shadow_its_projects_variables(store: JobStore) -> None:
+    store.set_variable("alpha", "API_KEY", "a-secret", set_by="ops")
+    shadowing = {**_manifest("x", project="alpha"), "env": {"API_KEY": "mine", "OTHER": "1"}}
+    with pytest.raises(ManifestError, match=r"^manifest: env\.API_KEY: project 'alpha' sets "
+                       r"API_KEY itself") as caught:  # fmt: skip
+        store.submit(shadowing)
+    assert caught.value.problems[0]["path"] == "env.API_KEY"
+    assert "a-secret" not in str(caught.value)
+    assert store.counts() == {}  # nothing queued
+    # another project may use the name; so may alpha once the variable is gone
+    store.submit({**shadowing, "project": "beta"})
+    store.unset_variable("alpha", "API_KEY")
+    store.submit(shadowing)
+    assert store.counts() == {"queued": 2}
+
+
+@pytest.mark.parametrize(
+    ("project", "name", "value", "message"),
+    [
+        ("alpha", "api_key", "v", "variable name 'api_key': use capital letters"),
+        ("alpha", "1KEY", "v", "variable name '1KEY'"),
+        ("alpha", "A-B", "v", "variable name 'A-B'"),
+        ("alpha", "QUARRY_JOB_ID", "v", "is set by the job service for each attempt"),
+        ("alpha", "KEY", "a\0b", "NUL character"),
+        ("al pha", "KEY", "v", "project 'al pha': a project's name is letters"),
+    ],
+)
+def test_a_variable_a_process_could_not_receive_is_refused(
+    store: JobStore, project: str, name: str, value: str, message: str
+) -> None:
+    with pytest.raises(UsageError, match=message):
+        store.set_variable(project, name, value, set_by="ops")
+    assert store.variables(project) == []

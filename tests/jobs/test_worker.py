@@ -274,3 +274,39 @@ def test_jobs_of_one_workflow_get_output_folders_of_their_own(
     for j in jobs:  # quarry run FLOW --out OUTPUTS/<job>/out, not runs/w for both
         out = tmp_path / "jobs" / str(j) / "out"
         assert commands[j] == [b"--out", str(out).encode()] and out.is_dir()
+
+
+def test_an_attempt_gets_its_own_projects_variables_and_no_other_projects(
+    store: JobStore, tmp_path: Path
+) -> None:
+    store.set_variable("alpha", "API_KEY", "alpha-secret", set_by="ops")
+    store.set_variable("alpha", "ALPHA_ONLY", "1", set_by="ops")
+    store.set_variable("beta", "API_KEY", "beta-secret", set_by="ops")
+    code = "import json, os; print(json.dumps(dict(os.environ)))"
+    a = store.submit({**_job(code, env={"MINE": "a"}), "project": "alpha"})
+    b = store.submit({**_job(code), "project": "beta"})
+    # queued before the project set a variable of the same name: the project's still wins
+    late = store.submit({**_job(code, env={"LATE": "job's"}), "project": "alpha"})
+    store.set_variable("alpha", "LATE", "project's", set_by="ops")
+    runner = LocalBackend(pass_env=["PATH"])
+    _worker(store, tmp_path, runner=runner).run(until_idle=True, every=0.05)
+
+    def env_of(job: int) -> dict[str, str]:
+        return dict(json.loads((tmp_path / "logs" / f"job-{job}" / "attempt-1.log").read_text()))
+
+    env_a, env_b, env_late = env_of(a), env_of(b), env_of(late)
+    assert (env_a["API_KEY"], env_a["ALPHA_ONLY"], env_a["MINE"]) == ("alpha-secret", "1", "a")
+    assert env_b["API_KEY"] == "beta-secret" and "ALPHA_ONLY" not in env_b
+    assert "beta-secret" not in env_a.values() and "alpha-secret" not in env_b.values()
+    assert env_late["LATE"] == "project's"
+
+
+def test_a_command_no_process_can_receive_fails_its_attempt_not_the_worker(
+    store: JobStore, tmp_path: Path
+) -> None:
+    bad = store.submit(_job("print(1)") | {"run": {"command": [PY, "-c", "print(1)\0"]}})
+    ok = store.submit(_job("print('after')"))
+    _worker(store, tmp_path).run(until_idle=True, every=0.05)
+    attempt = store.attempts(bad)[0]
+    assert (attempt.outcome, attempt.reason) == ("failed", "cannot start: embedded null byte")
+    assert store.job(ok).status == "succeeded"  # type: ignore[union-attr]

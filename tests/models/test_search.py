@@ -39,3 +39,23 @@ def test_parallel_trials_share_the_budget_and_nest_under_one_run(
     assert len(children) == 6
     logged = sorted(r.data.metrics["valid_rank_ic"] for r in children)
     assert logged == pytest.approx(sorted(values))
+
+
+@pytest.mark.slow
+def test_progress_hears_each_trial_with_the_best_so_far(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QUARRY_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    frame = feature_frame(tmp_path, 0.08, 12)
+    heard: list[str] = []
+    result = search(
+        frame, SEGMENTS, space={"num_leaves": ("int", 4, 32)}, fixed={"num_boost_round": 20},
+        trials=4, jobs=1, experiment="search-progress", progress=heard.append,
+    )  # fmt: skip
+    lines = [m for m in heard if m.startswith("trial ")]
+    assert [m.split(":")[0] for m in lines] == [f"trial {k}/4" for k in range(1, 5)]
+    # each line's best is the running maximum of the trials' values, in their order
+    values = [t["value"] for t in sorted(result.trials, key=lambda t: t["number"])]
+    bests = [float(m.rsplit("best ", 1)[1]) for m in lines]
+    running = [max(values[: k + 1]) for k in range(len(values))]
+    assert bests == pytest.approx(running, abs=5e-5)

@@ -1,10 +1,12 @@
-"""``quarry server``, ``quarry tokens`` and ``quarry jobs``: the job service and its client.
+"""``quarry server``, ``quarry tokens``, ``quarry projects`` and ``quarry jobs``: the job service
+and its client.
 
 The client (``quarry.jobs.Client``) talks to ``--server`` (default ``$QUARRY_SERVER``, else
 http://127.0.0.1:8765) with the token in ``$QUARRY_TOKEN``."""
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +21,12 @@ from quarry.exceptions import UsageError
 server_app = typer.Typer(help="The job service: API, workers and watchdog.", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens for the job service.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Submit and follow jobs on a Quarry server.", no_args_is_help=True)
+projects_app = typer.Typer(help="Projects of the job service.", no_args_is_help=True)
+project_env_app = typer.Typer(
+    help="A project's environment variables: what its jobs may read (credentials, buckets).",
+    no_args_is_help=True,
+)
+projects_app.add_typer(project_env_app, name="env")
 
 Server = Annotated[str | None, typer.Option(help="Server URL (default $QUARRY_SERVER).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -132,6 +140,118 @@ def tokens_revoke_cmd(
         print_json({"id": token_id, "revoked": True})
     else:
         console.print(f"token {token_id} revoked", highlight=False)
+
+
+def _operator() -> str:
+    """Who runs this command, recorded as who set a variable."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (a bare container)
+        return f"uid {os.getuid()}"
+
+
+def _read_value(name: str) -> str:
+    """``NAME=-``: the value from stdin (a prompt without echo on a terminal), so that a secret
+    is not on the command line, in the shell's history or in ``ps``."""
+    import getpass
+
+    if sys.stdin.isatty():
+        return getpass.getpass(f"{name}: ")
+    value = sys.stdin.read()
+    value = value[:-1] if value.endswith("\n") else value  # echo's and a file's last newline
+    value = value[:-1] if value.endswith("\r") else value
+    if not value:
+        raise UsageError(
+            f"{name}=-: nothing came on stdin; pipe the value in, e.g. "
+            f'printf %s "$SECRET" | quarry projects env set PROJECT {name}=-'
+        )
+    return value
+
+
+@project_env_app.command("set")
+@fail_cleanly
+def project_env_set_cmd(
+    project: Annotated[str, typer.Argument(help="The project whose jobs get the variable.")],
+    assignment: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME=VALUE", help="The variable; NAME=- reads the value from stdin."
+        ),
+    ],
+    db: Db = None,
+    as_json: AsJson = False,
+) -> None:
+    """Set an environment variable that every attempt of PROJECT's jobs gets (and no other
+    project's). A job's manifest cannot set a variable of the same name.
+
+    Example: printf %s "$KEY" | quarry projects env set alpha AWS_SECRET_ACCESS_KEY=-
+    """
+    from quarry.jobs import JobStore
+    from quarry.jobs._store import check_variable_name
+
+    name, equals, value = assignment.partition("=")
+    if not equals:
+        raise UsageError(f"{assignment!r}: give NAME=VALUE, or NAME=- to read the value from "
+                         "stdin")  # fmt: skip
+    check_variable_name(name)  # before reading a secret for nothing
+    if value == "-":
+        value = _read_value(name)
+    with JobStore(db) as store:
+        new = store.set_variable(project, name, value, set_by=_operator())
+    if as_json:
+        print_json({"project": project, "name": name, "created": new})
+    else:
+        console.print(f"{name} {'set' if new else 'replaced'} for project {project}'s jobs",
+                      highlight=False)  # fmt: skip
+
+
+@project_env_app.command("unset")
+@fail_cleanly
+def project_env_unset_cmd(
+    project: Annotated[str, typer.Argument(help="The project.")],
+    name: Annotated[str, typer.Argument(help="The variable's name.")],
+    db: Db = None,
+    as_json: AsJson = False,
+) -> None:
+    """Remove a project's variable: its jobs' next attempts no longer get it."""
+    from quarry.jobs import JobStore
+
+    with JobStore(db) as store:
+        if not store.unset_variable(project, name):
+            raise UsageError(f"project {project} has no variable {name}; see quarry projects "
+                             f"env list {project}")  # fmt: skip
+    if as_json:
+        print_json({"project": project, "name": name, "removed": True})
+    else:
+        console.print(f"{name} removed from project {project}", highlight=False)
+
+
+@project_env_app.command("list")
+@fail_cleanly
+def project_env_list_cmd(
+    project: Annotated[str, typer.Argument(help="The project.")],
+    db: Db = None,
+    as_json: AsJson = False,
+) -> None:
+    """A project's variables: their names, who set them and when (never their values)."""
+    from quarry.jobs import JobStore
+
+    with JobStore(db) as store:
+        found = store.variables(project)
+    if as_json:
+        print_json([{"name": v.name, "set_by": v.set_by, "set_at": v.set_at.isoformat()}
+                    for v in found])  # fmt: skip
+        return
+    if not found:
+        console.print(f"project {project} has no variables; set one with quarry projects env "
+                      f"set {project} NAME=VALUE", highlight=False)  # fmt: skip
+        return
+    table = Table("NAME", "SET BY", "SET AT", box=None)
+    for v in found:
+        table.add_row(v.name, v.set_by, _when(v.set_at))
+    console.print(table, highlight=False)
 
 
 def _client(server: str | None) -> Any:

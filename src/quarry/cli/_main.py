@@ -26,6 +26,7 @@ app.command("backtest")(_backtest.backtest_cmd)
 app.command("run")(_run.run_cmd)
 app.add_typer(_jobs.server_app, name="server")
 app.add_typer(_jobs.tokens_app, name="tokens")
+app.add_typer(_jobs.projects_app, name="projects")
 app.add_typer(_jobs.jobs_app, name="jobs")
 app.add_typer(_models.app, name="models")
 

@@ -5,7 +5,8 @@ backends, the watchdog, and the REST API (``_api.create_app``).
   labels), strict; problems come with their field paths (``ManifestError.problems``).
 - ``JobStore``: jobs and attempts, migrated by Alembic; atomic, capacity-aware claims
   (priority, then fair share across projects, then age), retries with backoff and more
-  memory after an OOM, heartbeats and the stale attempts a watchdog must end.
+  memory after an OOM, heartbeats and the stale attempts a watchdog must end; each
+  project's variables (what its attempts may read; listed by name, never by value).
 - ``Worker``: admits what fits its free capacity, runs attempts on a ``Backend`` (the local
   one: a subprocess with its cores pinned and its memory watched), heartbeats, cancels.
 - ``Watchdog``: ends attempts whose heartbeat stopped as ``lost``, so that they are retried.
@@ -46,7 +47,7 @@ from quarry.jobs._manifest import (
     parse_memory,
     readable_memory,
 )
-from quarry.jobs._store import Claimed, JobStore, TokenInfo, default_url, migrate
+from quarry.jobs._store import Claimed, JobStore, TokenInfo, VariableInfo, default_url, migrate
 from quarry.jobs._watchdog import Watchdog
 from quarry.jobs._worker import Worker
 
@@ -72,6 +73,7 @@ __all__ = [
     "Resources",
     "ServerUnreachable",
     "TokenInfo",
+    "VariableInfo",
     "Watchdog",
     "Worker",
     "backend",

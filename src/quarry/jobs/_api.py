@@ -5,7 +5,9 @@ Every /v1 route needs ``Authorization: Bearer TOKEN``: no, an unknown or a revok
 one does (its existence does not leak); submitting to such a project is 403. A manifest that
 does not validate gets 422 with one ``{path, message}`` per problem (so does any other bad
 request); one that asks for more than the largest worker has gets 422 naming the capacity.
-Cancelling a job that has ended is 409: nothing was cancelled.
+Cancelling a job that has ended is 409: nothing was cancelled. A manifest whose ``env`` names
+one of its project's variables is 422 (a job cannot shadow its project's credentials); no
+route shows a project variable's value.
 
 /healthz shows each background loop (workers, watchdog): when it last completed a pass, its
 passes and errors; /metrics is Prometheus' exposition from ``prometheus_client``.
@@ -199,7 +201,10 @@ def create_app(
         if manifest.project not in caller[1]:
             raise HTTPException(403, f"this token's user is not a member of project "
                                 f"{manifest.project!r}")  # fmt: skip
-        job_id = store.submit(json.loads(manifest.to_json()), owner=caller[0])
+        try:  # after the membership check: only a member learns a project's variable names
+            job_id = store.submit(manifest, owner=caller[0])
+        except ManifestError as exc:  # its env names one of the project's variables
+            raise HTTPException(422, list(exc.problems)) from exc
         job = store.job(job_id)
         assert job is not None
         return job_view(job)

@@ -14,7 +14,9 @@ nobody here sent (a ``kill -9``, the kernel's OOM killer, a dying node).
 An attempt does not inherit the worker's environment (its AWS keys, its database URL): it
 gets the variables named in ``pass_env`` that the worker has (``DEFAULT_PASS_ENV`` unless the
 server is told otherwise), the thread-pool sizes, ``QUARRY_JOB_ID`` and ``QUARRY_JOB_OUT``
-(its own output folder), and its manifest's ``env``, which wins.
+(its own output folder), its manifest's ``env``, and its project's variables (only its own
+project's), which win: a job cannot shadow its project's credentials (the store refuses such
+a manifest at submit; a variable set after the job was queued still wins at its start).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -58,8 +60,8 @@ DEFAULT_PASS_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "
 @dataclass(frozen=True)
 class Launch:
     """One attempt to start: its job and manifest, its memory limit in bytes (grown after an
-    OOM), where its output goes (``log``) and its files (``out``), and its cores (the
-    backend's choice when None)."""
+    OOM), where its output goes (``log``) and its files (``out``), its cores (the backend's
+    choice when None), and its project's variables (``project_env``, kept out of ``repr``)."""
 
     job_id: int
     attempt_id: int
@@ -68,6 +70,7 @@ class Launch:
     log: Path
     out: Path
     cores: frozenset[int] | None = None
+    project_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -164,12 +167,12 @@ class LocalBackend(Backend):
 
     def environment(self, launch: Launch) -> dict[str, str]:
         """The attempt's variables: the passed ones the worker has, the thread-pool sizes,
-        the job's id and folder, then the manifest's ``env``."""
+        the job's id and folder, the manifest's ``env``, then its project's variables."""
         count = max(1, math.ceil(launch.manifest.resources.cpus))
         passed = {k: os.environ[k] for k in self.pass_env if k in os.environ}
         job = {"QUARRY_JOB_ID": str(launch.job_id), "QUARRY_JOB_OUT": str(launch.out)}
         threads = {name: str(count) for name in THREAD_VARS}
-        return {**passed, **threads, **job, **launch.manifest.env}
+        return {**passed, **threads, **job, **launch.manifest.env, **launch.project_env}
 
     def start(self, launch: Launch) -> Handle:
         attempt_id, manifest, memory, log = (launch.attempt_id, launch.manifest, launch.memory,
@@ -198,7 +201,7 @@ class LocalBackend(Backend):
                 cwd=workdir or None, env=env, process_group=0,
                 preexec_fn=None if setpriv else _die_with_parent,
             )  # fmt: skip
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL in an argument or a variable
             out.close()
             if group is not None:
                 CgroupV2.remove(group)

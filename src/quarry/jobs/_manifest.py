@@ -419,7 +419,9 @@ class Manifest(StrictModel):
     env: dict[str, str] = Field(
         default_factory=dict,
         description="Environment variables added to the attempt's (names: letters, digits and "
-        "`_`, not starting with a digit; values quoted text).",
+        "`_`, not starting with a digit; values quoted text). The attempt also gets an "
+        "allow-list of the server's environment and its project's variables (`quarry projects "
+        "env`), which a manifest cannot override.",
     )
     retries: Retries = Field(default_factory=Retries, description="When and how to retry.")
     timeout: Annotated[Seconds, Field(gt=0)] | None = Field(
@@ -452,6 +454,10 @@ class Manifest(StrictModel):
                 f"{', '.join(map(repr, bad))}: an environment variable name is letters, digits "
                 "and _, not starting with a digit"
             )
+        nul = [k for k, v in value.items() if "\0" in v]
+        if nul:
+            raise ValueError(f"{', '.join(nul)}: a value holds a NUL character, which no "
+                             "process can receive; remove it")  # fmt: skip
         return value
 
     @field_validator("labels")

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["STATUSES", "Attempt", "Base", "Job", "Member", "Token"]
+__all__ = ["STATUSES", "Attempt", "Base", "Job", "Member", "ProjectVariable", "Token"]
 
 # A job's life: queued -> running -> succeeded | failed | cancelled (a retried attempt puts
 # it back to queued, with ``not_before`` for the backoff).
@@ -84,3 +84,16 @@ class Token(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ProjectVariable(Base):
+    """An environment variable every attempt of a project's jobs gets (a credential, a
+    bucket): set by an operator, its value never shown back."""
+
+    __tablename__ = "project_variables"
+
+    project: Mapped[str] = mapped_column(String(100), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    set_by: Mapped[str] = mapped_column(String(100))
+    set_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -12,6 +12,11 @@ PostgreSQL, shared safely by several schedulers and workers.
 - ``stale`` finds running attempts whose heartbeat stopped: the watchdog's question.
 - ``requeue`` puts back the attempt of a worker that is shutting down (outcome ``requeued``):
   it does not count against the job's retries.
+- Project variables (``set_variable``, ``unset_variable``, ``variables``) are what a
+  project's attempts may read (its credentials): ``claim`` hands each attempt its own
+  project's, and only those; ``variables`` lists names, never values. A manifest may not
+  name one of its project's variables in its ``env`` (``submit`` refuses it): a job does not
+  shadow its project's credentials.
 
 The manifest travels typed: ``submit`` takes a ``Manifest`` (a mapping is validated first),
 ``Claimed.manifest`` is one, and retries read the stored manifest back as one.
@@ -20,10 +25,11 @@ The manifest travels typed: ``submit`` takes a ``Manifest`` (a mapping is valida
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,16 +37,53 @@ from typing import Any
 from sqlalchemy import ColumnElement, Engine, case, create_engine, event, func, select, update
 from sqlalchemy.orm import Session, aliased
 
-from quarry.exceptions import UsageError
+from quarry.exceptions import ManifestError, UsageError
 from quarry.jobs._manifest import Manifest, manifest_from_dict, readable_memory
-from quarry.jobs._schema import Attempt, Job, Member, Token
+from quarry.jobs._schema import Attempt, Job, Member, ProjectVariable, Token
 
-__all__ = ["Claimed", "JobStore", "TokenInfo", "default_url", "migrate"]
+__all__ = [
+    "RESERVED_VARIABLES",
+    "Claimed",
+    "JobStore",
+    "TokenInfo",
+    "VariableInfo",
+    "check_variable_name",
+    "default_url",
+    "migrate",
+]
 
 # ``requeued``: stopped because its worker shut down; not a try, the job runs again.
 OUTCOMES = ("succeeded", "failed", "oom_killed", "timed_out", "cancelled", "lost", "requeued")
 # What a retry policy's ``on`` names, by outcome.
 _RETRY_KIND = {"failed": "failed", "timed_out": "failed", "oom_killed": "oom", "lost": "lost"}
+
+
+_VARIABLE_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+# Set by the service for each attempt: a project variable of that name would mislead its jobs.
+RESERVED_VARIABLES = ("QUARRY_JOB_ID", "QUARRY_JOB_OUT")
+
+
+def check_variable_name(name: str) -> str:
+    """``name`` if it may name a project variable (``[A-Z_][A-Z0-9_]*``, not one the service
+    sets itself), else ``UsageError`` saying what to give."""
+    if not _VARIABLE_NAME.fullmatch(name) or len(name) > 200:
+        raise UsageError(f"variable name {name!r}: use capital letters, digits and _, not "
+                         "starting with a digit (e.g. AWS_ACCESS_KEY_ID)")  # fmt: skip
+    if name in RESERVED_VARIABLES:
+        raise UsageError(f"variable name {name!r} is set by the job service for each attempt; "
+                         "choose another name")  # fmt: skip
+    return name
+
+
+def _check_project(project: str) -> str:
+    from quarry.jobs._manifest import _SLUG
+
+    if not _SLUG.fullmatch(project):
+        raise UsageError(
+            f"project {project!r}: a project's name is letters, digits, '-', '_' and '.', "
+            "starting with a letter or digit, at most 100 characters"
+        )
+    return project
 
 
 def _digest(token: str) -> str:
@@ -127,8 +170,19 @@ class TokenInfo:
 
 
 @dataclass(frozen=True)
+class VariableInfo:
+    """A project variable as ``projects env list`` shows it: never its value."""
+
+    project: str
+    name: str
+    set_by: str
+    set_at: datetime
+
+
+@dataclass(frozen=True)
 class Claimed:
-    """A job admitted to a worker, and the attempt it now runs as."""
+    """A job admitted to a worker, and the attempt it now runs as; ``env``: its project's
+    variables (kept out of ``repr``, so that no log line shows a value)."""
 
     job_id: int
     attempt_id: int
@@ -137,6 +191,7 @@ class Claimed:
     cpus: float
     memory: int
     gpus: int
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 class JobStore:
@@ -167,7 +222,8 @@ class JobStore:
 
     def submit(self, manifest: Manifest | Mapping[str, Any], *, owner: str | None = None) -> int:
         """Queue a manifest (a mapping is validated first: ``ManifestError``); the new job's
-        id."""
+        id. A manifest whose ``env`` names one of its project's variables is refused
+        (``ManifestError``): a job must not shadow its project's credentials."""
         if not isinstance(manifest, Manifest):
             manifest = manifest_from_dict(manifest)
         resources = manifest.resources
@@ -178,6 +234,18 @@ class JobStore:
             max_retries=manifest.retries.max, created_at=_now(),
         )  # fmt: skip
         with self.session() as s:
+            if manifest.env:
+                taken = set(s.scalars(select(ProjectVariable.name).where(
+                    ProjectVariable.project == manifest.project,
+                    ProjectVariable.name.in_(list(manifest.env)),
+                )))  # fmt: skip
+                if taken:
+                    raise ManifestError([
+                        {"path": f"env.{name}", "message": f"env.{name}: project "
+                         f"{manifest.project!r} sets {name} itself and a job cannot replace "
+                         "its project's variables; remove it from env"}
+                        for name in sorted(taken)
+                    ])  # fmt: skip
             s.add(job)
             s.flush()
             return int(job.id)
@@ -226,6 +294,7 @@ class JobStore:
         if self.postgres:
             query = query.with_for_update(skip_locked=True, of=Job)
         taken: list[Claimed] = []
+        admitted: list[tuple[Job, Attempt]] = []
         with self.session() as s:
             free_cpus, free_memory, free_gpus = cpus, memory, gpus
             candidates = list(s.scalars(query))
@@ -233,7 +302,7 @@ class JobStore:
             # before the next pick (the query's order saw the running jobs only).
             counted = select(Job.project, func.count()).where(Job.status == "running")
             running_now = {p: int(n) for p, n in s.execute(counted.group_by(Job.project))}
-            while candidates and len(taken) < limit:
+            while candidates and len(admitted) < limit:
                 fits = [j for j in candidates if j.cpus <= free_cpus
                         and j.memory <= free_memory and j.gpus <= free_gpus]  # fmt: skip
                 if not fits:
@@ -251,9 +320,19 @@ class JobStore:
                                   memory=job.memory, started_at=now, heartbeat_at=now)  # fmt: skip
                 s.add(attempt)
                 s.flush()
+                admitted.append((job, attempt))
+            # each attempt gets its own project's variables, read in the claim's transaction
+            envs: dict[str, dict[str, str]] = {}
+            if admitted:
+                projects = {job.project for job, _ in admitted}
+                for v in s.scalars(
+                    select(ProjectVariable).where(ProjectVariable.project.in_(projects))
+                ):
+                    envs.setdefault(v.project, {})[v.name] = v.value
+            for job, attempt in admitted:
                 taken.append(Claimed(job.id, attempt.id, attempt.number,
                                      Manifest.from_json(job.manifest), job.cpus, job.memory,
-                                     job.gpus))  # fmt: skip
+                                     job.gpus, envs.get(job.project, {})))  # fmt: skip
         return taken
 
     def attempt_stats(self) -> tuple[dict[str, int], tuple[float, int]]:
@@ -408,6 +487,55 @@ class JobStore:
         # "failed: exit code 3" beside the status failed would say failed twice
         job.reason = reason if outcome == job.status else _why(outcome, reason)
         return job.status
+
+    # -- project variables ---------------------------------------------------------------------
+
+    def set_variable(self, project: str, name: str, value: str, *, set_by: str) -> bool:
+        """Set ``project``'s variable ``name`` (``[A-Z_][A-Z0-9_]*``) to ``value``; whether it
+        is new (False: replaced). A name or value a process could not receive is a
+        ``UsageError``."""
+        _check_project(project)
+        check_variable_name(name)
+        if "\0" in value:
+            raise UsageError(f"variable {name}: its value holds a NUL character, which an "
+                             "environment variable cannot; give the value without it")  # fmt: skip
+        with self.session() as s:
+            found = s.get(ProjectVariable, (project, name), with_for_update=self.postgres)
+            if found is None:
+                s.add(ProjectVariable(project=project, name=name, value=value, set_by=set_by,
+                                      set_at=_now()))  # fmt: skip
+                return True
+            found.value, found.set_by, found.set_at = value, set_by, _now()
+            return False
+
+    def unset_variable(self, project: str, name: str) -> bool:
+        """Remove ``project``'s variable ``name``; whether there was one."""
+        with self.session() as s:
+            found = s.get(ProjectVariable, (project, name))
+            if found is None:
+                return False
+            s.delete(found)
+            return True
+
+    def variables(self, project: str) -> list[VariableInfo]:
+        """``project``'s variables by name: who set each and when, never the values."""
+        with self.session() as s:
+            rows = s.execute(
+                select(ProjectVariable.name, ProjectVariable.set_by, ProjectVariable.set_at)
+                .where(ProjectVariable.project == project)
+                .order_by(ProjectVariable.name)
+            )
+            return [VariableInfo(project, name, by, at) for name, by, at in rows]
+
+    def project_env(self, project: str) -> dict[str, str]:
+        """``project``'s variables with their values: what its attempts get."""
+        with self.session() as s:
+            rows = s.execute(
+                select(ProjectVariable.name, ProjectVariable.value).where(
+                    ProjectVariable.project == project
+                )
+            )
+            return {name: value for name, value in rows}
 
     # -- users and tokens ---------------------------------------------------------------------
 

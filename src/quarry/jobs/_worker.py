@@ -124,10 +124,12 @@ class Worker:
                 log = self.log_path(claim.job_id, claim.number)
                 cores = self._take_cores(claim.cpus)
                 launch = Launch(claim.job_id, claim.attempt_id, claim.manifest, claim.memory, log,
-                                self.output_dir(claim.job_id), frozenset(cores))  # fmt: skip
+                                self.output_dir(claim.job_id), frozenset(cores),
+                                claim.env)  # fmt: skip
                 try:
                     handle = self.runner.start(launch)
-                except OSError as exc:  # no such command, a bad workdir: the attempt failed
+                except (OSError, ValueError) as exc:  # no such command, a bad workdir, a NUL
+                    # in an argument: the attempt failed, the worker goes on
                     for core in cores:
                         self.core_use[core] -= 1
                     self.store.finish(claim.attempt_id, "failed", reason=f"cannot start: {exc}")
