@@ -183,3 +183,12 @@ def test_project_variable_mistakes_are_one_line_errors(
     assert code == 1 and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], err
+
+
+def test_a_database_that_cannot_be_opened_and_a_bad_project_are_one_line(tmp_path: Path) -> None:
+    missing = f"sqlite:///{tmp_path / 'no' / 'such' / 'folder' / 'jobs.db'}"
+    code, _, err = run("projects", "env", "list", "alpha", "--db", missing)
+    assert code == 1 and err.count("\n") == 1 and "cannot open the job database" in err, err
+    db = f"sqlite:///{tmp_path / 'jobs.db'}"
+    code, out, err = run("tokens", "create", "--user", "ann", "--project", "b c", "--db", db)
+    assert code == 1 and out == "" and "project 'b c'" in err and "Traceback" not in err

@@ -192,6 +192,27 @@ def test_a_worker_shutting_down_queues_its_jobs_again(store: JobStore, tmp_path:
     _until(lambda: again.step() == 0, 10)
 
 
+def test_a_job_that_ended_before_the_shutdown_keeps_its_ending(
+    store: JobStore, tmp_path: Path
+) -> None:
+    """A shutdown between a job's exit and the next poll used to requeue it: a finished job
+    ran again. Its ending is recorded instead, and a restart runs nothing."""
+    marker = tmp_path / "runs.txt"
+    done = store.submit(_job(f"open({str(marker)!r}, 'a').write('ran\\n')"))
+    broken = store.submit(_job("raise SystemExit(3)"))
+    worker = _worker(store, tmp_path)
+    worker.step()
+    processes = [run.handle.process for run in worker.running.values()]
+    _until(lambda: all(p.poll() is not None for p in processes))  # both exited, not polled
+    worker.stop_all("server stopped")
+    assert store.job(done).status == "succeeded"  # type: ignore[union-attr]
+    assert store.job(broken).status == "failed"  # type: ignore[union-attr]
+    assert worker.requeued == []
+    again = _worker(store, tmp_path)
+    assert again.step() == 0  # nothing to run again
+    assert marker.read_text() == "ran\n"
+
+
 def test_a_death_by_a_real_time_signal_is_lost(store: JobStore, tmp_path: Path) -> None:
     job = store.submit(_job("import os, signal; os.kill(os.getpid(), signal.SIGRTMIN + 6)"))
     _worker(store, tmp_path).run(until_idle=True, every=0.05)
@@ -244,7 +265,9 @@ def test_an_attempt_gets_only_the_declared_environment(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hunter2")
     monkeypatch.setenv("TEAM_SETTING", "on")
     code = "import json, os; print(json.dumps(dict(os.environ)))"
-    job = store.submit(_job(code, env={"MINE": "yes"}))
+    # the job's own id and folder are the service's: a manifest cannot point them elsewhere
+    elsewhere = str(tmp_path / "elsewhere")
+    job = store.submit(_job(code, env={"MINE": "yes", "QUARRY_JOB_OUT": elsewhere}))
     runner = LocalBackend(pass_env=["PATH", "TEAM_SETTING"])
     _worker(store, tmp_path, runner=runner).run(until_idle=True, every=0.05)
     env = json.loads((tmp_path / "logs" / f"job-{job}" / "attempt-1.log").read_text())

@@ -293,3 +293,16 @@ def test_register_prints_nothing(tmp_path: Path, capfd: pytest.CaptureFixture[st
     capfd.readouterr()
     assert [register(run, "quiet") for run in runs] == [1, 2]  # a new model, then a version
     assert capfd.readouterr() == ("", "")
+
+
+def test_a_tracking_uri_is_shown_without_its_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    from quarry.tracking import shown_uri
+    from quarry.tracking._registry import _registry_error
+
+    secret = "https://ann:s3cretpw@mlflow.example/"  # noqa: S105 (a made-up one, to be hidden)
+    assert shown_uri(secret) == "https://ann:***@mlflow.example/"
+    assert shown_uri("postgresql://u:pw@db:5432/mlflow") == "postgresql://u:***@db:5432/mlflow"
+    assert shown_uri("sqlite:////srv/mlflow.db") == "sqlite:////srv/mlflow.db"
+    monkeypatch.setenv("QUARRY_TRACKING_URI", secret)
+    message = str(_registry_error(RuntimeError("connection refused")))
+    assert "s3cretpw" not in message and "ann:***@mlflow.example" in message

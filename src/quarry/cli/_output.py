@@ -106,9 +106,9 @@ def tracking_line() -> str:
     """Where runs and models are tracked, and the QUARRY_HOME in effect (a `make demo`
     keeps its own, runs/home, apart from ~/.quarry)."""
     from quarry.settings import quarry_home
-    from quarry.tracking import tracking_uri
+    from quarry.tracking import shown_uri
 
-    return f"tracking: {tracking_uri()} (QUARRY_HOME={quarry_home()})"
+    return f"tracking: {shown_uri()} (QUARRY_HOME={quarry_home()})"
 
 
 def write_parquet(df: pl.DataFrame, out: Path) -> None:

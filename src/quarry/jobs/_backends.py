@@ -167,12 +167,13 @@ class LocalBackend(Backend):
 
     def environment(self, launch: Launch) -> dict[str, str]:
         """The attempt's variables: the passed ones the worker has, the thread-pool sizes,
-        the job's id and folder, the manifest's ``env``, then its project's variables."""
+        the manifest's ``env``, the job's id and folder, then its project's variables."""
         count = max(1, math.ceil(launch.manifest.resources.cpus))
         passed = {k: os.environ[k] for k in self.pass_env if k in os.environ}
         job = {"QUARRY_JOB_ID": str(launch.job_id), "QUARRY_JOB_OUT": str(launch.out)}
         threads = {name: str(count) for name in THREAD_VARS}
-        return {**passed, **threads, **job, **launch.manifest.env, **launch.project_env}
+        # the job's own id and folder last but for its project's: a manifest cannot move them
+        return {**passed, **threads, **launch.manifest.env, **job, **launch.project_env}
 
     def start(self, launch: Launch) -> Handle:
         attempt_id, manifest, memory, log = (launch.attempt_id, launch.manifest, launch.memory,
@@ -249,6 +250,9 @@ class LocalBackend(Backend):
             return Ended("oom_killed", f"resident memory {readable_memory(handle.peak)} passed "
                          f"the limit of {readable_memory(handle.memory_limit)}", code,
                          peak)  # fmt: skip
+        if code == 0 and handle.stopping == "cancelled":
+            # it exited by itself before the stop reached it: it finished
+            return Ended("succeeded", None, 0, peak)
         if handle.stopping in ("timed_out", "cancelled"):
             return Ended(handle.stopping, None, code, peak)
         if code == 0:

@@ -167,10 +167,10 @@ def serve(
             while not stopping.wait(0.5) and api_thread.is_alive():
                 pass
         finally:
+            stop.set()  # no new attempt is admitted while the API winds down
             api.should_exit = True
             if api_thread.is_alive():
                 api_thread.join()
-            stop.set()
             for thread in threads:
                 if thread.is_alive():
                     thread.join(timeout=30)

@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, case, create_engine, event, func, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, aliased
 
 from quarry.exceptions import ManifestError, UsageError
@@ -201,7 +203,15 @@ class JobStore:
         self.url = url or default_url()
         self.engine = _engine(self.url)
         self.postgres = self.engine.dialect.name == "postgresql"
-        migrate(self.engine)
+        try:
+            migrate(self.engine)
+        except OperationalError as exc:  # a folder that does not exist, a server away
+            shown = make_url(self.url).render_as_string(hide_password=True)
+            first = (str(exc.orig).strip().splitlines() or ["cannot connect"])[0]
+            raise UsageError(
+                f"--db {shown}: cannot open the job database ({first}); check the path or "
+                "the server"
+            ) from None
 
     def close(self) -> None:
         """Close the database connections."""
@@ -542,6 +552,7 @@ class JobStore:
     def create_token(self, user: str, project: str) -> str:
         """Make ``user`` a member of ``project`` and give them a new API token (shown once,
         stored only as its digest)."""
+        _check_project(project)  # a name no manifest could use would be a dead membership
         token = "qt_" + secrets.token_urlsafe(32)
         with self.session() as s:
             if s.get(Member, (user, project)) is None:

@@ -182,14 +182,30 @@ class Worker:
             self.stop_all(why_stopped or f"worker {self.name} shut down")
 
     def stop_all(self, reason: str) -> None:
-        """Stop every running attempt and queue its job again without spending a retry."""
+        """Stop every running attempt and queue its job again without spending a retry.
+
+        An attempt that ended on its own first (its process exited before it was stopped)
+        keeps that ending: requeueing it would run a finished job again. One that could not
+        be reaped is left running in the database for the watchdog, never requeued while its
+        process may still be alive."""
         for attempt_id, run in list(self.running.items()):
-            self.runner.stop(run.handle, "cancelled")
-            deadline = time.monotonic() + 5.0  # reaped, its log closed
-            while self.runner.poll(run.handle) is None and time.monotonic() < deadline:
-                time.sleep(0.02)
+            ended = self.runner.poll(run.handle)
+            if ended is None:
+                self.runner.stop(run.handle, "cancelled")
+                deadline = time.monotonic() + 5.0  # reaped, its log closed
+                while (ended := self.runner.poll(run.handle)) is None:
+                    if time.monotonic() >= deadline:
+                        break
+                    time.sleep(0.02)
             try:
-                if self.store.requeue(attempt_id, reason):
+                if ended is None:
+                    _log.error("job %d: attempt %d could not be stopped; the watchdog will "
+                               "end it", run.job, run.number)  # fmt: skip
+                elif ended.outcome != "cancelled":  # it ended by itself: that is its ending
+                    self.store.finish_many([Ending(attempt_id, ended.outcome, ended.reason,
+                                                   ended.exit_code, ended.peak_memory)],
+                                           max_memory=self.memory)  # fmt: skip
+                elif self.store.requeue(attempt_id, reason):
                     self.requeued.append(run.job)
             except Exception as exc:  # the database away: the watchdog will find it lost
                 _log.error("job %d: could not be queued again: %s", run.job, exc)

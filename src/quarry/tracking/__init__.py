@@ -13,6 +13,7 @@ from quarry.tracking._mlflow import (
     client,
     experiment_id,
     register,
+    shown_uri,
     tracking_uri,
 )
 from quarry.tracking._models import load_packaged, log_packaged, quiet_mlflow
@@ -56,5 +57,6 @@ __all__ = [
     "register",
     "rollback",
     "set_alias",
+    "shown_uri",
     "tracking_uri",
 ]

@@ -20,6 +20,7 @@ __all__ = [
     "client",
     "experiment_id",
     "register",
+    "shown_uri",
     "tracking_uri",
 ]
 
@@ -30,6 +31,22 @@ TRACKING_ENV = "QUARRY_TRACKING_URI"
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # Loading a registered model (the gate, serving) would draw a progress bar per download.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# A tracking server that does not answer is an error in seconds, not minutes of retries.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
+def shown_uri(uri: str | None = None) -> str:
+    """The tracking URI as it may be shown (a message, a log, a job's output): without the
+    password a server or database URL may carry."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    uri = tracking_uri() if uri is None else uri
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def tracking_uri() -> str:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 from quarry.exceptions import ConflictError, DataError, UsageError
 from quarry.settings import quarry_home
-from quarry.tracking._mlflow import alias_version, client, tracking_uri
+from quarry.tracking._mlflow import alias_version, client, shown_uri, tracking_uri
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -170,7 +170,7 @@ def _missing(exc: MlflowException) -> bool:
 
 def _registry_error(exc: Exception) -> UsageError:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return UsageError(f"model registry ({tracking_uri()}): {first}")
+    return UsageError(f"model registry ({shown_uri()}): {first}")
 
 
 P = ParamSpec("P")
@@ -183,10 +183,11 @@ def _registry_errors(fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         from mlflow.exceptions import MlflowException
+        from sqlalchemy.exc import OperationalError
 
         try:
             return fn(*args, **kwargs)
-        except MlflowException as exc:
+        except (MlflowException, OperationalError) as exc:  # the store away, a bad URI
             raise _registry_error(exc) from exc
 
     return wrapper
