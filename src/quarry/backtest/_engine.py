@@ -40,6 +40,13 @@ Rule = Callable[
 ]
 
 
+def last_bars(close: np.ndarray) -> np.ndarray:
+    """Each instrument's last day (row) with a close, -1 for none."""
+    has = np.isfinite(close)
+    last = close.shape[0] - 1 - np.argmax(has[::-1], axis=0)
+    return np.where(has.any(axis=0), last, -1).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class Market:
     """Dense days x instruments panels, NaN where an instrument has no bar that day.
@@ -73,10 +80,7 @@ class Market:
         delisted, closed at its last close, on the day after it."""
         if self.held_until is not None:
             return np.asarray(self.held_until, dtype=np.int64)
-        has = np.isfinite(self.close)
-        days = self.close.shape[0]
-        last = days - 1 - np.argmax(has[::-1], axis=0)
-        return np.where(has.any(axis=0), last, -1).astype(np.int64)
+        return last_bars(self.close)
 
     def alive_after(self) -> np.ndarray:
         """True where an instrument can still be held on this day or a later one."""

@@ -11,7 +11,7 @@ import polars as pl
 from numba import njit
 
 from quarry._memory import small_pages
-from quarry.backtest._engine import Market
+from quarry.backtest._engine import Market, last_bars
 from quarry.backtest._signal import check_signal
 from quarry.data import Store, read_bars
 from quarry.exceptions import UsageError
@@ -125,12 +125,10 @@ def _held_until(
     still lists after the grid's last day: then its missing days are suspensions (a vendor
     file that has not arrived yet is not a delisting). Without an instruments table, or a
     row for the instrument, its last bar decides."""
-    days = close.shape[0]
-    has = np.isfinite(close)
-    last = np.where(has.any(axis=0), days - 1 - np.argmax(has[::-1], axis=0), -1)
+    last = last_bars(close)
     lf = store.scan("instruments", as_of=as_of)
     if lf is None:
-        return last.astype(np.int64)
+        return last
     listed = (
         lf.group_by("instrument")
         .agg(pl.col("delist_date").max().alias("delisted"))
@@ -139,7 +137,7 @@ def _held_until(
         .collect()["instrument"]
     )
     still = names.is_in(listed).to_numpy() & (last >= 0)
-    return np.where(still, days - 1, last).astype(np.int64)
+    return np.where(still, close.shape[0] - 1, last).astype(np.int64)
 
 
 def _store_span(store: Store, as_of: datetime | str | None) -> str:

@@ -6,16 +6,9 @@
     >>> client.job(job["id"])["status"]                             # doctest: +SKIP
     'queued'
 
-Every failure is a ``JobServiceError`` (a ``QuarryError``: one line, fit for the CLI; the classes
-live in ``quarry.exceptions``)::
-
-    JobServiceError            the server answered an error, or could not be reached
-    ├── ServerUnreachable      no answer at the URL
-    ├── AuthenticationError    401: no, an unknown or a revoked token
-    ├── PermissionDenied       403: not a member of the project
-    ├── JobNotFound            404: no such job in the caller's projects
-    ├── JobConflict            409: e.g. cancelling a job that has ended
-    └── InvalidRequest         422: ``problems`` as the server wrote them ({path, message})
+Every failure is a ``JobServiceError`` (a ``QuarryError``: one line, fit for the CLI), one
+subclass per kind of answer (unreachable, 401, 403, 404, 409, 422): the tree is drawn in
+``quarry.exceptions``.
 """
 
 from __future__ import annotations

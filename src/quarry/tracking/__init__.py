@@ -12,11 +12,12 @@ from quarry.tracking._mlflow import (
     alias_version,
     client,
     experiment_id,
+    quiet_mlflow,
     register,
     shown_uri,
     tracking_uri,
 )
-from quarry.tracking._models import load_packaged, log_packaged, quiet_mlflow
+from quarry.tracking._models import load_packaged, log_packaged
 from quarry.tracking._registry import (
     DEFAULT_ALIAS,
     KEY_FIGURES,

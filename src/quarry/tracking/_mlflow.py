@@ -3,7 +3,9 @@ aliases (moving them, with their history: ``quarry.tracking._registry``)."""
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -19,6 +21,7 @@ __all__ = [
     "alias_version",
     "client",
     "experiment_id",
+    "quiet_mlflow",
     "register",
     "shown_uri",
     "tracking_uri",
@@ -113,40 +116,43 @@ class _Discard:
 
 
 @contextmanager
-def _no_events() -> Iterator[None]:
-    """Keep MLflow's event lines ("Successfully registered model ...", "Created version
-    ...") off stdout and stderr: the caller says what happened in its own words. MLflow's
-    logged warnings still show."""
+def quiet_mlflow(*loggers: str, events: bool = False) -> Iterator[None]:
+    """MLflow's notes that a user of Quarry cannot act on, kept off the terminal while the
+    block runs: the type hints it infers for its own wrappers, the input example it asks for
+    (the signature is given), the INFO and WARNING lines of ``loggers``, and with ``events``
+    its event lines ("Successfully registered model ...": the caller says what happened in
+    its own words). Errors still show."""
     import mlflow.utils.logging_utils as mlflow_logging
 
+    saved = [(log, log.level) for log in map(logging.getLogger, loggers)]
+    for log, _ in saved:
+        log.setLevel(logging.ERROR)
     # MLflow prints its events to the module's MLFLOW_LOGGING_STREAM, looked up at each
     # print; its loggers hold the stream object itself. (Its own on/off switch is turned
     # back on by MLflow whenever some of its modules are imported.)
-    events = mlflow_logging.MLFLOW_LOGGING_STREAM
-    mlflow_logging.MLFLOW_LOGGING_STREAM = _Discard()  # type: ignore[assignment]
+    stream = mlflow_logging.MLFLOW_LOGGING_STREAM
+    if events:
+        mlflow_logging.MLFLOW_LOGGING_STREAM = _Discard()  # type: ignore[assignment]
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*type hint", category=UserWarning)
+            warnings.filterwarnings("ignore", message=".*input example", category=UserWarning)
+            yield
     finally:
-        mlflow_logging.MLFLOW_LOGGING_STREAM = events
+        mlflow_logging.MLFLOW_LOGGING_STREAM = stream
+        for log, level in saved:
+            log.setLevel(level)
 
 
 def register(run_id: str, name: str, artifact: str = "model") -> int:
     """Register the model a run logged as a new version of ``name``; returns the version.
     Prints nothing (MLflow would announce the model and the version)."""
-    import logging
-
     import mlflow
 
     client()
     # MLflow 3 keeps a run's model as a logged model and says so at every registration.
-    fluent = logging.getLogger("mlflow.tracking._model_registry.fluent")
-    level = fluent.level
-    fluent.setLevel(logging.ERROR)
-    try:
-        with _no_events():
-            version = mlflow.register_model(f"runs:/{run_id}/{artifact}", name)
-    finally:
-        fluent.setLevel(level)
+    with quiet_mlflow("mlflow.tracking._model_registry.fluent", events=True):
+        version = mlflow.register_model(f"runs:/{run_id}/{artifact}", name)
     return int(version.version)
 
 

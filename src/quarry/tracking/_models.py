@@ -11,29 +11,17 @@ instrument, date and the raw feature columns; Quarry itself unwraps the package
 from __future__ import annotations
 
 import contextlib
-import logging
-import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import polars as pl
 
 from quarry.exceptions import UsageError
+from quarry.tracking._mlflow import quiet_mlflow
 from quarry.tracking._packaged import Packaged
 
-__all__ = ["load_packaged", "log_packaged", "quiet_mlflow"]
+__all__ = ["load_packaged", "log_packaged"]
 
 KEYS = ("instrument", "date")
-
-
-@contextlib.contextmanager
-def quiet_mlflow() -> Iterator[None]:
-    """MLflow warns about type hints it infers for its own wrappers and about the input
-    example (the signature is given): nothing a user of Quarry can act on."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*type hint", category=UserWarning)
-        warnings.filterwarnings("ignore", message=".*input example", category=UserWarning)
-        yield
 
 
 def _requirements() -> list[str]:
@@ -63,21 +51,15 @@ def log_packaged(packaged: Packaged, example: pl.DataFrame) -> None:
     signature = infer_signature(inputs.to_pandas(), packaged.score(inputs))
     # MLflow logs a warning that a Python object is pickled: that is how a pyfunc model
     # carries its recipe, and the registry is the team's own.
-    pyfunc_log = logging.getLogger("mlflow.pyfunc")
-    level = pyfunc_log.level
-    pyfunc_log.setLevel(logging.ERROR)
-    try:
-        with quiet_mlflow():
-            from quarry.tracking._pyfunc import QuarryPyfunc
+    with quiet_mlflow("mlflow.pyfunc"):
+        from quarry.tracking._pyfunc import QuarryPyfunc
 
-            mlflow.pyfunc.log_model(
-                name="model",
-                python_model=QuarryPyfunc(packaged),
-                signature=signature,
-                pip_requirements=_requirements(),
-            )
-    finally:
-        pyfunc_log.setLevel(level)
+        mlflow.pyfunc.log_model(
+            name="model",
+            python_model=QuarryPyfunc(packaged),
+            signature=signature,
+            pip_requirements=_requirements(),
+        )
     mlflow.set_tags({"quarry.model_type": packaged.model_type,
                      "quarry.columns": str(len(packaged.columns))})  # fmt: skip
     mlflow.log_dict(packaged.describe(), "model/quarry.json")
