@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,3 +89,14 @@ def s3_env(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str
     bucket = f"quarry-{os.getpid()}-{int(time.time() * 1000) % 10**9}"
     boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=bucket)
     yield {**env, "bucket": bucket}
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    """A real Ray cluster on loopback for the whole session: a head and one more node, one
+    CPU each (tests/ray_cluster.py). Started on first use only."""
+    from tests.ray_cluster import RayCluster
+
+    cluster = RayCluster.start(extra_nodes=1)
+    yield cluster
+    cluster.stop()
