@@ -41,13 +41,18 @@ class RayNode:
     """One ``ray start``: its process group (the session leader's pid) and resources."""
 
     name: str
-    pgid: int
+    process: subprocess.Popen[bytes]
     resources: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def pgid(self) -> int:
+        return self.process.pid
 
     def kill(self) -> None:
         """SIGKILL every process of this node (raylet, workers, agents): a dead machine."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pgid, signal.SIGKILL)
+        self.process.wait()
 
 
 class RayCluster:
@@ -109,7 +114,7 @@ class RayCluster:
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
             )  # fmt: skip
-        node = RayNode(name, process.pid, resources)
+        node = RayNode(name, process, resources)
         self.nodes.append(node)
         return node
 

@@ -16,6 +16,8 @@ LAYERS: dict[str, int] = {
     # cross-cutting: the exception tree, settings, strict YAML and JSON, dates, memory habits
     "quarry": 0, "exceptions": 0, "settings": 0, "_yaml": 0, "_json": 0, "_dates": 0,
     "_memory": 0,
+    # where research steps run (local, Ray tasks): used by features, models and workflows
+    "executors": 0,
     "data": 1,
     # MLflow set-up, the registry and model logging: infrastructure every layer above uses
     "tracking": 1,
