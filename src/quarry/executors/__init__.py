@@ -9,6 +9,7 @@ without a copy, instead of each task reloading them. Results come back in the or
 items, whatever order the tasks finished in, so both executors give the same answer.
 """
 
-from quarry.executors._base import EXECUTORS, Executor, LocalExecutor, Shared, executor
+from quarry.executors._base import Executor, LocalExecutor, Shared
+from quarry.executors._registry import EXECUTORS, executor
 
 __all__ = ["EXECUTORS", "Executor", "LocalExecutor", "Shared", "executor"]

@@ -1,4 +1,4 @@
-"""The executor interface, the local executor and the registry (the Ray one is ``_ray``)."""
+"""The executor interface and the local executor (the Ray one is ``_ray``)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
-from quarry.exceptions import UsageError
-
-__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "Shared", "executor"]
+__all__ = ["Executor", "LocalExecutor", "Shared"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -95,22 +93,3 @@ class LocalExecutor(Executor):
             if done is not None:
                 done(len(out), len(items))
         return out
-
-
-EXECUTORS = ("local", "ray")
-
-
-def executor(name: str = "local", *, address: str | None = None) -> Executor:
-    """An executor by name: ``local``, or ``ray`` connected to ``address`` (``auto``: the
-    cluster this machine belongs to, as ``ray start`` left it; a ``host:port`` GCS address
-    or ``ray://`` client URL; None: ``$RAY_ADDRESS``, else a Ray started for this process).
-    """
-    if name == "local":
-        if address is not None:
-            raise UsageError("--ray-address goes with --executor ray, not with local")
-        return LocalExecutor()
-    if name == "ray":
-        from quarry.executors._ray import RayExecutor
-
-        return RayExecutor(address)
-    raise UsageError(f"--executor {name!r}: choose one of {', '.join(EXECUTORS)}")
