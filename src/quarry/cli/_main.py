@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from quarry.cli import _backtest, _data, _features, _jobs, _models, _run, _train
+from quarry.cli import _backtest, _data, _features, _jobs, _models, _run, _search, _train
 from quarry.cli._output import err
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app = typer.Typer(
 app.add_typer(_data.app, name="data")
 app.add_typer(_features.app, name="features")
 app.command("train")(_train.train_cmd)
+app.command("search")(_search.search_cmd)
 app.command("backtest")(_backtest.backtest_cmd)
 app.command("run")(_run.run_cmd)
 app.add_typer(_jobs.server_app, name="server")

@@ -6,8 +6,8 @@ analysis of the scores they produce.
 - Models: LightGBM (Qlib's benchmark parameters), ridge/lasso, and an MLP with the ``mlp``
   extra; early-stopped on the valid segment, deterministic given a seed.
 - ``train``: fit, score every segment, write predictions and metrics, log to MLflow.
-- ``search``: Optuna over a parameter space, trials in parallel processes, each a nested
-  MLflow run, scored on the validation segment.
+- ``search``: Optuna over a parameter space, trials in batches on an executor (in this
+  process, or as Ray tasks), each a nested MLflow run, scored on the validation segment.
 - Scores are measured with ``quarry.signals`` (IC, Rank IC, quantile returns, turnover).
 """
 
@@ -30,7 +30,13 @@ from quarry.models._estimators import (
 )
 from quarry.models._packaged import PackagedModel, Recipe
 from quarry.models._params import MODEL_NAMES, validate_params
-from quarry.models._search import DEFAULT_SPACES, SearchResult, search
+from quarry.models._search import (
+    DEFAULT_SPACES,
+    SEARCH_METRICS,
+    SearchResult,
+    parse_space,
+    search,
+)
 from quarry.models._train import TrainResult, feature_columns, train, train_walk_forward
 
 __all__ = [
@@ -38,6 +44,7 @@ __all__ = [
     "MODELS",
     "MODEL_NAMES",
     "QLIB_LIGHTGBM",
+    "SEARCH_METRICS",
     "LightGBMModel",
     "LinearModel",
     "Model",
@@ -52,6 +59,7 @@ __all__ = [
     "feature_columns",
     "label_horizon",
     "make_model",
+    "parse_space",
     "purge",
     "search",
     "split",
