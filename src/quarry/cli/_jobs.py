@@ -39,7 +39,7 @@ def start_cmd(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
     db: Db = None,
-    workers: Annotated[int, typer.Option(help="Workers sharing this machine.")] = 1,
+    workers: Annotated[int, typer.Option(help="Workers sharing the capacity.")] = 1,
     stale_after: Annotated[
         float, typer.Option(help="Seconds without a heartbeat before an attempt is lost.")
     ] = 5.0,
@@ -51,21 +51,68 @@ def start_cmd(
             "QUARRY_HOME, QUARRY_TRACKING_URI and the like (repeat the option for more).",
         ),
     ] = None,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="Where attempts run: local (subprocesses of this server) or ray (jobs on "
+            "the Ray cluster at --ray-address)."
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="The Ray dashboard's URL, where its job API answers, e.g. "
+            "http://127.0.0.1:8265 (default $QUARRY_RAY_ADDRESS, else $RAY_ADDRESS).",
+        ),
+    ] = None,
+    cpus: Annotated[
+        float | None,
+        typer.Option(
+            help="CPUs the workers share (default: this machine's, or the Ray cluster's "
+            "live nodes')."
+        ),
+    ] = None,
+    memory: Annotated[
+        str | None,
+        typer.Option(
+            help="Memory the workers share, e.g. 64Gi (default: this machine's, or the Ray "
+            "cluster's live nodes')."
+        ),
+    ] = None,
+    gpus: Annotated[
+        int | None,
+        typer.Option(help="GPUs the workers share, with --backend ray (default: the cluster's)."),
+    ] = None,
 ) -> None:
     """Run the job service: the REST API (docs at /docs), the workers and the watchdog.
 
-    Stop it with SIGTERM or Ctrl-C: running jobs are queued again without spending a retry.
+    Stop it with SIGTERM or Ctrl-C: running jobs are queued again without spending a retry;
+    on Ray they go on running, and the next server adopts them.
 
-    Example: quarry server start --port 8765 --db postgresql://postgres@127.0.0.1/test
+    Example: quarry server start --backend ray --ray-address http://127.0.0.1:8265
     """
     from quarry.jobs._backends import DEFAULT_PASS_ENV
+    from quarry.jobs._manifest import parse_memory
     from quarry.jobs._server import serve
 
     if workers < 1:
         raise UsageError(f"--workers {workers}: give 1 or more")
+    if cpus is not None and not cpus > 0:
+        raise UsageError(f"--cpus {cpus:g}: give a number above 0, e.g. 8")
+    if gpus is not None and gpus < 0:
+        raise UsageError(f"--gpus {gpus}: give 0 or more")
+    size = None
+    if memory is not None:
+        try:
+            size = parse_memory(memory)
+        except ValueError as exc:
+            raise UsageError(f"--memory {memory}: {exc}") from None
+        if size <= 0:
+            raise UsageError(f"--memory {memory}: give a size above 0, e.g. 64Gi")
     extra = list(pass_env or [])
     serve(host=host, port=port, db=db, workers=workers, stale_after=stale_after,
-          pass_env=[*DEFAULT_PASS_ENV, *extra])  # fmt: skip
+          pass_env=[*DEFAULT_PASS_ENV, *extra], backend=backend, ray_address=ray_address,
+          cpus=cpus, memory=size, gpus=gpus)  # fmt: skip
 
 
 @tokens_app.command("create")

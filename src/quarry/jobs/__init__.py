@@ -8,8 +8,11 @@ backends, the watchdog, and the REST API (``_api.create_app``).
   memory after an OOM, heartbeats and the stale attempts a watchdog must end; each
   project's variables (what its attempts may read; listed by name, never by value).
 - ``Worker``: admits what fits its free capacity, runs attempts on a ``Backend`` (the local
-  one: a subprocess with its cores pinned and its memory watched), heartbeats, cancels.
-- ``Watchdog``: ends attempts whose heartbeat stopped as ``lost``, so that they are retried.
+  one: a subprocess with its cores pinned and its memory watched; ``RayBackend``: a Ray job
+  per attempt, its memory enforced on the node, adopted by the next server after a restart),
+  heartbeats, cancels.
+- ``Watchdog``: ends attempts whose heartbeat stopped as ``lost``, so that they are retried
+  (one on Ray as Ray says it ended, stopped first if it still runs there).
 - ``Client``: the REST API's client (the CLI's, the tests', other services'), with its
   errors (``JobServiceError`` and below, defined in ``quarry.exceptions`` with
   ``ManifestError`` and re-exported here).
@@ -47,6 +50,7 @@ from quarry.jobs._manifest import (
     parse_memory,
     readable_memory,
 )
+from quarry.jobs._ray import RayBackend
 from quarry.jobs._store import Claimed, JobStore, TokenInfo, VariableInfo, default_url, migrate
 from quarry.jobs._watchdog import Watchdog
 from quarry.jobs._worker import Worker
@@ -70,6 +74,7 @@ __all__ = [
     "Manifest",
     "ManifestError",
     "PermissionDenied",
+    "RayBackend",
     "Resources",
     "ServerUnreachable",
     "TokenInfo",

@@ -1,5 +1,5 @@
 """Execution backends: where an attempt's process runs. One small interface, a registry by
-name; the local backend now, a Ray backend later, both running the same manifests.
+name; the local backend here and the Ray backend (``_ray``), both running the same manifests.
 
 The local backend runs one subprocess per attempt, in its own process group, with its
 output in a log file. Its CPU count is honoured by pinning it to that many cores and telling
@@ -17,6 +17,12 @@ server is told otherwise), the thread-pool sizes, ``QUARRY_JOB_ID`` and ``QUARRY
 (its own output folder), its manifest's ``env``, and its project's variables (only its own
 project's), which win: a job cannot shadow its project's credentials (the store refuses such
 a manifest at submit; a variable set after the job was queued still wins at its start).
+``attempt_environment`` builds it for every backend.
+
+A backend whose attempts outlive the worker (``detachable``: Ray's jobs run on the cluster,
+not under the server) is not stopped when its worker stops; the next worker ``adopt``s what
+is still running, and the watchdog asks it (``reconcile``) how a stale attempt really ended.
+Its workers' names start with ``worker_prefix`` (which cluster their attempts run on).
 """
 
 from __future__ import annotations
@@ -32,8 +38,9 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from quarry.jobs._cgroup import CgroupV2
 from quarry.jobs._manifest import Manifest, readable_memory
@@ -46,6 +53,7 @@ __all__ = [
     "Ended",
     "Launch",
     "LocalBackend",
+    "attempt_environment",
     "backend",
 ]
 
@@ -61,7 +69,8 @@ DEFAULT_PASS_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "
 class Launch:
     """One attempt to start: its job and manifest, its memory limit in bytes (grown after an
     OOM), where its output goes (``log``) and its files (``out``), its cores (the backend's
-    choice when None), and its project's variables (``project_env``, kept out of ``repr``)."""
+    choice when None), its project's variables (``project_env``, kept out of ``repr``) and
+    when it was admitted (``started_at``, UTC; part of its name on a remote backend)."""
 
     job_id: int
     attempt_id: int
@@ -71,6 +80,7 @@ class Launch:
     out: Path
     cores: frozenset[int] | None = None
     project_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    started_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -83,10 +93,11 @@ class Ended:
 
 @dataclass
 class Handle:
-    """A running attempt as its backend knows it."""
+    """A running attempt as its backend knows it (``pid`` None: not a process of this
+    machine)."""
 
     attempt_id: int
-    pid: int
+    pid: int | None
     memory_limit: int
     deadline: float | None
     process: Any = None
@@ -99,6 +110,10 @@ class Backend(abc.ABC):
     """Start, watch and stop attempts."""
 
     name: ClassVar[str]
+    # Whether its attempts go on running when their worker stops (adopted by the next one).
+    detachable: ClassVar[bool] = False
+    # How the names of its workers begin: which cluster their attempts run on.
+    worker_prefix: str = ""
 
     @abc.abstractmethod
     def start(self, launch: Launch) -> Handle:
@@ -112,14 +127,41 @@ class Backend(abc.ABC):
     def stop(self, handle: Handle, why: str) -> None:
         """Stop the attempt; the next ``poll`` reports ``why`` as its outcome."""
 
+    def owns(self, worker: str) -> bool:
+        """Whether attempts of the worker named ``worker`` run where this backend can see
+        them (adopt, reconcile); never for a backend whose attempts die with their worker."""
+        return self.detachable and worker.startswith(self.worker_prefix)
 
-def _command(manifest: Manifest, out: Path) -> list[str]:
+    def adopt(self, launch: Launch) -> Handle | None:
+        """A detachable backend: the handle of an attempt another worker started, or None
+        when it never reached the backend."""
+        raise NotImplementedError(f"the {self.name} backend's attempts end with their worker")
+
+    def reconcile(self, launch: Launch) -> Ended | Literal["absent", "stopping"]:
+        """A detachable backend: how an attempt nobody watches ended. One still running is
+        stopped first (``"stopping"`` until it has ended), so that its retry never runs
+        beside it; ``"absent"`` when it never reached the backend."""
+        raise NotImplementedError(f"the {self.name} backend's attempts end with their worker")
+
+
+def attempt_environment(launch: Launch, pass_env: Sequence[str]) -> dict[str, str]:
+    """The attempt's variables: those of ``pass_env`` this process has, the thread-pool sizes,
+    the manifest's ``env``, the job's id and folder, then its project's variables."""
+    count = max(1, math.ceil(launch.manifest.resources.cpus))
+    passed = {k: os.environ[k] for k in pass_env if k in os.environ}
+    job = {"QUARRY_JOB_ID": str(launch.job_id), "QUARRY_JOB_OUT": str(launch.out)}
+    threads = {name: str(count) for name in THREAD_VARS}
+    # the job's own id and folder last but for its project's: a manifest cannot move them
+    return {**passed, **threads, **launch.manifest.env, **job, **launch.project_env}
+
+
+def _command(manifest: Manifest, out: Path, python: str = sys.executable) -> list[str]:
     run = manifest.run
     if run.command:
         return list(run.command)
     assert run.workflow is not None  # the manifest has one or the other
     # A workflow runs through the same CLI a person would use, into the job's own folder.
-    return [sys.executable, "-m", "quarry.cli", "run", run.workflow, "--out", str(out)]
+    return [python, "-m", "quarry.cli", "run", run.workflow, "--out", str(out)]
 
 
 def _die_with_parent() -> None:
@@ -166,14 +208,8 @@ class LocalBackend(Backend):
         self.pass_env = tuple(pass_env)
 
     def environment(self, launch: Launch) -> dict[str, str]:
-        """The attempt's variables: the passed ones the worker has, the thread-pool sizes,
-        the manifest's ``env``, the job's id and folder, then its project's variables."""
-        count = max(1, math.ceil(launch.manifest.resources.cpus))
-        passed = {k: os.environ[k] for k in self.pass_env if k in os.environ}
-        job = {"QUARRY_JOB_ID": str(launch.job_id), "QUARRY_JOB_OUT": str(launch.out)}
-        threads = {name: str(count) for name in THREAD_VARS}
-        # the job's own id and folder last but for its project's: a manifest cannot move them
-        return {**passed, **threads, **launch.manifest.env, **job, **launch.project_env}
+        """The attempt's variables (``attempt_environment``)."""
+        return attempt_environment(launch, self.pass_env)
 
     def start(self, launch: Launch) -> Handle:
         attempt_id, manifest, memory, log = (launch.attempt_id, launch.manifest, launch.memory,
@@ -231,7 +267,7 @@ class LocalBackend(Backend):
         code = process.poll()
         group: Path | None = handle.extra.get("cgroup")
         if code is None:
-            rss = CgroupV2.usage(group) if group else _tree_rss(handle.pid)
+            rss = CgroupV2.usage(group) if group else _tree_rss(process.pid)
             handle.peak = max(handle.peak, rss)
             if group is None and rss > handle.memory_limit and handle.stopping is None:
                 self.stop(handle, "oom_killed")
@@ -268,7 +304,7 @@ class LocalBackend(Backend):
     def stop(self, handle: Handle, why: str) -> None:
         handle.stopping = handle.stopping or why
         try:
-            os.killpg(handle.pid, signal.SIGKILL)
+            os.killpg(handle.process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
 

@@ -12,6 +12,9 @@ PostgreSQL, shared safely by several schedulers and workers.
 - ``stale`` finds running attempts whose heartbeat stopped: the watchdog's question.
 - ``requeue`` puts back the attempt of a worker that is shutting down (outcome ``requeued``):
   it does not count against the job's retries.
+- ``unfinished`` and ``take_over`` let a worker adopt the attempts of a dead one whose
+  processes outlive it (Ray's jobs): the attempt becomes the new worker's only if it still
+  belongs to the old one (a compare-and-set), so two workers never adopt the same attempt.
 - Project variables (``set_variable``, ``unset_variable``, ``variables``) are what a
   project's attempts may read (its credentials): ``claim`` hands each attempt its own
   project's, and only those; ``variables`` lists names, never values. A manifest may not
@@ -27,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -48,6 +51,7 @@ __all__ = [
     "Claimed",
     "JobStore",
     "TokenInfo",
+    "Unfinished",
     "VariableInfo",
     "check_variable_name",
     "default_url",
@@ -184,7 +188,8 @@ class VariableInfo:
 @dataclass(frozen=True)
 class Claimed:
     """A job admitted to a worker, and the attempt it now runs as; ``env``: its project's
-    variables (kept out of ``repr``, so that no log line shows a value)."""
+    variables (kept out of ``repr``, so that no log line shows a value); ``started_at``:
+    when it was admitted (UTC)."""
 
     job_id: int
     attempt_id: int
@@ -194,6 +199,23 @@ class Claimed:
     memory: int
     gpus: int
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    started_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Unfinished:
+    """An attempt without an outcome, with what a worker needs to watch it (``memory``: its
+    limit; ``started_at``: UTC)."""
+
+    attempt_id: int
+    job_id: int
+    number: int
+    worker: str
+    manifest: Manifest
+    cpus: float
+    memory: int
+    gpus: int
+    started_at: datetime
 
 
 class JobStore:
@@ -342,7 +364,7 @@ class JobStore:
             for job, attempt in admitted:
                 taken.append(Claimed(job.id, attempt.id, attempt.number,
                                      Manifest.from_json(job.manifest), job.cpus, job.memory,
-                                     job.gpus, envs.get(job.project, {})))  # fmt: skip
+                                     job.gpus, envs.get(job.project, {}), now))  # fmt: skip
         return taken
 
     def attempt_stats(self) -> tuple[dict[str, int], tuple[float, int]]:
@@ -420,6 +442,58 @@ class JobStore:
                 select(Attempt.id).where(Attempt.outcome.is_(None), Attempt.heartbeat_at < limit)
             )
             return list(rows)
+
+    def unfinished(
+        self,
+        *,
+        ids: Sequence[int] | None = None,
+        worker_prefix: str | None = None,
+        older_than: float | None = None,
+        exclude: Collection[str] = (),
+    ) -> list[Unfinished]:
+        """Attempts without an outcome, oldest first: those of ``ids``, of workers whose
+        names begin with ``worker_prefix`` and are not in ``exclude``, whose heartbeat is
+        more than ``older_than`` seconds old (each filter only when given)."""
+        where: list[ColumnElement[bool]] = [Attempt.outcome.is_(None)]
+        if ids is not None:
+            where.append(Attempt.id.in_(list(ids)))
+        if worker_prefix:
+            where.append(Attempt.worker.startswith(worker_prefix, autoescape=True))
+        if older_than is not None:
+            where.append(Attempt.heartbeat_at < _now() - timedelta(seconds=older_than))
+        if exclude:
+            where.append(Attempt.worker.not_in(list(exclude)))
+        query = select(Attempt, Job).join(Job, Job.id == Attempt.job_id).where(*where)
+        with self.session() as s:
+            rows = s.execute(query.order_by(Attempt.id)).all()
+            return [Unfinished(a.id, a.job_id, a.number, a.worker, Manifest.from_json(j.manifest),
+                               j.cpus, a.memory, j.gpus,
+                               a.started_at.replace(tzinfo=UTC) if a.started_at.tzinfo is None
+                               else a.started_at) for a, j in rows]  # fmt: skip
+
+    def take_over(self, attempt_id: int, worker: str, was: str) -> bool:
+        """Make the unfinished attempt of worker ``was`` the attempt of ``worker`` (its
+        heartbeat now); whether it did: False when it ended or another worker took it."""
+        with self.session() as s:
+            done = s.execute(
+                update(Attempt)
+                .where(Attempt.id == attempt_id, Attempt.outcome.is_(None), Attempt.worker == was)
+                .values(worker=worker, heartbeat_at=_now())
+                .execution_options(synchronize_session=False)
+            )
+            return bool(done.rowcount == 1)  # type: ignore[attr-defined]
+
+    def taken_over(self, worker: str, attempt_ids: list[int]) -> set[int]:
+        """Which of ``attempt_ids`` (``worker``'s) another worker has taken over since."""
+        if not attempt_ids:
+            return set()
+        with self.session() as s:
+            rows = s.scalars(
+                select(Attempt.id).where(
+                    Attempt.id.in_(attempt_ids), Attempt.outcome.is_(None), Attempt.worker != worker
+                )
+            )
+            return set(rows)
 
     def finish(
         self,
