@@ -250,3 +250,21 @@ def test_a_variable_a_process_could_not_receive_is_refused(
     with pytest.raises(UsageError, match=message):
         store.set_variable(project, name, value, set_by="ops")
     assert store.variables(project) == []
+
+
+def test_the_database_url_comes_from_quarry_db_when_no_db_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deployment hands the URL over in the environment (never in a command line): every
+    command that opens the job database without --db reads $QUARRY_DB."""
+    from typer.testing import CliRunner
+
+    from quarry.cli import app
+
+    target = tmp_path / "from-env.db"
+    monkeypatch.setenv("QUARRY_DB", f"sqlite:///{target}")
+    result = CliRunner().invoke(app, ["tokens", "create", "--user", "ann", "--project", "alpha"])
+    assert result.exit_code == 0, result.output
+    with JobStore(f"sqlite:///{target}") as store:  # the token is in that database
+        assert store.authenticate(result.output.strip()) == ("ann", {"alpha"})
+    assert not (tmp_path / "quarry-home" / "jobs.db").exists()  # not in the default place

@@ -30,7 +30,13 @@ projects_app.add_typer(project_env_app, name="env")
 
 Server = Annotated[str | None, typer.Option(help="Server URL (default $QUARRY_SERVER).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-Db = Annotated[str | None, typer.Option(help="sqlite:///PATH or postgresql://...")]
+Db = Annotated[
+    str | None,
+    typer.Option(
+        help="The job database: sqlite:///PATH or postgresql://... (default $QUARRY_DB, else "
+        "SQLite under $QUARRY_HOME)."
+    ),
+]
 
 
 @server_app.command("start")

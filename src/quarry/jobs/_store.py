@@ -105,7 +105,14 @@ def _now() -> datetime:
 
 
 def default_url() -> str:
+    """``$QUARRY_DB`` (so that a deployment hands the URL over in the environment, never in
+    a command line that any process listing shows), else SQLite under ``$QUARRY_HOME``."""
+    import os
+
     from quarry.settings import quarry_home
+
+    if os.environ.get("QUARRY_DB"):
+        return os.environ["QUARRY_DB"]
 
     path = quarry_home() / "jobs.db"
     path.parent.mkdir(parents=True, exist_ok=True)
