@@ -5,10 +5,12 @@ the in-memory ``compute`` on the same bars."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from quarry.exceptions import ExpressionError, UsageError
 from quarry.features import Plan, compute
@@ -120,3 +122,68 @@ def test_the_file_says_how_its_columns_were_made(tmp_path: Path) -> None:
     meta = pq.read_schema(tmp_path / "f.parquet").metadata
     assert json.loads(meta[b"quarry.features"]) == {"ma": "(Mean($close, 5) / $close)"}
     assert meta[b"quarry.label"].decode() == str(plan.outputs["LABEL0"])
+
+
+# -- chunks through an executor -----------------------------------------------------------
+
+STORE_FEATURES = {
+    "ma": "Mean($close, 5) / $close",
+    "corr": "Corr($close, Log($volume), 6)",
+    "rank": "CSRank(Ref($close, 1) / $close)",  # a cross-section of a computed argument
+    "nested": "CSZScore(Mean(CSRank($close), 3) - $volume)",  # and of a bare field, nested
+    "plain": "$close",
+}
+
+
+def _finished_tasks(dashboard: str, job: str, at_least: int) -> int:
+    """Ray tasks of ``job`` finished, as the dashboard tells once their events arrive."""
+    import time
+
+    from ray.util.state import list_tasks
+
+    deadline, count = time.monotonic() + 30, 0
+    while time.monotonic() < deadline:
+        tasks = list_tasks(address=dashboard, filters=[("job_id", "=", job)],
+                           raise_on_missing_output=False, limit=10_000)  # fmt: skip
+        count = sum(1 for t in tasks if t.state == "FINISHED")
+        if count >= at_least:
+            break
+        time.sleep(0.5)
+    return count
+
+
+@pytest.mark.slow
+def test_ray_chunks_write_the_local_output_bit_for_bit(ray_cluster: Any, tmp_path: Path) -> None:
+    from quarry.data import Store, generate, read_bars
+    from quarry.executors import executor
+    from quarry.features import materialize
+    from quarry.features._outofcore import _BASELINE
+
+    store = Store(tmp_path / "store")
+    generate(store, 30, 300, seed=4)
+    label = "Ref($close, -2) / Ref($close, -1) - 1"
+    memory = str(_BASELINE + 3 * 2**19)  # 1.5 MiB beyond the baseline: several chunks
+    local = materialize(store, STORE_FEATURES, tmp_path / "local.parquet", label=label,
+                        memory=memory)  # fmt: skip
+    with executor("ray", address=ray_cluster.address) as ex:
+        import ray
+
+        job = ray.get_runtime_context().get_job_id()
+        before = _finished_tasks(ray_cluster.dashboard, job, 0)
+        remote = materialize(store, STORE_FEATURES, tmp_path / "ray.parquet", label=label,
+                             memory=memory, executor=ex)  # fmt: skip
+        # every chunk a task: its output frame, and its rows of each cross-sectional
+        # node's computed argument (CSRank($close) reads a field: nothing to compute)
+        tasks = 3 * remote.chunks
+        assert _finished_tasks(ray_cluster.dashboard, job, before + tasks) == before + tasks
+    assert 1 < local.chunks <= remote.chunks  # Ray runs two at once: smaller chunks
+    got, expected = pl.read_parquet(tmp_path / "ray.parquet"), pl.read_parquet(local.path)
+    assert_frame_equal(got, expected, check_exact=True)
+    assert got.height == local.rows == remote.rows
+    # and both are the in-memory computation
+    bars = read_bars(store, ["close", "volume"], adjust="adjusted")
+    reference = compute(bars, STORE_FEATURES, label=label).sort("instrument", "date")
+    for name in [*STORE_FEATURES, "LABEL0"]:
+        np.testing.assert_allclose(got[name].cast(pl.Float64).to_numpy(),
+                                   reference[name].to_numpy(), rtol=1e-6, equal_nan=True,
+                                   err_msg=name)  # fmt: skip

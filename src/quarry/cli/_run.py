@@ -32,7 +32,22 @@ def run_cmd(
         Path | None, typer.Option(help="Folder for results.json and report.html.")
     ] = None,
     force: Annotated[bool, typer.Option(help="Run every step again, ignoring the cache.")] = False,
-    executor: Annotated[str, typer.Option(help="Where steps run: local.")] = "local",
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the steps' pieces (feature chunks, walk-forward windows, search "
+            "trials) run: local, or ray (Ray tasks). Default: the file's execution.executor, "
+            "else local. Results are the same either way."
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="The Ray cluster for --executor ray: auto, HOST:PORT or ray://HOST:10001. "
+            "Default: the file's execution.ray_address, else $RAY_ADDRESS, else a Ray "
+            "started for this run."
+        ),
+    ] = None,
     store: Annotated[
         str | None, typer.Option(help="Use this store instead of the file's data.store.")
     ] = None,
@@ -53,6 +68,8 @@ def run_cmd(
     information_ratio, max_drawdown, promoted, mlflow_run_id) and OUT/report.html.
 
     Example: quarry run examples/workflows/alpha158_lightgbm.yaml --out runs/lgb
+    (add --executor ray --ray-address auto to run the pieces on the Ray cluster this
+    machine belongs to)
     """
     from quarry.workflows import load_workflow, run_workflow
 
@@ -68,7 +85,8 @@ def run_cmd(
                 err.print(message, highlight=False)
             status.update(message)
 
-        result = run_workflow(spec, target, force=force, executor=executor, say=step,
+        result = run_workflow(spec, target, force=force, executor=executor,
+                              ray_address=ray_address, say=step,
                               progress=status.update)  # fmt: skip
     r = result.results
     for message in r.get("warnings", []):

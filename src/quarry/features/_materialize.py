@@ -18,6 +18,7 @@ import polars as pl
 
 from quarry.data import Store, read_bars
 from quarry.exceptions import DataError
+from quarry.executors import Executor
 from quarry.features._cache import FeatureCache, data_state
 from quarry.features._compile import LABEL, Plan
 from quarry.features._expr import Expr
@@ -60,19 +61,22 @@ def materialize(
     memory: str | None = None,
     cache: FeatureCache | None = None,
     progress: Progress | None = None,
+    executor: Executor | None = None,
 ) -> Materialized:
     """Compute ``features`` (and ``label`` as LABEL0) into Parquet at ``out``.
 
     ``source`` is a store (adjusted bars as known at ``as_of``) or a frame of bars.
     Windows use all history; only rows from ``start`` to ``end`` (and, from a store, on
     dates the instrument was a member of ``universe``) are written. With ``cache``, a
-    store's results are reused across runs and corrections (see ``_cache``).
+    store's results are reused across runs and corrections (see ``_cache``). ``executor``
+    computes the chunks (see ``compute_chunks``); the output is the same with any.
     """
     plan = Plan.build(features, label=label)  # parse and look-ahead checks before reading
     names = list(plan.outputs)
     if isinstance(source, pl.DataFrame) or cache is None:
         grid, emit = _lay_out(source, plan, universe, as_of, start, end)
-        done = compute_to_parquet(grid, plan, out, emit=emit, memory=memory, progress=progress)
+        done = compute_to_parquet(grid, plan, out, emit=emit, memory=memory, progress=progress,
+                                  executor=executor)  # fmt: skip
         return Materialized(
             out, done.rows, len(names), done.chunks, done.instruments_per_chunk, (), tuple(names)
         )
@@ -89,7 +93,8 @@ def materialize(
         )
         grid, emit = _lay_out(source, sub, universe, as_of, start, end)
         writer = entry.writer({n: keys[n] for n in missing})
-        done = compute_chunks(grid, sub, writer, emit=emit, memory=memory, progress=progress)
+        done = compute_chunks(grid, sub, writer, emit=emit, memory=memory, progress=progress,
+                              executor=executor)  # fmt: skip
         chunks, size = done.chunks, done.instruments_per_chunk
         del grid, emit
     output = ParquetOut(out, plan_metadata(plan))

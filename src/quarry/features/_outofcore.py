@@ -7,6 +7,14 @@ one's argument is computed chunk by chunk into one panel over the whole universe
 operator then runs day by day across it (one panel per cross-sectional node is the memory
 they cost). Each finished chunk is written straight away, as float32 (the precision Qlib
 keeps its features in), so peak memory is the input panels plus one chunk's work.
+
+The chunks are independent pieces handed to an executor (``quarry.executors``): locally one
+after another, or as Ray tasks. The input panels (and each finished cross-sectional panel)
+go to the executor once, Ray's object store, where every task reads them without a copy; a
+task returns its chunk's frame and this process writes it, so tasks write no file and need
+no storage shared with this machine. The output is the same whichever executor runs: each
+instrument's values depend on its own history and the whole-universe panels alone, never on
+which chunk it was in.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import pyarrow.parquet as pq
 
 from quarry._memory import reuse_freed_memory
 from quarry.exceptions import DataError, UsageError
+from quarry.executors import Executor, LocalExecutor, Shared
 from quarry.features._compile import LABEL, LEAVES, Plan, as_series, evaluate
 from quarry.features._expr import Expr
 from quarry.features._grid import BY_DATE, BY_INSTRUMENT, Grid
@@ -112,6 +121,7 @@ def compute_to_parquet(
     memory: str | None = None,
     instruments_per_chunk: int | None = None,
     progress: Progress | None = None,
+    executor: Executor | None = None,
 ) -> Written:
     """Compute ``plan`` over ``grid`` in bounded memory and write Parquet to ``out``
     (with the plan's expressions in the file's metadata, see ``plan_metadata``).
@@ -130,6 +140,7 @@ def compute_to_parquet(
         memory=memory,
         instruments_per_chunk=instruments_per_chunk,
         progress=progress,
+        executor=executor,
     )
 
 
@@ -153,11 +164,21 @@ def compute_chunks(
     memory: str | None = None,
     instruments_per_chunk: int | None = None,
     progress: Progress | None = None,
+    executor: Executor | None = None,
 ) -> Written:
     """Compute ``plan`` over ``grid`` in bounded memory, handing each chunk to ``writer``
-    (closed when all went well, aborted otherwise)."""
+    (closed when all went well, aborted otherwise).
+
+    ``executor`` computes the chunks (default: one after another in this process). One that
+    runs several at once (Ray) gets chunks sized so that as many as it runs at once fit
+    ``memory`` together, with the object store's copy of the input panels; on a cluster of
+    several machines that makes the setting a bound for each of them.
+    """
     try:
-        return _compute_chunks(grid, plan, writer, emit, memory, instruments_per_chunk, progress)
+        return _compute_chunks(
+            grid, plan, writer, emit, memory, instruments_per_chunk, progress,
+            executor or LocalExecutor(),
+        )  # fmt: skip
     except BaseException:
         writer.abort()
         raise
@@ -171,6 +192,7 @@ def _compute_chunks(
     memory: str | None,
     instruments_per_chunk: int | None,
     progress: Progress | None,
+    executor: Executor,
 ) -> Written:
     reuse_freed_memory()
     budget = memory_budget(memory)
@@ -179,11 +201,14 @@ def _compute_chunks(
         raise DataError("no bars to compute features on")
     emit = grid.present if emit is None else emit & grid.present
     cross = plan.cross_sectional
-    fixed = _BASELINE + grid.nbytes + emit.nbytes + len(cross) * n * days * 8
+    at_once = executor.workers
+    # Another executor keeps a copy of the inputs in its object store, beside this process's.
+    copies = 1 if isinstance(executor, LocalExecutor) else 2
+    fixed = _BASELINE + copies * (grid.nbytes + emit.nbytes + len(cross) * n * days * 8)
     per_instrument = days * (8 * peak_panels(plan) + _OUTPUT_COPIES * 4 * len(plan.outputs))
-    size = (budget - fixed) // per_instrument
+    size = (budget - fixed) // (per_instrument * at_once)
     if size < 1:
-        need = (fixed + per_instrument) / 2**30
+        need = (fixed + per_instrument * at_once) / 2**30
         raise UsageError(
             f"memory setting {budget / 2**30:.1f} GiB is too small for {n:,} instruments x "
             f"{days:,} days: the input panels alone take {fixed / 2**30:.1f} GiB; give "
@@ -192,51 +217,141 @@ def _compute_chunks(
     size = min(n, int(instruments_per_chunk or size))
     chunks = [(lo, min(n, lo + size)) for lo in range(0, n, size)]
 
-    known = _cross_sectional(plan, grid, chunks, progress)
+    inputs = _Inputs(executor, {"grid": executor.share(grid), "plan": executor.share(plan)})
+    known = _cross_sectional(plan, grid, chunks, progress, inputs)
+    shared = {**inputs.shared, "emit": executor.share(emit), **inputs.known_refs(known)}
     rows = 0
-    for lo, hi in chunks:
-        part = _chunk_frame(plan, grid, lo, hi, emit[lo:hi], known)
-        rows += part.height
-        writer.write(part)
-        if progress:
-            progress("features", hi, n)
-        del part
+    # as many chunks at a time as run at once, so this process holds no more of them
+    for first in range(0, len(chunks), at_once):
+        batch = chunks[first : first + at_once]
+        pieces = [_Piece(lo, hi, inputs.names(known)) for lo, hi in batch]
+        for (_, hi), part in zip(batch, executor.map(_frame_piece, pieces, shared=shared),
+                                 strict=True):  # fmt: skip
+            rows += part.height
+            writer.write(part)
+            if progress:
+                progress("features", hi, n)
+            del part
     writer.close()
     return Written(rows, len(plan.outputs), len(chunks), size)
 
 
+@dataclass(frozen=True)
+class _Piece:
+    """One chunk of instruments for an executor, and which shared values are which known
+    cross-sectional panels (``known_3`` -> its expression)."""
+
+    lo: int
+    hi: int
+    known: tuple[tuple[str, Expr], ...] = ()
+    targets: tuple[Expr, ...] | None = None
+
+
+class _Inputs:
+    """What every piece reads, handed to the executor once: the grid, the plan, and each
+    whole-universe cross-sectional panel as it is finished."""
+
+    def __init__(self, executor: Executor, shared: dict[str, Shared[object]]) -> None:
+        self.executor = executor
+        self.shared = shared
+        self._known: dict[Expr, tuple[str, Shared[object]]] = {}
+
+    def known_refs(self, known: dict[Expr, np.ndarray]) -> dict[str, Shared[object]]:
+        for node, panel in known.items():
+            if node not in self._known:
+                self._known[node] = (f"known_{len(self._known)}", self.executor.share(panel))
+        return {name: ref for name, ref in (self._known[node] for node in known)}
+
+    def names(self, known: dict[Expr, np.ndarray]) -> tuple[tuple[str, Expr], ...]:
+        return tuple((self._known[node][0], node) for node in known)
+
+
+def _known(piece: _Piece, panels: dict[str, np.ndarray]) -> dict[Expr, np.ndarray]:
+    return {node: panels[name] for name, node in piece.known}
+
+
+def _frame_piece(
+    piece: _Piece, *, grid: Grid, plan: Plan, emit: np.ndarray, **panels: np.ndarray
+) -> pl.DataFrame:
+    """One chunk's output frame (here or in a Ray worker)."""
+    reuse_freed_memory()
+    known = _known(piece, panels)
+    return _chunk_frame(plan, grid, piece.lo, piece.hi, emit[piece.lo : piece.hi], known)
+
+
+def _panels_piece(
+    piece: _Piece, *, grid: Grid, plan: Plan, **panels: np.ndarray
+) -> dict[Expr, np.ndarray]:
+    """One chunk's rows of the ``targets`` panels (here or in a Ray worker)."""
+    reuse_freed_memory()
+    assert piece.targets is not None
+    out: dict[Expr, np.ndarray] = {}
+
+    def keep(e: Expr, panel: np.ndarray) -> None:
+        out[e] = panel.copy()  # evaluate may reuse the panel's memory for a later node
+
+    evaluate(plan, grid, lo=piece.lo, hi=piece.hi, known=_known(piece, panels),
+             targets=list(piece.targets), sink=keep)  # fmt: skip
+    return out
+
+
 def _cross_sectional(
-    plan: Plan, grid: Grid, chunks: list[tuple[int, int]], progress: Progress | None
+    plan: Plan,
+    grid: Grid,
+    chunks: list[tuple[int, int]],
+    progress: Progress | None,
+    inputs: _Inputs,
 ) -> dict[Expr, np.ndarray]:
     """Each cross-sectional node over the whole universe, in dependency order: its
-    arguments chunk by chunk, then the operator across all instruments."""
+    arguments chunk by chunk (through the executor), then the operator across all
+    instruments (here)."""
     known: dict[Expr, np.ndarray] = {}
     cross = plan.cross_sectional
     for step, node in enumerate(cross):
         args = [a for a in node.args if a.op not in LEAVES]
-        inputs = _assemble(plan, grid, chunks, known, args)
-        whole = [(0, grid.shape[0])]
-        known[node] = _assemble(plan, grid, whole, {**known, **inputs}, [node])[node]
+        parts = _assemble(grid, chunks, known, args, inputs)
+        known[node] = _whole_universe(plan, grid, node, {**known, **parts})
         if progress:
             progress("cross-section", step + 1, len(cross))
     return known
 
 
+def _whole_universe(
+    plan: Plan, grid: Grid, node: Expr, known: dict[Expr, np.ndarray]
+) -> np.ndarray:
+    """A cross-sectional operator over all instruments at once, in this process."""
+    panel = np.empty(grid.shape)
+
+    def keep(e: Expr, values: np.ndarray) -> None:
+        panel[:] = values
+
+    evaluate(plan, grid, lo=0, hi=grid.shape[0], known=known, targets=[node], sink=keep)
+    return panel
+
+
 def _assemble(
-    plan: Plan,
     grid: Grid,
     chunks: list[tuple[int, int]],
     known: dict[Expr, np.ndarray],
     targets: list[Expr],
+    inputs: _Inputs,
 ) -> dict[Expr, np.ndarray]:
-    """Panels of ``targets`` over all instruments, computed chunk by chunk."""
+    """Panels of ``targets`` over all instruments, computed chunk by chunk by the executor,
+    as many at a time as it runs at once."""
     panels = {e: np.empty(grid.shape) for e in targets}
-    for lo, hi in chunks if targets else []:
-
-        def keep(e: Expr, panel: np.ndarray, lo: int = lo, hi: int = hi) -> None:
-            panels[e][lo:hi] = panel
-
-        evaluate(plan, grid, lo=lo, hi=hi, known=known, targets=targets, sink=keep)
+    if not targets:
+        return panels
+    executor = inputs.executor
+    shared = {**inputs.shared, **inputs.known_refs(known)}
+    names = inputs.names(known)
+    at_once = executor.workers
+    for first in range(0, len(chunks), at_once):
+        batch = chunks[first : first + at_once]
+        pieces = [_Piece(lo, hi, names, tuple(targets)) for lo, hi in batch]
+        for (lo, hi), part in zip(batch, executor.map(_panels_piece, pieces, shared=shared),
+                                  strict=True):  # fmt: skip
+            for e, panel in part.items():
+                panels[e][lo:hi] = panel
     return panels
 
 

@@ -12,6 +12,11 @@ Keys (see ``_cache``):
 
 A cached train step keeps its MLflow run and its registered version, so a rerun neither
 logs a second run nor registers the model twice.
+
+Where the steps' independent pieces run (``execution.executor``, ``quarry run --executor``)
+is in no key: feature chunks, walk-forward windows and search trials give the same results
+locally and as Ray tasks, so a step cached by one executor serves the other. The executor is
+started only when a step has pieces to run (a run served from the cache starts no Ray).
 """
 
 from __future__ import annotations
@@ -29,13 +34,14 @@ import polars as pl
 
 from quarry._json import dumps, strict_json
 from quarry.exceptions import UsageError
+from quarry.executors import EXECUTORS, Executor
+from quarry.executors import executor as make_executor
 from quarry.workflows._backtest import backtest
 from quarry.workflows._cache import StepCache, digest
 from quarry.workflows._spec import Workflow
 
 __all__ = ["EXECUTORS", "RunResult", "run_workflow"]
 
-EXECUTORS = ("local",)
 RESULT_KEYS = ("ic", "icir", "rank_ic", "rank_icir")
 BACKTEST_KEYS = ("annualized_return", "excess_annualized_return", "information_ratio",
                  "max_drawdown", "sharpe", "turnover", "orders_filled",
@@ -67,23 +73,75 @@ def _expressions(spec: Workflow) -> dict[str, str]:
     return exprs
 
 
+class _Executor:
+    """The run's executor, started the first time a step has pieces to run, and the name
+    it goes by in results.json."""
+
+    def __init__(self, spec: Workflow, name: str | None, address: str | None) -> None:
+        self.name = name or spec.execution.executor
+        if self.name not in EXECUTORS:
+            raise UsageError(f"--executor {self.name!r}: choose one of {', '.join(EXECUTORS)}")
+        # the flag replaces the file's address; the file's goes only with the file's executor
+        given = address is not None
+        if not given and self.name == spec.execution.executor:
+            address = spec.execution.ray_address
+        if self.name == "local" and address is not None:
+            raise UsageError("--ray-address goes with --executor ray, not with local")
+        self.address, self._from_file = address, not given and address is not None
+        self._started: Executor | None = None
+
+    def __call__(self) -> Executor:
+        if self._started is None:
+            try:
+                self._started = make_executor(self.name, address=self.address)
+            except UsageError as exc:
+                text = str(exc)
+                if self._from_file and text.startswith("--ray-address "):
+                    text = "execution.ray_address " + text.removeprefix("--ray-address ")
+                    raise UsageError(text) from None
+                raise
+        return self._started
+
+    def close(self) -> None:
+        if self._started is not None:
+            self._started.close()
+            self._started = None
+
+
 def run_workflow(
     spec: Workflow,
     out: Path,
     *,
     force: bool = False,
-    executor: str = "local",
+    executor: str | None = None,
+    ray_address: str | None = None,
     cache: StepCache | None = None,
     say: Say | None = None,
     progress: Say | None = None,
 ) -> RunResult:
     """Run ``spec`` and write ``out``/results.json and report.html (with its PNGs).
 
-    ``say`` hears each step as it starts, how long it ran (``features: ran in 12.3 s``) or
-    that it was found in the cache (``train: cached``); ``progress`` the steps' finer
-    messages (boosting rounds with the best validation loss so far, penalties, windows)."""
-    if executor not in EXECUTORS:
-        raise UsageError(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
+    ``executor`` (``local`` or ``ray``) and ``ray_address`` replace the file's
+    ``execution`` settings; results are the same with either executor. ``say`` hears each
+    step as it starts, how long it ran (``features: ran in 12.3 s``) or that it was found in
+    the cache (``train: cached``); ``progress`` the steps' finer messages (boosting rounds
+    with the best validation loss so far, penalties, windows, trials)."""
+    pieces = _Executor(spec, executor, ray_address)
+    try:
+        return _run(spec, out, force, pieces, cache, say, progress)
+    finally:
+        pieces.close()
+
+
+def _run(
+    spec: Workflow,
+    out: Path,
+    force: bool,
+    pieces: _Executor,
+    cache: StepCache | None,
+    say: Say | None,
+    progress: Say | None,
+) -> RunResult:
     from quarry.data._store import to_utc
     from quarry.features._cache import _commit_state, data_state
 
@@ -132,7 +190,7 @@ def run_workflow(
         done = materialize(
             store, exprs, folder / "features.parquet", label=spec.label, universe=d.universe,
             as_of=d.as_of, start=d.start, end=d.end, memory=spec.features.memory,
-            cache=FeatureCache(),
+            cache=FeatureCache(), executor=pieces(),
             progress=lambda what, n, total: detail(f"features: {what} {n}/{total}"),
         )  # fmt: skip
         record["rows"] = done.rows
@@ -140,14 +198,21 @@ def run_workflow(
     features_dir = step("features", features_key, features)
     from quarry.tracking import tracking_uri
 
-    # The tracking store is part of the key: a cached run id and version belong to it.
+    # The tracking store is part of the key: a cached run id and version belong to it. (A
+    # search is added only when there is one, so keys made before it existed still hold.)
+    searched = {"search": spec.section("search")} if spec.search is not None else {}
     train_key = digest({"features": features_key, "processors": spec.features.processors,
                         "model": spec.section("model"), "segments": spec.segments,
                         "walk_forward": spec.section("walk_forward"),
-                        "tracking": spec.section("tracking"), "uri": tracking_uri()})  # fmt: skip
+                        "tracking": spec.section("tracking"), "uri": tracking_uri(),
+                        **searched})  # fmt: skip
 
     def train_step(folder: Path, record: dict[str, Any]) -> None:
-        result, window = _train(spec, features_dir / "features.parquet", folder, detail)
+        result, window, found = _train(
+            spec, features_dir / "features.parquet", folder, detail, pieces
+        )
+        if found is not None:
+            record["search"] = found
         record["run_id"] = result.run_id
         record["metrics"] = result.metrics
         record["warnings"] = list(result.warnings)
@@ -196,15 +261,18 @@ def run_workflow(
         step("gate", gate_key, gate_step,
              still_true=lambda r: not r.get("promoted") or champion == ours)  # fmt: skip
         gate = {k: v for k, v in records["gate"].items() if k != "key"}
-    results = _results(spec, trained, records["backtest"], gate, run.steps)
+    results = _results(spec, trained, records["backtest"], gate, run.steps, pieces.name)
     _write(out, results, backtest_dir, train_dir)
     run.results = results
     return run
 
 
-def _train(spec: Workflow, path: Path, folder: Path, say: Say) -> tuple[Any, tuple[date, date]]:
+def _train(
+    spec: Workflow, path: Path, folder: Path, say: Say, pieces: _Executor
+) -> tuple[Any, tuple[date, date], dict[str, Any] | None]:
     """Fit the model on the features (processed as the workflow says) and predict the test
-    period; returns the result and the most recent test window."""
+    period, after the search if there is one; returns the result, the most recent test
+    window, and what the search found."""
     from quarry.features import Pipeline
     from quarry.models import (
         Recipe,
@@ -231,20 +299,58 @@ def _train(spec: Workflow, path: Path, folder: Path, say: Say) -> tuple[Any, tup
     exprs = _expressions(spec)
     recipe = Recipe({c: exprs[c] for c in frame.columns if c in exprs}, spec.label, processors)
     horizon = label_horizon(spec.label)
-    common: dict[str, Any] = {"label": "LABEL0", "model": m.type, "params": m.params,
-                              "seed": m.seed, "out": folder, "recipe": recipe,
-                              "experiment": spec.tracking.experiment, "progress": say}  # fmt: skip
+    schedule = None
     if spec.segments is not None:
         segments = Segments.parse(spec.segments)
+    else:
+        wf = spec.walk_forward
+        assert wf is not None
+        schedule = WalkForward(start=wf.start, end=wf.end, step=wf.step, horizon=horizon,
+                               train_days=wf.train_days, valid_days=wf.valid_days)  # fmt: skip
+        windows = schedule.windows(frame["date"].unique().sort().to_list())
+        segments = windows[0].segments()  # the search's: before every test day
+    params, found = dict(m.params), None
+    if spec.search is not None:
+        found = _search(spec, frame, segments, horizon, say, pieces)
+        params = found["best_params"]
+    common: dict[str, Any] = {"label": "LABEL0", "model": m.type, "params": params,
+                              "seed": m.seed, "out": folder, "recipe": recipe,
+                              "experiment": spec.tracking.experiment, "progress": say}  # fmt: skip
+    if schedule is None:
         result = train(frame, segments, horizon=horizon, **common)
-        return result, segments.test
-    wf = spec.walk_forward
-    assert wf is not None
-    schedule = WalkForward(start=wf.start, end=wf.end, step=wf.step, horizon=horizon,
-                           train_days=wf.train_days, valid_days=wf.valid_days)  # fmt: skip
-    result = train_walk_forward(frame, schedule, **common)
-    windows = schedule.windows(frame["date"].unique().sort().to_list())
-    return result, windows[-1].test
+        return result, segments.test, found
+    result = train_walk_forward(frame, schedule, executor=pieces(), **common)
+    return result, windows[-1].test, found
+
+
+def _search(
+    spec: Workflow,
+    frame: pl.DataFrame,
+    segments: Any,
+    horizon: int,
+    say: Say,
+    pieces: _Executor,
+) -> dict[str, Any]:
+    """The workflow's search on the train and valid segments: the best parameters (the
+    model's own ``params`` under the searched ones), the best validation figure, the trials."""
+    from quarry.models import search
+
+    s, m = spec.search, spec.model
+    assert s is not None
+    # jobs is explicit: the parameters found depend on the batch size, so the executor's
+    # own count of workers must not decide it
+    result = search(
+        frame, segments, model=m.type, space=s.space, fixed=m.params, trials=s.trials,
+        jobs=s.jobs, horizon=horizon, seed=m.seed, metric=s.metric, label="LABEL0",
+        experiment=spec.tracking.experiment, progress=say, executor=pieces(),
+    )  # fmt: skip
+    return {
+        "best_params": result.best_params,
+        "best_value": result.best_value,
+        "metric": s.metric,
+        "trials": len(result.trials),
+        "run_id": result.parent_run_id,
+    }
 
 
 def _log_backtest(run_id: str, metrics: dict[str, Any], folder: Path) -> None:
@@ -268,6 +374,7 @@ def _results(
     backtest: dict[str, Any],
     gate: dict[str, Any],
     steps: dict[str, str],
+    executor: str,
 ) -> dict[str, Any]:
     test = trained["metrics"].get("test", {})
     bt = backtest["metrics"]
@@ -279,6 +386,9 @@ def _results(
     out["model_version"] = trained.get("version")
     out["gate"] = gate
     out["steps"] = steps
+    out["executor"] = executor  # where this run's pieces would run; no figure depends on it
+    if "search" in trained:
+        out["search"] = {k: v for k, v in trained["search"].items() if k != "run_id"}
     out["backtest_gross"] = bt.get("gross")
     # what the user should know: said once per run, cached steps included
     out["warnings"] = [*trained.get("warnings", []), *backtest.get("warnings", [])]

@@ -3,7 +3,9 @@
 Sections: ``data`` (store, universe, dates, as_of), ``features`` (a set, extra expressions,
 processors), ``label``, ``model`` (type, parameters, seed), ``segments`` or ``walk_forward``,
 ``backtest`` (strategy, costs, limits, optimizer), ``tracking`` (experiment, registered
-model) and ``gate`` (the rules a challenger must beat the champion by).
+model), ``gate`` (the rules a challenger must beat the champion by), ``search`` (a
+hyperparameter search before training) and ``execution`` (where the steps' independent
+pieces run: locally or as Ray tasks; it changes no result, so no step's cache key has it).
 
 The file is read by ``quarry._yaml.load_yaml`` (YAML 1.2's core schema: ``yes`` is text, a
 key given twice is an error) and checked whole before any step runs: every section is strict
@@ -49,10 +51,12 @@ __all__ = [
     "CONFIG_FIELDS",
     "BacktestSpec",
     "DataSpec",
+    "ExecutionSpec",
     "FeaturesSpec",
     "GateRule",
     "GateSpec",
     "ModelSpec",
+    "SearchSpec",
     "TrackingSpec",
     "WalkForwardSpec",
     "Workflow",
@@ -432,6 +436,7 @@ class TrackingSpec(StrictModel):
 class GateRule(StrictModel):
     """The challenger's ``metric`` must beat the champion's by more than ``margin``."""
 
+    # quarry.models.SEARCH_METRICS, the figures worth maximizing (a test keeps them equal)
     metric: Literal[
         "rank_ic", "ic", "rank_icir", "icir", "sharpe", "information_ratio",
         "excess_annualized_return", "annualized_return",
@@ -449,6 +454,60 @@ class GateSpec(StrictModel):
     alias: str = Field(
         default="champion", description="The registry alias moved to the model that wins."
     )
+
+
+class SearchSpec(StrictModel):
+    """A hyperparameter search (Optuna) before training: trials fitted on the train segment
+    and scored on the valid one; the model is then trained with the best parameters."""
+
+    trials: int = Field(default=20, gt=0, description="How many parameter sets are tried.")
+    # quarry.models.SEARCH_METRICS, the figures worth maximizing (a test keeps them equal)
+    metric: Literal[
+        "rank_ic", "ic", "rank_icir", "icir", "rank_ic_t", "ic_t", "long_short_mean"
+    ] = Field(default="rank_ic", description="The validation figure the search maximizes.")
+    space: dict[str, list[Any]] | None = Field(
+        default=None,
+        description="The parameters searched, `NAME: [float, LOW, HIGH]` (`[float, LOW, HIGH, "
+        "log]` on a log scale), `[int, LOW, HIGH]` or `[choice, [A, B, ...]]`; default "
+        "LightGBM's learning rate, leaves, depth, penalties and sampling (ridge or lasso for "
+        "the linear model; the MLP has none). The model's `params` are fixed in every trial; "
+        "a parameter is either searched or fixed.",
+    )
+    jobs: int = Field(
+        default=1,
+        gt=0,
+        description="Trials asked for at once and evaluated together: in parallel as Ray "
+        "tasks with `execution.executor: ray`, one after another locally. The parameters "
+        "found depend on it (and the seed), not on the executor.",
+    )
+
+
+class ExecutionSpec(StrictModel):
+    """Where the steps' independent pieces (feature chunks, walk-forward windows, search
+    trials) run. The results are the same either way, so no step's cache key has it."""
+
+    executor: Literal["local", "ray"] = Field(
+        default="local",
+        description="`local`: one piece after another in this process; `ray`: Ray tasks on a "
+        "cluster (`pip install quarry[ray]`). `quarry run --executor` overrides it.",
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="The Ray cluster, with `executor: ray`: `auto` (the one this machine "
+        "joined with `ray start`), `HOST:PORT` or `ray://HOST:10001`; default "
+        "`$RAY_ADDRESS`, else a Ray started for the run. `quarry run --ray-address` "
+        "overrides it. Feature chunks and windows travel through Ray's object store; "
+        "nothing a task needs is read from this machine's disk.",
+    )
+
+    @field_validator("ray_address")
+    @classmethod
+    def _with_ray(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("executor") == "local":
+            raise _said("only the ray executor reads it; remove it, or set executor: ray")
+        if value is not None and not value.strip():
+            raise _said("give an address (auto, HOST:PORT or ray://HOST:10001), or remove it")
+        return value
 
 
 class Workflow(StrictModel):
@@ -476,6 +535,16 @@ class Workflow(StrictModel):
         default_factory=TrackingSpec, description="MLflow and the model registry."
     )
     gate: GateSpec = Field(default_factory=GateSpec, description="The promotion gate.")
+    search: SearchSpec | None = Field(
+        default=None,
+        description="A hyperparameter search before training; default none (the model's "
+        "`params` as given). With `walk_forward`, it searches on the first window's train "
+        "and valid days, which precede every test day.",
+    )
+    execution: ExecutionSpec = Field(
+        default_factory=ExecutionSpec,
+        description="Where the steps' pieces run: locally or as Ray tasks.",
+    )
 
     @field_validator("label")
     @classmethod
@@ -529,6 +598,34 @@ class Workflow(StrictModel):
                         train_days=value.train_days, valid_days=value.valid_days)  # fmt: skip
         except UsageError as exc:
             raise _engine_error(exc) from None
+        return value
+
+    @field_validator("search")
+    @classmethod
+    def _space(cls, value: SearchSpec | None, info: ValidationInfo) -> SearchSpec | None:
+        """The space as the search reads it: each key a parameter of the model, not one of
+        its fixed ``params``, and both ends of its range values the model takes."""
+        from quarry.models import DEFAULT_SPACES, parse_space
+
+        model = info.data.get("model")
+        if value is None or model is None:
+            return value
+        if value.space is None:
+            if model.type not in DEFAULT_SPACES:
+                default = f"model {model.type} has no default search space; give one"
+                _refuse([(("space",), _said(default), None)])
+            return value
+        if not value.space:
+            _refuse([(("space",), _said("give at least one parameter, or remove it"), {})])
+        problems: list[tuple[tuple[str | int, ...], Any, Any]] = []
+        for name, spec in value.space.items():
+            try:
+                parse_space({name: spec}, model=model.type, fixed=model.params)
+            except UsageError as exc:
+                why = _engine_error(exc, f"search space key {name!r}", "search space")
+                problems.append((("space", name), why, spec))
+        if problems:
+            _refuse(problems)
         return value
 
     @model_validator(mode="after")
