@@ -194,12 +194,31 @@ def check_train(ran: Ran, root: Path) -> None:
     train, test = _segment(ran.block, "train"), _segment(ran.block, "test")
     # the features file covers the training segment, from its start, and the test segment
     assert features["date"].min() <= train[0] and features["date"].max() >= test[1]
-    out = root / ran.block.option("out")[0]
+    out = root / ran.block.option("out")[-1]  # the train command's (a search may come first)
     metrics = json.loads((out / "metrics.json").read_text())
     assert _finite(metrics["test"]["rank_ic"]) and metrics["test"]["rank_ic"] > 0  # planted alpha
     predictions = pl.read_parquet(out / "predictions.parquet")
     assert predictions.height > 0
     assert test[0] <= predictions["date"].min() and predictions["date"].max() <= test[1]
+
+
+def check_search(ran: Ran, root: Path) -> None:
+    found = json.loads((root / ran.block.option("out")[0] / "search.json").read_text())
+    trials = int(ran.block.option("trials")[0])
+    assert len(found["trials"]) == trials
+    # the best parameters, trained again by `quarry train --params`, give the validation
+    # figure the search recorded for them
+    trained = json.loads((root / ran.block.option("out")[-1] / "metrics.json").read_text())
+    assert math.isclose(trained["valid"]["rank_ic"], found["best_value"], rel_tol=1e-9), (
+        trained["valid"],
+        found["best_value"],
+    )
+
+
+def check_ray_run(ran: Ran, root: Path) -> None:
+    results = json.loads((root / ran.block.option("out")[0] / "results.json").read_text())
+    assert results["executor"] == "ray"
+    assert set(results["steps"].values()) == {"cached"}  # the local run's steps, shared
 
 
 def check_backtest(ran: Ran, root: Path) -> None:
@@ -254,6 +273,8 @@ CHECKS: dict[str, Check] = {  # a block is recognised by what it runs
     "quarry data read ": check_data,
     "quarry features compute ": check_features,
     "quarry train ": check_train,
+    "quarry search ": check_search,
+    "quarry run --executor ray ": check_ray_run,
     "quarry backtest ": check_backtest,
     "from quarry.data import": check_python,
     "quarry run examples/workflows/": check_workflows,
