@@ -10,7 +10,15 @@ from typing import Annotated, Any
 import typer
 
 from quarry.cli._output import console, err, fail_cleanly, print_json, tracking_line
-from quarry.cli._train import _feature_files, _figure, _horizon, _params, _read_features, _recipe
+from quarry.cli._train import (
+    Horizon,
+    _feature_files,
+    _figure,
+    _horizon,
+    _params,
+    _read_features,
+    _recipe,
+)
 from quarry.exceptions import DataError, UsageError
 
 _TOP = 10  # trials in the table at the end
@@ -129,13 +137,7 @@ def search_cmd(
     metric: Annotated[
         str, typer.Option(help="Validation figure to maximize: rank_ic, ic, rank_icir, icir ...")
     ] = "rank_ic",
-    horizon: Annotated[
-        int | None,
-        typer.Option(
-            help="Days ahead the label reads (the purge gap between segments); default: from "
-            "the file's label, else 2."
-        ),
-    ] = None,
+    horizon: Horizon = None,
     seed: Annotated[int, typer.Option(help="Seed of the sampler and of every model.")] = 0,
     executor: Annotated[
         str, typer.Option(help="Where trials run: local (one after another) or ray.")

@@ -18,6 +18,15 @@ from quarry.cli._output import (
 )
 from quarry.exceptions import DataError, UsageError
 
+# Shared with quarry search, which reads the same features files.
+Horizon = Annotated[
+    int | None,
+    typer.Option(
+        help="Days ahead the label reads (the purge gap between segments); default: from the "
+        "file's label, else 2."
+    ),
+]
+
 DEFAULT_HORIZON = 2  # Qlib's default label, Ref($close, -2)/Ref($close, -1) - 1
 
 
@@ -145,13 +154,7 @@ def train_cmd(
     params: Annotated[
         Path | None, typer.Option(help="YAML of model parameters, e.g. 'learning_rate: 0.05'.")
     ] = None,
-    horizon: Annotated[
-        int | None,
-        typer.Option(
-            help="Days ahead the label reads (the purge gap between segments); default: from "
-            "the file's label, else 2."
-        ),
-    ] = None,
+    horizon: Horizon = None,
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same model.")] = 0,
     experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "quarry",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
