@@ -167,7 +167,10 @@ def _timed(fn: Callable[[], Any], runs: int) -> list[float]:
 
 
 def main() -> None:
-    args = market_parser(__doc__, instruments=300, days=1500).parse_args()
+    parser = market_parser(__doc__, instruments=300, days=1500)
+    parser.add_argument("--skip-command", action="store_true",
+                        help="Measure only the in-process parts (2 and 3).")  # fmt: skip
+    args = parser.parse_args()
     import numpy as np
     import polars as pl
     from tests.ray_cluster import RayCluster
@@ -192,21 +195,22 @@ def main() -> None:
             workflow = _workflow(store, calendar, folder)
 
             # 1. the whole command, fresh processes, alternating sides
-            sides: dict[str, list[tuple[float, float]]] = {"local": [], "ray": []}
-            for k in range(args.runs):
-                for side, extra in (("local", ()), ("ray", ("--executor", "ray",
-                                    "--ray-address", cluster.address))):  # fmt: skip
-                    home = folder / f"home-{side}-{k}"
-                    sides[side].append(_command(workflow, folder / f"out-{side}", home, *extra))
-                    print(f"{side} run {k + 1}: {sides[side][-1]}", file=sys.stderr)
-            for side, runs in sides.items():
-                results[f"command_{side}_s"] = statistics.median(r[0] for r in runs)
-                results[f"train_step_{side}_s"] = statistics.median(r[1] for r in runs)
-                results[f"command_{side}_runs"] = [round(r[0], 2) for r in runs]
-            results["speedup_command"] = results["command_local_s"] / results["command_ray_s"]
-            results["speedup_train_step"] = (
-                results["train_step_local_s"] / results["train_step_ray_s"]
-            )
+            if not args.skip_command:
+                sides: dict[str, list[tuple[float, float]]] = {"local": [], "ray": []}
+                for k in range(args.runs):
+                    for side, extra in (("local", ()), ("ray", ("--executor", "ray",
+                                        "--ray-address", cluster.address))):  # fmt: skip
+                        home = folder / f"home-{side}-{k}"
+                        sides[side].append(_command(workflow, folder / f"out-{side}", home, *extra))
+                        print(f"{side} run {k + 1}: {sides[side][-1]}", file=sys.stderr)
+                for side, runs in sides.items():
+                    results[f"command_{side}_s"] = statistics.median(r[0] for r in runs)
+                    results[f"train_step_{side}_s"] = statistics.median(r[1] for r in runs)
+                    results[f"command_{side}_runs"] = [round(r[0], 2) for r in runs]
+                results["speedup_command"] = results["command_local_s"] / results["command_ray_s"]
+                results["speedup_train_step"] = (
+                    results["train_step_local_s"] / results["train_step_ray_s"]
+                )
 
             # 2. the panel from the object store against reloading it in every task
             schedule = WalkForward(start=calendar[-WINDOWS * STEP], end=calendar[-1], step=STEP,
