@@ -20,6 +20,8 @@ import pytest
         "quarry.backtest",
         "quarry.exceptions",
         "quarry.jobs",
+        "quarry.executors",
+        "quarry.serve",
         "quarry.cli",
     ],
 )
@@ -57,6 +59,8 @@ def test_data_layer_does_not_import_upper_layers() -> None:
         ("quarry.models", ("quarry.cli", "typer", "rich", "mlflow", "lightgbm", "ray")),
         ("quarry.portfolio", ("quarry.cli", "quarry.models", "quarry.backtest", "mlflow")),
         ("quarry.backtest", ("quarry.cli", "quarry.models", "mlflow", "empyrical")),
+        # Ray only when a Ray executor is made (quarry[ray] is optional)
+        ("quarry.executors", ("quarry.cli", "ray", "mlflow", "lightgbm")),
     ],
 )
 def test_research_layers_import_nothing_above_them_or_heavy_at_import(

@@ -1,4 +1,5 @@
-"""The reference docs of the workflow file and the job manifest (docs/reference)."""
+"""The reference docs of the workflow file, the job manifest and model metadata
+(docs/reference)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ def test_committed_reference_is_what_the_models_generate(filename: str) -> None:
 def test_write_puts_every_file_in_the_folder(tmp_path: Path) -> None:
     written = write(tmp_path / "ref")
     assert sorted(p.name for p in written) == [
-        "manifest.md", "manifest.schema.json", "workflow.md", "workflow.schema.json",
+        "manifest.md", "manifest.schema.json", "model-metadata.md", "model-metadata.schema.json",
+        "workflow.md", "workflow.schema.json",
     ]  # fmt: skip
     assert (tmp_path / "ref" / "workflow.md").read_text() == render()["workflow.md"]
 
@@ -58,6 +60,11 @@ def test_pages_list_every_key_of_every_section() -> None:
     manifest = render()["manifest.md"]
     assert "| `memory` | integer or text | `1073741824` (1Gi) | above 0;" in manifest
     assert "## `retries`" in manifest and "## `data[]`" in manifest
+    metadata = render()["model-metadata.md"]
+    assert "| `description` | text | required | not empty |" in metadata
+    assert "| `authors` | list of texts | required | not empty; each not empty |" in metadata
+    assert "## `features[]`" in metadata and "## `training_window`" in metadata
+    assert '| `licence` | text | `"proprietary"` |' in page  # the workflow's tracking section
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)

@@ -17,6 +17,7 @@ from quarry.exceptions import UsageError
 from quarry.features import Fillna, Pipeline, ZScoreNorm
 from quarry.models import PackagedModel, Recipe, Segments, train
 from quarry.tracking import experiment_id, load_packaged, quiet_mlflow, register
+from tests.tracking.helpers import given_metadata
 
 FEATURES = {"A": "$close / Ref($close, 1) - 1", "B": "Mean($volume, 5)", "C": "$high - $low"}
 
@@ -68,7 +69,7 @@ def test_a_logged_model_scores_raw_features_by_itself(model: str, tmp_path: Path
     result = train(processed, SEGMENTS, model=model, params=PARAMS[model], horizon=2,
                    experiment="packaged", recipe=recipe)  # fmt: skip
     assert result.run_id is not None
-    version = register(result.run_id, f"m-{model}")
+    version = register(result.run_id, f"m-{model}", given_metadata())
 
     # a plain MLflow client: named columns, raw features in, the training's scores out
     loaded = mlflow.pyfunc.load_model(f"models:/m-{model}/{version}")
@@ -98,7 +99,7 @@ def test_a_version_that_cannot_be_rebuilt_is_a_usage_error(
     with mlflow.start_run(experiment_id=experiment_id("old")) as run, quiet_mlflow():
         mlflow.sklearn.log_model(LinearRegression().fit([[0.0], [1.0]], [0.0, 1.0]),
                                  name="model", pip_requirements=[])  # fmt: skip
-    old = register(run.info.run_id, "old")
+    old = register(run.info.run_id, "old", given_metadata())
     with pytest.raises(UsageError, match="old version 1 was not logged with its features"):
         load_packaged("old", old)
 
@@ -113,7 +114,7 @@ def test_a_version_that_cannot_be_rebuilt_is_a_usage_error(
     packaged = PackagedModel("linear", result.model, ("A", "B", "C"), Recipe(FEATURES))
     with mlflow.start_run(experiment_id=experiment_id("gone")) as run, quiet_mlflow():
         mlflow.pyfunc.log_model(name="model", python_model=Moved(packaged), pip_requirements=[])
-    version = register(run.info.run_id, "gone")
+    version = register(run.info.run_id, "gone", given_metadata())
     monkeypatch.delitem(sys.modules, "gone_module")
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path)])
     with pytest.raises(UsageError, match=r"gone version 1 cannot be loaded: .*gone_module"):

@@ -26,6 +26,7 @@ from quarry.tracking import (
     set_alias,
     tracking_uri,
 )
+from tests.tracking.helpers import given_metadata
 
 
 def _logged_run() -> str:
@@ -41,8 +42,8 @@ def test_versions_and_moving_aliases(tmp_path: Path) -> None:
     assert tracking_uri().startswith("sqlite:///")
     assert str(tmp_path) in tracking_uri()  # each test has its own QUARRY_HOME
     assert alias_version("alpha", "champion") is None
-    first = register(_logged_run(), "alpha")
-    second = register(_logged_run(), "alpha")
+    first = register(_logged_run(), "alpha", given_metadata())
+    second = register(_logged_run(), "alpha", given_metadata())
     assert (first, second) == (1, 2)
     set_alias("alpha", "champion", first)
     set_alias("alpha", "challenger", second)
@@ -291,7 +292,8 @@ def test_register_prints_nothing(tmp_path: Path, capfd: pytest.CaptureFixture[st
     version"); Quarry returns the version and says what happened in its own words."""
     runs = [_logged_run(), _logged_run()]
     capfd.readouterr()
-    assert [register(run, "quiet") for run in runs] == [1, 2]  # a new model, then a version
+    # a new model, then a version
+    assert [register(run, "quiet", given_metadata()) for run in runs] == [1, 2]
     assert capfd.readouterr() == ("", "")
 
 

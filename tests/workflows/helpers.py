@@ -26,7 +26,11 @@ def small_spec(store: Path, **changes: Any) -> dict[str, Any]:
             "test": "2015-11-06:2016-02-26",
         },
         "backtest": {"topk": 8, "n_drop": 2},
-        "tracking": {"experiment": "small", "register": "small"},
+        "tracking": {
+            "experiment": "small",
+            "register": "small",
+            "description": "The small workflow's model, for the tests.",
+        },
     }
     for key, value in changes.items():
         spec[key] = value if not isinstance(value, dict) else {**spec.get(key, {}), **value}

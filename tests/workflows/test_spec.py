@@ -125,6 +125,9 @@ def test_each_example_loads_as_it_did(path: Path) -> None:
     assert before.data.store is not None and spec.data.store is not None
     assert Path(spec.data.store) == (path.parent / before.data.store).resolve()
     before = before.model_copy(update={"data": spec.data})
+    # and for the file it was read from, which load_workflow records with its digest
+    assert spec.source is not None and spec.source.path == str(path.resolve())
+    before._source = spec.source
     assert spec == before
     assert spec.model_dump(mode="json") == before.model_dump(mode="json")
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from quarry.cli import _backtest, _data, _features, _jobs, _models, _run, _search, _train
+from quarry.cli import _backtest, _data, _features, _jobs, _models, _run, _search, _serve, _train
 from quarry.cli._output import err
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ app.add_typer(_jobs.tokens_app, name="tokens")
 app.add_typer(_jobs.projects_app, name="projects")
 app.add_typer(_jobs.jobs_app, name="jobs")
 app.add_typer(_models.app, name="models")
+app.command("serve")(_serve.serve_cmd)
 
 
 def reflow(text: str) -> str:

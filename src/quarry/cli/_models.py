@@ -1,4 +1,5 @@
-"""``quarry models``: the registered models, their versions, and who moved which alias.
+"""``quarry models``: the registered models, their versions with their metadata, and who
+moved which alias.
 
 Thin over ``quarry.tracking``: the registry is the tracking store's (``$QUARRY_TRACKING_URI``,
 else the SQLite database under ``$QUARRY_HOME``), and every move of an alias, by a person
@@ -8,7 +9,7 @@ here or by the promotion gate, is recorded there with who made it, when and why.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.markup import escape
@@ -16,7 +17,7 @@ from rich.table import Table
 
 from quarry.cli._output import console, fail_cleanly, print_json
 from quarry.exceptions import UsageError
-from quarry.tracking import KEY_FIGURES, AliasEvent
+from quarry.tracking import KEY_FIGURES, AliasEvent, ModelDetail, VersionInfo
 
 app = typer.Typer(
     help="Registered models: versions, aliases (champion) and who moved them.",
@@ -109,22 +110,100 @@ def list_cmd(as_json: AsJson = False) -> None:
     console.print(table)
 
 
+def _commits(commits: dict[str, Any]) -> str:
+    held = [f"{table}@{c['version']}" if c else f"{table}: none" for table, c in commits.items()]
+    return ", ".join(held) or "none"
+
+
+def _metadata_rows(meta: dict[str, Any]) -> list[tuple[str, str]]:
+    """A version's metadata as the lines of a short table (every field with --json)."""
+    data, window, workflow = meta["data"], meta["training_window"], meta["workflow"]
+    names = [f["name"] for f in meta["features"]]
+    shown = ", ".join(names[:6]) + (f", ... ({len(names)} in all)" if len(names) > 6 else "")
+    read = f"as of {data['as_of']}" if data.get("as_of") else "as of the run"
+    if data.get("universe"):
+        read += f", universe {data['universe']}"
+    return [
+        ("project", meta["project"]),
+        ("authors", ", ".join(meta["authors"])),
+        ("licence", meta["licence"]),
+        ("trained on", f"{window['start']} to {window['end']}"),
+        ("features", shown),
+        ("store", f"{data['store']} ({read})"),
+        ("commits", _commits(data["commits"])),
+        ("workflow", f"{workflow['path']} (sha256 {workflow['sha256'][:16]}...)"),
+        ("run", meta["run_id"]),
+    ]
+
+
+def _chosen(detail: ModelDetail, version: int | None) -> VersionInfo | None:
+    """The version whose metadata is shown: ``version``, else the newest."""
+    if version is None:
+        return detail.versions[0] if detail.versions else None
+    found = [v for v in detail.versions if v.version == version]
+    if not found:
+        there = ", ".join(str(v.version) for v in reversed(detail.versions)) or "none"
+        raise UsageError(f"--version {version}: model {detail.name} has no such version "
+                         f"(versions: {there})")  # fmt: skip
+    return found[0]
+
+
+def _print_metadata(chosen: VersionInfo | None) -> None:
+    if chosen is None:
+        return
+    meta = chosen.metadata
+    if meta is None:
+        console.print(
+            f"version {chosen.version} has no metadata (registered before Quarry recorded it, "
+            "or outside Quarry)",
+            highlight=False,
+        )
+        return
+    console.print(
+        f"[bold]version {chosen.version}[/]: {escape(meta['description'])}", highlight=False
+    )
+    table = Table(box=None, show_header=False, padding=(0, 1, 0, 2))
+    table.add_column("field", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for field, value in _metadata_rows(meta):
+        table.add_row(field, escape(value))
+    console.print(table)
+
+
 @app.command("show")
 @fail_cleanly
-def show_cmd(name: str, as_json: AsJson = False) -> None:
-    """A registered model: its versions (run, type, features, metrics) and alias history."""
-    from quarry.tracking import describe_model
+def show_cmd(
+    name: str,
+    version: Annotated[
+        int | None,
+        typer.Option(
+            help="The version whose metadata is shown (default the newest); with --json, "
+            "print only that version's metadata.",
+        ),
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """A registered model: its versions (run, type, features, metrics), a version's metadata
+    (description, authors, licence, training window, data, workflow file) and the alias
+    history. --json gives every version's metadata in full."""
+    from quarry.tracking import describe_model, model_metadata
 
+    if as_json and version is not None:
+        print_json(model_metadata(name, version))
+        return
     detail = describe_model(name)
     if as_json:
         print_json(detail.to_dict())
         return
+    chosen = _chosen(detail, version)
     aliases = ", ".join(f"{a} -> version {v}" for a, v in detail.aliases.items())
+    project = f" (project {escape(detail.project)})" if detail.project else ""
     console.print(
-        f"[bold]{escape(name)}[/]: {len(detail.versions)} versions; "
+        f"[bold]{escape(name)}[/]{project}: {len(detail.versions)} versions; "
         f"{escape(aliases) or 'no aliases'}",
         highlight=False,
     )
+    _print_metadata(chosen)
     shown = _shown([v.metrics for v in detail.versions])
     table = Table(
         box=None,

@@ -1,11 +1,14 @@
-"""Reference docs for the files a user writes, generated from the models that read them.
+"""Reference docs for the files a user writes, generated from the models that read them,
+and for a registered model's metadata, generated from its schema.
 
 ``python -m quarry.cli._reference docs/reference`` writes, for the workflow file
 (``quarry.workflows.Workflow``) and the job manifest (``quarry.jobs.Manifest``), a JSON Schema
 (``workflow.schema.json``, ``manifest.schema.json``) and a Markdown page (``workflow.md``,
 ``manifest.md``) listing every key with its type, default, constraints and description, one
-table per section. ``tests/cli/test_reference.py`` checks that the committed files are what
-this writes, so a changed model fails the tests until the files are regenerated.
+table per section; and the same pair for model metadata (``model-metadata.schema.json``, a
+copy of the schema shipped in ``quarry/tracking``, and ``model-metadata.md``).
+``tests/cli/test_reference.py`` checks that the committed files are what this writes, so a
+changed model or schema fails the tests until the files are regenerated.
 
 The schemas are pydantic's, with three corrections: a memory size and a duration accept the
 text the manifest reads (``4Gi``, ``1h30m``) as well as numbers; pydantic's ``gt``/``ge``
@@ -38,6 +41,7 @@ from quarry.jobs._manifest import (
     parse_duration,
     parse_memory,
 )
+from quarry.tracking import metadata_schema
 from quarry.workflows import Workflow
 
 __all__ = ["REFERENCES", "Reference", "json_schema", "main", "markdown", "render", "write"]
@@ -68,11 +72,13 @@ _BOUNDS = {"gt": "exclusiveMinimum", "ge": "minimum", "lt": "exclusiveMaximum", 
 
 @dataclass(frozen=True)
 class Reference:
-    """One file type: its model, its page's title and the page's opening text."""
+    """One file type: its model (None: a schema kept as a file, ``origin``), its page's
+    title and the page's opening text."""
 
-    model: type[BaseModel]
+    model: type[BaseModel] | None
     title: str
     intro: str
+    origin: str = ""
 
 
 REFERENCES: dict[str, Reference] = {
@@ -94,6 +100,21 @@ REFERENCES: dict[str, Reference] = {
         "key or a value of the wrong type is an error naming its place and line (the REST API "
         "answers 422 with the same problems). Memory is stored in bytes and durations in "
         "seconds.",
+    ),
+    "model-metadata": Reference(
+        None,
+        "Model metadata",
+        "What a registered model version is, who made it and from what. A version is "
+        "registered only with it: `quarry run` builds it from the workflow file's `tracking` "
+        "section (`description`, required with `register`; `authors`, default the OS user; "
+        "`licence`, default `proprietary`; `project`, default `default`) and from the run "
+        "(features, training window, store and commits, metrics, the workflow file's path and "
+        "SHA-256), and `quarry.tracking.register` checks it against this schema before "
+        "anything is registered. It is stored as the version's registry tag `quarry.metadata` "
+        "(every field but `name` and `version`, the version's own keys); "
+        "`quarry.tracking.model_metadata(NAME, VERSION)` reads it back, `quarry models show "
+        "NAME` shows it and `--json` gives it whole.",
+        "src/quarry/tracking/model_metadata.schema.json",
     ),
 }
 
@@ -285,18 +306,25 @@ def _sections(
 def markdown(name: str, schema: dict[str, Any]) -> str:
     """The reference page of file type ``name`` from its JSON Schema."""
     reference = REFERENCES[name]
+    model = reference.model
+    if model is not None:
+        origin, edit = f"{model.__module__}.{model.__name__}", "the model's descriptions"
+        use = (
+            "for editors and checks in CI: with the YAML extension of VS Code, a first line "
+            f"`# yaml-language-server: $schema=PATH/{name}.schema.json` completes and checks "
+            "keys as you type."
+        )
+    else:
+        origin, edit = reference.origin, "the schema's descriptions there"
+        use = f"a copy of `{reference.origin}`, the one Quarry checks against."
     lines = [
         f"# {reference.title}",
         "",
-        f"<!-- Generated from {reference.model.__module__}.{reference.model.__name__} by "
-        f"`{COMMAND}`: edit the model's descriptions, not this page. -->",
+        f"<!-- Generated from {origin} by `{COMMAND}`: edit {edit}, not this page. -->",
         "",
         reference.intro,
         "",
-        f"Its JSON Schema is [{name}.schema.json]({name}.schema.json) (draft 2020-12), for "
-        "editors and checks in CI: with the YAML extension of VS Code, a first line "
-        f"`# yaml-language-server: $schema=PATH/{name}.schema.json` completes and checks keys "
-        "as you type.",
+        f"Its JSON Schema is [{name}.schema.json]({name}.schema.json) (draft 2020-12), {use}",
     ]
     for path, node, links in _sections(schema, schema, ""):
         heading = f"`{path}`" if path else "Top level"
@@ -324,7 +352,7 @@ def render() -> dict[str, str]:
     """Every reference file's name and text."""
     files = {}
     for name, reference in REFERENCES.items():
-        schema = json_schema(reference.model)
+        schema = json_schema(reference.model) if reference.model else metadata_schema()
         files[f"{name}.schema.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
         files[f"{name}.md"] = markdown(name, schema)
     return files

@@ -2,18 +2,20 @@
 
 By default everything stays on this machine: a SQLite database and an artifact folder under
 ``$QUARRY_HOME``; ``QUARRY_TRACKING_URI`` points at a tracking server (or another database)
-instead. Model versions are promoted with MLflow aliases (``champion``, ``challenger``),
-not the deprecated stages; every move of an alias is recorded in the registry (who, when,
-from which version to which, and why: ``alias_history``).
+instead. A model version is registered only with its metadata (who made it, for what, from
+which features, data and workflow file: ``model_metadata``), checked against the JSON Schema
+shipped beside this package (``metadata_schema``). Versions are promoted with MLflow aliases
+(``champion``, ``challenger``), not the deprecated stages; every move of an alias is recorded
+in the registry (who, when, from which version to which, and why: ``alias_history``).
 """
 
+from quarry.tracking._metadata import metadata_schema, validate_metadata
 from quarry.tracking._mlflow import (
     TRACKING_ENV,
     alias_version,
     client,
     experiment_id,
     quiet_mlflow,
-    register,
     shown_uri,
     tracking_uri,
 )
@@ -29,10 +31,13 @@ from quarry.tracking._registry import (
     current_user,
     describe_model,
     list_models,
+    model_metadata,
     move_alias,
     promote,
+    register,
     rollback,
     set_alias,
+    sync_metrics,
 )
 
 __all__ = [
@@ -52,6 +57,8 @@ __all__ = [
     "list_models",
     "load_packaged",
     "log_packaged",
+    "metadata_schema",
+    "model_metadata",
     "move_alias",
     "promote",
     "quiet_mlflow",
@@ -59,5 +66,7 @@ __all__ = [
     "rollback",
     "set_alias",
     "shown_uri",
+    "sync_metrics",
     "tracking_uri",
+    "validate_metadata",
 ]

@@ -1,5 +1,5 @@
-"""MLflow set up for Quarry: where runs live, experiments, registering versions and reading
-aliases (moving them, with their history: ``quarry.tracking._registry``)."""
+"""MLflow set up for Quarry: where runs live, experiments, and reading aliases (registering
+versions with their metadata, moving aliases with their history: ``quarry.tracking._registry``)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ __all__ = [
     "client",
     "experiment_id",
     "quiet_mlflow",
-    "register",
     "shown_uri",
     "tracking_uri",
 ]
@@ -142,18 +141,6 @@ def quiet_mlflow(*loggers: str, events: bool = False) -> Iterator[None]:
         mlflow_logging.MLFLOW_LOGGING_STREAM = stream
         for log, level in saved:
             log.setLevel(level)
-
-
-def register(run_id: str, name: str, artifact: str = "model") -> int:
-    """Register the model a run logged as a new version of ``name``; returns the version.
-    Prints nothing (MLflow would announce the model and the version)."""
-    import mlflow
-
-    client()
-    # MLflow 3 keeps a run's model as a logged model and says so at every registration.
-    with quiet_mlflow("mlflow.tracking._model_registry.fluent", events=True):
-        version = mlflow.register_model(f"runs:/{run_id}/{artifact}", name)
-    return int(version.version)
 
 
 def alias_version(name: str, alias: str) -> int | None:

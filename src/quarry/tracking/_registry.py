@@ -1,5 +1,10 @@
-"""The model registry as a team uses it: aliases that move by compare-and-set, every move
-recorded, and what each registered version is.
+"""The model registry as a team uses it: versions registered with their metadata, aliases
+that move by compare-and-set, every move recorded, and what each registered version is.
+
+A version is registered only with its metadata (``quarry.tracking._metadata``: who made it,
+for what, from which data and workflow file), checked against the schema first and written
+as the version's tag ``quarry.metadata`` in the call that creates the version. A model
+belongs to one project, kept as its registered-model tag ``quarry.project``.
 
 MLflow keeps no history of its aliases, so Quarry records one in the registry itself (shared
 wherever the tracking store is): a registered-model tag per move,
@@ -28,9 +33,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
+from quarry._json import strict_json
 from quarry.exceptions import ConflictError, DataError, UsageError
 from quarry.settings import quarry_home
-from quarry.tracking._mlflow import alias_version, client, shown_uri, tracking_uri
+from quarry.tracking._metadata import (
+    DEFAULT_PROJECT,
+    FILLED,
+    METADATA_TAG,
+    METADATA_VERSION,
+    PROJECT_TAG,
+    decode,
+    encode,
+    validate_metadata,
+)
+from quarry.tracking._mlflow import alias_version, client, quiet_mlflow, shown_uri, tracking_uri
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -49,10 +65,13 @@ __all__ = [
     "current_user",
     "describe_model",
     "list_models",
+    "model_metadata",
     "move_alias",
     "promote",
+    "register",
     "rollback",
     "set_alias",
+    "sync_metrics",
 ]
 
 DEFAULT_ALIAS = "champion"
@@ -121,21 +140,27 @@ class VersionInfo:
     features: int | None
     aliases: list[str]
     metrics: dict[str, float]
+    # what it was registered with (``model_metadata``); None for a version registered
+    # before Quarry recorded metadata, or outside Quarry
+    metadata: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
 class ModelDetail:
-    """A registered model: its versions (newest first), aliases and alias history."""
+    """A registered model: its project, versions (newest first, each with its metadata),
+    aliases and alias history."""
 
     name: str
     description: str
     aliases: dict[str, int]
     versions: list[VersionInfo]
     history: list[AliasEvent]
+    project: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "project": self.project,
             "description": self.description,
             "aliases": self.aliases,
             "versions": [dict(vars(v)) for v in self.versions],
@@ -154,6 +179,7 @@ class ModelSummary:
     champion: int | None
     figures: dict[str, float] = field(default_factory=dict)
     last_move: AliasEvent | None = None
+    project: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(vars(self))
@@ -378,6 +404,132 @@ def _set_and_record(
     return event
 
 
+# ---------------------------------------------------------------------- registering versions
+
+
+def _claim_project(registry: MlflowClient, name: str, project: str, description: str) -> None:
+    """Under the lock: registered model ``name`` in ``project`` (made if new, described as
+    its first version is), or a refusal if it belongs to another project."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = registry.get_registered_model(name)
+    except MlflowException as exc:
+        if not _missing(exc):
+            raise
+        registry.create_registered_model(name, tags={PROJECT_TAG: project}, description=description)
+        return
+    held = model.tags.get(PROJECT_TAG)
+    if held is None:  # registered before models had projects, or outside Quarry
+        registry.set_registered_model_tag(name, PROJECT_TAG, project)
+    elif held != project:
+        raise UsageError(
+            f"model {name} belongs to project {held!r}, not {project!r}: register it in "
+            f"project {held} (tracking.project), or give the model another name"
+        )
+
+
+@_registry_errors
+def register(run_id: str, name: str, metadata: Mapping[str, Any], artifact: str = "model") -> int:
+    """Register the model run ``run_id`` logged as a new version of ``name``, with its
+    metadata; returns the version. Prints nothing (MLflow would announce the model and the
+    version).
+
+    ``metadata`` holds the fields of the metadata schema (``metadata_schema``,
+    docs/reference/model-metadata.md) but those filled in here: ``metadata_version``,
+    ``name``, ``version``, ``run_id`` and ``metrics`` (the run's, as MLflow has them);
+    ``project`` defaults to ``default``. The metadata is checked before anything is
+    registered and stored as the version's tag ``quarry.metadata`` by the call that creates
+    the version (``model_metadata`` reads it back).
+
+    Raises
+    ------
+    UsageError
+        With nothing registered: a field missing or breaking the schema (one line naming the
+        fields and where to give them), an unknown run, or a model of another project.
+    """
+    import mlflow
+
+    given = [key for key in FILLED if key in metadata]
+    if given:
+        raise UsageError(
+            f"register: leave {', '.join(given)} out of the metadata: they are filled in from "
+            "the run and the registry"
+        )
+    registry = client()
+    run = registry.get_run(run_id)
+    # version 1 holds the place of the number the registry gives the new version
+    record = validate_metadata(
+        {"metadata_version": METADATA_VERSION, "name": name, "version": 1,
+         "project": DEFAULT_PROJECT, **metadata, "run_id": run_id,
+         "metrics": strict_json(dict(run.data.metrics))},
+        subject=f"model metadata of {name}",
+    )  # fmt: skip
+    tag = encode(record)
+    with _registry_lock():
+        _claim_project(registry, name, record["project"], record["description"])
+        # MLflow 3 keeps a run's model as a logged model and says so at every registration.
+        with quiet_mlflow("mlflow.tracking._model_registry.fluent", events=True):
+            version = mlflow.register_model(
+                f"runs:/{run_id}/{artifact}", name, tags={METADATA_TAG: tag}
+            )
+    return int(version.version)
+
+
+@_registry_errors
+def model_metadata(name: str, version: int) -> dict[str, Any]:
+    """The metadata of version ``version`` of registered model ``name``, as the schema
+    describes it (``metadata_schema``): name, version, project, description, authors,
+    licence, features, training window, data, metrics, workflow file. One registry request.
+
+    Raises
+    ------
+    UsageError
+        An unknown model or version (naming those there are), or a version without metadata
+        (registered before Quarry recorded it, or outside Quarry).
+    DataError
+        Its record was edited into something the schema refuses.
+    """
+    from mlflow.exceptions import MlflowException
+
+    registry = client()
+    try:
+        found = registry.get_model_version(name, str(version))
+    except MlflowException as exc:
+        if not _missing(exc):
+            raise
+        _model(registry, name)
+        _check_version(registry, name, version)
+        raise
+    text = found.tags.get(METADATA_TAG)
+    if text is None:
+        raise UsageError(
+            f"model {name} version {version} has no metadata (registered before Quarry "
+            "recorded it, or outside Quarry): train and register it again with quarry run"
+        )
+    return decode(name, int(version), text)
+
+
+@_registry_errors
+def sync_metrics(name: str, version: int) -> bool:
+    """Make the metrics in the metadata of version ``version`` of ``name`` its run's again,
+    after more were logged to the run (a workflow's backtest and gate figures); True when
+    they changed. A version without metadata, or whose run is gone, is left as it is."""
+    registry = client()
+    found = registry.get_model_version(name, str(version))
+    text = found.tags.get(METADATA_TAG)
+    run = _run(registry, found.run_id)
+    if text is None or run is None:
+        return False
+    record = decode(name, int(version), text)
+    metrics = strict_json(dict(run.data.metrics))
+    if record["metrics"] == metrics:
+        return False
+    record = validate_metadata({**record, "metrics": metrics}, subject=f"model metadata of {name}")
+    registry.set_model_version_tag(name, str(version), METADATA_TAG, encode(record))
+    return True
+
+
 # ------------------------------------------------------------------------- moving aliases
 
 
@@ -550,6 +702,7 @@ def _version_info(
     tags = run.data.tags if run else {}
     params = run.data.params if run else {}
     created = datetime.fromtimestamp(version.creation_timestamp / 1000, UTC)
+    text = (version.tags or {}).get(METADATA_TAG)
     return VersionInfo(
         version=int(version.version),
         created=created.isoformat(timespec="seconds"),
@@ -558,13 +711,14 @@ def _version_info(
         features=_int(tags.get("quarry.columns")) or _int(params.get("features")),
         aliases=[a for a, v in aliases.items() if v == int(version.version)],
         metrics=dict(run.data.metrics) if run else {},
+        metadata=decode(version.name, int(version.version), text) if text else None,
     )
 
 
 @_registry_errors
 def describe_model(name: str) -> ModelDetail:
-    """Registered model ``name``: every version with its run's model type, feature count
-    and metrics, its aliases and their history."""
+    """Registered model ``name``: every version with its run's model type, feature count,
+    metrics and its metadata, its aliases and their history."""
     registry = client()
     model = _model(registry, name)
     aliases = _aliases(model)  # (a search of versions leaves their aliases out)
@@ -574,6 +728,7 @@ def describe_model(name: str) -> ModelDetail:
         aliases=aliases,
         versions=[_version_info(registry, v, aliases) for v in _versions(registry, name)],
         history=_events(name, model.tags),
+        project=model.tags.get(PROJECT_TAG),
     )
 
 
@@ -604,6 +759,7 @@ def list_models(alias: str = DEFAULT_ALIAS) -> list[ModelSummary]:
                 champion=champion,
                 figures=figures,
                 last_move=events[-1] if events else None,
+                project=model.tags.get(PROJECT_TAG),
             )
         )
     return out

@@ -19,7 +19,6 @@ and gate.json) and to results.json.
 from __future__ import annotations
 
 import math
-import tempfile
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,23 +61,20 @@ def _champion_scores(
 ) -> pl.DataFrame | str:
     """The champion's scores on the window, from its own features and processors, with the
     workflow's label; or why it cannot score them."""
-    from quarry.features import FeatureCache, materialize
+    from quarry.features import FeatureCache
+    from quarry.models._inputs import features_for
     from quarry.tracking import load_packaged
 
     d = spec.data
     try:
         packaged = load_packaged(name, version)
-        inputs = packaged.inputs()
-        if not inputs:
+        if not packaged.inputs():
             return f"the champion (version {version}) does not record the features it reads"
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "champion.parquet"
-            materialize(
-                store, inputs, path, universe=d.universe, as_of=d.as_of,
-                start=date.fromisoformat(window[0]), end=date.fromisoformat(window[1]),
-                memory=spec.features.memory, cache=FeatureCache(),
-            )  # fmt: skip
-            features = pl.read_parquet(path)
+        features = features_for(
+            packaged, store, universe=d.universe, as_of=d.as_of,
+            start=date.fromisoformat(window[0]), end=date.fromisoformat(window[1]),
+            memory=spec.features.memory, cache=FeatureCache(),
+        )  # fmt: skip
         scores = packaged.score(features)
     except QuarryError as exc:
         return f"the champion (version {version}) cannot score the window: {exc}"

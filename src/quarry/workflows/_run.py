@@ -5,13 +5,19 @@ not changed.
 Keys (see ``_cache``):
 - features: the store's state for the read (bars, corporate actions, fundamentals, universe
   commits known at ``as_of``), the expressions, the label and the dates;
-- train: the features key, the processors, the model, the schedule and the experiment;
+- train: the features key, the processors, the model, the schedule and the tracking
+  settings (the experiment, the registered model and the metadata given for it: a version's
+  metadata is what it was registered with, so a new description trains a new version);
 - backtest: the train key and the backtest's settings (the market is the features' store
   state);
 - gate: the train and backtest keys, the rules, and the champion's version when it runs.
 
 A cached train step keeps its MLflow run and its registered version, so a rerun neither
-logs a second run nor registers the model twice.
+logs a second run nor registers the model twice. The version is registered with its metadata
+(``quarry.tracking.model_metadata``): the tracking section's description, authors, licence
+and project, the features, the training window, the store and the commits the features
+were computed from, the workflow file and its SHA-256; its metrics are the run's, brought
+up to date at the end of every run (the backtest and the gate log theirs into the run).
 
 Where the steps' independent pieces run (``execution.executor``, ``quarry run --executor``)
 is in no key: feature chunks, walk-forward windows and search trials give the same results
@@ -22,11 +28,11 @@ started only when a step has pieces to run (a run served from the cache starts n
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +44,7 @@ from quarry.executors import EXECUTORS, Executor
 from quarry.executors import executor as make_executor
 from quarry.workflows._backtest import backtest
 from quarry.workflows._cache import StepCache, digest
-from quarry.workflows._spec import Workflow
+from quarry.workflows._spec import DataSpec, TrackingSpec, Workflow
 
 __all__ = ["EXECUTORS", "RunResult", "run_workflow"]
 
@@ -145,6 +151,11 @@ def _run(
     from quarry.data._store import to_utc
     from quarry.features._cache import _commit_state, data_state
 
+    if spec.tracking.registered and spec.source is None:
+        raise UsageError(
+            "tracking.register: a model's metadata names the workflow file that made it and "
+            "its SHA-256; read the workflow with quarry.workflows.load_workflow"
+        )
     cache = cache or StepCache()
     say = say or (lambda message: None)
     detail = progress or (lambda message: None)
@@ -152,6 +163,9 @@ def _run(
     store.require()
     d = spec.data
     state = data_state(store, as_of=d.as_of, universe=d.universe, start=d.start, end=d.end)
+    # the commits the features key was made from, for the model's metadata (read right
+    # after them: an ingest in between is a window of milliseconds)
+    commits = _commits(store, d) if spec.tracking.registered else {}
     run = RunResult({})
 
     def step(
@@ -204,15 +218,14 @@ def _run(
     train_key = digest({"features": features_key, "processors": spec.features.processors,
                         "model": spec.section("model"), "segments": spec.segments,
                         "walk_forward": spec.section("walk_forward"),
-                        "tracking": spec.section("tracking"), "uri": tracking_uri(),
+                        "tracking": _tracking_key(spec), "uri": tracking_uri(),
                         **searched})  # fmt: skip
 
     def train_step(folder: Path, record: dict[str, Any]) -> None:
-        result, window, found = _train(
-            spec, features_dir / "features.parquet", folder, detail, pieces
-        )
-        if found is not None:
-            record["search"] = found
+        fitted = _train(spec, features_dir / "features.parquet", folder, detail, pieces)
+        result, window = fitted.result, fitted.segments.test
+        if fitted.found is not None:
+            record["search"] = fitted.found
         record["run_id"] = result.run_id
         record["metrics"] = result.metrics
         record["warnings"] = list(result.warnings)
@@ -220,7 +233,8 @@ def _run(
         if spec.tracking.registered and result.run_id:
             from quarry.tracking import register
 
-            record["version"] = register(result.run_id, spec.tracking.registered)
+            metadata = _metadata(spec, store, commits, fitted)
+            record["version"] = register(result.run_id, spec.tracking.registered, metadata)
 
     train_dir = step("train", train_key, train_step)
     trained = records["train"]
@@ -261,18 +275,31 @@ def _run(
         step("gate", gate_key, gate_step,
              still_true=lambda r: not r.get("promoted") or champion == ours)  # fmt: skip
         gate = {k: v for k, v in records["gate"].items() if k != "key"}
+    if spec.tracking.registered and trained.get("version") is not None:
+        from quarry.tracking import sync_metrics
+
+        # the backtest and the gate logged their figures into the version's run
+        sync_metrics(spec.tracking.registered, trained["version"])
     results = _results(spec, trained, records["backtest"], gate, run.steps, pieces.name)
     _write(out, results, backtest_dir, train_dir)
     run.results = results
     return run
 
 
-def _train(
-    spec: Workflow, path: Path, folder: Path, say: Say, pieces: _Executor
-) -> tuple[Any, tuple[date, date], dict[str, Any] | None]:
+@dataclass(frozen=True)
+class _Trained:
+    """A training's result, the segments of the model it logged (for a walk-forward
+    schedule, the last window's), what the search found, and the features it reads."""
+
+    result: Any
+    segments: Any
+    found: dict[str, Any] | None
+    features: dict[str, str]
+
+
+def _train(spec: Workflow, path: Path, folder: Path, say: Say, pieces: _Executor) -> _Trained:
     """Fit the model on the features (processed as the workflow says) and predict the test
-    period, after the search if there is one; returns the result, the most recent test
-    window, and what the search found."""
+    period, after the search if there is one."""
     from quarry.features import Pipeline
     from quarry.models import (
         Recipe,
@@ -318,9 +345,67 @@ def _train(
                               "experiment": spec.tracking.experiment, "progress": say}  # fmt: skip
     if schedule is None:
         result = train(frame, segments, horizon=horizon, **common)
-        return result, segments.test, found
+        return _Trained(result, segments, found, dict(recipe.features))
     result = train_walk_forward(frame, schedule, executor=pieces(), **common)
-    return result, windows[-1].test, found
+    return _Trained(result, windows[-1].segments(), found, dict(recipe.features))
+
+
+def _tracking_key(spec: Workflow) -> dict[str, Any]:
+    """The tracking section as the train key has it: the metadata's settings only when they
+    are not their defaults, so that the keys of workflows that give none still hold."""
+    defaults = TrackingSpec().model_dump(mode="json")
+    section = spec.section("tracking")
+    return {k: v for k, v in section.items()
+            if k in ("experiment", "registered") or v != defaults[k]}  # fmt: skip
+
+
+def _commits(store: Any, d: DataSpec) -> dict[str, dict[str, Any] | None]:
+    """Per table the features read, its newest commit known at ``as_of`` (what
+    ``quarry.features._cache.data_state`` keys the features by): version and commit time."""
+    from quarry.data._store import to_utc
+
+    when = to_utc(d.as_of)
+    tables = ["bars", *(["universe"] if d.universe else []), "corporate_actions", "fundamentals"]
+    out: dict[str, dict[str, Any] | None] = {}
+    for table in tables:
+        known = [c for c in store.commits(table) if when is None or c.knowledge_time <= when]
+        last = max(known, key=lambda c: c.version, default=None)
+        out[table] = None if last is None else {
+            "version": last.version, "committed_at": last.committed_at.isoformat()
+        }  # fmt: skip
+    return out
+
+
+def _metadata(
+    spec: Workflow, store: Any, commits: dict[str, Any], trained: _Trained
+) -> dict[str, Any]:
+    """What the version is registered with, but what ``register`` fills in itself (name,
+    version, run id, metrics). Authors default to the OS user, as an alias's mover does."""
+    from quarry.data._store import to_utc
+    from quarry.tracking import current_user
+
+    t, d, source = spec.tracking, spec.data, spec.source
+    assert source is not None  # checked before any step ran
+    uri = store.location.uri
+    first, last = trained.segments.train
+    when = to_utc(d.as_of)
+    return {
+        "project": t.project,
+        "description": t.description,
+        "authors": list(t.authors) if t.authors else [current_user()],
+        "licence": t.licence,
+        "model_type": spec.model.type,
+        "label": spec.label,
+        "features": [{"name": n, "expression": e} for n, e in trained.features.items()],
+        "training_window": {"start": first.isoformat(), "end": last.isoformat()},
+        "data": {
+            "store": uri if "://" in uri else os.path.abspath(uri),
+            "as_of": when.isoformat() if when else None,
+            "universe": d.universe,
+            "commits": commits,
+        },
+        "workflow": {"path": source.path, "sha256": source.sha256},
+    }
 
 
 def _search(

@@ -24,7 +24,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import hashlib
+import io
 import os
+import re
 from collections.abc import Mapping, Sequence
 from datetime import date
 from pathlib import Path
@@ -34,6 +37,7 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -42,7 +46,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from quarry._dates import to_date
-from quarry._yaml import StrictModel, load_yaml, read_file
+from quarry._yaml import StrictModel, load_yaml
 from quarry.backtest import BacktestConfig
 from quarry.exceptions import QuarryError, UsageError, WorkflowError
 from quarry.portfolio import OptimizerConfig
@@ -61,6 +65,7 @@ __all__ = [
     "WalkForwardSpec",
     "Workflow",
     "WorkflowError",
+    "WorkflowSource",
     "load_workflow",
 ]
 
@@ -419,8 +424,12 @@ class BacktestSpec(StrictModel):
         return OptimizerConfig(**value)
 
 
+_PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")  # a job's project, alike
+
+
 class TrackingSpec(StrictModel):
-    """Where the run is recorded in MLflow, and the registered model it becomes a version of."""
+    """Where the run is recorded in MLflow, and the registered model it becomes a version of,
+    with the metadata the version is registered with (docs/reference/model-metadata.md)."""
 
     experiment: str = Field(default="quarry", description="The MLflow experiment of the run.")
     # ``register:`` in the file: the registered model's name; None: no registry, no gate.
@@ -431,6 +440,66 @@ class TrackingSpec(StrictModel):
         description="The registered model the trained model becomes a version of; default "
         "none: nothing registered, and no gate.",
     )
+    # checked even when absent (validate_default): a model is not registered without it
+    description: str | None = Field(
+        default=None,
+        validate_default=True,
+        description="What the registered model is and what it is for, in a sentence or two; "
+        "required with `register` (a version is registered only with its metadata).",
+    )
+    authors: list[str] | None = Field(
+        default=None,
+        description="Who made the model, for its metadata; default the OS user who runs the "
+        "workflow.",
+    )
+    licence: str = Field(
+        default="proprietary",
+        description="The terms the model may be used under, for its metadata (e.g. "
+        "`proprietary`, `Apache-2.0`, `CC-BY-4.0`).",
+    )
+    project: str = Field(
+        default="default",
+        description="The project the registered model belongs to: letters, digits, `-`, `_` "
+        "and `.`, starting with a letter or digit, at most 100 characters; every version of "
+        "a model is in the same project.",
+    )
+
+    @field_validator("description")
+    @classmethod
+    def _described(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("registered") is not None:
+            raise _said(
+                "required to register the model (tracking.register): a sentence on what it is "
+                "and what it is for, kept in its metadata with tracking.authors, "
+                "tracking.licence and tracking.project"
+            )
+        if value is not None and not value.strip():
+            raise _said("write what the model is for, or remove the key")
+        return value
+
+    @field_validator("authors")
+    @classmethod
+    def _authors(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or any(not name.strip() for name in value)):
+            raise _said("give one name or more, e.g. [ana, ben], or remove the key")
+        return value
+
+    @field_validator("licence")
+    @classmethod
+    def _licence(cls, value: str) -> str:
+        if not value.strip():
+            raise _said("name the terms (e.g. proprietary), or remove the key")
+        return value
+
+    @field_validator("project")
+    @classmethod
+    def _project(cls, value: str) -> str:
+        if not _PROJECT.fullmatch(value):
+            raise _said(
+                f"{value!r} is not a project name: use letters, digits, '-', '_' and '.', "
+                "starting with a letter or digit, at most 100 characters"
+            )
+        return value
 
 
 class GateRule(StrictModel):
@@ -510,8 +579,20 @@ class ExecutionSpec(StrictModel):
         return value
 
 
+@dataclasses.dataclass(frozen=True)
+class WorkflowSource:
+    """The file a workflow was read from (absolute) and the SHA-256 of the bytes read: what
+    a registered model's metadata names as the workflow that made it."""
+
+    path: str
+    sha256: str
+
+
 class Workflow(StrictModel):
     """One research run: data, features, label, model, schedule, backtest, tracking, gate."""
+
+    # set by load_workflow; None for a workflow made in code
+    _source: WorkflowSource | None = PrivateAttr(default=None)
 
     name: str = Field(default="workflow", description="The workflow's name, in its records.")
     data: DataSpec = Field(default_factory=DataSpec, description="The data read.")
@@ -638,6 +719,11 @@ class Workflow(StrictModel):
         """One section as plain JSON-able data, for cache keys and records."""
         return self.model_dump(mode="json")[name]  # type: ignore[no-any-return]
 
+    @property
+    def source(self) -> WorkflowSource | None:
+        """The file this workflow was read from and its digest (None: made in code)."""
+        return self._source
+
 
 # -- reading the file --------------------------------------------------------------------------
 
@@ -721,7 +807,8 @@ def load_workflow(path: Path) -> Workflow:
         e.g. ``w.yaml: backtest.topk must be at least 1, got 0; pass the number of names to
         hold (line 16)``.
     """
-    document = load_yaml(read_file(path, "workflow"), str(path))
+    text, sha256 = _read(path)
+    document = load_yaml(text, str(path))
     if not isinstance(document.data, dict):
         raise UsageError(
             f"{path}: a workflow is a mapping of sections (data, features, model, ...)"
@@ -734,7 +821,22 @@ def load_workflow(path: Path) -> Workflow:
             line = document.line(tuple(error["loc"]))
             problems.append(_problem(error) + (f" (line {line})" if line else ""))
         raise WorkflowError(str(path), problems) from None
-    return _paths_from(spec, Path(path).parent)
+    spec = _paths_from(spec, Path(path).parent)
+    spec._source = WorkflowSource(os.path.abspath(path), sha256)
+    return spec
+
+
+def _read(path: Path) -> tuple[str, str]:
+    """The file's text, read as ``quarry._yaml.read_file`` reads it (UTF-8, universal
+    newlines), and the SHA-256 of the very bytes it came from (one read, so the digest is
+    of the text that was checked)."""
+    try:
+        raw = Path(path).read_bytes()
+        text = io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8").read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise UsageError(f"{path}: cannot read the workflow ({reason})") from None
+    return text, hashlib.sha256(raw).hexdigest()
 
 
 def _paths_from(spec: Workflow, folder: Path) -> Workflow:

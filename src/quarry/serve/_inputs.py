@@ -1,0 +1,269 @@
+"""What /predict accepts and answers.
+
+Three bodies:
+
+- JSON ``{"instruments": [...], "date": "YYYY-MM-DD"}``: Quarry computes the model's own
+  features as of that date from the data store, with the research engine and through the
+  feature cache (``quarry.models._inputs.features_for``), scores the whole cross-section of
+  that day (a cross-sectional processor, such as a per-day z-score, sees the day as training
+  saw it), and answers the instruments asked for, in their order (a score of null for one
+  without a bar that day). Without ``instruments``, the whole cross-section.
+- JSON ``{"records": [{"instrument": ..., "date": ..., FEATURE: value, ...}, ...]}``: the raw
+  features as a table; the rows are scored together as given (so a cross-sectional
+  processor sees the rows of each date sent).
+- an Arrow IPC stream (``Content-Type: application/vnd.apache.arrow.stream``) of the same
+  table.
+
+The answer is JSON ``{model, alias, version, predictions: [{instrument, date, score}]}``, or
+with ``Accept: application/vnd.apache.arrow.stream`` an Arrow IPC stream of instrument, date,
+score. A body that does not fit is a 422 naming the field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import threading
+from typing import Any
+
+import numpy as np
+import polars as pl
+from fastapi import HTTPException
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from quarry.exceptions import DataError
+from quarry.tracking._packaged import Packaged
+
+__all__ = [
+    "ARROW",
+    "ByDate",
+    "ByRecords",
+    "by_date",
+    "parse_body",
+    "score_table",
+    "to_arrow",
+    "to_json",
+]
+
+ARROW = "application/vnd.apache.arrow.stream"
+KEYS = ("instrument", "date")
+
+
+class ByDate(BaseModel):
+    """Score instruments on a date, from features Quarry computes from the store."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    date: dt.date = Field(description="The day to score (YYYY-MM-DD): a trading day in the store.")
+    instruments: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="The instruments to answer for, in this order (default: every "
+        "instrument with a bar that day).",
+    )
+    as_of: dt.datetime | None = Field(
+        default=None,
+        description="Read the store as it was known at this time (default: all it knows now).",
+    )
+    universe: str | None = Field(
+        default=None,
+        description="The universe whose members make the cross-section (default: the "
+        "model's metadata's, else every instrument).",
+    )
+
+
+class ByRecords(BaseModel):
+    """Score a table of raw features: instrument, date and each feature the model reads."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    records: list[dict[str, Any]] = Field(
+        min_length=1,
+        description="Rows of instrument, date (YYYY-MM-DD) and the raw feature values "
+        "(numbers, or null for a missing one).",
+    )
+
+
+def unprocessable(path: str, message: str) -> HTTPException:
+    """A 422 naming the field, in the job service's ``{path, message}`` form."""
+    return HTTPException(
+        422, [{"path": path, "message": f"{path}: {message}" if path else message}]
+    )
+
+
+def _problems(exc: ValidationError) -> HTTPException:
+    problems = []
+    for e in exc.errors():
+        path = ".".join(str(p) for p in e.get("loc", ()))
+        message = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+        problems.append({"path": path, "message": f"{path}: {message}" if path else message})
+    return HTTPException(422, problems)
+
+
+def parse_body(body: bytes, content_type: str) -> ByDate | ByRecords | pl.DataFrame:
+    """The request's body as one of the three forms; 422 when it is none of them."""
+    if content_type.split(";")[0].strip().lower() == ARROW:
+        try:
+            return pl.read_ipc_stream(io.BytesIO(body))
+        except Exception as exc:  # polars and Arrow raise several kinds for a bad stream
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise unprocessable("body", f"not an Arrow IPC stream ({first})") from None
+    try:
+        data = json.loads(body or b"null")
+    except ValueError as exc:
+        raise unprocessable("body", f"not JSON ({exc}); send JSON or an Arrow IPC stream "
+                            f"with Content-Type: {ARROW}") from None  # fmt: skip
+    if not isinstance(data, dict):
+        raise unprocessable("body", 'send an object: {"instruments": [...], "date": '
+                            '"YYYY-MM-DD"} or {"records": [...]}')  # fmt: skip
+    try:
+        if "records" in data:
+            return ByRecords.model_validate(data)
+        return ByDate.model_validate(data)
+    except ValidationError as exc:
+        raise _problems(exc) from None
+
+
+def needed(packaged: Packaged) -> list[str]:
+    """The raw feature columns a table must carry: the recipe's inputs (the fitted
+    processors read all they were fitted on), else the model's own columns."""
+    return list(packaged.inputs()) or list(packaged.columns)
+
+
+def _records_frame(records: list[dict[str, Any]], where: str) -> pl.DataFrame:
+    try:
+        return pl.DataFrame(records, infer_schema_length=None)
+    except Exception as exc:  # mixed types in a column, nested values ...
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise unprocessable(where, f"cannot be read as a table ({first})") from None
+
+
+def table(frame: pl.DataFrame, packaged: Packaged, where: str) -> pl.DataFrame:
+    """``frame`` checked and typed for ``packaged``: instrument (text), date (a day) and
+    each feature it reads (a float; null is a missing value). ``where`` names the body's
+    field in the messages (``records``, or ``body`` for Arrow)."""
+    row = "records[{}]" if where == "records" else "row {}"
+    features = needed(packaged)
+    missing = [c for c in (*KEYS, *features) if c not in frame.columns]
+    if missing:
+        raise unprocessable(
+            f"{where}.{missing[0]}" if where == "records" else where,
+            f"no column {missing[0]!r}: give each row instrument, date and the features the "
+            f"model reads ({', '.join(features[:20])}{', ...' if len(features) > 20 else ''})",
+        )
+    out = frame.select(*KEYS, *features)
+    if out.height == 0:
+        raise unprocessable(where, "no rows to score")
+    dates = out["date"]
+    if dates.dtype == pl.String:
+        parsed = dates.str.to_date("%Y-%m-%d", strict=False)
+        bad = parsed.is_null()
+    elif dates.dtype == pl.Date:
+        parsed, bad = dates, dates.is_null()
+    elif isinstance(dates.dtype, pl.Datetime):
+        parsed = dates.dt.date()
+        bad = parsed.is_null()
+    else:
+        raise unprocessable(f"{where}.date", f"a {dates.dtype} column: give days, YYYY-MM-DD")
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise unprocessable(f"{row.format(i)}.date",
+                            f"{dates[i]!r} is not a day: write YYYY-MM-DD")  # fmt: skip
+    names = out["instrument"]
+    if names.dtype != pl.String or names.is_null().any():
+        i = int(np.flatnonzero(names.is_null().to_numpy())[0]) if names.is_null().any() else 0
+        raise unprocessable(f"{row.format(i)}.instrument", "give each row an instrument (text)")
+    columns = [pl.col("instrument"), parsed.alias("date")]
+    for c in features:
+        values = out[c]
+        if values.dtype.is_numeric() or values.dtype == pl.Null:
+            columns.append(values.cast(pl.Float64).alias(c))
+            continue
+        cast = values.cast(pl.Float64, strict=False)
+        bad = cast.is_null() & values.is_not_null()
+        i = int(np.flatnonzero(bad.to_numpy())[0]) if bad.any() else 0
+        raise unprocessable(f"{row.format(i)}.{c}",
+                            f"{values[i]!r} is not a number (null if missing)")  # fmt: skip
+    return out.select(columns)
+
+
+def score_table(packaged: Packaged, body: ByRecords | pl.DataFrame) -> pl.DataFrame:
+    """Scores of a table body: instrument, date, score in the body's row order."""
+    if isinstance(body, ByRecords):
+        frame = table(_records_frame(body.records, "records"), packaged, "records")
+    else:
+        frame = table(body, packaged, "body")
+    return _scored(packaged, frame)
+
+
+def _scored(packaged: Packaged, frame: pl.DataFrame) -> pl.DataFrame:
+    scores = np.asarray(packaged.score(frame), dtype=np.float64).reshape(-1)
+    return frame.select(*KEYS).with_columns(score=pl.Series(scores, dtype=pl.Float64))
+
+
+# Concurrent requests for one day compute its features once: the second waits for the
+# first, then finds them in the feature cache.
+_DAY_LOCKS: dict[tuple[Any, ...], threading.Lock] = {}
+_DAY_LOCKS_GUARD = threading.Lock()
+
+
+def _day_lock(key: tuple[Any, ...]) -> threading.Lock:
+    with _DAY_LOCKS_GUARD:
+        if len(_DAY_LOCKS) > 1024:  # a bound: old days' locks are not worth keeping
+            _DAY_LOCKS.clear()
+        return _DAY_LOCKS.setdefault(key, threading.Lock())
+
+
+def by_date(
+    packaged: Packaged, store: Any, body: ByDate, *, universe: str | None = None
+) -> pl.DataFrame:
+    """Scores of the instruments of ``body`` on its date, from the model's own features
+    computed from ``store`` (see the module's docstring); 422 when the store has no bars
+    that day."""
+    from quarry.models._inputs import features_for
+
+    day = body.date
+    universe = body.universe or universe
+    key = (str(store), day, body.as_of, universe, tuple(sorted(packaged.inputs().items())))
+    try:
+        with _day_lock(key):
+            frame = features_for(packaged, store, start=day, end=day, universe=universe,
+                                 as_of=body.as_of)  # fmt: skip
+    except DataError as exc:
+        raise unprocessable("date", f"{day}: {exc}") from None
+    if frame.height == 0:
+        raise unprocessable("date", f"{day}: no bars in the store on that day (not a trading "
+                            "day, or outside the store's history); give a trading day")  # fmt: skip
+    scored = _scored(packaged, frame)
+    if body.instruments is None:
+        return scored.sort("instrument")
+    asked = pl.DataFrame({"instrument": body.instruments}, schema={"instrument": pl.String})
+    out = asked.join(scored.drop("date"), on="instrument", how="left", maintain_order="left")
+    if out["score"].is_null().all():
+        raise unprocessable(
+            "instruments", f"none of them has a bar on {day} in the store; check the names"
+        )
+    return out.select("instrument", pl.lit(day).alias("date"), "score")
+
+
+def to_json(name: str, alias: str, version: int, scored: pl.DataFrame) -> bytes:
+    """The JSON answer: who scored, and the rows (a NaN or missing score as null)."""
+    rows = [
+        {"instrument": i, "date": d.isoformat(), "score": s if s is not None and s == s else None}
+        for i, d, s in zip(
+            scored["instrument"].to_list(),
+            scored["date"].to_list(),
+            scored["score"].to_list(),
+            strict=True,
+        )
+    ]
+    body = {"model": name, "alias": alias, "version": version, "predictions": rows}
+    return json.dumps(body, allow_nan=False).encode()
+
+
+def to_arrow(scored: pl.DataFrame) -> bytes:
+    """The Arrow answer: an IPC stream of instrument, date, score."""
+    sink = io.BytesIO()
+    scored.select(*KEYS, "score").write_ipc_stream(sink)
+    return sink.getvalue()
