@@ -192,3 +192,12 @@ def test_a_database_that_cannot_be_opened_and_a_bad_project_are_one_line(tmp_pat
     db = f"sqlite:///{tmp_path / 'jobs.db'}"
     code, out, err = run("tokens", "create", "--user", "ann", "--project", "b c", "--db", db)
     assert code == 1 and out == "" and "project 'b c'" in err and "Traceback" not in err
+
+
+def test_the_backend_is_also_a_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """QUARRY_BACKEND chooses the backend as --backend does; a bad one is the same one line."""
+    monkeypatch.setenv("QUARRY_BACKEND", "kubernetes")
+    code, _, err = run("server", "start", "--db", f"sqlite:///{tmp_path / 'jobs.db'}",
+                       "--port", "1")  # fmt: skip
+    assert code == 1
+    assert err.strip() == "error: --backend 'kubernetes': choose local or ray"

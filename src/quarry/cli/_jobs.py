@@ -60,8 +60,9 @@ def start_cmd(
     backend: Annotated[
         str,
         typer.Option(
+            envvar="QUARRY_BACKEND",
             help="Where attempts run: local (subprocesses of this server) or ray (jobs on "
-            "the Ray cluster at --ray-address)."
+            "the Ray cluster at --ray-address).",
         ),
     ] = "local",
     ray_address: Annotated[
