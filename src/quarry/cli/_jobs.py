@@ -90,8 +90,34 @@ def start_cmd(
         int | None,
         typer.Option(help="GPUs the workers share, with --backend ray (default: the cluster's)."),
     ] = None,
+    serve_models: Annotated[
+        bool,
+        typer.Option(
+            "--serve-models",
+            help="Serve registered models from this process and port too, as quarry serve "
+            "does: their routes are under /v2; /healthz, /metrics and /docs stay the job "
+            "service's (the alias watcher shows on /healthz).",
+        ),
+    ] = False,
+    models: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--models",
+            help="With --serve-models: a model to serve, NAME or NAME@ALIAS (repeat the "
+            "option, or separate with commas; default: every registered model at its "
+            "champion).",
+        ),
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="With --serve-models: the data store predictions by date compute features "
+            "from (default $QUARRY_STORE, else $QUARRY_HOME/store)."
+        ),
+    ] = None,
 ) -> None:
-    """Run the job service: the REST API (docs at /docs), the workers and the watchdog.
+    """Run the job service: the REST API (docs at /docs), the workers and the watchdog;
+    with --serve-models, the model-serving API (quarry serve's /v2 routes) on the same port.
 
     Stop it with SIGTERM or Ctrl-C: running jobs are queued again without spending a retry;
     on Ray they go on running, and the next server adopts them.
@@ -116,10 +142,30 @@ def start_cmd(
             raise UsageError(f"--memory {memory}: {exc}") from None
         if size <= 0:
             raise UsageError(f"--memory {memory}: give a size above 0, e.g. 64Gi")
+    if not serve_models and (models or store is not None):
+        flag = "--models" if models else "--store"
+        raise UsageError(f"{flag}: goes with --serve-models")
     extra = list(pass_env or [])
-    serve(host=host, port=port, db=db, workers=workers, stale_after=stale_after,
-          pass_env=[*DEFAULT_PASS_ENV, *extra], backend=backend, ray_address=ray_address,
-          cpus=cpus, memory=size, gpus=gpus)  # fmt: skip
+    settings: dict[str, Any] = {
+        "host": host, "port": port, "db": db, "workers": workers, "stale_after": stale_after,
+        "pass_env": [*DEFAULT_PASS_ENV, *extra], "backend": backend,
+        "ray_address": ray_address, "cpus": cpus, "memory": size, "gpus": gpus,
+    }  # fmt: skip
+    if not serve_models:
+        serve(**settings)
+        return
+    from quarry.serve import ModelRef
+    from quarry.serve._server import build_models
+
+    refs = None
+    if models:
+        refs = [ModelRef.parse(part) for text in models for part in text.split(",") if part]
+    service = build_models(models=refs, store=store, db=db)
+    try:
+        serve(**settings, mount=service.app, background=[service.follow],
+              loops=[service.watcher.health])  # fmt: skip
+    finally:
+        service.close()
 
 
 @tokens_app.command("create")

@@ -62,6 +62,7 @@ def materialize(
     cache: FeatureCache | None = None,
     progress: Progress | None = None,
     executor: Executor | None = None,
+    allow_empty: bool = False,
 ) -> Materialized:
     """Compute ``features`` (and ``label`` as LABEL0) into Parquet at ``out``.
 
@@ -70,11 +71,18 @@ def materialize(
     dates the instrument was a member of ``universe``) are written. With ``cache``, a
     store's results are reused across runs and corrections (see ``_cache``). ``executor``
     computes the chunks (see ``compute_chunks``); the output is the same with any.
+
+    When no row falls in the window (or the universe), ``DataError`` says so in one line,
+    before anything is computed: a research run over nothing is a mistake to report. With
+    ``allow_empty`` (serving asked about a weekend), a file of no rows is written instead,
+    with the columns and types a non-empty run writes.
     """
     plan = Plan.build(features, label=label)  # parse and look-ahead checks before reading
     names = list(plan.outputs)
     if isinstance(source, pl.DataFrame) or cache is None:
         grid, emit = _lay_out(source, plan, universe, as_of, start, end)
+        if not allow_empty:
+            _refuse_nothing(grid, emit, universe, as_of, start, end)
         done = compute_to_parquet(grid, plan, out, emit=emit, memory=memory, progress=progress,
                                   executor=executor)  # fmt: skip
         return Materialized(
@@ -92,14 +100,18 @@ def materialize(
             label=plan.outputs[LABEL] if LABEL in missing else None,
         )
         grid, emit = _lay_out(source, sub, universe, as_of, start, end)
+        if not allow_empty:
+            _refuse_nothing(grid, emit, universe, as_of, start, end)
         writer = entry.writer({n: keys[n] for n in missing})
         done = compute_chunks(grid, sub, writer, emit=emit, memory=memory, progress=progress,
                               executor=executor)  # fmt: skip
         chunks, size = done.chunks, done.instruments_per_chunk
         del grid, emit
-    output = ParquetOut(out, plan_metadata(plan))
+    output = ParquetOut(out, plan_metadata(plan), columns=names)
     try:
         rows = entry.assemble([(n, keys[n]) for n in names], output.write)
+        if rows == 0 and not allow_empty:  # an entry of no rows, cached by an allow_empty run
+            _refuse_nothing(None, None, universe, as_of, start, end)
     except BaseException:
         output.abort()
         raise
@@ -141,3 +153,26 @@ def _lay_out(
         members = read_bars(source, ["close"], as_of=as_of, universe=universe)
         emit &= grid.cells_of(members)
     return grid, emit
+
+
+def _refuse_nothing(
+    grid: Grid | None,
+    emit: np.ndarray | None,
+    universe: str | None,
+    as_of: datetime | str | None,
+    start: date | None,
+    end: date | None,
+) -> None:
+    """``DataError`` when no cell is to be written, naming the window, the universe and,
+    when the bars were read, the days they cover."""
+    if emit is not None and emit.any():
+        return
+    window = f"from {start or 'the first bar'} to {end or 'the last bar'}"
+    where = f" in universe {universe!r}" if universe is not None else ""
+    known = f" as of {as_of}" if as_of is not None else ""
+    have = ""
+    if grid is not None and grid.calendar.len():
+        first, last = str(grid.calendar.min()), str(grid.calendar.max())
+        have = f" (the bars run from {first} to {last})"
+    raise DataError(f"no bar {window}{where}{known}{have}: the window and universe match no "
+                    "rows; choose dates with bars, or another universe")  # fmt: skip

@@ -24,7 +24,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +135,7 @@ def compute_to_parquet(
     return compute_chunks(
         grid,
         plan,
-        ParquetOut(out, plan_metadata(plan)),
+        ParquetOut(out, plan_metadata(plan), columns=list(plan.outputs)),
         emit=emit,
         memory=memory,
         instruments_per_chunk=instruments_per_chunk,
@@ -391,8 +391,11 @@ class ParquetOut:
     written under a temporary name and moved into place only when complete, so a failed
     run leaves nothing half-written at ``out``."""
 
-    def __init__(self, out: Path, metadata: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, out: Path, metadata: dict[str, str] | None = None, columns: Sequence[str] = ()
+    ) -> None:
         self.out = out
+        self.columns = list(columns)  # the float32 outputs, for a file of no rows
         self.metadata = {k.encode(): v.encode() for k, v in (metadata or {}).items()}
         self.single = out.suffix == ".parquet"
         self.tmp = out.with_name(f".{out.name}.partial")
@@ -431,6 +434,12 @@ class ParquetOut:
 
     def close(self) -> None:
         self.wait()
+        if self.parts == 0:
+            # No chunk came (no row fell in the window): readers still need a file with the
+            # columns and types a non-empty run writes, not a missing path.
+            schema = {BY_INSTRUMENT: pl.String, BY_DATE: pl.Date}
+            self._write(pl.DataFrame(schema=schema | dict.fromkeys(self.columns, pl.Float32))
+                        .to_arrow())  # fmt: skip
         self._pool.shutdown()
         if self._file is not None:
             self._file.close()

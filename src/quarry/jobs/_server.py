@@ -22,6 +22,9 @@ a starting one adopts the unfinished attempts of that cluster before its watchdo
 SQLite, where it is the only server, all of them at once; one that never reached Ray is
 queued again without spending a retry).
 
+Another service may share the process and the port (``serve``'s ``mount``, ``background``
+and ``loops``): ``quarry server start --serve-models`` serves the models' API so.
+
 The server logs to stderr, one line each: its start, its stop, each attempt's ending (job
 id, outcome, duration) and every failed pass of a background loop.
 """
@@ -37,16 +40,18 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from sqlalchemy import make_url
 
 from quarry.exceptions import UsageError
 from quarry.jobs._api import create_app
 from quarry.jobs._backends import DEFAULT_PASS_ENV, Backend, LocalBackend
+from quarry.jobs._loops import LoopHealth
 from quarry.jobs._manifest import Resources, readable_memory
 from quarry.jobs._ray import RayBackend
 from quarry.jobs._store import JobStore, default_url
@@ -154,11 +159,21 @@ def serve(
     pass_env: Sequence[str] = DEFAULT_PASS_ENV,
     backend: str = "local",
     ray_address: str | None = None,
+    mount: Any | None = None,
+    background: Sequence[Callable[[threading.Event], None]] = (),
+    loops: Sequence[LoopHealth] = (),
 ) -> None:
     """Run the service until SIGTERM or SIGINT. ``workers`` share ``cpus``, ``memory`` and
     ``gpus`` equally (default: all of this machine's, or of the Ray cluster's live nodes with
     ``backend="ray"``); attempts get only the variables in ``pass_env`` from this process's
-    environment (plus their manifest's ``env``)."""
+    environment (plus their manifest's ``env``).
+
+    Another service can share the process and the port: ``mount`` (an ASGI app) answers
+    every path the job API has no route for (its own /healthz, /metrics and /docs stay the
+    job service's); each of ``background`` runs in a thread of its own, started with the
+    workers and given the event that stops them; ``loops`` are shown on /healthz and
+    /metrics beside the workers' and the watchdog's. (``quarry server start --serve-models``
+    serves the models this way; this layer knows nothing of them.)"""
     import uvicorn
 
     from quarry.settings import quarry_home
@@ -188,9 +203,14 @@ def serve(
                    for w in pool]  # fmt: skip
         watchdog = Watchdog(store, stale_after=stale_after, worker=pool[0])
         threads.append(threading.Thread(target=watchdog.run, args=(stop,)))
+        threads += [threading.Thread(target=run, args=(stop,), name=f"background-{k}")
+                    for k, run in enumerate(background)]  # fmt: skip
         app = create_app(store, capacity=share, logs=logs,
-                         loops=[*(w.health for w in pool), watchdog.health],
+                         loops=[*(w.health for w in pool), watchdog.health, *loops],
                          free=lambda: [w.free for w in pool], outputs=outputs)  # fmt: skip
+        if mount is not None:
+            # after the job API's routes, so it gets only the paths they do not answer
+            app.mount("/", mount)
         api = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
         api_thread = threading.Thread(target=api.run, name="api")
 

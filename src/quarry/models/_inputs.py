@@ -15,7 +15,6 @@ from typing import Any
 
 import polars as pl
 
-from quarry.data import read_bars
 from quarry.exceptions import UsageError
 from quarry.features import FeatureCache, materialize
 from quarry.tracking._packaged import Packaged
@@ -50,18 +49,10 @@ def features_for(
         raise UsageError("the model does not record the features it reads: train it again")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "features.parquet"
-        try:
-            materialize(
-                store, inputs, path, universe=universe, as_of=as_of, start=start, end=end,
-                memory=memory, cache=cache if cache is not None else FeatureCache(),
-            )  # fmt: skip
-        except FileNotFoundError:
-            # materialize writes no file when no row falls in the days (a weekend, a day
-            # past the store's history): that is an empty answer, not an error
-            days = read_bars(store, ["close"], start=start, end=end, universe=universe,
-                             as_of=as_of)  # fmt: skip
-            if days.height:
-                raise
-            schema = {"instrument": pl.String, "date": pl.Date} | dict.fromkeys(inputs, pl.Float32)
-            return pl.DataFrame(schema=schema)
+        # a day with no bar (a weekend, past the store's history) is an empty answer
+        materialize(
+            store, inputs, path, universe=universe, as_of=as_of, start=start, end=end,
+            memory=memory, cache=cache if cache is not None else FeatureCache(),
+            allow_empty=True,
+        )  # fmt: skip
         return pl.read_parquet(path)

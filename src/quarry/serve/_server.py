@@ -9,6 +9,8 @@ promoted version, each version unloaded, and its stop.
 
 It reads the job service's database (``--db``, as ``quarry server start``) for tokens and to
 queue training jobs; both can run in one process or two against the same database.
+``build_models`` builds the API without running it: ``quarry server start --serve-models``
+mounts it beside the job service's on one port, and runs the watcher with its workers.
 """
 
 from __future__ import annotations
@@ -20,14 +22,17 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from quarry.exceptions import UsageError
+from quarry.jobs import JobStore
 from quarry.serve._catalog import Catalog, ModelRef
+from quarry.serve._watch import AliasWatcher
 
-__all__ = ["serve_models"]
+__all__ = ["ModelService", "build_models", "serve_models"]
 
 _log = logging.getLogger("quarry.serve")
 
@@ -59,6 +64,72 @@ def _data_store(location: str | Path | None) -> tuple[Any, str | None]:
     return store, None
 
 
+@dataclass
+class ModelService:
+    """The serving API built and its catalog started, not yet listening: ``quarry serve``
+    runs it on a port of its own, ``quarry server start --serve-models`` mounts ``app``
+    beside the job API and runs ``follow`` with its other background loops."""
+
+    app: Any  # fastapi.FastAPI
+    catalog: Catalog
+    watcher: AliasWatcher
+    jobs: JobStore  # tokens and training jobs; closed by ``close``
+
+    def follow(self, stop: threading.Event) -> None:
+        """Follow the aliases until ``stop`` is set (the watcher has a thread of its own)."""
+        _log.info("serving under /v2 (pid %d): %s", os.getpid(), self.served())
+        self.watcher.start()
+        try:
+            stop.wait()
+        finally:
+            self.watcher.stop()
+
+    def served(self) -> str:
+        """What is served, for the start's log line: ``name@alias=vN, ...``."""
+        return ", ".join(
+            f"{s.ref}=v{s.version}" for s in map(self.catalog.served, self.catalog.names()) if s
+        )
+
+    def close(self) -> None:
+        self.jobs.close()
+
+
+def build_models(
+    *,
+    models: Sequence[ModelRef] | None = None,
+    store: str | Path | None = None,
+    db: str | None = None,
+    max_loaded: int | None = None,
+    memory: int | None = None,
+    max_in_flight: int = 32,
+    poll: float = 1.0,
+) -> ModelService:
+    """Check the settings, load every served model's version (a model that cannot score is
+    refused here, in one line) and build the API; nothing listens and no thread runs yet.
+    Logs a warning when predictions by date are refused for want of a store."""
+    from quarry.serve._app import create_app
+
+    if not poll > 0:
+        raise UsageError(f"--poll {poll}: give a number of seconds above 0, e.g. 1")
+    if max_in_flight < 1:
+        raise UsageError(f"--max-in-flight {max_in_flight}: give 1 or more")
+    data, warning = _data_store(store)
+    catalog = Catalog(models, max_loaded=max_loaded, memory=memory)
+    catalog.start()
+    _log_to_stderr()  # (after the checks: a refused start is one line from the command)
+    if warning:
+        _log.warning("%s", warning)
+    jobs = JobStore(db)
+    watcher = AliasWatcher(catalog, every=poll)
+    try:
+        app = create_app(catalog, jobs=jobs, store=data, max_in_flight=max_in_flight,
+                         watcher=watcher)  # fmt: skip
+    except BaseException:
+        jobs.close()
+        raise
+    return ModelService(app, catalog, watcher, jobs)
+
+
 def serve_models(
     *,
     host: str = "127.0.0.1",
@@ -75,23 +146,9 @@ def serve_models(
     SIGINT; see the module's docstring."""
     import uvicorn
 
-    from quarry.jobs import JobStore
-    from quarry.serve._app import create_app
-    from quarry.serve._watch import AliasWatcher
-
-    if not poll > 0:
-        raise UsageError(f"--poll {poll}: give a number of seconds above 0, e.g. 1")
-    data, warning = _data_store(store)
-    catalog = Catalog(models, max_loaded=max_loaded, memory=memory)
-    catalog.start()
-    _log_to_stderr()  # (after the checks: a refused start is one line from the command)
-    if warning:
-        _log.warning("%s", warning)
-    jobs = JobStore(db)
-    watcher = AliasWatcher(catalog, every=poll)
-    app = create_app(catalog, jobs=jobs, store=data, max_in_flight=max_in_flight,
-                     watcher=watcher)  # fmt: skip
-    api = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    service = build_models(models=models, store=store, db=db, max_loaded=max_loaded,
+                           memory=memory, max_in_flight=max_in_flight, poll=poll)  # fmt: skip
+    api = uvicorn.Server(uvicorn.Config(service.app, host=host, port=port, log_level="warning"))
     api_thread = threading.Thread(target=api.run, name="serve-api")
     stopping = threading.Event()
     signalled: list[str] = []
@@ -103,26 +160,24 @@ def serve_models(
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     began = time.monotonic()
     try:
-        watcher.start()
+        service.watcher.start()
         api_thread.start()
         while not api.started and api_thread.is_alive():
             time.sleep(0.05)
         if not api.started:  # it could not listen (the port is taken ...)
             raise UsageError(f"--port {port}: cannot listen on {host}:{port}; is another "
                              "server using it? Give another --port")  # fmt: skip
-        served = ", ".join(
-            f"{s.ref}=v{s.version}" for s in map(catalog.served, catalog.names()) if s
-        )
-        _log.info("serving on http://%s:%d (pid %d): %s", host, port, os.getpid(), served)
+        _log.info("serving on http://%s:%d (pid %d): %s", host, port, os.getpid(),
+                  service.served())  # fmt: skip
         while not stopping.wait(0.5) and api_thread.is_alive():
             pass
     finally:
         api.should_exit = True
         if api_thread.is_alive():
             api_thread.join()
-        watcher.stop()
+        service.watcher.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        jobs.close()
+        service.close()
     by = f" by {signalled[0]}" if signalled else ""
     _log.info("stopped%s after %.0f s", by, time.monotonic() - began)
