@@ -308,6 +308,15 @@ def create_app(
         submission-to-start histogram, request times, and each loop's last pass and errors."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    answer_errors(app)
+    return app
+
+
+def answer_errors(app: FastAPI) -> None:
+    """Errors in one shape for every Quarry API (the job service's, the model service's):
+    ``{"detail": ...}``, and a bad parameter as the same ``{path, message}`` problems a
+    manifest gets, so one client reads them all."""
+
     @app.exception_handler(HTTPException)
     async def _errors(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
@@ -315,7 +324,6 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        """Any bad parameter as the same ``{path, message}`` problems a manifest gets."""
         problems = []
         for e in exc.errors():
             loc = [str(part) for part in e.get("loc", ()) if part not in ("path", "query")]
@@ -323,5 +331,3 @@ def create_app(
             message = str(e.get("msg", "invalid")).removeprefix("Value error, ")
             problems.append({"path": path, "message": f"{path}: {message}" if path else message})
         return JSONResponse({"detail": problems}, status_code=422)
-
-    return app

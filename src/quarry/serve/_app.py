@@ -35,8 +35,7 @@ from typing import Annotated, Any
 import anyio
 from fastapi import Body, Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi import Path as PathParam
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -52,7 +51,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from quarry._json import strict_json
 from quarry.exceptions import ManifestError, QuarryError, UsageError
 from quarry.jobs import JobStore, manifest_from_dict
-from quarry.jobs._api import job_view
+from quarry.jobs._api import answer_errors, job_view
 from quarry.serve._catalog import Catalog, Served
 from quarry.serve._inputs import (
     ARROW,
@@ -463,20 +462,5 @@ def create_app(
         request times, versions served and loaded, predictions in flight."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.exception_handler(HTTPException)
-    async def _errors(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
-                            headers=exc.headers)  # fmt: skip
-
-    @app.exception_handler(RequestValidationError)
-    async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        """Any bad parameter as ``{path, message}`` problems, as the job service answers."""
-        problems = []
-        for e in exc.errors():
-            loc = [str(part) for part in e.get("loc", ()) if part not in ("path", "query")]
-            path = ".".join(loc)
-            message = str(e.get("msg", "invalid")).removeprefix("Value error, ")
-            problems.append({"path": path, "message": f"{path}: {message}" if path else message})
-        return JSONResponse({"detail": problems}, status_code=422)
-
+    answer_errors(app)  # the job service's error shapes
     return app
