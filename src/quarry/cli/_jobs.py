@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from quarry.cli._output import console, fail_cleanly, print_json
+from quarry.cli._output import console, fail_cleanly, memory_flag, print_json
 from quarry.exceptions import UsageError
 
 server_app = typer.Typer(help="The job service: API, workers and watchdog.", no_args_is_help=True)
@@ -125,7 +125,6 @@ def start_cmd(
     Example: quarry server start --backend ray --ray-address http://127.0.0.1:8265
     """
     from quarry.jobs._backends import DEFAULT_PASS_ENV
-    from quarry.jobs._manifest import parse_memory
     from quarry.jobs._server import serve
 
     if workers < 1:
@@ -134,14 +133,7 @@ def start_cmd(
         raise UsageError(f"--cpus {cpus:g}: give a number above 0, e.g. 8")
     if gpus is not None and gpus < 0:
         raise UsageError(f"--gpus {gpus}: give 0 or more")
-    size = None
-    if memory is not None:
-        try:
-            size = parse_memory(memory)
-        except ValueError as exc:
-            raise UsageError(f"--memory {memory}: {exc}") from None
-        if size <= 0:
-            raise UsageError(f"--memory {memory}: give a size above 0, e.g. 64Gi")
+    size = memory_flag(memory, "64Gi")
     if not serve_models and (models or store is not None):
         flag = "--models" if models else "--store"
         raise UsageError(f"{flag}: goes with --serve-models")

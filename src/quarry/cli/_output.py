@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from quarry._json import dumps
-from quarry.exceptions import DataError, ExpressionError, QuarryError
+from quarry.exceptions import DataError, ExpressionError, QuarryError, UsageError
 
 __all__ = [
     "console",
@@ -120,3 +120,19 @@ def write_parquet(df: pl.DataFrame, out: Path) -> None:
         raise DataError(
             f"{out}: cannot write ({exc.strerror or exc}); choose another --out"
         ) from exc
+
+
+def memory_flag(value: str | None, example: str) -> int | None:
+    """``--memory VALUE`` in bytes (None when not given), or a one-line error that shows a
+    size such as ``example``."""
+    from quarry.jobs._manifest import parse_memory
+
+    if value is None:
+        return None
+    try:
+        size = parse_memory(value)
+    except ValueError as exc:
+        raise UsageError(f"--memory {value}: {exc}") from None
+    if size <= 0:
+        raise UsageError(f"--memory {value}: give a size above 0, e.g. {example}")
+    return size

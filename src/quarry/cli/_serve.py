@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from quarry.cli._output import fail_cleanly
+from quarry.cli._output import fail_cleanly, memory_flag
 from quarry.exceptions import UsageError
 
 
@@ -68,20 +68,12 @@ def serve_cmd(
 
     Example: quarry serve --models alpha@champion --store ./store --max-loaded 4
     """
-    from quarry.jobs._manifest import parse_memory
     from quarry.serve import ModelRef, serve_models
 
     refs = None
     if models:
         refs = [ModelRef.parse(part) for text in models for part in text.split(",") if part]
-    size = None
-    if memory is not None:
-        try:
-            size = parse_memory(memory)
-        except ValueError as exc:
-            raise UsageError(f"--memory {memory}: {exc}") from None
-        if size <= 0:
-            raise UsageError(f"--memory {memory}: give a size above 0, e.g. 2Gi")
+    size = memory_flag(memory, "2Gi")
     if max_in_flight < 1:
         raise UsageError(f"--max-in-flight {max_in_flight}: give 1 or more")
     serve_models(host=host, port=port, models=refs, store=store, db=db, max_loaded=max_loaded,
