@@ -497,3 +497,98 @@ def test_pipeline_round_trip_and_errors(frame: pl.DataFrame) -> None:
         Pipeline.from_dict([{"name": "ZscoreNorm"}])
     with pytest.raises(NotFittedError, match="ZScoreNorm is not fitted"):
         Pipeline([ZScoreNorm(fit_start=FIT_START, fit_end=FIT_END)]).transform(frame)
+
+
+# -- rows as a matrix: the same values as the frame's transform ----------------------------------
+
+
+def _adversarial(seed: int) -> pl.DataFrame:
+    """make_frame, plus infinities, a column that is constant in the fit window, and one
+    with no value in it (what the fitted statistics get wrong first)."""
+    frame = make_frame(seed)
+    rng = np.random.default_rng(seed + 100)
+    n = frame.height
+    f1 = frame["f1"].to_numpy().copy()
+    f1[rng.random(n) < 0.05] = np.inf
+    f1[rng.random(n) < 0.05] = -np.inf
+    in_window = frame["date"].is_between(FIT_START, FIT_END).to_numpy()
+    flat = np.where(in_window, 1.5, rng.normal(size=n))
+    empty = np.where(in_window, np.nan, rng.normal(size=n))
+    return frame.with_columns(
+        pl.Series("f1", f1), pl.Series("flat", flat), pl.Series("empty", empty)
+    ).drop("industry")
+
+
+ROW_WISE = [
+    lambda: Fillna(value=-1.0),
+    lambda: Fillna(fields=["f2"]),
+    lambda: RobustZScoreNorm(fit_start=FIT_START, fit_end=FIT_END),
+    lambda: RobustZScoreNorm(fit_start=FIT_START, fit_end=FIT_END, clip_outlier=False),
+    lambda: ZScoreNorm(fit_start=FIT_START, fit_end=FIT_END),
+    lambda: Winsorize(by="fit", lower=0.1, upper=0.8, fit_start=FIT_START, fit_end=FIT_END),
+]
+
+
+@pytest.mark.parametrize("make", ROW_WISE)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_row_wise_processor_gives_a_matrix_the_frames_values(make, seed):
+    frame = _adversarial(seed)
+    step = make().fit(frame)
+    assert step.row_wise
+    columns = [c for c in frame.columns if c not in ("instrument", "date")]
+    want = step.transform(frame).select(columns).to_numpy().astype(np.float64)
+    x = frame.select(pl.col(columns).cast(pl.Float64)).to_numpy()
+    got = step.transform_array(x, columns)
+    assert got is x  # in place
+    # bit for bit: serving scores the matrix, research the frame, and they must agree
+    np.testing.assert_array_equal(got, want)
+
+
+def test_a_pipeline_transforms_a_matrix_as_a_frame_rows_in_any_order():
+    frame = _adversarial(3)
+    pipe = Pipeline(
+        [
+            RobustZScoreNorm(fit_start=FIT_START, fit_end=FIT_END),
+            Fillna(),
+            DropnaLabel(),
+            ZScoreNorm(fit_start=FIT_START, fit_end=FIT_END, fields="label"),
+        ]
+    ).fit(frame)
+    assert pipe.row_wise(inference=True)
+    assert not pipe.row_wise()  # DropnaLabel drops rows: learning only
+    columns = ["flat", "f3", "LABEL0", "f1", "empty", "f2"]  # not the frame's order
+    want = pipe.transform(frame, inference=True).select(columns).to_numpy().astype(np.float64)
+    x = frame.select(pl.col(columns).cast(pl.Float64)).to_numpy()
+    before = x.copy()
+    rows = np.arange(frame.height)[::-1]
+    got = pipe.transform_array(x[rows], columns, inference=True)
+    np.testing.assert_array_equal(got, want[rows])
+    np.testing.assert_array_equal(x, before)  # the caller's matrix is left alone
+    # one row alone scores as it does among the others: nothing is read across rows
+    np.testing.assert_array_equal(pipe.transform_array(x[5:6], columns, inference=True), want[5:6])
+
+
+@pytest.mark.parametrize(
+    "step",
+    [CSZScoreNorm(), CSRankNorm(), ProcessInf(), Winsorize(), DropnaLabel()],
+    ids=lambda s: repr(s)[:30],
+)
+def test_a_processor_that_reads_whole_dates_refuses_a_matrix(step):
+    frame = make_frame()
+    step.fit(frame)
+    assert not step.row_wise
+    with pytest.raises(UsageError, match="transform a frame instead"):
+        step.transform_array(np.zeros((1, 3)), FEATURES)
+
+
+def test_a_matrix_without_a_fitted_column_is_refused_by_name():
+    frame = make_frame()
+    step = ZScoreNorm(fit_start=FIT_START, fit_end=FIT_END).fit(frame)
+    with pytest.raises(UsageError, match="lacks f3"):
+        step.transform_array(np.zeros((1, 2)), ["f1", "f2"])
+    with pytest.raises(NotFittedError):
+        ZScoreNorm(fit_start=FIT_START, fit_end=FIT_END).transform_array(np.zeros((1, 1)), ["f1"])
+    with pytest.raises(UsageError, match="no column 'f4'"):
+        Fillna(fields=["f4"]).transform_array(np.zeros((1, 1)), ["f1"])
+    with pytest.raises(UsageError, match="a matrix of 2 columns"):
+        Pipeline([Fillna()]).transform_array(np.zeros((1, 3)), ["f1", "f2"])

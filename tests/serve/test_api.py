@@ -18,6 +18,7 @@ import pytest
 from quarry.data import Store
 from quarry.features import materialize
 from quarry.serve import ARROW, Catalog, ModelRef, create_app
+from quarry.serve._inputs import FEW_RECORDS
 from quarry.tracking import load_packaged
 from tests.serve.conftest import FEATURES, PROJECTS, Api, Trained
 
@@ -77,6 +78,38 @@ def test_a_table_scores_as_the_registered_version_does_in_process(
     assert got.columns == ["instrument", "date", "score"]
     assert got["date"].to_list() == table["date"].to_list()
     np.testing.assert_array_equal(got["score"].to_numpy(), expected)
+
+
+def test_a_few_records_score_as_the_same_rows_of_a_large_body(api: Api, trained: Trained) -> None:
+    # a body of up to FEW_RECORDS rows is read straight into a matrix (for a model whose
+    # processors are row-wise, as this linear one's); a larger one as a frame: the same rows
+    # must get the same scores, whatever their values' JSON types
+    records = _records(_table(trained, [DAY, date(2015, 11, 11)]))
+    assert len(records) > FEW_RECORDS
+    records[1]["MOM20"] = 1  # an integer
+    records[2]["REV5"] = None
+    del records[3]["NOISE"]  # an absent key: missing, as in a frame (the frame route reads it)
+    records[4]["REV5"] = 1e300
+
+    def scores(rows: list[dict[str, Any]]) -> list[float | None]:
+        r = api.client.post("/v2/models/m-linear/predict", json={"records": rows},
+                            headers=api.auth())  # fmt: skip
+        assert r.status_code == 200, r.text
+        return [p["score"] for p in r.json()["predictions"]]
+
+    large = scores(records)
+    assert len(set(large)) > 50  # the model tells rows apart
+    for few in (records[:1], records[1:6], records[:FEW_RECORDS]):
+        start = records.index(few[0])
+        # float32 BLAS sums in an order that depends on the number of rows: not bit for bit
+        assert scores(few) == pytest.approx(large[start : start + len(few)], rel=1e-6)
+    records[5]["NOISE"] = True  # a boolean is 1 (a flag as a feature)
+    assert scores(records[5:6]) == pytest.approx(scores([{**records[5], "NOISE": 1.0}]))
+    # a value that is not a number, among numbers, is refused naming its row
+    for bad in ("0.5", [0.5]):
+        body = {"records": [_row(), _row(MOM20=bad)]}
+        r = api.client.post("/v2/models/m-linear/predict", json=body, headers=api.auth())
+        assert r.status_code == 422 and r.json()["detail"][0]["path"] == "records[1].MOM20", r.text
 
 
 @pytest.mark.parametrize("name", MODELS)

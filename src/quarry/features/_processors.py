@@ -13,6 +13,12 @@ Missing values: NaN and null are both read as missing, and every processed colum
 Float64 with nulls for missing values (never NaN), the convention of ``quarry.features.compute``.
 Infinities stay, as in Qlib, unless ``ProcessInf`` replaces them.
 
+A processor that transforms each row on its own (``row_wise``: Fillna, the fitted
+normalizations, Winsorize by the fit window) can also transform a float64 matrix of rows
+(``transform_array``, NaN for missing) with the same arithmetic and so the same values. Serving
+scores a few rows at a time that way: a frame's per-column expressions cost a one-row
+prediction tens of milliseconds, a matrix microseconds.
+
 Each processor picks its columns with ``fields``: ``"features"`` (every floating-point column
 that is neither ``instrument``, ``date`` nor a label; the default), ``"label"`` (the label
 columns), or an explicit list of column names.
@@ -39,6 +45,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any, ClassVar, Self
 
+import numpy as np
 import polars as pl
 
 from quarry._dates import to_date
@@ -78,6 +85,11 @@ def _missing_as_null(column: str) -> pl.Expr:
 
 def _nan_to_null(e: pl.Expr) -> pl.Expr:
     return e.fill_nan(None)
+
+
+def _stats(learned: Mapping[str, float | None], columns: Sequence[str]) -> np.ndarray:
+    """A learned statistic of each of ``columns`` as a row, NaN where none was learned."""
+    return np.array([np.nan if learned[c] is None else learned[c] for c in columns], np.float64)
 
 
 def _suggest(value: str, choices: Sequence[str]) -> str:
@@ -239,6 +251,45 @@ class Processor(abc.ABC):
     @abc.abstractmethod
     def _transform(self, frame: pl.DataFrame, columns: tuple[str, ...]) -> pl.DataFrame: ...
 
+    # -- rows as a matrix ----------------------------------------------------------------------
+
+    @property
+    def row_wise(self) -> bool:
+        """True when each row is transformed on its own, so ``transform_array`` applies."""
+        return False
+
+    def transform_array(self, x: np.ndarray, columns: Sequence[str]) -> np.ndarray:
+        """Transform ``x`` in place and return it: rows by ``columns``, float64, NaN for a
+        missing value; the values are those ``transform`` gives the same rows of a frame (NaN
+        where it gives null). Only for a ``row_wise`` processor."""
+        if not self.row_wise:
+            raise UsageError(
+                f"{type(self).__name__} reads whole dates (or drops rows), not one row at a "
+                "time: transform a frame instead"
+            )
+        index = {c: i for i, c in enumerate(columns)}
+        picked = self._array_columns(columns)
+        self._transform_array(x, [index[c] for c in picked], picked)
+        return x
+
+    def _transform_array(self, x: np.ndarray, at: list[int], columns: tuple[str, ...]) -> None:
+        raise NotImplementedError  # only row-wise processors have one
+
+    def _array_columns(self, columns: Sequence[str]) -> tuple[str, ...]:
+        """The columns ``fields`` picks among ``columns`` (all of them numbers)."""
+        if self.fields == "features":
+            excluded = self._excluded()
+            return tuple(c for c in columns if c not in excluded)
+        names = self.label if self.fields == "label" else self.fields
+        assert isinstance(names, tuple)
+        missing = [n for n in names if n not in columns]
+        if missing:
+            raise UsageError(
+                f"{type(self).__name__}: no column {missing[0]!r} among the inputs"
+                f"{_suggest(missing[0], columns)}"
+            )
+        return names
+
     # -- helpers -----------------------------------------------------------------------------
 
     def _excluded(self) -> set[str]:
@@ -299,15 +350,15 @@ def _fit_window(p: Processor, frame: pl.DataFrame, start: date, end: date) -> pl
     return window
 
 
-def _fitted_columns(p: Processor, state: str, frame: pl.DataFrame) -> tuple[str, ...]:
-    """The columns ``p`` was fitted on, all present in ``frame``; else a NotFittedError or a
-    UsageError."""
+def _fitted_columns(p: Processor, state: str, available: Sequence[str]) -> tuple[str, ...]:
+    """The columns ``p`` was fitted on, all among ``available`` (a frame's columns, or a
+    matrix's); else a NotFittedError or a UsageError."""
     if state not in p.__dict__:
         raise NotFittedError(
             f"{type(p).__name__} is not fitted; call fit(train_frame) before transform"
         )
     columns = tuple(getattr(p, state))
-    missing = [c for c in columns if c not in frame.columns]
+    missing = [c for c in columns if c not in available]
     if missing:
         raise UsageError(
             f"{type(p).__name__}: the frame lacks {', '.join(missing)}, which the processor was "
@@ -348,7 +399,14 @@ class _Fitted(Processor):
         return self
 
     def transform(self, frame: pl.DataFrame) -> pl.DataFrame:
-        return self._transform(frame, _fitted_columns(self, "columns_", frame))
+        return self._transform(frame, _fitted_columns(self, "columns_", frame.columns))
+
+    @property
+    def row_wise(self) -> bool:
+        return True
+
+    def _array_columns(self, columns: Sequence[str]) -> tuple[str, ...]:
+        return _fitted_columns(self, "columns_", columns)
 
     @abc.abstractmethod
     def _fit(self, window: pl.DataFrame, columns: tuple[str, ...]) -> None: ...
@@ -380,6 +438,15 @@ class Fillna(Processor):
 
     def _transform(self, frame: pl.DataFrame, columns: tuple[str, ...]) -> pl.DataFrame:
         return frame.with_columns(_missing_as_null(c).fill_null(self.value) for c in columns)
+
+    @property
+    def row_wise(self) -> bool:
+        return True
+
+    def _transform_array(self, x: np.ndarray, at: list[int], columns: tuple[str, ...]) -> None:
+        part = x[:, at]
+        part[np.isnan(part)] = self.value
+        x[:, at] = part
 
 
 class DropnaLabel(Processor):
@@ -563,10 +630,17 @@ class RobustZScoreNorm(_Fitted):
             center, scale = self.center_[column], self.scale_[column]
             if center is None or scale is None:
                 return pl.lit(None, pl.Float64).alias(column)
-            z = _nan_to_null((_missing_as_null(column) - center) / scale)
+            # times the reciprocal, as Polars computes a division by a constant anyway: the
+            # matrix form does the same arithmetic, so that both give the same bits
+            z = _nan_to_null((_missing_as_null(column) - center) * (1.0 / scale))
             return (z.clip(-3.0, 3.0) if self.clip_outlier else z).alias(column)
 
         return frame.with_columns(one(c) for c in columns)
+
+    def _transform_array(self, x: np.ndarray, at: list[int], columns: tuple[str, ...]) -> None:
+        with np.errstate(invalid="ignore", divide="ignore"):  # inf - inf is NaN, as in Polars
+            z = (x[:, at] - _stats(self.center_, columns)) * (1.0 / _stats(self.scale_, columns))
+        x[:, at] = np.clip(z, -3.0, 3.0) if self.clip_outlier else z
 
 
 class ZScoreNorm(_Fitted):
@@ -593,9 +667,16 @@ class ZScoreNorm(_Fitted):
                 return pl.lit(None, pl.Float64).alias(column)
             if std == 0:
                 return x.alias(column)
-            return _nan_to_null((x - mean) / std).alias(column)
+            return _nan_to_null((x - mean) * (1.0 / std)).alias(column)  # as RobustZScoreNorm
 
         return frame.with_columns(one(c) for c in columns)
+
+    def _transform_array(self, x: np.ndarray, at: list[int], columns: tuple[str, ...]) -> None:
+        mean, std = _stats(self.mean_, columns), _stats(self.std_, columns)
+        keep = std == 0  # left as it is (NaN, a column with nothing learned, is not kept)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = (x[:, at] - mean) * (1.0 / np.where(keep, 1.0, std))
+        x[:, at] = np.where(keep, x[:, at], z)
 
 
 class Winsorize(Processor):
@@ -677,7 +758,7 @@ class Winsorize(Processor):
     def transform(self, frame: pl.DataFrame) -> pl.DataFrame:
         if self.by == "date":
             return super().transform(frame)
-        return self._transform(frame, _fitted_columns(self, "bounds_", frame))
+        return self._transform(frame, _fitted_columns(self, "bounds_", frame.columns))
 
     def _transform(self, frame: pl.DataFrame, columns: tuple[str, ...]) -> pl.DataFrame:
         def one(column: str) -> pl.Expr:
@@ -692,6 +773,21 @@ class Winsorize(Processor):
             return x.clip(a, b).alias(column)
 
         return frame.with_columns(one(c) for c in columns)
+
+    @property
+    def row_wise(self) -> bool:
+        return self.by == "fit"
+
+    def _array_columns(self, columns: Sequence[str]) -> tuple[str, ...]:
+        return _fitted_columns(self, "bounds_", columns)
+
+    def _transform_array(self, x: np.ndarray, at: list[int], columns: tuple[str, ...]) -> None:
+        lo = np.array([np.nan if self.bounds_[c][0] is None else self.bounds_[c][0]
+                       for c in columns])  # fmt: skip
+        hi = np.array([np.nan if self.bounds_[c][1] is None else self.bounds_[c][1]
+                       for c in columns])  # fmt: skip
+        # a bound not learned makes the column missing, as the frame's transform does
+        x[:, at] = np.where(np.isnan(lo) | np.isnan(hi), np.nan, np.clip(x[:, at], lo, hi))
 
 
 PROCESSORS: Mapping[str, type[Processor]] = {
@@ -756,11 +852,34 @@ class Pipeline:
         """Apply every step in order. With ``inference`` (scoring, where the label is what is
         predicted and not known), without the learning-only steps and those that only
         process the label."""
-        for step in self.steps:
-            if inference and (not step.for_inference or step.fields == "label"):
-                continue
+        for step in self._applied(inference):
             frame = step.transform(frame)
         return frame
+
+    def _applied(self, inference: bool) -> list[Processor]:
+        return [s for s in self.steps
+                if not (inference and (not s.for_inference or s.fields == "label"))]  # fmt: skip
+
+    def row_wise(self, *, inference: bool = False) -> bool:
+        """True when every step applied transforms each row on its own, so
+        ``transform_array`` applies."""
+        return all(step.row_wise for step in self._applied(inference))
+
+    def transform_array(
+        self, x: np.ndarray, columns: Sequence[str], *, inference: bool = False
+    ) -> np.ndarray:
+        """Rows of ``columns`` (a matrix, NaN for missing) transformed as ``transform`` would
+        transform a frame of them, as a new float64 matrix (NaN for missing); every step
+        applied must be ``row_wise``."""
+        out = np.array(x, dtype=np.float64, order="C")  # a copy: the caller's is left alone
+        if out.ndim != 2 or out.shape[1] != len(columns):
+            raise UsageError(
+                f"Pipeline.transform_array: a matrix of {len(columns)} columns is needed, "
+                f"not one of shape {out.shape}"
+            )
+        for step in self._applied(inference):
+            step.transform_array(out, columns)
+        return out
 
     def fit_transform(self, frame: pl.DataFrame) -> pl.DataFrame:
         """Fit on ``frame`` and return it transformed (each step is applied once)."""

@@ -34,6 +34,8 @@ QLIB_LIGHTGBM: dict[str, Any] = {
     "max_depth": 8,
     "num_leaves": 210,
 }
+# Up to this many rows, LightGBM predicts on one thread (see LightGBMModel.predict).
+SMALL_PREDICT_ROWS = 2_048
 
 
 class Model(Protocol):
@@ -143,7 +145,12 @@ class LightGBMModel:
     def predict(self, x: np.ndarray) -> np.ndarray:
         if self.booster_ is None:
             raise NotFittedError("the model is not trained yet: call fit first")
-        out: np.ndarray = self.booster_.predict(x, num_iteration=self.booster_.best_iteration)
+        # A few rows (a served request) on one thread: LightGBM's threads cost such a call
+        # milliseconds to start and gain nothing; a large matrix gets them all.
+        threads = {"num_threads": 1} if x.shape[0] <= SMALL_PREDICT_ROWS else {}
+        out: np.ndarray = self.booster_.predict(
+            x, num_iteration=self.booster_.best_iteration, **threads
+        )
         return out
 
 

@@ -9,7 +9,7 @@ champion's own features and applies its own processors, and serving can do the s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,8 @@ __all__ = ["INPUT_DTYPE", "PackagedModel", "Recipe"]
 
 #: the type every feature column is cast to before the estimator sees it (as in training)
 INPUT_DTYPE = "float32"
+# Rows scored at once through a matrix: a bound on the float64 copy of a large frame.
+CHUNK_ROWS = 65_536
 
 
 @dataclass(frozen=True)
@@ -56,11 +58,51 @@ class PackagedModel:
         names = self.recipe.features.keys() if self.recipe.processors else self.columns
         return {n: self.recipe.features[n] for n in names if n in self.recipe.features}
 
+    @property
+    def row_wise(self) -> bool:
+        """True when each row scores on its own (no processor reads a whole date), so
+        ``score_matrix`` applies."""
+        pipeline = self.recipe.processors
+        return pipeline is None or pipeline.row_wise(inference=True)
+
+    def score_matrix(self, matrix: np.ndarray, names: Sequence[str]) -> np.ndarray:
+        """Scores of rows of raw features without a frame: ``matrix`` is rows by ``names``
+        (numbers, NaN for missing). The same scores as ``score`` of a frame of those rows;
+        only for a ``row_wise`` model."""
+        pipeline = self.recipe.processors
+        if pipeline is not None:
+            if not pipeline.row_wise(inference=True):
+                raise UsageError(
+                    f"the {self.model_type} model's processors read whole dates: score a frame "
+                    "of the day's cross-section"
+                )
+            matrix = pipeline.transform_array(matrix, names, inference=True)
+        index = {c: i for i, c in enumerate(names)}
+        missing = [c for c in self.columns if c not in index]
+        if missing:
+            raise UsageError(
+                f"the {self.model_type} model reads columns the frame does not have: "
+                f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}"
+            )
+        x = np.asarray(matrix)[:, [index[c] for c in self.columns]].astype(INPUT_DTYPE)
+        return np.asarray(self.estimator.predict(x), dtype=np.float64).reshape(-1)
+
     def score(self, frame: pl.DataFrame) -> np.ndarray:
         """Scores of ``frame``'s rows (instrument, date and the raw features), in its order.
 
         The fitted processors are applied first, as at inference (no label, nothing
-        dropped), then the columns are cast and ordered as in training."""
+        dropped), then the columns are cast and ordered as in training. When every
+        processor is row-wise and the features are numbers, through ``score_matrix`` in
+        chunks of rows (one route for serving and research, and a bounded copy)."""
+        names = [c for c in frame.columns if c not in ("instrument", "date")]
+        schema = frame.schema
+        if self.row_wise and names and all(schema[c].is_float() for c in names):
+            if frame.height == 0:
+                return np.empty(0, dtype=np.float64)
+            return np.concatenate([
+                self.score_matrix(part.select(pl.col(names).cast(pl.Float64)).to_numpy(), names)
+                for part in frame.iter_slices(CHUNK_ROWS)
+            ])  # fmt: skip
         if self.recipe.processors is not None:
             frame = self.recipe.processors.transform(frame, inference=True)
         missing = [c for c in self.columns if c not in frame.columns]

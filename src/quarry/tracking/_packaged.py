@@ -3,6 +3,7 @@ models package, which sits above it and logs through it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import polars as pl
@@ -23,5 +24,10 @@ class Packaged(Protocol):
     def inputs(self) -> dict[str, str]: ...
 
     def score(self, frame: pl.DataFrame) -> Any: ...
+
+    @property
+    def row_wise(self) -> bool: ...
+
+    def score_matrix(self, matrix: Any, names: Sequence[str]) -> Any: ...
 
     def describe(self) -> dict[str, Any]: ...
