@@ -36,14 +36,11 @@ import fcntl
 import json
 import logging
 import os
-import signal
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from sqlalchemy import make_url
@@ -174,8 +171,7 @@ def serve(
     workers and given the event that stops them; ``loops`` are shown on /healthz and
     /metrics beside the workers' and the watchdog's. (``quarry server start --serve-models``
     serves the models this way; this layer knows nothing of them.)"""
-    import uvicorn
-
+    from quarry._listen import listening
     from quarry.settings import quarry_home
 
     url = db or default_url()
@@ -211,49 +207,26 @@ def serve(
         if mount is not None:
             # after the job API's routes, so it gets only the paths they do not answer
             app.mount("/", mount)
-        api = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
-        api_thread = threading.Thread(target=api.run, name="api")
-
-        stopping = threading.Event()
-        signalled: list[str] = []
-
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
-            signalled.append(signal.Signals(signum).name)
-            stopping.set()
-
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-        began = time.monotonic()
         try:
-            api_thread.start()
-            while not api.started and api_thread.is_alive():
-                time.sleep(0.05)
-            if not api.started:  # it could not listen (the port is taken ...)
-                raise UsageError(f"--port {port}: cannot listen on {host}:{port}; is another "
-                                 "server using it? Give another --port")  # fmt: skip
-            if runner.detachable:
-                _adopt(pool[0], sole=make_url(url).get_backend_name() == "sqlite")
-            for thread in threads:
-                thread.start()
-            safe_url = make_url(url).render_as_string(hide_password=True)
-            on = f", on Ray at {runner.address}" if isinstance(runner, RayBackend) else ""
-            _log.info("server started on %s (pid %d): %d worker%s of %g cpus and %s each%s, "
-                      "database %s", listen, os.getpid(), workers, "s" if workers > 1 else "",
-                      share.cpus, readable_memory(share.memory), on, safe_url)  # fmt: skip
-            while not stopping.wait(0.5) and api_thread.is_alive():
-                pass
+            # stop first: no new attempt is admitted while the API winds down
+            with listening(app, host=host, port=port, on_stop=stop.set) as server:
+                if runner.detachable:
+                    _adopt(pool[0], sole=make_url(url).get_backend_name() == "sqlite")
+                for thread in threads:
+                    thread.start()
+                safe_url = make_url(url).render_as_string(hide_password=True)
+                on = f", on Ray at {runner.address}" if isinstance(runner, RayBackend) else ""
+                _log.info("server started on %s (pid %d): %d worker%s of %g cpus and %s each%s, "
+                          "database %s", listen, os.getpid(), workers, "s" if workers > 1 else "",
+                          share.cpus, readable_memory(share.memory), on, safe_url)  # fmt: skip
+                server.wait()
         finally:
-            stop.set()  # no new attempt is admitted while the API winds down
-            api.should_exit = True
-            if api_thread.is_alive():
-                api_thread.join()
+            stop.set()
             for thread in threads:
                 if thread.is_alive():
                     thread.join(timeout=30)
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
             store.close()
-        by = f" by {signalled[0]}" if signalled else ""
-        took = time.monotonic() - began
+        by, took = server.by, server.seconds
         requeued = sorted(j for w in pool for j in w.requeued)
         n = len(requeued)
         if runner.detachable:

@@ -3,7 +3,7 @@
 The catalog is started first (every model's version found and loaded once, so a model that
 cannot score is refused at the start, in one line), then the watcher, then the API (uvicorn)
 in a thread of its own while the main thread waits for SIGTERM or SIGINT, as the job
-service's server does: uvicorn on the main thread would take the signals for itself. The
+service's server does (``quarry._listen``). The
 server logs to stderr, a line each: its start with the models it serves, each switch to a
 promoted version, each version unloaded, and its stop.
 
@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from quarry.exceptions import UsageError
@@ -144,40 +141,17 @@ def serve_models(
 ) -> None:
     """Serve ``models`` (default: every registered model at ``champion``) until SIGTERM or
     SIGINT; see the module's docstring."""
-    import uvicorn
+    from quarry._listen import listening
 
     service = build_models(models=models, store=store, db=db, max_loaded=max_loaded,
                            memory=memory, max_in_flight=max_in_flight, poll=poll)  # fmt: skip
-    api = uvicorn.Server(uvicorn.Config(service.app, host=host, port=port, log_level="warning"))
-    api_thread = threading.Thread(target=api.run, name="serve-api")
-    stopping = threading.Event()
-    signalled: list[str] = []
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        signalled.append(signal.Signals(signum).name)
-        stopping.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    began = time.monotonic()
     try:
         service.watcher.start()
-        api_thread.start()
-        while not api.started and api_thread.is_alive():
-            time.sleep(0.05)
-        if not api.started:  # it could not listen (the port is taken ...)
-            raise UsageError(f"--port {port}: cannot listen on {host}:{port}; is another "
-                             "server using it? Give another --port")  # fmt: skip
-        _log.info("serving on http://%s:%d (pid %d): %s", host, port, os.getpid(),
-                  service.served())  # fmt: skip
-        while not stopping.wait(0.5) and api_thread.is_alive():
-            pass
+        with listening(service.app, host=host, port=port, name="serve-api") as server:
+            _log.info("serving on http://%s:%d (pid %d): %s", host, port, os.getpid(),
+                      service.served())  # fmt: skip
+            server.wait()
     finally:
-        api.should_exit = True
-        if api_thread.is_alive():
-            api_thread.join()
         service.watcher.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         service.close()
-    by = f" by {signalled[0]}" if signalled else ""
-    _log.info("stopped%s after %.0f s", by, time.monotonic() - began)
+    _log.info("stopped%s after %.0f s", server.by, server.seconds)
