@@ -113,7 +113,12 @@ def test_one_process_serves_jobs_and_models_on_one_port(trained: Trained, tmp_pa
         assert health["loops"]["alias watcher"]["passes"] > 0, health
         metrics = httpx2.get(f"{url}/metrics", timeout=10).text
         assert 'quarry_loop_errors_total{loop="alias watcher"} 0.0' in metrics, metrics
-        assert "quarry_jobs{" in metrics and "quarry_serve_" not in metrics, metrics
+        # and the model API's figures beside the job service's: predictions by model, version
+        assert "quarry_jobs{" in metrics, metrics
+        counted = (f'quarry_serve_predict_seconds_count{{model="m-linear",version="{version}"}} '
+                   "1.0")  # fmt: skip
+        assert counted in metrics, metrics
+        assert 'quarry_serve_model_version{alias="champion",model="m-linear"}' in metrics
     text = log.read_text()
     assert "serving under /v2" in text and "m-linear@champion=v" in text, text
     assert "server stopped by SIGINT" in text and "Traceback" not in text, text

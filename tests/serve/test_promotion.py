@@ -1,6 +1,6 @@
 """On a real server (uvicorn on a loopback port): an alias moved while clients send
 predictions continuously loses no request and mixes no versions; overload is answered 503 at
-once."""
+once; a model that gets a champion after the start is served without a restart."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 import httpx2
 import numpy as np
 import polars as pl
+from mlflow import MlflowClient
 
 from quarry.serve import AliasWatcher, Catalog, ModelRef, create_app
 from quarry.tracking import load_packaged, promote, register, set_alias
@@ -179,3 +180,43 @@ def test_overload_is_answered_503_at_once(api: Api, trained: Trained) -> None:
         again = httpx2.post(f"{url}/v2/models/m-linear/predict", content=body,
                             headers=headers, timeout=10)  # fmt: skip
         assert again.status_code == 200  # the slot was given back
+
+
+def test_serving_every_champion_picks_up_a_model_that_gets_one_later(
+    api: Api, trained: Trained
+) -> None:
+    def loader(name: str, version: int) -> Any:
+        if name == "late-broken":
+            raise OSError("artifact gone")
+        return load_packaged(name, version)
+
+    catalog = Catalog(loader=loader)  # every model at champion: now and later
+    catalog.start()
+    before = set(catalog.names())
+    assert "late" not in before
+    late = register(trained.run_ids["linear"], "late", metadata("linear", trained.store))
+    broken = register(trained.run_ids["linear"], "late-broken",
+                      metadata("linear", trained.store))  # fmt: skip
+    registry = MlflowClient()
+    try:
+        assert catalog.refresh() == []  # registered, but no champion yet: not served
+        set_alias("late", "champion", late)
+        set_alias("late-broken", "champion", broken)
+        assert catalog.refresh() == [("late", 0, late)]
+        assert set(catalog.names()) == before | {"late"}
+        assert "cannot be loaded (artifact gone)" in catalog.problems["late-broken"]
+        assert catalog.refresh() == []  # the broken version is not tried again ...
+        loads = catalog.loads
+        # ... and the new one answers through the API as the registered version does
+        app = create_app(catalog, jobs=api.jobs)
+        body, table = _body(trained)
+        with running(app) as url:
+            r = httpx2.post(f"{url}/v2/models/late/predict", content=body,
+                            headers={**api.auth(), "Content-Type": "application/json"})  # fmt: skip
+        assert r.status_code == 200 and r.json()["version"] == late
+        np.testing.assert_allclose([p["score"] for p in r.json()["predictions"]],
+                                   load_packaged("late", late).score(table), rtol=1e-6)  # fmt: skip
+        assert catalog.loads == loads
+    finally:  # other tests serve every champion too
+        for name in ("late", "late-broken"):
+            registry.delete_registered_model(name)

@@ -155,7 +155,7 @@ def start_cmd(
     service = build_models(models=refs, store=store, db=db)
     try:
         serve(**settings, mount=service.app, background=[service.follow],
-              loops=[service.watcher.health])  # fmt: skip
+              loops=[service.watcher.health], collectors=[service.app.state.metrics])  # fmt: skip
     finally:
         service.close()
 

@@ -139,16 +139,20 @@ def create_app(
     loops: Sequence[LoopHealth] = (),
     free: Callable[[], list[tuple[float, int]]] | None = None,
     outputs: Path | None = None,
+    collectors: Sequence[Collector] = (),
 ) -> FastAPI:
     """The API over ``store``; ``capacity`` is the largest worker's, ``logs`` the workers'
     log folder, ``loops`` the background loops whose health /healthz shows, ``free`` each
     local worker's free cpus and memory now (why a queued job waits), ``outputs`` the folder
-    of the jobs' own folders."""
+    of the jobs' own folders, ``collectors`` more for /metrics (another service's in
+    the same process)."""
     app = FastAPI(title="Quarry jobs", version="1")
     app.state.store = store
     started = time.monotonic()
     registry = CollectorRegistry()
     registry.register(_StoreCollector(store, loops))
+    for collector in collectors:
+        registry.register(collector)
     request_seconds = Histogram("quarry_api_request_seconds", "Time to answer a request.",
                                 ["method", "route"], registry=registry)  # fmt: skip
 

@@ -159,6 +159,7 @@ def serve(
     mount: Any | None = None,
     background: Sequence[Callable[[threading.Event], None]] = (),
     loops: Sequence[LoopHealth] = (),
+    collectors: Sequence[Any] = (),
 ) -> None:
     """Run the service until SIGTERM or SIGINT. ``workers`` share ``cpus``, ``memory`` and
     ``gpus`` equally (default: all of this machine's, or of the Ray cluster's live nodes with
@@ -169,7 +170,8 @@ def serve(
     every path the job API has no route for (its own /healthz, /metrics and /docs stay the
     job service's); each of ``background`` runs in a thread of its own, started with the
     workers and given the event that stops them; ``loops`` are shown on /healthz and
-    /metrics beside the workers' and the watchdog's. (``quarry server start --serve-models``
+    /metrics beside the workers' and the watchdog's, and ``collectors`` (Prometheus', such as
+    the mounted app's registry) on /metrics. (``quarry server start --serve-models``
     serves the models this way; this layer knows nothing of them.)"""
     from quarry._listen import listening
     from quarry.settings import quarry_home
@@ -203,7 +205,8 @@ def serve(
                     for k, run in enumerate(background)]  # fmt: skip
         app = create_app(store, capacity=share, logs=logs,
                          loops=[*(w.health for w in pool), watchdog.health, *loops],
-                         free=lambda: [w.free for w in pool], outputs=outputs)  # fmt: skip
+                         free=lambda: [w.free for w in pool], outputs=outputs,
+                         collectors=collectors)  # fmt: skip
         if mount is not None:
             # after the job API's routes, so it gets only the paths they do not answer
             app.mount("/", mount)

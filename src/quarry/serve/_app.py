@@ -258,6 +258,7 @@ def create_app(
     # and other routes never wait behind them
     limiter = anyio.CapacityLimiter(max_in_flight)
     registry = CollectorRegistry()
+    app.state.metrics = registry  # what /metrics shows: the job service's shows it when mounted
     registry.register(_CatalogCollector(catalog, load))
     request_seconds = Histogram("quarry_serve_request_seconds", "Time to answer a request.",
                                 ["method", "route"], registry=registry)  # fmt: skip

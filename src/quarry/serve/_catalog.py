@@ -135,6 +135,12 @@ def _alias_version(name: str, alias: str) -> int | None:
     return alias_version(name, alias)
 
 
+def _models_at(alias: str) -> dict[str, int]:
+    from quarry.tracking import models_at
+
+    return models_at(alias)
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -144,8 +150,9 @@ class Catalog:
     docstring).
 
     ``refs``: the models and aliases to serve (None: every registered model that has a
-    ``champion``); ``max_loaded`` and ``memory`` (bytes) bound the loaded versions;
-    ``loader`` and ``resolve`` read the registry (a version's package, an alias's version).
+    ``champion``, now and as others get one: ``refresh`` adds them); ``max_loaded`` and
+    ``memory`` (bytes) bound the loaded versions; ``loader``, ``resolve`` and ``discover``
+    read the registry (a version's package, an alias's version, the models with an alias).
     """
 
     def __init__(
@@ -156,6 +163,7 @@ class Catalog:
         memory: int | None = None,
         loader: Callable[[str, int], Packaged] = _load_packaged,
         resolve: Callable[[str, str], int | None] = _alias_version,
+        discover: Callable[[str], dict[str, int]] = _models_at,
     ) -> None:
         if max_loaded is not None and max_loaded < 1:
             raise UsageError(f"--max-loaded {max_loaded}: give 1 or more")
@@ -163,7 +171,7 @@ class Catalog:
             raise UsageError("--memory: give a size above 0, e.g. 2Gi")
         self.refs = list(refs) if refs is not None else None
         self.max_loaded, self.memory = max_loaded, memory
-        self._loader, self._resolve = loader, resolve
+        self._loader, self._resolve, self._discover = loader, resolve, discover
         self._served: dict[str, Served] = {}
         self._loaded: OrderedDict[tuple[str, int], Version] = OrderedDict()
         self._loading: dict[tuple[str, int], threading.Lock] = {}
@@ -296,10 +304,37 @@ class Catalog:
 
     # -------------------------------------------------------------------- following aliases
 
+    def _arrivals(self) -> list[tuple[str, int, int]]:
+        """Models that have a ``champion`` now and are not served yet, loaded and added (a
+        model is never dropped: one whose alias is removed serves on, as /healthz says)."""
+        added = []
+        for name, version in sorted(self._discover(DEFAULT_ALIAS).items()):
+            if name in self._served or self._failed.get(name) == version:
+                continue
+            try:
+                self._load(name, version)
+                entry = self._entry(ModelRef(name), version)
+            except Exception as exc:  # a broken version must not stop the others serving
+                first = (str(exc).splitlines() or [type(exc).__name__])[0]
+                self._failed[name] = version
+                self.problems[name] = (f"got a {DEFAULT_ALIAS}, version {version}, which "
+                                       f"cannot be loaded ({first}): not served")  # fmt: skip
+                _log.error("model %s: %s", name, self.problems[name])
+                continue
+            self._served[name] = entry
+            self.problems.pop(name, None)
+            self._failed.pop(name, None)
+            added.append((name, 0, version))
+            _log.info("model %s: registered with a %s, version %d; now serving it", name,
+                      DEFAULT_ALIAS, version)  # fmt: skip
+        return added
+
     def refresh(self) -> list[tuple[str, int, int]]:
-        """One look at every served model's alias: a moved one is loaded, then switched to.
-        Returns the switches made, as (name, from version, to version)."""
-        moves = []
+        """One look at every served model's alias: a moved one is loaded, then switched to;
+        serving every model at ``champion`` (no ``refs``), a model that has got one since is
+        loaded and served too. Returns the switches made, as (name, from version, to
+        version); a model newly served is (name, 0, its version)."""
+        moves = self._arrivals() if self.refs is None else []
         for name, served in list(self._served.items()):
             ref = served.ref
             now = self._resolve(ref.name, ref.alias)

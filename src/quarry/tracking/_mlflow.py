@@ -21,6 +21,7 @@ __all__ = [
     "alias_version",
     "client",
     "experiment_id",
+    "models_at",
     "quiet_mlflow",
     "shown_uri",
     "tracking_uri",
@@ -141,6 +142,24 @@ def quiet_mlflow(*loggers: str, events: bool = False) -> Iterator[None]:
         mlflow_logging.MLFLOW_LOGGING_STREAM = stream
         for log, level in saved:
             log.setLevel(level)
+
+
+def models_at(alias: str) -> dict[str, int]:
+    """Every registered model that has ``alias``, with the version it points at (one search
+    of the registry, paged: cheap enough to ask every second)."""
+    from mlflow.exceptions import MlflowException
+
+    found: dict[str, int] = {}
+    token = None
+    try:
+        while True:
+            page = client().search_registered_models(max_results=1000, page_token=token)
+            found |= {m.name: int(m.aliases[alias]) for m in page if alias in m.aliases}
+            token = page.token
+            if not token:
+                return found
+    except MlflowException as exc:
+        raise UsageError(f"model registry: {str(exc).splitlines()[0]}") from exc
 
 
 def alias_version(name: str, alias: str) -> int | None:
