@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import abc
 import difflib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from typing import Any, ClassVar, Self
 
@@ -77,6 +77,7 @@ EPS = 1e-12
 
 Fields = str | Sequence[str]
 DateLike = date | str
+ArrayStep = Callable[[np.ndarray], None]  # transforms a matrix in place
 
 
 def _missing_as_null(column: str) -> pl.Expr:
@@ -262,6 +263,12 @@ class Processor(abc.ABC):
         """Transform ``x`` in place and return it: rows by ``columns``, float64, NaN for a
         missing value; the values are those ``transform`` gives the same rows of a frame (NaN
         where it gives null). Only for a ``row_wise`` processor."""
+        self.array_step(columns)(x)
+        return x
+
+    def array_step(self, columns: Sequence[str]) -> ArrayStep:
+        """``transform_array`` for matrices of ``columns``, prepared once (the columns picked,
+        the statistics as arrays): what a server calls for every request."""
         if not self.row_wise:
             raise UsageError(
                 f"{type(self).__name__} reads whole dates (or drops rows), not one row at a "
@@ -269,10 +276,13 @@ class Processor(abc.ABC):
             )
         index = {c: i for i, c in enumerate(columns)}
         picked = self._array_columns(columns)
-        self._transform_array(x, [index[c] for c in picked], picked)
-        return x
+        at = [index[c] for c in picked]
+        # every column, in order: the matrix itself, not a copy of its columns
+        where: slice | np.ndarray = (slice(None) if at == list(range(len(columns)))
+                                     else np.asarray(at, dtype=np.intp))  # fmt: skip
+        return self._array_step(where, picked)
 
-    def _transform_array(self, x: np.ndarray, at: list[int], columns: tuple[str, ...]) -> None:
+    def _array_step(self, at: slice | np.ndarray, columns: tuple[str, ...]) -> ArrayStep:
         raise NotImplementedError  # only row-wise processors have one
 
     def _array_columns(self, columns: Sequence[str]) -> tuple[str, ...]:
@@ -443,10 +453,15 @@ class Fillna(Processor):
     def row_wise(self) -> bool:
         return True
 
-    def _transform_array(self, x: np.ndarray, at: list[int], columns: tuple[str, ...]) -> None:
-        part = x[:, at]
-        part[np.isnan(part)] = self.value
-        x[:, at] = part
+    def _array_step(self, at: slice | np.ndarray, columns: tuple[str, ...]) -> ArrayStep:
+        value = self.value
+
+        def step(x: np.ndarray) -> None:
+            part = x[:, at]
+            np.copyto(part, value, where=np.isnan(part))
+            x[:, at] = part
+
+        return step
 
 
 class DropnaLabel(Processor):
@@ -637,10 +652,16 @@ class RobustZScoreNorm(_Fitted):
 
         return frame.with_columns(one(c) for c in columns)
 
-    def _transform_array(self, x: np.ndarray, at: list[int], columns: tuple[str, ...]) -> None:
-        with np.errstate(invalid="ignore", divide="ignore"):  # inf - inf is NaN, as in Polars
-            z = (x[:, at] - _stats(self.center_, columns)) * (1.0 / _stats(self.scale_, columns))
-        x[:, at] = np.clip(z, -3.0, 3.0) if self.clip_outlier else z
+    def _array_step(self, at: slice | np.ndarray, columns: tuple[str, ...]) -> ArrayStep:
+        center, inverse = _stats(self.center_, columns), 1.0 / _stats(self.scale_, columns)
+        clip = self.clip_outlier
+
+        def step(x: np.ndarray) -> None:
+            with np.errstate(invalid="ignore"):  # inf - inf is NaN, as in Polars
+                z = (x[:, at] - center) * inverse
+            x[:, at] = np.clip(z, -3.0, 3.0) if clip else z
+
+        return step
 
 
 class ZScoreNorm(_Fitted):
@@ -671,12 +692,18 @@ class ZScoreNorm(_Fitted):
 
         return frame.with_columns(one(c) for c in columns)
 
-    def _transform_array(self, x: np.ndarray, at: list[int], columns: tuple[str, ...]) -> None:
+    def _array_step(self, at: slice | np.ndarray, columns: tuple[str, ...]) -> ArrayStep:
         mean, std = _stats(self.mean_, columns), _stats(self.std_, columns)
         keep = std == 0  # left as it is (NaN, a column with nothing learned, is not kept)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            z = (x[:, at] - mean) * (1.0 / np.where(keep, 1.0, std))
-        x[:, at] = np.where(keep, x[:, at], z)
+        inverse = 1.0 / np.where(keep, 1.0, std)
+
+        def step(x: np.ndarray) -> None:
+            part = x[:, at]
+            with np.errstate(invalid="ignore"):
+                z = (part - mean) * inverse
+            x[:, at] = np.where(keep, part, z)
+
+        return step
 
 
 class Winsorize(Processor):
@@ -781,13 +808,15 @@ class Winsorize(Processor):
     def _array_columns(self, columns: Sequence[str]) -> tuple[str, ...]:
         return _fitted_columns(self, "bounds_", columns)
 
-    def _transform_array(self, x: np.ndarray, at: list[int], columns: tuple[str, ...]) -> None:
-        lo = np.array([np.nan if self.bounds_[c][0] is None else self.bounds_[c][0]
-                       for c in columns])  # fmt: skip
-        hi = np.array([np.nan if self.bounds_[c][1] is None else self.bounds_[c][1]
-                       for c in columns])  # fmt: skip
-        # a bound not learned makes the column missing, as the frame's transform does
-        x[:, at] = np.where(np.isnan(lo) | np.isnan(hi), np.nan, np.clip(x[:, at], lo, hi))
+    def _array_step(self, at: slice | np.ndarray, columns: tuple[str, ...]) -> ArrayStep:
+        lo = _stats({c: self.bounds_[c][0] for c in columns}, columns)
+        hi = _stats({c: self.bounds_[c][1] for c in columns}, columns)
+        unknown = np.isnan(lo) | np.isnan(hi)  # made missing, as the frame's transform does
+
+        def step(x: np.ndarray) -> None:
+            x[:, at] = np.where(unknown, np.nan, np.clip(x[:, at], lo, hi))
+
+        return step
 
 
 PROCESSORS: Mapping[str, type[Processor]] = {
@@ -871,15 +900,27 @@ class Pipeline:
         """Rows of ``columns`` (a matrix, NaN for missing) transformed as ``transform`` would
         transform a frame of them, as a new float64 matrix (NaN for missing); every step
         applied must be ``row_wise``."""
-        out = np.array(x, dtype=np.float64, order="C")  # a copy: the caller's is left alone
-        if out.ndim != 2 or out.shape[1] != len(columns):
-            raise UsageError(
-                f"Pipeline.transform_array: a matrix of {len(columns)} columns is needed, "
-                f"not one of shape {out.shape}"
-            )
-        for step in self._applied(inference):
-            step.transform_array(out, columns)
-        return out
+        return self.array_transformer(columns, inference=inference)(x)
+
+    def array_transformer(
+        self, columns: Sequence[str], *, inference: bool = False
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        """``transform_array`` for matrices of ``columns``, every step prepared once."""
+        steps = [step.array_step(columns) for step in self._applied(inference)]
+        width = len(columns)
+
+        def transform(x: np.ndarray) -> np.ndarray:
+            out = np.array(x, dtype=np.float64, order="C")  # a copy: the caller's stays
+            if out.ndim != 2 or out.shape[1] != width:
+                raise UsageError(
+                    f"Pipeline.transform_array: a matrix of {width} columns is needed, "
+                    f"not one of shape {out.shape}"
+                )
+            for step in steps:
+                step(out)
+            return out
+
+        return transform
 
     def fit_transform(self, frame: pl.DataFrame) -> pl.DataFrame:
         """Fit on ``frame`` and return it transformed (each step is applied once)."""

@@ -9,7 +9,7 @@ champion's own features and applies its own processors, and serving can do the s
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,14 +69,17 @@ class PackagedModel:
         """Scores of rows of raw features without a frame: ``matrix`` is rows by ``names``
         (numbers, NaN for missing). The same scores as ``score`` of a frame of those rows;
         only for a ``row_wise`` model."""
+        return self.matrix_scorer(names)(matrix)
+
+    def matrix_scorer(self, names: Sequence[str]) -> Callable[[np.ndarray], np.ndarray]:
+        """``score_matrix`` for matrices of ``names``, prepared once (the processors' steps,
+        the columns picked): a server keeps one per loaded version."""
         pipeline = self.recipe.processors
-        if pipeline is not None:
-            if not pipeline.row_wise(inference=True):
-                raise UsageError(
-                    f"the {self.model_type} model's processors read whole dates: score a frame "
-                    "of the day's cross-section"
-                )
-            matrix = pipeline.transform_array(matrix, names, inference=True)
+        if pipeline is not None and not pipeline.row_wise(inference=True):
+            raise UsageError(
+                f"the {self.model_type} model's processors read whole dates: score a frame "
+                "of the day's cross-section"
+            )
         index = {c: i for i, c in enumerate(names)}
         missing = [c for c in self.columns if c not in index]
         if missing:
@@ -84,8 +87,16 @@ class PackagedModel:
                 f"the {self.model_type} model reads columns the frame does not have: "
                 f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}"
             )
-        x = np.asarray(matrix)[:, [index[c] for c in self.columns]].astype(INPUT_DTYPE)
-        return np.asarray(self.estimator.predict(x), dtype=np.float64).reshape(-1)
+        transform = (pipeline.array_transformer(names, inference=True) if pipeline is not None
+                     else np.asarray)  # fmt: skip
+        picked = np.asarray([index[c] for c in self.columns], dtype=np.intp)
+        predict = self.estimator.predict
+
+        def score(matrix: np.ndarray) -> np.ndarray:
+            x = transform(matrix)[:, picked].astype(INPUT_DTYPE)
+            return np.asarray(predict(x), dtype=np.float64).reshape(-1)
+
+        return score
 
     def score(self, frame: pl.DataFrame) -> np.ndarray:
         """Scores of ``frame``'s rows (instrument, date and the raw features), in its order.
@@ -99,8 +110,9 @@ class PackagedModel:
         if self.row_wise and names and all(schema[c].is_float() for c in names):
             if frame.height == 0:
                 return np.empty(0, dtype=np.float64)
+            score = self.matrix_scorer(names)
             return np.concatenate([
-                self.score_matrix(part.select(pl.col(names).cast(pl.Float64)).to_numpy(), names)
+                score(part.select(pl.col(names).cast(pl.Float64)).to_numpy())
                 for part in frame.iter_slices(CHUNK_ROWS)
             ])  # fmt: skip
         if self.recipe.processors is not None:

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from quarry.exceptions import UsageError
+from quarry.serve._inputs import RowScorer
 from quarry.tracking import DEFAULT_ALIAS, KEY_FIGURES
 from quarry.tracking._metadata import DEFAULT_PROJECT
 from quarry.tracking._packaged import Packaged
@@ -71,6 +72,9 @@ class Version:
     version: int
     packaged: Packaged
     size: int  # bytes, the pickle's size: what the memory bound counts
+    # a few rows' scorer, prepared at load (``_inputs.RowScorer``; None: the model's
+    # processors read whole dates)
+    rows: RowScorer | None = None
 
 
 @dataclass(frozen=True)
@@ -253,6 +257,15 @@ class Catalog:
         """The loaded version ``served`` points at, loaded again if it was unloaded."""
         return self._load(served.ref.name, served.version)
 
+    def peek(self, served: Served) -> Version | None:
+        """The loaded version ``served`` points at if it is loaded now (never loads it)."""
+        key = (served.ref.name, served.version)
+        with self._lock:
+            hit = self._loaded.get(key)
+            if hit is not None:
+                self._loaded.move_to_end(key)
+            return hit
+
     def loaded(self) -> list[tuple[str, int]]:
         """The loaded versions, least recently used first."""
         with self._lock:
@@ -278,7 +291,8 @@ class Catalog:
                     return hit
             try:
                 packaged = self._loader(name, version)
-                loaded = Version(name, version, packaged, _size(packaged))
+                loaded = Version(name, version, packaged, _size(packaged),
+                                 RowScorer.of(packaged))  # fmt: skip
                 with self._lock:
                     self.loads += 1
                     self._loaded[key] = loaded

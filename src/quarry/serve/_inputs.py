@@ -27,6 +27,8 @@ import io
 import json
 import re
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,6 +44,7 @@ __all__ = [
     "ByDate",
     "ByRecords",
     "by_date",
+    "few_records",
     "parse_body",
     "score_table",
     "to_arrow",
@@ -215,20 +218,36 @@ def table(
 
 
 # Up to this many records, a body that is plainly well formed is scored from Python values
-# straight into a matrix (``_few_records``): building and checking a frame of 158 columns costs
+# straight into a matrix (``few_records``): building and checking a frame of 158 columns costs
 # a one-row prediction milliseconds.
 FEW_RECORDS = 64
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
-def _few_records(packaged: Packaged, records: list[dict[str, Any]]) -> pl.DataFrame | None:
+@dataclass(frozen=True)
+class RowScorer:
+    """A loaded version's scorer of a few rows: the raw features it reads, in order, and
+    its ``matrix_scorer`` for them, prepared once when the version is loaded."""
+
+    names: list[str]
+    score: Callable[[np.ndarray], np.ndarray]
+
+    @classmethod
+    def of(cls, packaged: Packaged) -> RowScorer | None:
+        """The scorer of ``packaged``, or None when its processors read whole dates."""
+        if not packaged.row_wise:
+            return None
+        names = needed(packaged)
+        return cls(names, packaged.matrix_scorer(names))
+
+
+def few_records(rows: RowScorer, records: list[dict[str, Any]]) -> pl.DataFrame | None:
     """Scores of a few records without a frame, or None when that route does not apply: a
-    model whose processors read whole dates, or a body with anything unusual (an absent
-    key, a value not a number, a date not written YYYY-MM-DD), which the frame route then
-    reads, or refuses with the field named."""
-    if len(records) > FEW_RECORDS or not packaged.row_wise:
+    body with anything unusual (an absent key, a value not a number, a date not written
+    YYYY-MM-DD), which the frame route then reads, or refuses with the field named."""
+    if len(records) > FEW_RECORDS:
         return None
-    names = needed(packaged)
+    names = rows.names
     matrix = np.empty((len(records), len(names)), dtype=np.float64)
     instruments, days = [], []
     nan = float("nan")
@@ -245,17 +264,20 @@ def _few_records(packaged: Packaged, records: list[dict[str, Any]]) -> pl.DataFr
             days.append(dt.date.fromisoformat(day))
     except (KeyError, ValueError, OverflowError):  # an absent key, a 2021-02-30, a 1e999 int
         return None
-    scores = packaged.score_matrix(matrix, names)
+    scores = rows.score(matrix)
     return pl.DataFrame(
         {"instrument": instruments, "date": days, "score": scores},
         schema={"instrument": pl.String, "date": pl.Date, "score": pl.Float64},
     )
 
 
-def score_table(packaged: Packaged, body: ByRecords | pl.DataFrame) -> pl.DataFrame:
-    """Scores of a table body: instrument, date, score in the body's row order."""
+def score_table(
+    packaged: Packaged, body: ByRecords | pl.DataFrame, rows: RowScorer | None = None
+) -> pl.DataFrame:
+    """Scores of a table body: instrument, date, score in the body's row order; ``rows``,
+    the version's few-rows scorer, if it has one (``RowScorer.of``)."""
     if isinstance(body, ByRecords):
-        few = _few_records(packaged, body.records)
+        few = few_records(rows, body.records) if rows is not None else None
         if few is not None:
             return few
         records = body.records
