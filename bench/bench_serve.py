@@ -12,9 +12,11 @@ Alpha158 features of the market's last day as JSON records (``{"records": [...]}
   IPC stream for Quarry.
 
 Each server is a fresh process, started for its measurements and stopped after them (one at a
-time: the machine's cores are not shared between them). After warm-up requests, each payload
-is measured for --seconds by a client in a separate process (threads with keep-alive
-connections, http.client):
+time: the machine's cores are not shared between them). On a machine of two cores or more the
+server runs on core 0 and the client on the others (``--no-pin`` to let them share), as a
+load generator runs on other machines than the server it measures. After warm-up requests,
+each payload is measured for --seconds by a client in a separate process (threads with
+keep-alive connections, http.client):
 
 - open loop at a fixed rate (--rate a second for one row, --xs-rate for the cross-section):
   requests are sent at their scheduled times whatever the answers, and the latency counts from
@@ -22,6 +24,10 @@ connections, http.client):
 - closed loop with --connections clients sending back to back: the most answers a second.
 
 Latency p50/p99 in ms and throughput per run; the medians over --runs runs are reported.
+
+The floor: the same client against a bare ASGI app on uvicorn that parses the JSON body, spins
+for 0.5 ms and answers (no framework, no model): the latency this machine and this client give
+any Python server doing that much work a request, against which the others can be read.
 
     .venv/bin/python bench/bench_serve.py
     .venv/bin/python bench/bench_serve.py --runs 1 --seconds 5
@@ -35,6 +41,7 @@ import io
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -131,10 +138,44 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(kind: str, root: Path, model: dict[str, Any], env: dict[str, str]) -> tuple[Any, int]:
+def _floor(port: int) -> None:
+    """The floor server (see the module's docstring), run by ``--floor PORT``."""
+    import uvicorn
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+        if scope["path"] != "/ping":
+            json.loads(body)
+            until = time.perf_counter() + 0.0005
+            while time.perf_counter() < until:
+                pass
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json")]})  # fmt: skip
+        await send({"type": "http.response.body", "body": b'{"predictions": []}'})
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+def _pinned(command: list[str], pin: bool) -> list[str]:
+    """``command`` on core 0 when pinning (and ``taskset`` is here)."""
+    taskset = shutil.which("taskset")
+    return [taskset, "-c", "0", *command] if pin and taskset else command
+
+
+def _start(
+    kind: str, root: Path, model: dict[str, Any], env: dict[str, str], pin: bool
+) -> tuple[Any, int]:
     """A fresh server process of ``kind`` and its port, once it answers."""
     port = _free_port()
-    if kind == "quarry":
+    if kind == "floor":
+        command = [sys.executable, __file__, "--floor", str(port)]
+        ready = "/ping"
+    elif kind == "quarry":
         command = [sys.executable, "-m", "quarry.cli", "serve", "--models", NAME, "--store",
                    model["store"], "--db", model["db"], "--port", str(port)]  # fmt: skip
         ready = "/healthz"
@@ -144,8 +185,8 @@ def _start(kind: str, root: Path, model: dict[str, Any], env: dict[str, str]) ->
                    "-p", str(port), "-h", "127.0.0.1"]  # fmt: skip
         ready = "/ping"
     log = open(root / f"{kind}.log", "ab")  # closed by _stop
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)  # fmt: skip
+    process = subprocess.Popen(_pinned(command, pin), env=env, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     process.log = log  # type: ignore[attr-defined]
     deadline = time.monotonic() + 120
     while True:
@@ -180,6 +221,8 @@ def _stop(process: Any) -> None:
 def _client(spec: dict[str, Any]) -> dict[str, Any]:
     """One measurement (in its own process): warm-up, then open loop at ``rate`` (a number)
     or closed loop (None) over ``connections`` keep-alive connections."""
+    if spec["pin"]:  # off the server's core
+        os.sched_setaffinity(0, set(range(1, os.cpu_count() or 2)))
     body = Path(spec["body"]).read_bytes()
     headers = spec["headers"]
     port, path, rate = spec["port"], spec["path"], spec["rate"]
@@ -270,6 +313,7 @@ def _run(root: Path, model: dict[str, Any], env: dict[str, str], args: Any) -> d
     quarry = {"path": f"/v2/models/{NAME}/predict",
               "headers": {**json_type, "Authorization": f"Bearer {model['token']}"}}  # fmt: skip
     plans = {
+        "floor": [("row", "row.quarry", quarry["headers"])],
         "quarry": [("row", "row.quarry", quarry["headers"]),
                    ("xs", "xs.quarry", quarry["headers"]),
                    ("xs_arrow", "xs-arrow.quarry",
@@ -279,17 +323,18 @@ def _run(root: Path, model: dict[str, Any], env: dict[str, str], args: Any) -> d
     out: dict[str, Any] = {}
     scores: dict[str, list[float]] = {}
     for kind, plan in plans.items():
-        process, port = _start(kind, root, model, env)
-        path = quarry["path"] if kind == "quarry" else "/invocations"
+        process, port = _start(kind, root, model, env, args.pin)
+        path = {"quarry": quarry["path"], "mlflow": "/invocations"}.get(kind, "/floor")
         try:
-            got = _answers(port, path, (root / f"xs.{kind}.body").read_bytes(), plan[0][2])
-            scores[kind] = ([p["score"] for p in got["predictions"]] if kind == "quarry"
-                            else got["predictions"])  # fmt: skip
+            if kind != "floor":
+                got = _answers(port, path, (root / f"xs.{kind}.body").read_bytes(), plan[0][2])
+                scores[kind] = ([p["score"] for p in got["predictions"]] if kind == "quarry"
+                                else got["predictions"])  # fmt: skip
             for payload, body, headers in plan:
                 row = payload == "row"
                 common = {"port": port, "path": path, "headers": headers,
                           "body": str(root / f"{body}.body"), "seconds": args.seconds,
-                          "warmup": 500 if row else 20}  # fmt: skip
+                          "warmup": 500 if row else 20, "pin": args.pin}  # fmt: skip
                 rate = args.rate if row else args.xs_rate
                 opened = run_child(__file__, "--client", json.dumps(
                     common | {"rate": rate, "connections": args.open_connections}))  # fmt: skip
@@ -321,9 +366,16 @@ def main() -> None:
     p.add_argument("--xs-rate", type=float, default=10.0, help="cross-sections a second")
     p.add_argument("--open-connections", type=int, default=16, help="open-loop connections")
     p.add_argument("--connections", type=int, default=8, help="closed-loop connections")
+    p.add_argument("--no-pin", dest="pin", action="store_false",
+                   help="let the server and the client share every core")  # fmt: skip
     p.add_argument("--client", help=argparse.SUPPRESS)
+    p.add_argument("--floor", type=int, help=argparse.SUPPRESS)
     p.add_argument("--root", help=argparse.SUPPRESS)  # keep the model there (debugging)
     args = p.parse_args()
+    args.pin = args.pin and (os.cpu_count() or 1) >= 2
+    if args.floor:
+        _floor(args.floor)
+        return
     if args.client:
         print(json.dumps(_client(json.loads(args.client))))
         return
@@ -357,7 +409,7 @@ def main() -> None:
             "open_unsent": sum(r[key]["open"]["unsent"] for r in runs),
             "errors": sum(r[key][part]["errors"] for r in runs for part in ("open", "closed")),
         }
-    print(json.dumps({"instruments": args.instruments, "days": args.days,
+    print(json.dumps({"instruments": args.instruments, "days": args.days, "pinned": args.pin,
                       "features": model["features"], "rows_xs": model["rows"],
                       "body_bytes": model["bytes"], "seconds": args.seconds, "runs": runs,
                       "median": summary}))  # fmt: skip

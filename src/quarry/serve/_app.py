@@ -24,6 +24,7 @@ answered directly rather than redirected. /healthz and /metrics (Prometheus) nee
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import json
@@ -33,6 +34,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 import anyio
+import polars as pl
 from fastapi import Body, Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import PlainTextResponse
@@ -57,6 +59,7 @@ from quarry.serve._inputs import (
     ARROW,
     ByDate,
     ByRecords,
+    Scored,
     by_date,
     few_records,
     parse_body,
@@ -121,47 +124,68 @@ def _job_name(name: str) -> str:
     return f"train-{slug}"[:100]
 
 
+Found = tuple[str, set[str]]  # a token's user and their projects
+
+
 class _Tokens:
     """The job database's tokens, each accepted one trusted for ``ttl`` seconds (a busy
     client would otherwise cost a database read per prediction). Unknown tokens are not
-    remembered: a new token works at once."""
+    remembered: a new token works at once.
+
+    Used on the event loop. A token is asked of the database (in a thread) once at a time,
+    however many requests carry it: when the trust ran out under load, every request in
+    flight asked at once, and their reads held the server for a third of a second. A token
+    in use is asked again in the background once half its time has passed, so a busy
+    client never waits for the database; an answer is never used past ``ttl``."""
 
     def __init__(self, store: JobStore, ttl: float) -> None:
         self.store, self.ttl = store, ttl
-        self._seen: dict[str, tuple[float, tuple[str, set[str]]]] = {}
+        self._seen: dict[str, tuple[float, Found]] = {}
+        self._asking: dict[str, asyncio.Future[Found | None]] = {}
 
-    @staticmethod
-    def _key(token: str) -> str:
-        return hashlib.sha256(token.encode()).hexdigest()
-
-    def cached(self, token: str) -> tuple[str, set[str]] | None:
-        hit = self._seen.get(self._key(token))
-        if hit is not None and time.monotonic() - hit[0] < self.ttl:
+    async def caller(self, token: str) -> Found | None:
+        key = hashlib.sha256(token.encode()).hexdigest()
+        hit = self._seen.get(key)
+        age = time.monotonic() - hit[0] if hit is not None else None
+        if hit is not None and age is not None and age < self.ttl:
+            if age > self.ttl / 2:
+                self._ask(key, token)  # in the background: this answer is still good
             return hit[1]
-        return None
+        return await asyncio.shield(self._ask(key, token))
 
-    def check(self, token: str) -> tuple[str, set[str]] | None:
-        found = self.store.authenticate(token)
-        if found is not None and self.ttl > 0:
+    def _ask(self, key: str, token: str) -> asyncio.Future[Found | None]:
+        asking = self._asking.get(key)
+        if asking is None:
+            asking = asyncio.ensure_future(self._read(key, token))
+            self._asking[key] = asking
+            # an answer nobody awaits (a background one) must not warn when it failed
+            asking.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return asking
+
+    async def _read(self, key: str, token: str) -> Found | None:
+        try:
+            found = await anyio.to_thread.run_sync(self.store.authenticate, token)
+        finally:
+            self._asking.pop(key, None)
+        if found is None:
+            self._seen.pop(key, None)  # revoked: at once
+        elif self.ttl > 0:
             if len(self._seen) > 10_000:  # a bound; entries are cheap to make again
                 self._seen.clear()
-            self._seen[self._key(token)] = (time.monotonic(), found)
+            self._seen[key] = (time.monotonic(), found)
         return found
 
 
 async def _caller(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> tuple[str, set[str]]:
-    """The token's user and their projects; 401 without a valid token. Asked on the event
-    loop when the token was seen moments ago (no thread, so an overloaded server still
-    answers at once), else of the database in a thread."""
+    """The token's user and their projects; 401 without a valid token (see ``_Tokens``:
+    no request waits behind another's database read)."""
     tokens: _Tokens = request.app.state.tokens
     scheme, _, token = (authorization or "").partition(" ")
     found = None
     if scheme.lower() == "bearer" and token.strip():
-        found = tokens.cached(token.strip())
-        if found is None:
-            found = await anyio.to_thread.run_sync(tokens.check, token.strip())
+        found = await tokens.caller(token.strip())
     if found is None:
         raise HTTPException(401, "give a valid API token: Authorization: Bearer TOKEN",
                             headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
@@ -335,6 +359,7 @@ def create_app(
             raise HTTPException(503, f"model {served.ref.name} version {served.version} "
                                 f"cannot be loaded: {exc}") from exc  # fmt: skip
         parsed = parse_body(body, content_type)
+        scored: pl.DataFrame | Scored
         try:
             if isinstance(parsed, ByDate):
                 if store is None:

@@ -43,6 +43,8 @@ __all__ = [
     "ARROW",
     "ByDate",
     "ByRecords",
+    "RowScorer",
+    "Scored",
     "by_date",
     "few_records",
     "parse_body",
@@ -241,7 +243,23 @@ class RowScorer:
         return cls(names, packaged.matrix_scorer(names))
 
 
-def few_records(rows: RowScorer, records: list[dict[str, Any]]) -> pl.DataFrame | None:
+@dataclass(frozen=True)
+class Scored:
+    """A few rows' scores as plain lists (a frame costs a one-row answer more than its
+    scoring does)."""
+
+    instrument: list[str]
+    date: list[dt.date]
+    score: list[float]
+
+    def frame(self) -> pl.DataFrame:
+        return pl.DataFrame(
+            {"instrument": self.instrument, "date": self.date, "score": self.score},
+            schema={"instrument": pl.String, "date": pl.Date, "score": pl.Float64},
+        )
+
+
+def few_records(rows: RowScorer, records: list[dict[str, Any]]) -> Scored | None:
     """Scores of a few records without a frame, or None when that route does not apply: a
     body with anything unusual (an absent key, a value not a number, a date not written
     YYYY-MM-DD), which the frame route then reads, or refuses with the field named."""
@@ -264,16 +282,12 @@ def few_records(rows: RowScorer, records: list[dict[str, Any]]) -> pl.DataFrame 
             days.append(dt.date.fromisoformat(day))
     except (KeyError, ValueError, OverflowError):  # an absent key, a 2021-02-30, a 1e999 int
         return None
-    scores = rows.score(matrix)
-    return pl.DataFrame(
-        {"instrument": instruments, "date": days, "score": scores},
-        schema={"instrument": pl.String, "date": pl.Date, "score": pl.Float64},
-    )
+    return Scored(instruments, days, rows.score(matrix).tolist())
 
 
 def score_table(
     packaged: Packaged, body: ByRecords | pl.DataFrame, rows: RowScorer | None = None
-) -> pl.DataFrame:
+) -> pl.DataFrame | Scored:
     """Scores of a table body: instrument, date, score in the body's row order; ``rows``,
     the version's few-rows scorer, if it has one (``RowScorer.of``)."""
     if isinstance(body, ByRecords):
@@ -337,23 +351,21 @@ def by_date(
     return out.select("instrument", pl.lit(day).alias("date"), "score")
 
 
-def to_json(name: str, alias: str, version: int, scored: pl.DataFrame) -> bytes:
+def to_json(name: str, alias: str, version: int, scored: pl.DataFrame | Scored) -> bytes:
     """The JSON answer: who scored, and the rows (a NaN or missing score as null)."""
+    if isinstance(scored, pl.DataFrame):
+        scored = Scored(*(scored[c].to_list() for c in ("instrument", "date", "score")))
     rows = [
         {"instrument": i, "date": d.isoformat(), "score": s if s is not None and s == s else None}
-        for i, d, s in zip(
-            scored["instrument"].to_list(),
-            scored["date"].to_list(),
-            scored["score"].to_list(),
-            strict=True,
-        )
+        for i, d, s in zip(scored.instrument, scored.date, scored.score, strict=True)
     ]
     body = {"model": name, "alias": alias, "version": version, "predictions": rows}
     return json.dumps(body, allow_nan=False).encode()
 
 
-def to_arrow(scored: pl.DataFrame) -> bytes:
+def to_arrow(scored: pl.DataFrame | Scored) -> bytes:
     """The Arrow answer: an IPC stream of instrument, date, score."""
     sink = io.BytesIO()
-    scored.select(*KEYS, "score").write_ipc_stream(sink)
+    frame = scored.frame() if isinstance(scored, Scored) else scored
+    frame.select(*KEYS, "score").write_ipc_stream(sink)
     return sink.getvalue()
