@@ -18,7 +18,6 @@ import pytest
 from quarry.data import Store
 from quarry.features import materialize
 from quarry.serve import ARROW, Catalog, ModelRef, create_app
-from quarry.serve._inputs import FEW_RECORDS
 from quarry.tracking import load_packaged
 from tests.serve.conftest import FEATURES, PROJECTS, Api, Trained
 
@@ -80,31 +79,51 @@ def test_a_table_scores_as_the_registered_version_does_in_process(
     np.testing.assert_array_equal(got["score"].to_numpy(), expected)
 
 
-def test_a_few_records_score_as_the_same_rows_of_a_large_body(api: Api, trained: Trained) -> None:
-    # a body of up to FEW_RECORDS rows is read straight into a matrix (for a model whose
-    # processors are row-wise, as this linear one's); a larger one as a frame: the same rows
-    # must get the same scores, whatever their values' JSON types
-    records = _records(_table(trained, [DAY, date(2015, 11, 11)]))
-    assert len(records) > FEW_RECORDS
+def test_json_records_score_as_the_same_table_in_arrow(api: Api, trained: Trained) -> None:
+    # JSON records of a model whose processors are row-wise (this linear one's) are read
+    # straight into a matrix; an Arrow table goes through a frame: the same rows must get
+    # the same scores, whatever their values' JSON types
+    table = _table(trained, [DAY, date(2015, 11, 11)])
+    records = _records(table)
     records[1]["MOM20"] = 1  # an integer
     records[2]["REV5"] = None
-    del records[3]["NOISE"]  # an absent key: missing, as in a frame (the frame route reads it)
     records[4]["REV5"] = 1e300
+    records[5]["NOISE"] = True  # a boolean is 1 (a flag as a feature)
+    sent = table.with_columns(
+        pl.when(pl.int_range(pl.len()) == 1).then(1.0).otherwise("MOM20").alias("MOM20"),
+        pl.when(pl.int_range(pl.len()) == 2).then(None)
+        .when(pl.int_range(pl.len()) == 4).then(1e300).otherwise("REV5").alias("REV5"),
+        pl.when(pl.int_range(pl.len()) == 5).then(1.0).otherwise("NOISE").alias("NOISE"),
+    )  # fmt: skip
+    sink = io.BytesIO()
+    sent.write_ipc_stream(sink)
 
-    def scores(rows: list[dict[str, Any]]) -> list[float | None]:
-        r = api.client.post("/v2/models/m-linear/predict", json={"records": rows},
-                            headers=api.auth())  # fmt: skip
+    def scores(**body: Any) -> list[float | None]:
+        body["headers"] = {**api.auth(), **body.get("headers", {})}
+        r = api.client.post("/v2/models/m-linear/predict", **body)
         assert r.status_code == 200, r.text
         return [p["score"] for p in r.json()["predictions"]]
 
-    large = scores(records)
-    assert len(set(large)) > 50  # the model tells rows apart
-    for few in (records[:1], records[1:6], records[:FEW_RECORDS]):
-        start = records.index(few[0])
-        # float32 BLAS sums in an order that depends on the number of rows: not bit for bit
-        assert scores(few) == pytest.approx(large[start : start + len(few)], rel=1e-6)
-    records[5]["NOISE"] = True  # a boolean is 1 (a flag as a feature)
-    assert scores(records[5:6]) == pytest.approx(scores([{**records[5], "NOISE": 1.0}]))
+    arrow = scores(content=sink.getvalue(), headers={"Content-Type": ARROW})
+    assert len(set(arrow)) > 50  # the model tells rows apart
+    assert scores(json={"records": records}) == arrow  # the same matrix: the same bits
+    # an absent key is a missing value, as in a frame (the frame route reads that body)
+    del records[3]["NOISE"]
+    sent = sent.with_columns(
+        pl.when(pl.int_range(pl.len()) == 3).then(None).otherwise("NOISE").alias("NOISE")
+    )
+    sink = io.BytesIO()
+    sent.write_ipc_stream(sink)
+    arrow = scores(content=sink.getvalue(), headers={"Content-Type": ARROW})
+    assert scores(json={"records": records}) == arrow
+    # a few of them alone (float32 BLAS sums in an order that depends on the number of rows)
+    assert scores(json={"records": records[1:6]}) == pytest.approx(arrow[1:6], rel=1e-6)
+    # NaN as Python's json.dumps writes it by default is a missing value
+    text = json.dumps({"records": [{**records[0], "REV5": float("nan")}]})
+    assert "NaN" in text
+    assert scores(content=text, headers={"Content-Type": "application/json"}) == (
+        scores(json={"records": [{**records[0], "REV5": None}]})
+    )
     # a value that is not a number, among numbers, is refused naming its row
     for bad in ("0.5", [0.5]):
         body = {"records": [_row(), _row(MOM20=bad)]}

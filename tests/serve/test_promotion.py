@@ -143,7 +143,6 @@ class _Held:
         return self.inner.score(frame)
 
 
-
 def test_overload_is_answered_503_at_once(api: Api, trained: Trained) -> None:
     entered, release = threading.Event(), threading.Event()
     catalog = Catalog(

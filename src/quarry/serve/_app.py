@@ -61,8 +61,8 @@ from quarry.serve._inputs import (
     ByRecords,
     Scored,
     by_date,
-    few_records,
     parse_body,
+    score_records,
     score_table,
     to_arrow,
     to_json,
@@ -348,7 +348,7 @@ def create_app(
         parsed = parse_body(body, content_type)
         if not isinstance(parsed, ByRecords):
             return None
-        scored = few_records(loaded.rows, parsed.records)
+        scored = score_records(loaded.rows, parsed.records)
         return None if scored is None else answer(served, scored, arrow)
 
     def work(served: Served, body: bytes, content_type: str, arrow: bool) -> tuple[bytes, str]:

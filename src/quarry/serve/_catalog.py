@@ -72,7 +72,7 @@ class Version:
     version: int
     packaged: Packaged
     size: int  # bytes, the pickle's size: what the memory bound counts
-    # a few rows' scorer, prepared at load (``_inputs.RowScorer``; None: the model's
+    # its scorer of rows as a matrix, prepared at load (``_inputs.RowScorer``; None: the model's
     # processors read whole dates)
     rows: RowScorer | None = None
 
