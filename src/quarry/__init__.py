@@ -14,4 +14,9 @@ def _version() -> str:
         return "0+unknown"
 
 
-__version__ = _version()
+def __getattr__(name: str) -> str:
+    # read on first use: importlib.metadata costs every command 40 ms at start-up
+    if name == "__version__":
+        globals()["__version__"] = value = _version()
+        return value
+    raise AttributeError(f"module 'quarry' has no attribute {name!r}")

@@ -9,8 +9,6 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 __all__ = ["digest", "dumps", "strict_json"]
 
 
@@ -21,8 +19,8 @@ def strict_json(value: Any) -> Any:
         return {k: strict_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [strict_json(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        value = value.item()  # a numpy scalar (numpy is not imported for this: CLI start-up)
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

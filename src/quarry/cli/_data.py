@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import polars as pl
 import typer
 from rich.table import Table
 
@@ -18,17 +17,12 @@ from quarry.cli._output import (
     progress_bar,
     write_parquet,
 )
-from quarry.data import (
-    SAMPLES,
-    Store,
-    check_health,
-    generate,
-    ingest_file,
-    load_sample,
-    read_bars,
-)
+from quarry.data._samples import SAMPLES  # the names only: nothing heavy
 from quarry.exceptions import UsageError
 from quarry.settings import default_store
+
+if TYPE_CHECKING:
+    from quarry.data import Store
 
 app = typer.Typer(
     help=(
@@ -53,6 +47,8 @@ StoreOpt = Annotated[
 
 
 def _store(location: str | None) -> Store:
+    from quarry.data import Store
+
     return Store(location or default_store())
 
 
@@ -100,6 +96,8 @@ def generate_cmd(
     later), so --as-of reads inside the history are point in time. Example:
     quarry data generate --store ./store --instruments 300 --days 1500
     """
+    from quarry.data import generate
+
     s = _store(store)
     with progress_bar() as update:
         summary = generate(
@@ -154,6 +152,8 @@ def ingest_cmd(
     ratio or amount; instruments = instrument, list_date[, name, exchange, delist_date,
     industry, valid_from, valid_to]; universe = instrument, start[, end] with --name.
     """
+    from quarry.data import ingest_file
+
     if kind is not Kind.universe and name is not None:
         raise UsageError("--name applies to universe files only")
     result = ingest_file(
@@ -221,6 +221,8 @@ def read_cmd(
     quarry data read --store ./store --fields close,volume,eps --universe all
     --as-of 2019-06-30 --adjust adjusted --out bars.parquet
     """
+    from quarry.data import read_bars
+
     names = [f.strip() for f in fields.split(",") if f.strip()]
     if not names:
         raise UsageError("--fields is empty; give e.g. --fields close,volume")
@@ -295,6 +297,8 @@ def check_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Health check: missing values, price jumps over 50%, volume jumps, missing factors."""
+    from quarry.data import check_health
+
     report = check_health(_store(store), as_of=as_of)
     if json_out:
         print_json(report.as_dict())
@@ -323,6 +327,10 @@ def _print_health(report: object) -> None:
 @fail_cleanly
 def summary_cmd(store: StoreOpt = None, json_out: JsonOpt = False) -> None:
     """Summarize a store: instruments, date range, commits and health."""
+    import polars as pl
+
+    from quarry.data import check_health
+
     s = _store(store)
     s.require()
     bars = s.scan("bars")
@@ -371,6 +379,8 @@ def sample_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Load real sample data that ships with an installed package (nothing is downloaded)."""
+    from quarry.data import load_sample
+
     summary = load_sample(_store(store), name)
     if json_out:
         print_json(vars(summary))

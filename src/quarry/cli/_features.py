@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import polars as pl
 import typer
 
 from quarry.cli._output import console, err, fail_cleanly, print_json, progress_bar
 from quarry.exceptions import DataError, UsageError
+
+if TYPE_CHECKING:  # imported by the commands that compute, not by `quarry --help`
+    import polars as pl
 
 app = typer.Typer(
     help="Features in Qlib's expression language, computed for all instruments at once.",
@@ -49,6 +51,8 @@ def _named(exprs: list[str], taken: Mapping[str, str] | None = None) -> dict[str
 
 
 def _read_bars_file(path: Path) -> pl.DataFrame:
+    import polars as pl
+
     from quarry.data._validate import read_input
 
     raw, _ = read_input(path)

@@ -7,9 +7,8 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-import polars as pl
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -17,6 +16,9 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from quarry._json import dumps
 from quarry.exceptions import DataError, ExpressionError, QuarryError, UsageError
+
+if TYPE_CHECKING:  # imported by the commands that read data, not by `quarry --help`
+    import polars as pl
 
 __all__ = [
     "console",

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
 
-import polars as pl
-
-from quarry.data._ingest import ingest_frame
-from quarry.data._schemas import table_spec
-from quarry.data._store import Store
 from quarry.exceptions import UsageError
+
+if TYPE_CHECKING:  # the names alone are read by `quarry data sample --help`: nothing heavy
+    from quarry.data._store import Store
 
 __all__ = ["SAMPLES", "SampleSummary", "load_sample"]
 
@@ -43,6 +42,11 @@ def load_sample(store: Store, name: str = "sp500") -> SampleSummary:
         raise UsageError(
             "the sp500 sample ships with skfolio: pip install 'quarry[samples]'"
         ) from None
+    import polars as pl
+
+    from quarry.data._ingest import ingest_frame
+    from quarry.data._schemas import table_spec
+
     prices = load_sp500_dataset()
     wide = pl.from_pandas(prices.reset_index()).rename({prices.index.name or "index": "date"})
     long = (

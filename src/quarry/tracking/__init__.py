@@ -9,37 +9,57 @@ shipped beside this package (``metadata_schema``). Versions are promoted with ML
 in the registry (who, when, from which version to which, and why: ``alias_history``).
 """
 
-from quarry.tracking._metadata import metadata_schema, validate_metadata
-from quarry.tracking._mlflow import (
-    TRACKING_ENV,
-    alias_version,
-    client,
-    experiment_id,
-    models_at,
-    quiet_mlflow,
-    shown_uri,
-    tracking_uri,
-)
-from quarry.tracking._models import load_packaged, log_packaged
-from quarry.tracking._registry import (
-    DEFAULT_ALIAS,
-    KEY_FIGURES,
-    AliasEvent,
-    ModelDetail,
-    ModelSummary,
-    VersionInfo,
-    alias_history,
-    current_user,
-    describe_model,
-    list_models,
-    model_metadata,
-    move_alias,
-    promote,
-    register,
-    rollback,
-    set_alias,
-    sync_metrics,
-)
+from typing import TYPE_CHECKING
+
+from quarry._lazy import exports
+
+if TYPE_CHECKING:  # imported on first use (``quarry._lazy``): MLflow and Polars only if needed
+    from quarry.tracking._metadata import metadata_schema, validate_metadata
+    from quarry.tracking._mlflow import (
+        TRACKING_ENV,
+        alias_version,
+        client,
+        experiment_id,
+        models_at,
+        quiet_mlflow,
+        shown_uri,
+        tracking_uri,
+    )
+    from quarry.tracking._models import load_packaged, log_packaged
+    from quarry.tracking._registry import (
+        DEFAULT_ALIAS,
+        KEY_FIGURES,
+        AliasEvent,
+        ModelDetail,
+        ModelSummary,
+        VersionInfo,
+        alias_history,
+        current_user,
+        describe_model,
+        list_models,
+        model_metadata,
+        move_alias,
+        promote,
+        register,
+        rollback,
+        set_alias,
+        sync_metrics,
+    )
+
+# each public name and the module that defines it
+_HOME = {
+    "metadata_schema": "_metadata", "validate_metadata": "_metadata",
+    "TRACKING_ENV": "_mlflow", "alias_version": "_mlflow", "client": "_mlflow",
+    "experiment_id": "_mlflow", "models_at": "_mlflow", "quiet_mlflow": "_mlflow",
+    "shown_uri": "_mlflow", "tracking_uri": "_mlflow",
+    "load_packaged": "_models", "log_packaged": "_models",
+    "DEFAULT_ALIAS": "_registry", "KEY_FIGURES": "_registry", "AliasEvent": "_registry",
+    "ModelDetail": "_registry", "ModelSummary": "_registry", "VersionInfo": "_registry",
+    "alias_history": "_registry", "current_user": "_registry", "describe_model": "_registry",
+    "list_models": "_registry", "model_metadata": "_registry", "move_alias": "_registry",
+    "promote": "_registry", "register": "_registry", "rollback": "_registry",
+    "set_alias": "_registry", "sync_metrics": "_registry",
+}  # fmt: skip
 
 __all__ = [
     "DEFAULT_ALIAS",
@@ -72,3 +92,5 @@ __all__ = [
     "tracking_uri",
     "validate_metadata",
 ]
+
+__getattr__, __dir__ = exports(__name__, _HOME)

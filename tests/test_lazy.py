@@ -1,0 +1,39 @@
+"""Packages whose public names are imported on first use (``quarry._lazy``): every name is
+where the package says, and importing the package loads nothing heavy."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+LAZY = ["quarry.data", "quarry.tracking"]
+
+
+@pytest.mark.parametrize("name", LAZY)
+def test_every_public_name_resolves_to_its_home_module(name: str) -> None:
+    package = importlib.import_module(name)
+    homes = package._HOME
+    assert set(homes) == set(package.__all__)  # a name added to one is added to the other
+    for public, home in homes.items():
+        defined = getattr(importlib.import_module(f"{name}.{home}"), public)
+        assert getattr(package, public) is defined, public
+    assert set(package.__all__) <= set(dir(package))
+    with pytest.raises(AttributeError, match=f"module '{name}' has no attribute 'Stor'"):
+        package.Stor  # noqa: B018
+
+
+def test_importing_the_packages_loads_nothing_heavy() -> None:
+    heavy = ("polars", "pyarrow", "deltalake", "numpy", "mlflow", "jsonschema")
+    code = (
+        "import sys, quarry, quarry.data, quarry.tracking\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    # the first use imports what it needs
+    code = "import sys, quarry.data as d; d.Store; print('deltalake' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
