@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-LAZY = ["quarry.data", "quarry.tracking"]
+LAZY = ["quarry.data", "quarry.tracking", "quarry.portfolio"]
 
 
 @pytest.mark.parametrize("name", LAZY)

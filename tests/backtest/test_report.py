@@ -110,7 +110,7 @@ def full() -> BacktestResult:
 
 @pytest.fixture(scope="module")
 def written(full: BacktestResult, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    return write_report(full, tmp_path_factory.mktemp("report") / "report.html")
+    return write_report(full, tmp_path_factory.mktemp("report") / "report.html", png=True)
 
 
 def _plain(result: BacktestResult) -> BacktestResult:
@@ -180,7 +180,7 @@ def test_monthly_returns_compound_as_pandas_does(full: BacktestResult) -> None:
 def test_the_html_heatmap_carries_those_numbers(full: BacktestResult, tmp_path: Path) -> None:
     # two calendar years, so rows matter as well as columns
     returns = _returns(300, seed=11)
-    paths = write_report(replace(_plain(full), returns=returns), tmp_path / "r.html")
+    paths = write_report(replace(_plain(full), returns=returns), tmp_path / "r.html", png=True)
     z = _heatmap_z(paths[0].read_text(encoding="utf-8"))
     expected = _pandas_monthly(returns)
     years = sorted({stamp.year for stamp in expected.index})
@@ -191,7 +191,7 @@ def test_the_html_heatmap_carries_those_numbers(full: BacktestResult, tmp_path: 
 
 
 def test_optional_sections_only_with_their_inputs(full: BacktestResult, tmp_path: Path) -> None:
-    paths = write_report(_plain(full), tmp_path / "report.html")
+    paths = write_report(_plain(full), tmp_path / "report.html", png=True)
     assert [p.name for p in paths[1:]] == ALWAYS
     for name in OPTIONAL:
         assert not (tmp_path / name).exists()
@@ -219,7 +219,7 @@ def test_exposure_and_signal_sections_with_their_inputs(
 
 
 def test_only_a_signal_adds_only_its_charts(full: BacktestResult, tmp_path: Path) -> None:
-    paths = write_report(replace(_plain(full), signal=full.signal), tmp_path / "r.html")
+    paths = write_report(replace(_plain(full), signal=full.signal), tmp_path / "r.html", png=True)
     assert [p.name for p in paths[1:]] == [*ALWAYS, "ic.png", "quantile_returns.png"]
     page = paths[0].read_text(encoding="utf-8")
     assert "Industry exposure" not in page and "Signal: quantile returns" in page
@@ -249,7 +249,7 @@ def test_fallback_decisions_are_listed_with_date_and_reason(
 def test_all_optimal_decisions_say_so(full: BacktestResult, tmp_path: Path) -> None:
     assert full.decisions is not None
     decisions = full.decisions.with_columns(status=pl.lit("optimal"))
-    paths = write_report(replace(_plain(full), decisions=decisions), tmp_path / "r.html")
+    paths = write_report(replace(_plain(full), decisions=decisions), tmp_path / "r.html", png=True)
     page = paths[0].read_text(encoding="utf-8")
     assert "All 4 rebalances were solved as posed." in page
     assert "did not solve as posed" not in page

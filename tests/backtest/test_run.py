@@ -430,7 +430,7 @@ def test_the_command_runs_the_optimizer(
     code, _, err = run(
         "backtest", "--store", str(store.location), "--signal", str(path), "--strategy",
         "optimizer", "--rebalance-every", "20", "--lookback", "40", "--max-weight", "0.2",
-        "--slippage", "0.001", "--out", str(out),
+        "--slippage", "0.001", "--out", str(out), "--png",
     )  # fmt: skip
     assert code == 0, err
     assert (out / "report.html").exists() and (out / "cumulative.png").exists()

@@ -680,8 +680,9 @@ def _png_quantiles(dates: Dates, curves: dict[str, Array], path: Path) -> Path:
 # -- the report ----------------------------------------------------------------------------------
 
 
-def write_report(result: BacktestResult, path: Path) -> list[Path]:
-    """Write the HTML report at ``path`` and PNGs of its main charts in the same folder.
+def write_report(result: BacktestResult, path: Path, *, png: bool = False) -> list[Path]:
+    """Write the HTML report at ``path`` and, with ``png``, PNGs of its main charts in the
+    same folder (matplotlib: a second chart library, imported and paid for only then).
 
     Parameters
     ----------
@@ -690,11 +691,13 @@ def write_report(result: BacktestResult, path: Path) -> list[Path]:
         PNG) when present.
     path
         The HTML file to write; the PNGs go to ``path.parent``.
+    png
+        Also draw the PNGs.
 
     Returns
     -------
     list[Path]
-        The files written: the HTML first, then cumulative.png, drawdown.png,
+        The files written: the HTML first, then, with ``png``, cumulative.png, drawdown.png,
         monthly_returns.png, turnover.png, and, with their inputs, industry_exposure.png,
         ic.png and quantile_returns.png.
     """
@@ -754,12 +757,13 @@ def write_report(result: BacktestResult, path: Path) -> list[Path]:
             plot(_html_monthly(years, table)),
         )
     )
-    written += [
-        _png_cumulative(curves, folder / "cumulative.png"),
-        _png_drawdown(curves, folder / "drawdown.png"),
-        _png_monthly(years, table, folder / "monthly_returns.png"),
-        _png_turnover(curves, folder / "turnover.png"),
-    ]
+    if png:
+        written += [
+            _png_cumulative(curves, folder / "cumulative.png"),
+            _png_drawdown(curves, folder / "drawdown.png"),
+            _png_monthly(years, table, folder / "monthly_returns.png"),
+            _png_turnover(curves, folder / "turnover.png"),
+        ]
 
     if result.exposure is not None and result.exposure.height:
         industries, wide = exposure_grid(result.exposure)
@@ -772,7 +776,8 @@ def write_report(result: BacktestResult, path: Path) -> list[Path]:
                 plot(_html_exposure(industries, wide)),
             )
         )
-        written.append(_png_exposure(industries, wide, folder / "industry_exposure.png"))
+        if png:
+            written.append(_png_exposure(industries, wide, folder / "industry_exposure.png"))
 
     if result.signal is not None:
         signal = result.signal
@@ -797,8 +802,9 @@ def write_report(result: BacktestResult, path: Path) -> list[Path]:
                 plot(_html_quantiles(q_dates, q_curves, q_means)),
             )
         )
-        written.append(_png_ic(ic, signal.summary, folder / "ic.png"))
-        written.append(_png_quantiles(q_dates, q_curves, folder / "quantile_returns.png"))
+        if png:
+            written.append(_png_ic(ic, signal.summary, folder / "ic.png"))
+            written.append(_png_quantiles(q_dates, q_curves, folder / "quantile_returns.png"))
 
     if result.decisions is not None:
         sections.append(

@@ -92,6 +92,8 @@ def run_backtest(
     analyze_signal: bool = True,
     progress: Callable[[str, int, int], None] | None = None,
     source: str | None = None,
+    report: bool = True,
+    png: bool = False,
 ) -> BacktestResult:
     """Simulate ``strategy`` on ``signal`` (instrument, date, score) over the store's
     market and, with ``out``, write the result files there.
@@ -103,7 +105,9 @@ def run_backtest(
     and quantile returns for the report. ``progress``: called with (step, done, total):
     "backtest" over its four stages (market, simulation, analysis, files), "optimizing"
     over the optimizer's rebalances. ``source``: what to call the signal in messages (its
-    file); the signal is checked by ``check_signal``.
+    file); the signal is checked by ``check_signal``. ``report``: write report.html with the
+    files (off for batch runs: the data files and metrics.json only, and no chart library
+    imported); ``png``: PNGs of its charts beside it too.
     """
     if strategy not in STRATEGIES:
         raise UsageError(f"--strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
@@ -157,9 +161,9 @@ def run_backtest(
     marks = last_close(grid.market.close)  # the prices holdings are valued at, once
     result = _frames(grid, sim, bench, marks)
     exposure = _exposure(grid, sim, marks, codes, industry_names, equal_weighted=not benchmark)
-    report = _signal_report(grid) if analyze_signal else None
-    if report is not None:
-        result.metrics["signal"] = report.as_dict()
+    analysis = _signal_report(grid) if analyze_signal else None
+    if analysis is not None:
+        result.metrics["signal"] = analysis.as_dict()
     if decisions is not None:
         result.metrics["optimizer"] = {
             "rebalances": decisions.height,
@@ -169,12 +173,12 @@ def run_backtest(
     result.metrics["notes"] = notes
     result.metrics["warnings"] = warnings
     result = replace(
-        result, exposure=exposure, signal=report, decisions=decisions, notes=tuple(notes),
+        result, exposure=exposure, signal=analysis, decisions=decisions, notes=tuple(notes),
         warnings=tuple(warnings),
     )  # fmt: skip
     step("backtest", 3, 4)
     if out is not None:
-        write(result, out)
+        write(result, out, report=report, png=png)
     step("backtest", 4, 4)
     return result
 
@@ -415,16 +419,18 @@ def _warnings(grid: Aligned, result: BacktestResult, source: str) -> list[str]:
     return out
 
 
-def write(result: BacktestResult, out: Path) -> None:
-    from quarry.backtest._report import write_report
-
+def write(result: BacktestResult, out: Path, *, report: bool = True, png: bool = False) -> None:
+    """The result's files in ``out``; report.html (and its PNGs) as asked."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         result.returns.write_parquet(out / "returns.parquet")
         result.positions.write_parquet(out / "positions.parquet")
         result.orders.write_parquet(out / "orders.parquet")
         (out / "metrics.json").write_text(dumps(result.metrics))
-        write_report(result, out / "report.html")
+        if report:
+            from quarry.backtest._report import write_report
+
+            write_report(result, out / "report.html", png=png)
     except OSError as exc:
         raise DataError(
             f"{out}: cannot write the backtest's files there ({exc.strerror or exc}); "

@@ -94,6 +94,16 @@ def backtest_cmd(
         int | None, typer.Option(help="Optimizer: trading days between rebalances.")
     ] = None,
     solver: Annotated[str | None, typer.Option(help="Optimizer: clarabel or osqp.")] = None,
+    report: Annotated[
+        bool,
+        typer.Option(
+            help="Write report.html. --no-report for batch runs: the data files and "
+            "metrics.json only, sooner."
+        ),
+    ] = True,
+    png: Annotated[
+        bool, typer.Option("--png", help="Also write PNGs of the report's charts beside it.")
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print metrics.json's figures (and out) as JSON.")
     ] = False,
@@ -104,7 +114,8 @@ def backtest_cmd(
     drawdown, excess annualized return and information ratio against the benchmark, turnover;
     orders filled and blocked, days without a position, signal rows matched; the signal's IC),
     returns.parquet, positions.parquet, orders.parquet (fills, costs, slippage, blocked
-    orders), report.html and PNGs of its charts. returns.parquet has one row per day the
+    orders) and report.html (with --png, PNGs of its charts too; with --no-report, no
+    report). returns.parquet has one row per day the
     metrics count: from the first trading day (the day after the first signal date) on.
 
     Examples:
@@ -148,15 +159,16 @@ def backtest_cmd(
             source, frame, out, strategy=strategy, topk=topk, n_drop=n_drop,
             hold_thresh=hold_thresh, deal_price=deal_price, universe=universe,
             benchmark=benchmark, as_of=as_of, config=config, optimizer=optimizer,
-            progress=update, source=str(signal),
+            progress=update, source=str(signal), report=report, png=png and report,
         )  # fmt: skip
     m = result.metrics
     for message in result.notes:
         note(message)
     for message in result.warnings:
         warn(message)
+    shown = str(out / "report.html") if report else None
     if as_json:
-        print_json({"out": str(out), "report": str(out / "report.html"), "metrics": m})
+        print_json({"out": str(out), "report": shown, "metrics": m})
         return
 
     def pct(key: str) -> str:
@@ -168,4 +180,4 @@ def backtest_cmd(
         f"{m['gross']['annualized_return']:.2%}), excess {pct('excess_annualized_return')}, "
         f"max drawdown {pct('max_drawdown')}, turnover {pct('turnover')} a day"
     )
-    console.print(f"wrote {out} (report: {out / 'report.html'})")
+    console.print(f"wrote {out}" + (f" (report: {shown})" if shown else " (no report)"))

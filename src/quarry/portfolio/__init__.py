@@ -10,18 +10,31 @@
   ``factor_model`` (statistical factors), both as factors plus specific variance.
 """
 
-from quarry.portfolio._optimizer import (
-    SOLVERS,
-    STATUSES,
-    DayResult,
-    Decision,
-    Optimized,
-    OptimizerConfig,
-    optimize_day,
-    optimize_weights,
-)
-from quarry.portfolio._risk import RISK_MODELS, RiskModel, factor_model, fit_risk, ledoit_wolf
-from quarry.portfolio._topk import check_topk_params, topk_dropout, topk_dropout_day
+from typing import TYPE_CHECKING
+
+from quarry._lazy import exports
+
+if TYPE_CHECKING:  # imported on first use (``quarry._lazy``): cvxpy only for the optimizer
+    from quarry.portfolio._config import SOLVERS, STATUSES, OptimizerConfig
+    from quarry.portfolio._optimizer import (
+        DayResult,
+        Decision,
+        Optimized,
+        optimize_day,
+        optimize_weights,
+    )
+    from quarry.portfolio._risk import RISK_MODELS, RiskModel, factor_model, fit_risk, ledoit_wolf
+    from quarry.portfolio._topk import check_topk_params, topk_dropout, topk_dropout_day
+
+# each public name and the module that defines it
+_HOME = {
+    "SOLVERS": "_config", "STATUSES": "_config", "OptimizerConfig": "_config",
+    "DayResult": "_optimizer", "Decision": "_optimizer", "Optimized": "_optimizer",
+    "optimize_day": "_optimizer", "optimize_weights": "_optimizer",
+    "RISK_MODELS": "_risk", "RiskModel": "_risk", "factor_model": "_risk", "fit_risk": "_risk",
+    "ledoit_wolf": "_risk",
+    "check_topk_params": "_topk", "topk_dropout": "_topk", "topk_dropout_day": "_topk",
+}  # fmt: skip
 
 __all__ = [
     "RISK_MODELS",
@@ -41,3 +54,5 @@ __all__ = [
     "topk_dropout",
     "topk_dropout_day",
 ]
+
+__getattr__, __dir__ = exports(__name__, _HOME)

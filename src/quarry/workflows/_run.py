@@ -125,7 +125,7 @@ def run_workflow(
     say: Say | None = None,
     progress: Say | None = None,
 ) -> RunResult:
-    """Run ``spec`` and write ``out``/results.json and report.html (with its PNGs).
+    """Run ``spec`` and write ``out``/results.json and report.html.
 
     ``executor`` (``local`` or ``ray``) and ``ray_address`` replace the file's
     ``execution`` settings; results are the same with either executor. ``say`` hears each

@@ -404,7 +404,7 @@ class BacktestSpec(StrictModel):
             return value
         if not isinstance(value, Mapping):
             raise _said("give the optimizer's settings as a mapping")
-        from quarry.portfolio._optimizer import _flag as optimizer_flag
+        from quarry.portfolio._config import _flag as optimizer_flag
 
         known = {f.name: f for f in dataclasses.fields(OptimizerConfig)}
         problems: list[tuple[tuple[str | int, ...], Any, Any]] = []
