@@ -9,15 +9,18 @@ import sys
 
 import pytest
 
+from quarry._lazy import homes
+
 LAZY = ["quarry.data", "quarry.tracking", "quarry.portfolio"]
 
 
 @pytest.mark.parametrize("name", LAZY)
 def test_every_public_name_resolves_to_its_home_module(name: str) -> None:
     package = importlib.import_module(name)
-    homes = package._HOME
-    assert set(homes) == set(package.__all__)  # a name added to one is added to the other
-    for public, home in homes.items():
+    where = homes(package._MODULES)
+    assert set(where) == set(package.__all__)  # a name added to one is added to the other
+    assert len(where) == sum(len(n.split()) for n in package._MODULES.values())  # none twice
+    for public, home in where.items():
         defined = getattr(importlib.import_module(f"{name}.{home}"), public)
         assert getattr(package, public) is defined, public
     assert set(package.__all__) <= set(dir(package))

@@ -26,3 +26,39 @@ def _no_constant(name: str) -> None:
 def parse_json(stdout: str) -> Any:
     """``stdout`` as strict JSON: NaN, Infinity and anything besides the one document fail."""
     return json.loads(stdout, parse_constant=_no_constant)
+
+
+# Libraries some commands use and others must not pay for. (pydantic comes with Typer itself.)
+HEAVY = ("polars", "numpy", "pandas", "pyarrow", "deltalake", "numba", "scipy", "sklearn",
+         "lightgbm", "torch", "cvxpy", "matplotlib", "plotly", "mlflow", "sqlalchemy", "optuna",
+         "fastapi", "uvicorn", "ray", "jsonschema")  # fmt: skip
+
+_PROBE = """
+import json, sys
+from quarry.cli._main import main
+watched = set(json.loads(sys.argv.pop(1)))
+sys.argv = ["quarry", *sys.argv[1:]]
+code = 0
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code or 0
+imported = sorted({m.split(".")[0] for m in sys.modules} & watched)
+print(json.dumps([code, imported]), file=sys.stderr)
+"""
+
+
+def imports_of(*args: str, watch: tuple[str, ...] = HEAVY) -> tuple[int, list[str], str]:
+    """``quarry ARGS`` in a fresh process: its exit code, which of ``watch`` it imported,
+    and its stdout."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(watch), *args],
+                          capture_output=True, text=True,
+                          env={**os.environ, "QUARRY_NO_PROGRESS": "1"})  # fmt: skip
+    lines = done.stderr.strip().splitlines()
+    assert lines, done.stderr
+    code, imported = json.loads(lines[-1])
+    return code, imported, done.stdout

@@ -4,14 +4,13 @@ naming the file or the value, never an internal error."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 from quarry.data import Store, generate, ingest_frame, read_bars, table_spec
-from tests.cli.helpers import parse_json, run
+from tests.cli.helpers import imports_of, parse_json, run
 
 
 @pytest.fixture(scope="module")
@@ -165,21 +164,6 @@ def test_optimizer_options_not_given_are_the_optimizers_own_defaults() -> None:
         assert name in engine
 
 
-# what a fresh `quarry backtest` process imports besides what it needs
-_PROBE = """
-import json, sys
-from quarry.cli._main import main
-sys.argv = ["quarry", *sys.argv[1:]]
-try:
-    main()
-except SystemExit as exc:
-    code = exc.code
-wanted = ("cvxpy", "matplotlib", "plotly", "mlflow", "lightgbm", "torch", "sqlalchemy")
-print(json.dumps([code, sorted({m.split(".")[0] for m in sys.modules} & set(wanted))]),
-      file=sys.stderr)
-"""
-
-
 @pytest.mark.parametrize(
     ("flags", "files", "imported"),
     [
@@ -199,23 +183,19 @@ def test_a_backtest_writes_and_imports_only_what_it_was_asked_for(
     files: set[str],
     imported: list[str],
 ) -> None:
-    import subprocess
-    import sys
-
     store, signal, _ = market
     path = tmp_path / "signal.parquet"
     signal.write_parquet(path)
     out = tmp_path / "out"
-    args = ["backtest", "--store", str(store.location), "--signal", str(path), "--topk", "5",
-            "--n-drop", "1", "--out", str(out), "--json", *flags]  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True,
-                          text=True, env={**os.environ, "QUARRY_NO_PROGRESS": "1"})  # fmt: skip
-    code, modules = json.loads(done.stderr.strip().splitlines()[-1])
-    assert code in (0, None), done.stderr
-    assert modules == imported
+    watch = ("cvxpy", "matplotlib", "plotly", "mlflow", "lightgbm", "torch", "sqlalchemy")
+    code, modules, stdout = imports_of(
+        "backtest", "--store", str(store.location), "--signal", str(path), "--topk", "5",
+        "--n-drop", "1", "--out", str(out), "--json", *flags, watch=watch,
+    )  # fmt: skip
+    assert (code, modules) == (0, imported)
     written = {p.name for p in out.iterdir()}
     data = {"metrics.json", "returns.parquet", "positions.parquet", "orders.parquet"}
     assert data | files <= written
     assert ("report.html" in written) == bool(files)
     assert any(name.endswith(".png") for name in written) == ("--png" in flags)
-    assert parse_json(done.stdout)["report"] == (str(out / "report.html") if files else None)
+    assert parse_json(stdout)["report"] == (str(out / "report.html") if files else None)

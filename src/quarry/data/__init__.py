@@ -28,18 +28,17 @@ if TYPE_CHECKING:
     from quarry.data._store import Commit, Store
     from quarry.data._synthetic import GenerateSummary, generate
 
-# each public name and the module that defines it
-_HOME = {
-    "HealthCheck": "_health", "HealthReport": "_health", "check_health": "_health",
-    "IngestResult": "_ingest", "ingest_file": "_ingest", "ingest_frame": "_ingest",
-    "Location": "_location", "parse_location": "_location",
-    "Panel": "_read", "adjustment_factors": "_read", "fundamental_fields": "_read",
-    "industries": "_read", "members": "_read", "read_bars": "_read", "to_panel": "_read",
-    "SAMPLES": "_samples", "SampleSummary": "_samples", "load_sample": "_samples",
-    "TABLES": "_schemas", "TableSpec": "_schemas", "table_spec": "_schemas",
-    "Commit": "_store", "Store": "_store",
-    "GenerateSummary": "_synthetic", "generate": "_synthetic",
-}  # fmt: skip
+# each submodule and the public names it defines
+_MODULES = {
+    "_health": "HealthCheck HealthReport check_health",
+    "_ingest": "IngestResult ingest_file ingest_frame",
+    "_location": "Location parse_location",
+    "_read": "Panel adjustment_factors fundamental_fields industries members read_bars to_panel",
+    "_samples": "SAMPLES SampleSummary load_sample",
+    "_schemas": "TABLES TableSpec table_spec",
+    "_store": "Commit Store",
+    "_synthetic": "GenerateSummary generate",
+}
 
 __all__ = [
     "SAMPLES",
@@ -70,4 +69,4 @@ __all__ = [
 ]
 
 
-__getattr__, __dir__ = exports(__name__, _HOME)
+__getattr__, __dir__ = exports(__name__, _MODULES)

@@ -26,15 +26,13 @@ if TYPE_CHECKING:  # imported on first use (``quarry._lazy``): cvxpy only for th
     from quarry.portfolio._risk import RISK_MODELS, RiskModel, factor_model, fit_risk, ledoit_wolf
     from quarry.portfolio._topk import check_topk_params, topk_dropout, topk_dropout_day
 
-# each public name and the module that defines it
-_HOME = {
-    "SOLVERS": "_config", "STATUSES": "_config", "OptimizerConfig": "_config",
-    "DayResult": "_optimizer", "Decision": "_optimizer", "Optimized": "_optimizer",
-    "optimize_day": "_optimizer", "optimize_weights": "_optimizer",
-    "RISK_MODELS": "_risk", "RiskModel": "_risk", "factor_model": "_risk", "fit_risk": "_risk",
-    "ledoit_wolf": "_risk",
-    "check_topk_params": "_topk", "topk_dropout": "_topk", "topk_dropout_day": "_topk",
-}  # fmt: skip
+# each submodule and the public names it defines
+_MODULES = {
+    "_config": "SOLVERS STATUSES OptimizerConfig",
+    "_optimizer": "DayResult Decision Optimized optimize_day optimize_weights",
+    "_risk": "RISK_MODELS RiskModel factor_model fit_risk ledoit_wolf",
+    "_topk": "check_topk_params topk_dropout topk_dropout_day",
+}
 
 __all__ = [
     "RISK_MODELS",
@@ -55,4 +53,4 @@ __all__ = [
     "topk_dropout_day",
 ]
 
-__getattr__, __dir__ = exports(__name__, _HOME)
+__getattr__, __dir__ = exports(__name__, _MODULES)

@@ -46,20 +46,16 @@ if TYPE_CHECKING:  # imported on first use (``quarry._lazy``): MLflow and Polars
         sync_metrics,
     )
 
-# each public name and the module that defines it
-_HOME = {
-    "metadata_schema": "_metadata", "validate_metadata": "_metadata",
-    "TRACKING_ENV": "_mlflow", "alias_version": "_mlflow", "client": "_mlflow",
-    "experiment_id": "_mlflow", "models_at": "_mlflow", "quiet_mlflow": "_mlflow",
-    "shown_uri": "_mlflow", "tracking_uri": "_mlflow",
-    "load_packaged": "_models", "log_packaged": "_models",
-    "DEFAULT_ALIAS": "_registry", "KEY_FIGURES": "_registry", "AliasEvent": "_registry",
-    "ModelDetail": "_registry", "ModelSummary": "_registry", "VersionInfo": "_registry",
-    "alias_history": "_registry", "current_user": "_registry", "describe_model": "_registry",
-    "list_models": "_registry", "model_metadata": "_registry", "move_alias": "_registry",
-    "promote": "_registry", "register": "_registry", "rollback": "_registry",
-    "set_alias": "_registry", "sync_metrics": "_registry",
-}  # fmt: skip
+# each submodule and the public names it defines
+_MODULES = {
+    "_metadata": "metadata_schema validate_metadata",
+    "_mlflow": "TRACKING_ENV alias_version client experiment_id models_at quiet_mlflow "
+    "shown_uri tracking_uri",
+    "_models": "load_packaged log_packaged",
+    "_registry": "DEFAULT_ALIAS KEY_FIGURES AliasEvent ModelDetail ModelSummary VersionInfo "
+    "alias_history current_user describe_model list_models model_metadata move_alias promote "
+    "register rollback set_alias sync_metrics",
+}
 
 __all__ = [
     "DEFAULT_ALIAS",
@@ -93,4 +89,4 @@ __all__ = [
     "validate_metadata",
 ]
 
-__getattr__, __dir__ = exports(__name__, _HOME)
+__getattr__, __dir__ = exports(__name__, _MODULES)
