@@ -436,22 +436,23 @@ def server(ray_cluster: Any, tmp_path: Path) -> Iterator[_Server]:
 def test_a_server_killed_or_stopped_mid_run_is_followed_by_one_that_adopts_its_jobs(
     server: _Server, ray_cluster: Any, store: JobStore, tmp_path: Path
 ) -> None:
-    """Three jobs of ~4 s run through a SIGKILL of the server, a fourth (until it is let go)
-    through a SIGTERM as well: every one runs exactly once, none is left without an owner."""
+    """Three jobs run through a SIGKILL of the server, a fourth through a SIGTERM as well
+    (each until the test lets it go, so that a slow machine cannot end one early): every one
+    runs exactly once, none is left without an owner."""
     token = store.create_token("ann", "p")
     server.start()
     cpus = ray_cluster.alive_nodes()  # one CPU each: the server's capacity by default
     assert f"1 worker of {cpus:g} cpus" in server.log.read_text()
     client = Client(server.url, token)
     files = [tmp_path / f"ran-{k}" for k in range(4)]
-    go = tmp_path / "go"
-    short = (
-        "import time; print('started', flush=True); time.sleep(4); open({!r}, 'a').write('x\\n')"
-    )
-    long = ("import os, time; print('started', flush=True)\n"
-            f"while not os.path.exists({str(go)!r}): time.sleep(0.1)\n"
-            "open({!r}, 'a').write('x\\n')")  # fmt: skip
-    codes = [short] * 3 + [long]
+    after_kill, go = tmp_path / "after-kill", tmp_path / "go"
+
+    def until(release: Path) -> str:
+        return ("import os, time; print('started', flush=True)\n"
+                f"while not os.path.exists({str(release)!r}): time.sleep(0.1)\n"
+                "open({!r}, 'a').write('x\\n')")  # fmt: skip
+
+    codes = [until(after_kill)] * 3 + [until(go)]
     ids = [client.submit(manifest_from_dict(_job(code.format(str(f)))))["id"]
            for code, f in zip(codes, files, strict=True)]  # fmt: skip
     logs = [tmp_path / "home" / "job-logs" / f"job-{j}" / "attempt-1.log" for j in ids]
@@ -460,6 +461,7 @@ def test_a_server_killed_or_stopped_mid_run_is_followed_by_one_that_adopts_its_j
     server.process.kill()  # SIGKILL: no shutdown at all
     server.process.wait()
     server.start()
+    after_kill.touch()
     _until(lambda: store.counts() == {"succeeded": 3, "running": 1}, 60)
     text = server.log.read_text()
     assert "adopted 4 attempts still on the ray backend" in text, text
