@@ -29,3 +29,8 @@ def test_undefined_figures_are_null_wherever_they_are() -> None:
         "rules": [{"challenger": None, "champion": 0.5}],
         "window": ["2021-01-04", 3],
     }
+
+
+def test_a_numpy_array_is_written_as_text_not_refused() -> None:
+    # scalars become numbers; anything else numpy (an array) keeps the default's text
+    assert json.loads(dumps({"w": np.zeros(2), "n": np.int64(3)})) == {"w": "[0. 0.]", "n": 3}

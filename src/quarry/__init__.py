@@ -1,5 +1,7 @@
 """Quarry: a research platform for quantitative investment teams."""
 
+from typing import TYPE_CHECKING
+
 from quarry.exceptions import QuarryError
 
 __all__ = ["QuarryError", "__version__"]
@@ -14,9 +16,13 @@ def _version() -> str:
         return "0+unknown"
 
 
-def __getattr__(name: str) -> str:
-    # read on first use: importlib.metadata costs every command 40 ms at start-up
-    if name == "__version__":
-        globals()["__version__"] = value = _version()
-        return value
-    raise AttributeError(f"module 'quarry' has no attribute {name!r}")
+if TYPE_CHECKING:
+    __version__: str
+else:
+
+    def __getattr__(name: str) -> str:
+        # read on first use: importlib.metadata costs every command 40 ms at start-up
+        if name == "__version__":
+            globals()["__version__"] = value = _version()
+            return value
+        raise AttributeError(f"module 'quarry' has no attribute {name!r}")

@@ -19,7 +19,7 @@ def strict_json(value: Any) -> Any:
         return {k: strict_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [strict_json(v) for v in value]
-    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
         value = value.item()  # a numpy scalar (numpy is not imported for this: CLI start-up)
     if isinstance(value, float) and not math.isfinite(value):
         return None

@@ -50,11 +50,19 @@ class Listening:
 
 @contextmanager
 def listening(
-    app: Any, *, host: str, port: int, name: str = "api", on_stop: Callable[[], None] = lambda: None
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    name: str = "api",
+    on_stop: Callable[[], None] = lambda: None,
+    then: Callable[[], None] = lambda: None,
 ) -> Iterator[Listening]:
     """Run ``app`` on ``host:port`` for the body of the ``with``; a port that cannot be
-    listened on is a one-line UsageError. On leaving (a signal, or an error in the body),
-    ``on_stop`` runs, then uvicorn finishes and the previous signal handlers come back."""
+    listened on is a one-line UsageError. On leaving (a signal, or an error in the body,
+    or that UsageError), ``on_stop`` runs, then uvicorn finishes, then ``then`` (the rest of
+    the server's shutdown: a second signal meanwhile is taken, not a kill), and only then
+    the previous signal handlers come back."""
     import uvicorn
 
     api = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
@@ -70,6 +78,7 @@ def listening(
     # the server: frozen, a collection never walks it again; one that did held every request
     # for some 200 ms. And a background thread's Python work (the alias watcher's registry
     # reads, ~10 ms) gives the requests' thread its turn every millisecond, not every 5.
+    gc.collect()  # what is garbage already is not frozen with the rest
     gc.freeze()
     switch = sys.getswitchinterval()
     sys.setswitchinterval(min(switch, 0.001))
@@ -86,7 +95,10 @@ def listening(
         api.should_exit = True
         if thread.is_alive():
             thread.join()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        sys.setswitchinterval(switch)
-        gc.unfreeze()
+        try:
+            then()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            sys.setswitchinterval(switch)
+            gc.unfreeze()

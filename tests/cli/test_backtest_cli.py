@@ -199,3 +199,20 @@ def test_a_backtest_writes_and_imports_only_what_it_was_asked_for(
     assert ("report.html" in written) == bool(files)
     assert any(name.endswith(".png") for name in written) == ("--png" in flags)
     assert parse_json(stdout)["report"] == (str(out / "report.html") if files else None)
+
+
+def test_a_run_without_a_report_leaves_no_earlier_report_behind(
+    market: tuple[Store, pl.DataFrame, Path], tmp_path: Path
+) -> None:
+    store, signal, _ = market
+    path = tmp_path / "signal.parquet"
+    signal.write_parquet(path)
+    out = tmp_path / "out"
+    assert _backtest(store, path, out, "--png")[0] == 0
+    assert (out / "report.html").exists() and (out / "cumulative.png").exists()
+    assert _backtest(store, path, out)[0] == 0  # the report again, its charts not
+    assert (out / "report.html").exists() and not list(out.glob("*.png"))
+    assert _backtest(store, path, out, "--no-report")[0] == 0
+    assert not (out / "report.html").exists() and (out / "metrics.json").exists()
+    code, _, err = _backtest(store, path, out, "--no-report", "--png")
+    assert code == 1 and err.startswith("error: --png draws the report's charts"), err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import date
 
 import numpy as np
@@ -514,9 +515,12 @@ def _adversarial(seed: int) -> pl.DataFrame:
     in_window = frame["date"].is_between(FIT_START, FIT_END).to_numpy()
     flat = np.where(in_window, 1.5, rng.normal(size=n))
     empty = np.where(in_window, np.nan, rng.normal(size=n))
+    # mostly -inf in the window (a log of 0): its quantiles and median are -inf or NaN
+    sink = np.where(in_window & (rng.random(n) < 0.9), -np.inf, rng.normal(size=n))
     return frame.with_columns(
-        pl.Series("f1", f1), pl.Series("flat", flat), pl.Series("empty", empty)
-    ).drop("industry")
+        pl.Series("f1", f1), pl.Series("flat", flat), pl.Series("empty", empty),
+        pl.Series("sink", sink),
+    ).drop("industry")  # fmt: skip
 
 
 ROW_WISE = [
@@ -554,9 +558,9 @@ def test_a_pipeline_transforms_a_matrix_as_a_frame_rows_in_any_order():
             ZScoreNorm(fit_start=FIT_START, fit_end=FIT_END, fields="label"),
         ]
     ).fit(frame)
-    assert pipe.row_wise(inference=True)
-    assert not pipe.row_wise()  # DropnaLabel drops rows: learning only
-    columns = ["flat", "f3", "LABEL0", "f1", "empty", "f2"]  # not the frame's order
+    assert pipe.is_row_wise(inference=True)
+    assert not pipe.is_row_wise()  # DropnaLabel drops rows: learning only
+    columns = ["flat", "f3", "LABEL0", "f1", "sink", "empty", "f2"]  # not the frame's order
     want = pipe.transform(frame, inference=True).select(columns).to_numpy().astype(np.float64)
     x = frame.select(pl.col(columns).cast(pl.Float64)).to_numpy()
     before = x.copy()
@@ -592,3 +596,27 @@ def test_a_matrix_without_a_fitted_column_is_refused_by_name():
         Fillna(fields=["f4"]).transform_array(np.zeros((1, 1)), ["f1"])
     with pytest.raises(UsageError, match="a matrix of 2 columns"):
         Pipeline([Fillna()]).transform_array(np.zeros((1, 3)), ["f1", "f2"])
+    # in place: a matrix of another type, or read-only, would be changed wrongly or not at all
+    with pytest.raises(UsageError, match="writable float64 matrix, not float32"):
+        Fillna().transform_array(np.zeros((1, 1), np.float32), ["f1"])
+    frozen = np.zeros((1, 1))
+    frozen.flags.writeable = False
+    with pytest.raises(UsageError, match="read-only"):
+        Fillna().transform_array(frozen, ["f1"])
+
+
+def test_a_winsorize_bound_learned_as_nan_clips_nothing_in_a_matrix_as_in_a_frame() -> None:
+    # the 99th percentile of -inf, -inf, 1 falls between -inf and 1: NaN, which Polars' clip
+    # ignores (a bound not learned at all, None, makes the column missing instead)
+    days = [date(2021, 1, 4), date(2021, 1, 5), date(2021, 1, 6), date(2021, 1, 7)]
+    frame = pl.DataFrame({
+        "instrument": ["a", "b", "c", "d"], "date": days,
+        "x": [-np.inf, -np.inf, 1.0, 5.0], "y": [1.0, 2.0, 3.0, 4.0],
+    })  # fmt: skip
+    step = Winsorize(by="fit", lower=0.01, upper=0.99, fit_start=days[0], fit_end=days[2])
+    step.fit(frame)
+    assert math.isnan(step.bounds_["x"][1])
+    want = step.transform(frame).select("x", "y").to_numpy().astype(np.float64)
+    got = step.transform_array(frame.select("x", "y").to_numpy().copy(), ["x", "y"])
+    np.testing.assert_array_equal(got, want)
+    assert got[3, 0] == 5.0  # not clipped, not missing

@@ -94,6 +94,8 @@ def test_a_frame_larger_than_a_chunk_scores_whole(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(module, "CHUNK_ROWS", 1000)  # the frame is 3,600 rows: 4 chunks
     np.testing.assert_array_equal(packaged.score(frame), _plain(packaged, frame))
     assert packaged.score(frame.head(0)).shape == (0,)
+    with pytest.raises(UsageError, match="does not have: B"):  # checked with no rows too
+        packaged.score(frame.head(0).drop("B"))
 
 
 def test_a_model_whose_processors_read_whole_dates_scores_frames_only() -> None:

@@ -232,6 +232,19 @@ def test_a_bad_body_is_a_422_naming_the_field(api: Api, body: Any, path: str, wo
     assert problem["path"] == path and words in problem["message"], problem
 
 
+def test_an_arrow_column_of_text_is_refused_naming_it_even_when_empty(api: Api) -> None:
+    for values in (["high"], [None]):
+        noise = pl.Series(values, dtype=pl.String)
+        row = pl.DataFrame({"instrument": ["S0001"], "date": [DAY], "REV5": [0.1],
+                            "MOM20": [0.2], "NOISE": noise})  # fmt: skip
+        sink = io.BytesIO()
+        row.write_ipc_stream(sink)
+        r = api.client.post("/v2/models/m-linear/predict", content=sink.getvalue(),
+                            headers={**api.auth(), "Content-Type": ARROW})  # fmt: skip
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"][0]["path"] == "row 0.NOISE", r.text
+
+
 def test_a_body_that_is_not_json_nor_arrow(api: Api) -> None:
     r = api.client.post("/v2/models/m-linear/predict", content=b"\x00garbage",
                         headers={**api.auth(), "Content-Type": ARROW})  # fmt: skip

@@ -214,6 +214,10 @@ def test_serving_every_champion_picks_up_a_model_that_gets_one_later(
         np.testing.assert_allclose([p["score"] for p in r.json()["predictions"]],
                                    load_packaged("late", late).score(table), rtol=1e-6)  # fmt: skip
         assert catalog.loads == loads
+        # the broken newcomer's champion removed: nothing to report about it any more
+        registry.delete_registered_model_alias("late-broken", "champion")
+        catalog.refresh()
+        assert "late-broken" not in catalog.problems
     finally:  # other tests serve every champion too
         for name in ("late", "late-broken"):
             registry.delete_registered_model(name)

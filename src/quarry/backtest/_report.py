@@ -38,7 +38,11 @@ if TYPE_CHECKING:
     from quarry.backtest._result import BacktestResult
     from quarry.signals import SignalReport
 
-__all__ = ["exposure_grid", "monthly_table", "write_report"]
+__all__ = ["PNGS", "exposure_grid", "monthly_table", "write_report"]
+
+#: every PNG the report may draw (with ``png``)
+PNGS = ("cumulative.png", "drawdown.png", "monthly_returns.png", "turnover.png",
+        "industry_exposure.png", "ic.png", "quantile_returns.png")  # fmt: skip
 
 Array = npt.NDArray[np.float64]
 Dates = npt.NDArray[np.datetime64]

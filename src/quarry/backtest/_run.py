@@ -427,9 +427,12 @@ def write(result: BacktestResult, out: Path, *, report: bool = True, png: bool =
         result.positions.write_parquet(out / "positions.parquet")
         result.orders.write_parquet(out / "orders.parquet")
         (out / "metrics.json").write_text(dumps(result.metrics))
-        if report:
-            from quarry.backtest._report import write_report
+        from quarry.backtest._report import PNGS, write_report
 
+        # a report or charts of an earlier run in the folder would pass for this one's
+        for name in ("report.html", *PNGS) if not report else PNGS if not png else ():
+            (out / name).unlink(missing_ok=True)
+        if report:
             write_report(result, out / "report.html", png=png)
     except OSError as exc:
         raise DataError(

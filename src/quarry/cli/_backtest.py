@@ -125,6 +125,8 @@ def backtest_cmd(
       quarry backtest --store ./store --signal preds.parquet --strategy optimizer
       --max-weight 0.03 --industry-bound 0.02 --turnover-limit 0.2 --out runs/opt
     """
+    if png and not report:
+        raise UsageError("--png draws the report's charts: leave out --no-report, or --png")
     from quarry.backtest import BacktestConfig, load_signal, run_backtest
     from quarry.data import Store
     from quarry.portfolio import OptimizerConfig
@@ -159,7 +161,7 @@ def backtest_cmd(
             source, frame, out, strategy=strategy, topk=topk, n_drop=n_drop,
             hold_thresh=hold_thresh, deal_price=deal_price, universe=universe,
             benchmark=benchmark, as_of=as_of, config=config, optimizer=optimizer,
-            progress=update, source=str(signal), report=report, png=png and report,
+            progress=update, source=str(signal), report=report, png=png,
         )  # fmt: skip
     m = result.metrics
     for message in result.notes:

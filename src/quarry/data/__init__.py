@@ -69,4 +69,5 @@ __all__ = [
 ]
 
 
-__getattr__, __dir__ = exports(__name__, _MODULES)
+if not TYPE_CHECKING:  # type checkers read the imports above, and flag a misspelled name
+    __getattr__, __dir__ = exports(__name__, _MODULES)

@@ -263,6 +263,12 @@ class Processor(abc.ABC):
         """Transform ``x`` in place and return it: rows by ``columns``, float64, NaN for a
         missing value; the values are those ``transform`` gives the same rows of a frame (NaN
         where it gives null). Only for a ``row_wise`` processor."""
+        if x.dtype != np.float64 or not x.flags.writeable:
+            raise UsageError(
+                f"{type(self).__name__}.transform_array: give a writable float64 matrix, not "
+                f"{x.dtype}{'' if x.flags.writeable else ' (read-only)'}; np.array(x, "
+                "dtype=np.float64) makes one"
+            )
         self.array_step(columns)(x)
         return x
 
@@ -809,9 +815,13 @@ class Winsorize(Processor):
         return _fitted_columns(self, "bounds_", columns)
 
     def _array_step(self, at: slice | np.ndarray, columns: tuple[str, ...]) -> ArrayStep:
-        lo = _stats({c: self.bounds_[c][0] for c in columns}, columns)
-        hi = _stats({c: self.bounds_[c][1] for c in columns}, columns)
-        unknown = np.isnan(lo) | np.isnan(hi)  # made missing, as the frame's transform does
+        # a bound not learned (None) makes the column missing, as the frame's transform does;
+        # a learned NaN (a quantile between -inf and a number) clips nothing, as Polars' clip
+        unknown = np.array([None in self.bounds_[c] for c in columns], dtype=bool)
+        lo = np.nan_to_num(_stats({c: self.bounds_[c][0] for c in columns}, columns),
+                           nan=-np.inf, posinf=np.inf, neginf=-np.inf)  # fmt: skip
+        hi = np.nan_to_num(_stats({c: self.bounds_[c][1] for c in columns}, columns),
+                           nan=np.inf, posinf=np.inf, neginf=-np.inf)  # fmt: skip
 
         def step(x: np.ndarray) -> None:
             x[:, at] = np.where(unknown, np.nan, np.clip(x[:, at], lo, hi))
@@ -889,7 +899,7 @@ class Pipeline:
         return [s for s in self.steps
                 if not (inference and (not s.for_inference or s.fields == "label"))]  # fmt: skip
 
-    def row_wise(self, *, inference: bool = False) -> bool:
+    def is_row_wise(self, *, inference: bool = False) -> bool:
         """True when every step applied transforms each row on its own, so
         ``transform_array`` applies."""
         return all(step.row_wise for step in self._applied(inference))

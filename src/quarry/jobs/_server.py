@@ -210,25 +210,26 @@ def serve(
         if mount is not None:
             # after the job API's routes, so it gets only the paths they do not answer
             app.mount("/", mount)
-        try:
-            # stop first: no new attempt is admitted while the API winds down
-            with listening(app, host=host, port=port, on_stop=stop.set) as server:
-                if runner.detachable:
-                    _adopt(pool[0], sole=make_url(url).get_backend_name() == "sqlite")
-                for thread in threads:
-                    thread.start()
-                safe_url = make_url(url).render_as_string(hide_password=True)
-                on = f", on Ray at {runner.address}" if isinstance(runner, RayBackend) else ""
-                _log.info("server started on %s (pid %d): %d worker%s of %g cpus and %s each%s, "
-                          "database %s", listen, os.getpid(), workers, "s" if workers > 1 else "",
-                          share.cpus, readable_memory(share.memory), on, safe_url)  # fmt: skip
-                server.wait()
-        finally:
+
+        def finish() -> None:  # the workers put back what runs, under our signal handlers
             stop.set()
             for thread in threads:
                 if thread.is_alive():
                     thread.join(timeout=30)
             store.close()
+
+        # stop first: no new attempt is admitted while the API winds down
+        with listening(app, host=host, port=port, on_stop=stop.set, then=finish) as server:
+            if runner.detachable:
+                _adopt(pool[0], sole=make_url(url).get_backend_name() == "sqlite")
+            for thread in threads:
+                thread.start()
+            safe_url = make_url(url).render_as_string(hide_password=True)
+            on = f", on Ray at {runner.address}" if isinstance(runner, RayBackend) else ""
+            _log.info("server started on %s (pid %d): %d worker%s of %g cpus and %s each%s, "
+                      "database %s", listen, os.getpid(), workers, "s" if workers > 1 else "",
+                      share.cpus, readable_memory(share.memory), on, safe_url)  # fmt: skip
+            server.wait()
         by, took = server.by, server.seconds
         requeued = sorted(j for w in pool for j in w.requeued)
         n = len(requeued)

@@ -63,7 +63,7 @@ class PackagedModel:
         """True when each row scores on its own (no processor reads a whole date), so
         ``score_matrix`` applies."""
         pipeline = self.recipe.processors
-        return pipeline is None or pipeline.row_wise(inference=True)
+        return pipeline is None or pipeline.is_row_wise(inference=True)
 
     def score_matrix(self, matrix: np.ndarray, names: Sequence[str]) -> np.ndarray:
         """Scores of rows of raw features without a frame: ``matrix`` is rows by ``names``
@@ -75,7 +75,7 @@ class PackagedModel:
         """``score_matrix`` for matrices of ``names``, prepared once (the processors' steps,
         the columns picked): a server keeps one per loaded version."""
         pipeline = self.recipe.processors
-        if pipeline is not None and not pipeline.row_wise(inference=True):
+        if pipeline is not None and not pipeline.is_row_wise(inference=True):
             raise UsageError(
                 f"the {self.model_type} model's processors read whole dates: score a frame "
                 "of the day's cross-section"
@@ -108,9 +108,9 @@ class PackagedModel:
         names = [c for c in frame.columns if c not in ("instrument", "date")]
         schema = frame.schema
         if self.row_wise and names and all(schema[c].is_float() for c in names):
+            score = self.matrix_scorer(names)  # its checks, even for a frame of no rows
             if frame.height == 0:
                 return np.empty(0, dtype=np.float64)
-            score = self.matrix_scorer(names)
             return np.concatenate([
                 score(part.select(pl.col(names).cast(pl.Float64)).to_numpy())
                 for part in frame.iter_slices(CHUNK_ROWS)

@@ -53,4 +53,5 @@ __all__ = [
     "topk_dropout_day",
 ]
 
-__getattr__, __dir__ = exports(__name__, _MODULES)
+if not TYPE_CHECKING:  # type checkers read the imports above, and flag a misspelled name
+    __getattr__, __dir__ = exports(__name__, _MODULES)

@@ -80,7 +80,7 @@ MODEL_LABEL = "quarry.model"  # the label on a training job: which model it trai
 # A body up to this size may be answered on the event loop (``quick``): a few rows score in a
 # fraction of a millisecond, less than a thread's hand-over; larger ones, and predictions by
 # date, go to a thread and never hold the loop.
-INLINE_BYTES = 64 * 1024
+INLINE_BYTES, INLINE_ROWS = 64 * 1024, 32
 
 
 class Prediction(BaseModel):
@@ -141,7 +141,8 @@ class _Tokens:
     def __init__(self, store: JobStore, ttl: float) -> None:
         self.store, self.ttl = store, ttl
         self._seen: dict[str, tuple[float, Found]] = {}
-        self._asking: dict[str, asyncio.Future[Found | None]] = {}
+        # by event loop too: a read left behind by a loop that has ended is not awaited
+        self._asking: dict[tuple[int, str], asyncio.Future[Found | None]] = {}
 
     async def caller(self, token: str) -> Found | None:
         key = hashlib.sha256(token.encode()).hexdigest()
@@ -154,25 +155,28 @@ class _Tokens:
         return await asyncio.shield(self._ask(key, token))
 
     def _ask(self, key: str, token: str) -> asyncio.Future[Found | None]:
-        asking = self._asking.get(key)
+        slot = (id(asyncio.get_running_loop()), key)
+        asking = self._asking.get(slot)
         if asking is None:
-            asking = asyncio.ensure_future(self._read(key, token))
-            self._asking[key] = asking
+            asking = asyncio.ensure_future(self._read(slot, token))
+            self._asking[slot] = asking
             # an answer nobody awaits (a background one) must not warn when it failed
             asking.add_done_callback(lambda f: f.cancelled() or f.exception())
         return asking
 
-    async def _read(self, key: str, token: str) -> Found | None:
+    async def _read(self, slot: tuple[int, str], token: str) -> Found | None:
+        key = slot[1]
+        asked = time.monotonic()  # trusted from the question, not the answer: at most ttl
         try:
             found = await anyio.to_thread.run_sync(self.store.authenticate, token)
         finally:
-            self._asking.pop(key, None)
+            self._asking.pop(slot, None)
         if found is None:
             self._seen.pop(key, None)  # revoked: at once
         elif self.ttl > 0:
             if len(self._seen) > 10_000:  # a bound; entries are cheap to make again
                 self._seen.clear()
-            self._seen[key] = (time.monotonic(), found)
+            self._seen[key] = (asked, found)
         return found
 
 
@@ -346,7 +350,7 @@ def create_app(
         if loaded.rows is None or content_type.split(";")[0].strip().lower() == ARROW:
             return None
         parsed = parse_body(body, content_type)
-        if not isinstance(parsed, ByRecords):
+        if not isinstance(parsed, ByRecords) or len(parsed.records) > INLINE_ROWS:
             return None
         scored = score_records(loaded.rows, parsed.records)
         return None if scored is None else answer(served, scored, arrow)

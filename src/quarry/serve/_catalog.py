@@ -322,7 +322,11 @@ class Catalog:
         """Models that have a ``champion`` now and are not served yet, loaded and added (a
         model is never dropped: one whose alias is removed serves on, as /healthz says)."""
         added = []
-        for name, version in sorted(self._discover(DEFAULT_ALIAS).items()):
+        found = self._discover(DEFAULT_ALIAS)
+        for name in [n for n in self.problems if n not in self._served and n not in found]:
+            self.problems.pop(name)  # a newcomer that failed, whose champion is gone
+            self._failed.pop(name, None)
+        for name, version in sorted(found.items()):
             if name in self._served or self._failed.get(name) == version:
                 continue
             try:
@@ -348,7 +352,7 @@ class Catalog:
         serving every model at ``champion`` (no ``refs``), a model that has got one since is
         loaded and served too. Returns the switches made, as (name, from version, to
         version); a model newly served is (name, 0, its version)."""
-        moves = self._arrivals() if self.refs is None else []
+        moves: list[tuple[str, int, int]] = []
         for name, served in list(self._served.items()):
             ref = served.ref
             now = self._resolve(ref.name, ref.alias)
@@ -383,4 +387,6 @@ class Catalog:
             _log.info("model %s: the %s moved from version %d to %d; now serving version %d "
                       "(loaded in %.1f s)", name, ref.alias, served.version, now, now,
                       time.perf_counter() - began)  # fmt: skip
+        if self.refs is None:  # after the moves: a large newcomer never delays a promotion
+            moves += self._arrivals()
         return moves

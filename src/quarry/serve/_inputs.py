@@ -222,7 +222,8 @@ def table(
         if named is not None:  # the values as sent: a frame has made 0.2 and "x" both text
             raise named
         # an Arrow column is of one type: its first value is the first wrong one
-        i = int(np.flatnonzero(out[c].is_not_null().to_numpy())[0])
+        given = np.flatnonzero(out[c].is_not_null().to_numpy())
+        i = int(given[0]) if given.size else 0
         raise unprocessable(f"{row.format(i)}.{c}",
                             f"{out[c][i]!r} is not a number (null if missing)")  # fmt: skip
     # one expression for every feature: a cast per column, each its own Series operation,
@@ -243,11 +244,15 @@ class RowScorer:
 
     @classmethod
     def of(cls, packaged: Packaged) -> RowScorer | None:
-        """The scorer of ``packaged``, or None when its processors read whole dates."""
-        if not packaged.row_wise:
+        """The scorer of ``packaged``, or None when its processors read whole dates (or it
+        cannot make one: the frame route still scores it, and says what is wrong)."""
+        if not getattr(packaged, "row_wise", False):
             return None
         names = needed(packaged)
-        return cls(names, packaged.matrix_scorer(names))
+        try:
+            return cls(names, packaged.matrix_scorer(names))
+        except Exception:  # any failure here leaves the frame route
+            return None
 
 
 @dataclass(frozen=True)

@@ -145,13 +145,14 @@ def serve_models(
 
     service = build_models(models=models, store=store, db=db, max_loaded=max_loaded,
                            memory=memory, max_in_flight=max_in_flight, poll=poll)  # fmt: skip
-    try:
-        service.watcher.start()
-        with listening(service.app, host=host, port=port, name="serve-api") as server:
-            _log.info("serving on http://%s:%d (pid %d): %s", host, port, os.getpid(),
-                      service.served())  # fmt: skip
-            server.wait()
-    finally:
+
+    def finish() -> None:
         service.watcher.stop()
         service.close()
+
+    service.watcher.start()
+    with listening(service.app, host=host, port=port, name="serve-api", then=finish) as server:
+        _log.info("serving on http://%s:%d (pid %d): %s", host, port, os.getpid(),
+                  service.served())  # fmt: skip
+        server.wait()
     _log.info("stopped%s after %.0f s", server.by, server.seconds)

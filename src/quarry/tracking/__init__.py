@@ -89,4 +89,5 @@ __all__ = [
     "validate_metadata",
 ]
 
-__getattr__, __dir__ = exports(__name__, _MODULES)
+if not TYPE_CHECKING:  # type checkers read the imports above, and flag a misspelled name
+    __getattr__, __dir__ = exports(__name__, _MODULES)
