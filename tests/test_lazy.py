@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from quarry._lazy import homes
+from quarry._lazy import homes, module
 
-LAZY = ["quarry.data", "quarry.tracking", "quarry.portfolio"]
+LAZY = ["quarry.backtest", "quarry.data", "quarry.features", "quarry.tracking", "quarry.portfolio"]
 
 
 @pytest.mark.parametrize("name", LAZY)
@@ -29,9 +29,11 @@ def test_every_public_name_resolves_to_its_home_module(name: str) -> None:
 
 
 def test_importing_the_packages_loads_nothing_heavy() -> None:
-    heavy = ("polars", "pyarrow", "deltalake", "numpy", "mlflow", "jsonschema")
+    heavy = ("polars", "pyarrow", "deltalake", "numpy", "numba", "mlflow", "jsonschema")
     code = (
-        "import sys, quarry, quarry.data, quarry.tracking\n"
+        "import sys, quarry, quarry.data, quarry.tracking, quarry.backtest, quarry.portfolio\n"
+        "from quarry.backtest import BacktestConfig\n"
+        "from quarry.portfolio import OptimizerConfig\n"
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -40,3 +42,19 @@ def test_importing_the_packages_loads_nothing_heavy() -> None:
     code = "import sys, quarry.data as d; d.Store; print('deltalake' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+def test_a_deferred_module_is_imported_at_its_first_use_and_then_is_the_module() -> None:
+    code = (
+        "import sys\n"
+        "from quarry._lazy import module\n"
+        "k = module('quarry.features._kernels')\n"
+        "before = 'numba' in sys.modules or 'quarry.features._kernels' in sys.modules\n"
+        "f = k.rolling_sum\n"
+        "import quarry.features._kernels as real\n"
+        "print(before, f is real.rolling_sum, 'numba' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True", "True"]
+    with pytest.raises(ModuleNotFoundError, match="quarry.no_such"):
+        module("quarry.no_such")

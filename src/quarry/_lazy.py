@@ -9,11 +9,13 @@ its submodule here; ``tests/test_lazy.py`` keeps the three in step.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
+from types import ModuleType
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["exports", "homes"]
+__all__ = ["exports", "homes", "module"]
 
 
 def homes(modules: Mapping[str, str]) -> dict[str, str]:
@@ -41,3 +43,27 @@ def exports(
         return sorted({*vars(module), *where})
 
     return getattr_, dir_
+
+
+
+class _Deferred(ModuleType):
+    """Stands for a module until one of its attributes is asked for, then imports it (the
+    import system's own locks make a first use from two threads safe, which the standard
+    library's ``LazyLoader`` is not before Python 3.12) and keeps its names."""
+
+    def __getattr__(self, attr: str) -> Any:
+        real = importlib.import_module(self.__name__)
+        vars(self).update(vars(real))  # later lookups find the names without coming here
+        return getattr(real, attr)
+
+
+def module(name: str) -> ModuleType:
+    """Module ``name``, imported at the first use of one of its attributes rather than now:
+    for a module that is costly to load and used only on some paths through its importer,
+    e.g. the feature engine's compiled kernels, which parsing and checking an expression
+    never touch."""
+    if name in sys.modules:
+        return sys.modules[name]
+    if importlib.util.find_spec(name) is None:
+        raise ModuleNotFoundError(f"no module named {name!r}", name=name)
+    return _Deferred(name)

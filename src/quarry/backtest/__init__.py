@@ -17,25 +17,44 @@
   gross of costs, in the shape of a backtest's ``metrics.json``.
 """
 
-from quarry.backtest._engine import BacktestConfig, Market, Simulation, simulate
-from quarry.backtest._market import DEAL_PRICES, Aligned, Coverage, align
-from quarry.backtest._metrics import (
-    PERIODS_PER_YEAR,
-    BacktestMetrics,
-    ReturnMetrics,
-    annualized_return,
-    annualized_volatility,
-    calmar,
-    excess_annualized_return,
-    hit_rate,
-    information_ratio,
-    max_drawdown,
-    sharpe,
-    summary,
-)
-from quarry.backtest._result import BacktestResult
-from quarry.backtest._run import STRATEGIES, run_backtest
-from quarry.backtest._signal import SIGNAL_COLUMNS, check_signal, load_signal
+from typing import TYPE_CHECKING
+
+from quarry._lazy import exports
+
+if TYPE_CHECKING:  # imported on first use (``quarry._lazy``): no engine to read a config
+    from quarry.backtest._config import BacktestConfig
+    from quarry.backtest._engine import Market, Simulation, simulate
+    from quarry.backtest._market import DEAL_PRICES, Aligned, Coverage, align
+    from quarry.backtest._metrics import (
+        PERIODS_PER_YEAR,
+        BacktestMetrics,
+        ReturnMetrics,
+        annualized_return,
+        annualized_volatility,
+        calmar,
+        excess_annualized_return,
+        hit_rate,
+        information_ratio,
+        max_drawdown,
+        sharpe,
+        summary,
+    )
+    from quarry.backtest._result import BacktestResult
+    from quarry.backtest._run import STRATEGIES, run_backtest
+    from quarry.backtest._signal import SIGNAL_COLUMNS, check_signal, load_signal
+
+# each submodule and the public names it defines
+_MODULES = {
+    "_config": "BacktestConfig",
+    "_engine": "Market Simulation simulate",
+    "_market": "DEAL_PRICES Aligned Coverage align",
+    "_metrics": "PERIODS_PER_YEAR BacktestMetrics ReturnMetrics annualized_return "
+    "annualized_volatility calmar excess_annualized_return hit_rate information_ratio "
+    "max_drawdown sharpe summary",
+    "_result": "BacktestResult",
+    "_run": "STRATEGIES run_backtest",
+    "_signal": "SIGNAL_COLUMNS check_signal load_signal",
+}
 
 __all__ = [
     "DEAL_PRICES",
@@ -65,3 +84,6 @@ __all__ = [
     "simulate",
     "summary",
 ]
+
+if not TYPE_CHECKING:  # type checkers read the imports above, and flag a misspelled name
+    __getattr__, __dir__ = exports(__name__, _MODULES)

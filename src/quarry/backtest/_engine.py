@@ -23,12 +23,12 @@ previous day's value.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from quarry.backtest._config import BacktestConfig
 from quarry.backtest._fills import buy_shares, fee, slip_rate
 from quarry.exceptions import UsageError
 
@@ -98,46 +98,6 @@ class Market:
         traded: np.ndarray = np.nan_to_num(self.volume[day]) > 0
         out: np.ndarray = np.isfinite(self.deal[day]) & (traded | ~self.known())
         return out
-
-
-@dataclass(frozen=True)
-class BacktestConfig:
-    account: float = 1e8
-    open_cost: float = 0.0005
-    close_cost: float = 0.0015
-    min_cost: float = 5.0
-    limit_threshold: float | None = 0.095
-    lot_size: int = 1
-    risk_degree: float = 0.95
-    delist_return: float = 0.0
-    slippage: float = 0.0  # share of the traded value
-    impact: float = 0.0  # share of the traded value per unit of participation (shares/volume)
-
-    def __post_init__(self) -> None:
-        for name in ("account", "open_cost", "close_cost", "min_cost", "slippage", "impact",
-                     "risk_degree", "delist_return", "limit_threshold"):  # fmt: skip
-            value = getattr(self, name)
-            if value is not None and not math.isfinite(value):
-                raise UsageError(f"--{name.replace('_', '-')} {value}: give a finite number")
-        if self.account <= 0:
-            raise UsageError(f"--account {self.account}: give a positive starting cash")
-        for name in ("open_cost", "close_cost", "min_cost", "slippage", "impact"):
-            if getattr(self, name) < 0:
-                raise UsageError(f"--{name.replace('_', '-')} cannot be negative")
-        if self.lot_size < 1:
-            raise UsageError(f"lot size {self.lot_size}: give 1 or more shares")
-        if not 0 < self.risk_degree <= 1:
-            raise UsageError(f"risk degree {self.risk_degree}: give a share in (0, 1]")
-        if self.limit_threshold is not None and self.limit_threshold <= 0:
-            raise UsageError(
-                f"--limit-threshold {self.limit_threshold}: give a positive daily move (0.095 "
-                "for 9.5%), or none for a market without price limits"
-            )
-        if self.delist_return < -1:
-            raise UsageError(
-                f"--delist-return {self.delist_return}: a holding cannot lose more than all of "
-                "its value; give -1 or more"
-            )
 
 
 # day, instrument, side (+1 buy / -1 sell), shares, price, value, cost (the fee), slippage,

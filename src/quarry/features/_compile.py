@@ -14,18 +14,24 @@ import difflib
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from quarry import _lazy
 from quarry._memory import reuse_freed_memory, small_pages
 from quarry.exceptions import ExpressionError, LookaheadError, UsageError
-from quarry.features import _kernels as k
 from quarry.features._expr import Expr, check_limits
 from quarry.features._grid import BY_DATE, BY_INSTRUMENT, Grid
 from quarry.features._parser import parse
 from quarry.features._registry import OPERATORS
+
+if TYPE_CHECKING:
+    from quarry.features import _kernels as k
+else:  # the numba kernels load (0.2 s, more with their cache) when a plan first computes
+    k = _lazy.module("quarry.features._kernels")
 
 __all__ = ["Plan", "as_series", "check_lookahead", "check_name", "compute", "evaluate"]
 

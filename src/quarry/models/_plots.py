@@ -23,7 +23,9 @@ def ic_plot(scored: dict[str, pl.DataFrame], path: Path, *, label: str = "LABEL0
         daily = daily_ic(frame, score="score", label=label).sort("date")
         dates = daily["date"].to_list()
         ic = daily["rank_ic"].to_numpy()
-        ax.bar(dates, ic, width=1.0, color="#9ab", label="daily Rank IC")
+        # one line per day in a single collection: a bar chart of 1,400 days draws 1,400
+        # patches and took seconds of a training's time
+        ax.vlines(dates, 0.0, ic, colors="#9ab", linewidth=1.0, label="daily Rank IC")
         smooth = daily["rank_ic"].rolling_mean(20, min_samples=1).to_numpy()
         ax.plot(dates, smooth, color="#135", label="20-day mean")
         ax.axhline(0, color="black", linewidth=0.5)

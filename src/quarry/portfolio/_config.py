@@ -9,11 +9,13 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from quarry.exceptions import UsageError
-from quarry.portfolio._risk import RISK_MODELS
+
 
 __all__ = ["SOLVERS", "STATUSES", "OptimizerConfig"]
 
 SOLVERS = ("clarabel", "osqp")
+# the risk models the optimizer knows (fitted in ``_risk``)
+RISK_MODELS = ("ledoit-wolf", "factor")
 STATUSES = ("optimal", "relaxed-turnover", "relaxed-industry", "held")
 
 

@@ -24,12 +24,12 @@ import numpy as np
 import numpy.typing as npt
 
 from quarry.exceptions import UsageError
+from quarry.portfolio._config import RISK_MODELS
 
 __all__ = ["RISK_MODELS", "RiskModel", "factor_model", "fit_risk", "ledoit_wolf"]
 
 FloatArray = npt.NDArray[np.float64]
 
-RISK_MODELS = ("ledoit-wolf", "factor")
 
 # Specific variances never fall below this share of the median name's variance: a factor model
 # with as many factors as the window has days explains everything, and a zero diagonal would

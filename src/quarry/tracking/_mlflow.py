@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from quarry.exceptions import UsageError
 from quarry.settings import quarry_home
+from quarry.tracking._registry_memo import RegistryMemo as _RegistryMemo
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -163,7 +164,22 @@ def models_at(alias: str) -> dict[str, int]:
 
 
 def alias_version(name: str, alias: str) -> int | None:
-    """The version ``alias`` points at, or None when the model or the alias does not exist."""
+    """The version ``alias`` points at, or None when the model or the alias does not exist.
+
+    On a SQLite tracking database, an answer is remembered until the database next changes
+    (see ``_registry_memo``): a cached ``quarry run`` asks for its champion without paying
+    for MLflow's import and store set-up, seconds against the rest of a cached run."""
+    memo = _RegistryMemo.open(tracking_uri())
+    key = f"{name}\x00{alias}"
+    if memo is not None and key in memo.aliases:
+        return memo.aliases[key]
+    found = _alias_from_mlflow(name, alias)
+    if memo is not None:
+        memo.remember(key, found)
+    return found
+
+
+def _alias_from_mlflow(name: str, alias: str) -> int | None:
     from mlflow.exceptions import MlflowException
 
     try:

@@ -275,7 +275,10 @@ def _run(
         step("gate", gate_key, gate_step,
              still_true=lambda r: not r.get("promoted") or champion == ours)  # fmt: skip
         gate = {k: v for k, v in records["gate"].items() if k != "key"}
-    if spec.tracking.registered and trained.get("version") is not None:
+    # (When every step was cached, nothing was logged since the last sync: MLflow is not
+    # even imported.)
+    if (spec.tracking.registered and trained.get("version") is not None
+            and any(how != "cached" for how in run.steps.values())):  # fmt: skip
         from quarry.tracking import sync_metrics
 
         # the backtest and the gate logged their figures into the version's run
