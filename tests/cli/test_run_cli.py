@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from quarry.data import Store, generate
-from tests.cli.helpers import parse_json, run
+from tests.cli.helpers import imports_of, parse_json, run
 from tests.workflows.helpers import NOISE, REVERSAL, small_spec, write_spec
 
 
@@ -51,6 +51,13 @@ def test_json_holds_the_results_and_stderr_the_steps_without_mlflow_chatter(
     assert code == 0, stderr
     assert {"features: cached", "train: cached", "backtest: cached"} <= set(stderr.splitlines())
     assert parse_json(stdout)["rank_ic"] == saved["rank_ic"]
+    # a third time, as a fresh process: every step cached, and nothing heavy loaded to say so
+    # (the champion comes from the registry memo, as nothing was written since)
+    code, imported, stdout = imports_of("run", str(path), "--out", str(tmp_path / "3"), "--json")
+    assert code == 0
+    assert parse_json(stdout)["steps"] == dict.fromkeys(("features", "train", "backtest", "gate"),
+                                                        "cached")  # fmt: skip
+    assert set(imported) <= {"polars", "numpy", "pyarrow", "deltalake"}, imported
 
 
 @pytest.mark.slow
