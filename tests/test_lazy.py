@@ -56,5 +56,5 @@ def test_a_deferred_module_is_imported_at_its_first_use_and_then_is_the_module()
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True", "True"]
-    with pytest.raises(ModuleNotFoundError, match="quarry.no_such"):
+    with pytest.raises(ModuleNotFoundError, match=r"quarry\.no_such"):
         module("quarry.no_such")

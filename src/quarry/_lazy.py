@@ -11,8 +11,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from types import ModuleType
 from collections.abc import Callable, Mapping
+from types import ModuleType
 from typing import Any
 
 __all__ = ["exports", "homes", "module"]
@@ -43,7 +43,6 @@ def exports(
         return sorted({*vars(module), *where})
 
     return getattr_, dir_
-
 
 
 class _Deferred(ModuleType):

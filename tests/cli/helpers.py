@@ -43,14 +43,15 @@ try:
     main()
 except SystemExit as exc:
     code = exc.code or 0
-imported = sorted({m.split(".")[0] for m in sys.modules} & watched)
+imported = sorted({m if m in watched else m.split(".")[0] for m in sys.modules} & watched)
 print(json.dumps([code, imported]), file=sys.stderr)
 """
 
 
 def imports_of(*args: str, watch: tuple[str, ...] = HEAVY) -> tuple[int, list[str], str]:
-    """``quarry ARGS`` in a fresh process: its exit code, which of ``watch`` it imported,
-    and its stdout."""
+    """``quarry ARGS`` in a fresh process: its exit code, which of ``watch`` it imported (a
+    package counts with any of its modules; a dotted name is matched by itself), and its
+    stdout."""
     import os
     import subprocess
     import sys

@@ -30,3 +30,36 @@ def test_help_imports_no_heavy_library(command: str) -> None:
     code, imported, stdout = imports_of(*command.split(), "--help")
     assert "Usage" in stdout, stdout
     assert (code, imported) == (0, []), command
+
+
+SIBLINGS = ("quarry.cli._data", "quarry.cli._features", "quarry.cli._train", "quarry.cli._search",
+            "quarry.cli._backtest", "quarry.cli._run", "quarry.cli._jobs", "quarry.cli._models",
+            "quarry.cli._serve", "pydantic")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("command", "loads"),
+    [
+        ("backtest", {"quarry.cli._backtest"}),
+        ("data ingest", {"quarry.cli._data"}),
+        ("jobs submit", {"quarry.cli._jobs"}),
+        ("search", {"quarry.cli._search", "quarry.cli._train"}),  # search reuses train's options
+    ],
+)
+def test_a_command_builds_only_itself(command: str, loads: set[str]) -> None:
+    """Only the command asked for is imported and built; and Typer's help flag, which no one
+    gave, does not load Pydantic to read its empty value."""
+    code, imported, stdout = imports_of(*command.split(), "--help", watch=SIBLINGS)
+    assert code == 0 and "Usage" in stdout
+    assert set(imported) == loads
+
+
+def test_the_root_help_lists_every_command_in_order() -> None:
+    from quarry.cli._main import SUBCOMMANDS
+
+    code, _, stdout = imports_of("--help")
+    assert code == 0
+    commands = stdout.split("Commands", 1)[1]
+    listed = [line.split()[1] for line in commands.splitlines()
+              if line.startswith("│ ") and line[2] != " "]  # fmt: skip
+    assert listed == [*SUBCOMMANDS, "version"]

@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import sys
 from typing import Annotated
 
 import typer
 
-from quarry.cli import _backtest, _data, _features, _jobs, _models, _run, _search, _serve, _train
+from quarry.cli._lazy_commands import lazy_group, reflow, reflow_help
 from quarry.cli._output import err
+
+# Each subcommand and where it lives (a Typer app, or a command's function), in the order of
+# `quarry --help`: imported and built when first used (see ``_lazy_commands``).
+SUBCOMMANDS = {
+    "data": "quarry.cli._data:app",
+    "features": "quarry.cli._features:app",
+    "train": "quarry.cli._train:train_cmd",
+    "search": "quarry.cli._search:search_cmd",
+    "backtest": "quarry.cli._backtest:backtest_cmd",
+    "run": "quarry.cli._run:run_cmd",
+    "server": "quarry.cli._jobs:server_app",
+    "tokens": "quarry.cli._jobs:tokens_app",
+    "projects": "quarry.cli._jobs:projects_app",
+    "jobs": "quarry.cli._jobs:jobs_app",
+    "models": "quarry.cli._models:app",
+    "serve": "quarry.cli._serve:serve_cmd",
+}
 
 app = typer.Typer(
     name="quarry",
@@ -18,49 +34,10 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=lazy_group(SUBCOMMANDS),
 )
-app.add_typer(_data.app, name="data")
-app.add_typer(_features.app, name="features")
-app.command("train")(_train.train_cmd)
-app.command("search")(_search.search_cmd)
-app.command("backtest")(_backtest.backtest_cmd)
-app.command("run")(_run.run_cmd)
-app.add_typer(_jobs.server_app, name="server")
-app.add_typer(_jobs.tokens_app, name="tokens")
-app.add_typer(_jobs.projects_app, name="projects")
-app.add_typer(_jobs.jobs_app, name="jobs")
-app.add_typer(_models.app, name="models")
-app.command("serve")(_serve.serve_cmd)
 
-
-def reflow(text: str) -> str:
-    """Help text with each paragraph on one line, so that the terminal wraps it at its
-    width (docstrings are wrapped at 100 columns by hand, which broke them mid-sentence in
-    an 80-column terminal). A paragraph's indentation stays (examples are indented); one
-    marked with click's \\b keeps its line breaks."""
-    paragraphs = []
-    for paragraph in inspect.cleandoc(text).split("\n\n"):
-        if paragraph.startswith("\b"):
-            paragraphs.append(paragraph)
-            continue
-        indent = paragraph[: len(paragraph) - len(paragraph.lstrip(" "))]
-        paragraphs.append(indent + " ".join(line.strip() for line in paragraph.splitlines()))
-    return "\n\n".join(paragraphs)
-
-
-def _reflow_help(typer_app: typer.Typer) -> None:
-    """Reflow the help of every command and group of ``typer_app``, before Typer reads it."""
-    for command in typer_app.registered_commands:
-        text = command.help or inspect.getdoc(command.callback)
-        if text:
-            command.help = reflow(text)
-    for group in typer_app.registered_groups:
-        if group.typer_instance is None:
-            continue
-        info = group.typer_instance.info
-        if isinstance(info.help, str):
-            info.help = reflow(info.help)
-        _reflow_help(group.typer_instance)
+__all__ = ["SUBCOMMANDS", "app", "main", "reflow"]
 
 
 def installed_version() -> str:
@@ -103,7 +80,7 @@ def version() -> None:
     print(installed_version())
 
 
-_reflow_help(app)
+reflow_help(app)
 
 
 def main() -> None:

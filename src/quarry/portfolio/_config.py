@@ -10,7 +10,6 @@ from typing import Any
 
 from quarry.exceptions import UsageError
 
-
 __all__ = ["SOLVERS", "STATUSES", "OptimizerConfig"]
 
 SOLVERS = ("clarabel", "osqp")
