@@ -9,9 +9,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+import quarry.data
 from quarry.data import Store, generate, ingest_frame, read_bars, table_spec
 from quarry.features import FeatureCache, materialize
-from quarry.features import _materialize as materialize_module
 
 FEATURES = {"MA5": "Mean($close, 5)/$close", "EPS": "$eps / $close", "R": "CSRank($close)"}
 LABEL = "Ref($close, -2)/Ref($close, -1) - 1"
@@ -44,7 +44,7 @@ def test_a_cached_run_equals_an_uncached_one_and_reads_no_bars(
     def no_reading(*args: object, **kwargs: object) -> None:
         raise AssertionError("a fully cached run read the bars")
 
-    monkeypatch.setattr(materialize_module, "read_bars", no_reading)
+    monkeypatch.setattr(quarry.data, "read_bars", no_reading)  # where materialize finds it
     again, computed = _run(market, cache, tmp_path / "again.parquet", start=date(2015, 3, 1))
     assert again.equals(plain)
     assert computed == ()

@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
-from quarry.data import Store, read_bars
 from quarry.exceptions import DataError
 from quarry.executors import Executor
 from quarry.features._cache import FeatureCache, data_state
@@ -30,6 +30,9 @@ from quarry.features._outofcore import (
     compute_to_parquet,
     plan_metadata,
 )
+
+if TYPE_CHECKING:  # a frame of bars never loads the store's libraries (Delta Lake)
+    from quarry.data import Store
 
 __all__ = ["Materialized", "materialize"]
 
@@ -129,10 +132,12 @@ def _lay_out(
     end: date | None,
 ) -> tuple[Grid, np.ndarray]:
     """The bars as panels, and the cells to write."""
-    if isinstance(source, Store):
-        frame = read_bars(source, sorted(plan.fields), as_of=as_of, adjust="adjusted")
-    else:
+    if isinstance(source, pl.DataFrame):
         frame = source
+    else:
+        from quarry.data import read_bars
+
+        frame = read_bars(source, sorted(plan.fields), as_of=as_of, adjust="adjusted")
     if frame.height == 0:
         raise DataError(f"{source}: no bars to compute features on")
     plan.check_fields(frame.columns)
@@ -148,8 +153,10 @@ def _lay_out(
     if end is not None:
         emit[:, (days > end).to_numpy()] = False
     if universe is not None:
-        if not isinstance(source, Store):
+        if isinstance(source, pl.DataFrame):
             raise DataError("a universe needs a store to read its members from")
+        from quarry.data import read_bars
+
         members = read_bars(source, ["close"], as_of=as_of, universe=universe)
         emit &= grid.cells_of(members)
     return grid, emit
