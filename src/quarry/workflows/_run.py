@@ -283,6 +283,11 @@ def _run(
 
         # the backtest and the gate logged their figures into the version's run
         sync_metrics(spec.tracking.registered, trained["version"])
+        # Read the champion once more after this run's last write to the registry, so that
+        # the registry memo holds it for the next run (a cached run then needs no MLflow).
+        from quarry.tracking import alias_version
+
+        alias_version(spec.tracking.registered, spec.gate.alias)
     results = _results(spec, trained, records["backtest"], gate, run.steps, pieces.name)
     _write(out, results, backtest_dir, train_dir)
     run.results = results
