@@ -101,20 +101,33 @@ def _value(column: str) -> pl.Expr:
     return pl.when(x.is_finite()).then(x).otherwise(None)
 
 
-def _correlations(x: str, y: str) -> list[pl.Expr]:
-    """Aggregations over the pairs of one group: n, Pearson, Spearman (null when undefined)."""
-    ok = pl.col(x).is_not_null() & pl.col(y).is_not_null()
-    xs, ys = pl.col(x).filter(ok), pl.col(y).filter(ok)
+def _correlate(frame: pl.DataFrame, x: str, y: str) -> pl.DataFrame:
+    """Per date of ``frame``: ``pearson`` and ``spearman`` (ties at their average rank) of the
+    pairs where both ``x`` and ``y`` are present, and their count ``n``; a date with fewer
+    than two pairs, or a constant side, has null correlations (and stays, with n = 0 when it
+    has no pair at all).
+
+    The pairs are taken before grouping: filtering inside each group's aggregation cost
+    Polars five times the correlations themselves."""
+    pairs = frame.filter(pl.col(x).is_not_null() & pl.col(y).is_not_null())
+    xs, ys = pl.col(x), pl.col(y)
     # A constant side has no correlation; checking min < max is exact, whereas the variance of
     # equal floats can come out a hair above zero and give a meaningless number.
-    defined = (ok.sum() >= 2) & (xs.min() < xs.max()) & (ys.min() < ys.max())
-    pearson = pl.corr(xs, ys)
-    spearman = pl.corr(xs.rank("average"), ys.rank("average"))
-    return [
-        pl.when(defined).then(pearson).otherwise(None).fill_nan(None).alias("pearson"),
-        pl.when(defined).then(spearman).otherwise(None).fill_nan(None).alias("spearman"),
-        ok.sum().cast(pl.Int64).alias("n"),
-    ]
+    defined = (pl.len() >= 2) & (xs.min() < xs.max()) & (ys.min() < ys.max())
+    stats = pairs.group_by(DATE).agg(
+        pl.when(defined).then(pl.corr(xs, ys)).otherwise(None).fill_nan(None).alias("pearson"),
+        pl.when(defined)
+        .then(pl.corr(xs.rank("average"), ys.rank("average")))
+        .otherwise(None)
+        .fill_nan(None)
+        .alias("spearman"),
+        pl.len().cast(pl.Int64).alias("n"),
+    )
+    return (
+        frame.select(pl.col(DATE).unique())
+        .join(stats, on=DATE, how="left")
+        .with_columns(pl.col("n").fill_null(0))
+    )
 
 
 def _calendar(frame: pl.DataFrame, lag: int) -> pl.DataFrame:
@@ -182,9 +195,7 @@ def daily_ic(frame: pl.DataFrame, score: str = SCORE, label: str = LABEL) -> pl.
     """
     _require(frame, (DATE, score, label))
     return (
-        frame.select(DATE, _value(score).alias("x"), _value(label).alias("y"))
-        .group_by(DATE)
-        .agg(_correlations("x", "y"))
+        _correlate(frame.select(DATE, _value(score).alias("x"), _value(label).alias("y")), "x", "y")
         .sort(DATE)
         .select(DATE, pl.col("pearson").alias("ic"), pl.col("spearman").alias("rank_ic"), "n")
     )
@@ -289,12 +300,13 @@ def autocorrelation(frame: pl.DataFrame, score: str = SCORE, lag: int = 1) -> pl
     _unique_keys(frame)
     values = frame.select(INSTRUMENT, DATE, _value(score).alias("s"))
     earlier = values.rename({DATE: "prev", "s": "s_prev"})
-    return (
+    pairs = (
         values.join(_calendar(frame, lag), on=DATE)
         .filter(pl.col("prev").is_not_null())
         .join(earlier, on=[INSTRUMENT, "prev"], how="left")
-        .group_by(DATE)
-        .agg(_correlations("s", "s_prev"))
+    )
+    return (
+        _correlate(pairs, "s", "s_prev")
         .sort(DATE)
         .select(DATE, pl.col("spearman").alias("autocorr"))
     )
