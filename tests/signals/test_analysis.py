@@ -424,3 +424,12 @@ def test_bad_arguments_and_duplicate_rows_are_refused(frame: pl.DataFrame) -> No
     doubled = pl.concat([frame, frame.head(1)])
     with pytest.raises(UsageError, match="2 rows share an"):
         turnover(doubled)
+    with pytest.raises(UsageError, match="2 rows share an"):
+        analyze(doubled)  # checked once for all the analyses
+
+
+def test_a_frame_vouched_for_gives_the_same_report_unchecked(frame: pl.DataFrame) -> None:
+    checked, trusted = analyze(frame, lag=2), analyze(frame, lag=2, one_row_per_key=True)
+    for part in ("daily_ic", "quantile_returns", "long_short", "autocorr", "turnover"):
+        assert_frame_equal(getattr(trusted, part), getattr(checked, part))
+    assert trusted.as_dict() == checked.as_dict()

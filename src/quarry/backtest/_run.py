@@ -290,7 +290,7 @@ def _signal_report(grid: Aligned) -> SignalReport | None:
             "LABEL0": earned[day, inst],
         }
     )
-    return analyze(frame)
+    return analyze(frame, one_row_per_key=True)  # one cell of the grid per row
 
 
 def _frames(

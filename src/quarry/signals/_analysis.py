@@ -298,6 +298,10 @@ def autocorrelation(frame: pl.DataFrame, score: str = SCORE, lag: int = 1) -> pl
     lag = _positive_int(lag, "lag", 1)
     _require(frame, (INSTRUMENT, DATE, score))
     _unique_keys(frame)
+    return _autocorrelation(frame, score, lag)
+
+
+def _autocorrelation(frame: pl.DataFrame, score: str, lag: int) -> pl.DataFrame:
     values = frame.select(INSTRUMENT, DATE, _value(score).alias("s"))
     earlier = values.rename({DATE: "prev", "s": "s_prev"})
     pairs = (
@@ -330,6 +334,10 @@ def turnover(frame: pl.DataFrame, score: str = SCORE, groups: int = 5) -> pl.Dat
     groups = _positive_int(groups, "groups", 2)
     _require(frame, (INSTRUMENT, DATE, score))
     _unique_keys(frame)
+    return _turnover(frame, score, groups)
+
+
+def _turnover(frame: pl.DataFrame, score: str, groups: int) -> pl.DataFrame:
     rows = frame.select(INSTRUMENT, DATE, _value(score).alias("s")).drop_nulls("s")
     grouped = _assign_groups(rows, groups).select(INSTRUMENT, DATE, "group")
     calendar = _calendar(frame, 1).filter(pl.col("prev").is_not_null())
@@ -401,6 +409,7 @@ def analyze(
     *,
     groups: int = 5,
     lag: int = 1,
+    one_row_per_key: bool = False,
 ) -> SignalReport:
     """Run every analysis of this module on one score.
 
@@ -415,6 +424,10 @@ def analyze(
         How many quantile groups (for the returns and the turnover).
     lag
         How many calendar dates back the autocorrelation looks.
+    one_row_per_key
+        The caller guarantees one row per instrument and date (a frame laid out from a
+        dense grid, as a backtest's): the check, which costs seconds on tens of millions of
+        rows, is skipped. Otherwise it is made once.
 
     Returns
     -------
@@ -428,6 +441,10 @@ def analyze(
         report.as_dict()["rank_ic"]
     """
     _require(frame, (INSTRUMENT, DATE, score, label))
+    lag = _positive_int(lag, "lag", 1)
+    groups = _positive_int(groups, "groups", 2)
+    if not one_row_per_key:
+        _unique_keys(frame)
     daily = daily_ic(frame, score, label)
     qr = quantile_returns(frame, score, label, groups)
     return SignalReport(
@@ -435,6 +452,6 @@ def analyze(
         daily_ic=daily,
         quantile_returns=qr,
         long_short=long_short(qr),
-        autocorr=autocorrelation(frame, score, lag),
-        turnover=turnover(frame, score, groups),
+        autocorr=_autocorrelation(frame, score, lag),
+        turnover=_turnover(frame, score, groups),
     )
