@@ -36,7 +36,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -55,27 +54,38 @@ TOPK = ["--strategy", "topk-dropout", "--topk", "50", "--n-drop", "5", "--deal-p
 CASES = ("help", "features", "backtest", "train", "run", "large")
 
 
+# Runs the command and reports its wall time and peak RSS. The peak is taken from this small
+# launcher's RUSAGE_CHILDREN: a child forked straight from the benchmark's own process would
+# carry the benchmark's memory high-water mark (Linux keeps the old one across exec).
+_LAUNCH = """
+import json, resource, subprocess, sys, time
+t0 = time.perf_counter()
+done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+elapsed = time.perf_counter() - t0
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+sys.stderr.buffer.write(done.stderr)
+print(json.dumps([done.returncode, elapsed, peak]))
+"""
+
+
 def whole(argv: list[str], runs: int, *, cores: str = "0", env: dict[str, str] | None = None,
           warm: int = 0) -> dict[str, Any]:  # fmt: skip
     """``argv`` as a fresh process pinned to ``cores``, ``runs`` times: the median wall time,
-    every run's, and the largest peak RSS (the child's own, from wait4). ``warm`` untimed runs
-    come first (a first run makes files later runs reuse, e.g. numba's cache)."""
+    every run's, and the largest peak RSS (Linux's KiB; the benchmark needs taskset, and two
+    cores for the large case). ``warm`` untimed runs come first (a first run makes files
+    later runs reuse, e.g. numba's cache)."""
     times, peaks = [], []
     for i in range(runs + warm):
-        t0 = time.perf_counter()
-        environment = {**os.environ, **(env or {})}
-        child = subprocess.Popen(["taskset", "-c", cores, *argv], stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.PIPE, env=environment)  # fmt: skip
-        assert child.stderr is not None
-        stderr = child.stderr.read()
-        _, status, usage = os.wait4(child.pid, 0)
-        elapsed = time.perf_counter() - t0
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise SystemExit(f"{' '.join(argv)} failed:\n{stderr.decode()[-2000:]}")
+        done = subprocess.run([sys.executable, "-c", _LAUNCH, "taskset", "-c", cores, *argv],
+                              capture_output=True, text=True,
+                              env={**os.environ, **(env or {})})  # fmt: skip
+        code, elapsed, peak = json.loads(done.stdout.strip().splitlines()[-1])
+        if code != 0:
+            raise SystemExit(f"{' '.join(argv)} failed:\n{done.stderr[-2000:]}")
         if i < warm:
             continue
         times.append(elapsed)
-        peaks.append(usage.ru_maxrss / 1024)
+        peaks.append(peak)
     return {"median_s": round(statistics.median(times), 3),
             "runs_s": [round(t, 3) for t in times], "peak_rss_mb": round(max(peaks))}  # fmt: skip
 
@@ -100,8 +110,10 @@ def _prepare(instruments: int, days: int) -> dict[str, Path]:
     return {"store": store, "bars": bars, "signal": signal, "tag": Path(tag)}
 
 
-def _qlib(data: dict[str, Path], runs: int, work: Path, bench_returns: Path) -> dict[str, Any]:
-    """Qlib's whole process for the features and the backtest, on the same data."""
+def _qlib(data: dict[str, Path], runs: int, work: Path, bench_returns: Path,
+          cases: set[str]) -> dict[str, Any]:  # fmt: skip
+    """Qlib's whole process for the features and the backtest (those of ``cases``), on the
+    same data; the backtest's benchmark is Quarry's, from ``bench_returns``."""
     import polars as pl
 
     from bench_features import ONE_THREAD, _qlib_python
@@ -111,14 +123,19 @@ def _qlib(data: dict[str, Path], runs: int, work: Path, bench_returns: Path) -> 
     if not (provider / "calendars" / "day.txt").exists():
         subprocess.run([python, str(HERE / "qlib_side.py"), "convert", str(data["bars"]),
                         str(provider)], check=True, capture_output=True)  # fmt: skip
-    features = whole([python, str(HERE / "qlib_side.py"), "run", str(provider), "--out",
-                      str(work / "qlib-features.parquet")], runs, env=ONE_THREAD)  # fmt: skip
+    out: dict[str, Any] = {}
+    if "features" in cases:
+        out["features"] = whole([python, str(HERE / "qlib_side.py"), "run", str(provider),
+                                 "--out", str(work / "qlib-features.parquet")], runs,
+                                env=ONE_THREAD)  # fmt: skip
+    if "backtest" not in cases:
+        return out
     bench = work / "bench.parquet"
     pl.read_parquet(bench_returns).select("date", bench="benchmark").write_parquet(bench)
-    backtest = whole([python, str(HERE / "qlib_backtest_side.py"), "run", str(provider),
-                      str(data["signal"]), str(bench), str(work / "qlib-daily.parquet")],
-                     runs, env=ONE_THREAD, warm=1)  # fmt: skip
-    return {"features": features, "backtest": backtest}
+    out["backtest"] = whole([python, str(HERE / "qlib_backtest_side.py"), "run", str(provider),
+                             str(data["signal"]), str(bench), str(work / "qlib-daily.parquet")],
+                            runs, env=ONE_THREAD, warm=1)  # fmt: skip
+    return out
 
 
 def _segments(features: Path) -> list[str]:
@@ -197,7 +214,7 @@ def main() -> None:
             out["run_cached"] = whole([QUARRY, "run", str(flow), "--out", str(work / "flow")],
                                       args.runs, warm=2)  # fmt: skip
         if not args.skip_qlib and cases & {"features", "backtest"}:
-            out["qlib"] = _qlib(data, args.runs, work, work / "bt" / "returns.parquet")
+            out["qlib"] = _qlib(data, args.runs, work, work / "bt" / "returns.parquet", cases)
         if "large" in cases:
             big = _prepare(16_000, 2_520)
             out["large_backtest_2cores"] = whole(

@@ -3,6 +3,8 @@ one is imported by the command that uses it), so it answers at once."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.cli.helpers import imports_of
@@ -63,3 +65,25 @@ def test_the_root_help_lists_every_command_in_order() -> None:
     listed = [line.split()[1] for line in commands.splitlines()
               if line.startswith("│ ") and line[2] != " "]  # fmt: skip
     assert listed == [*SUBCOMMANDS, "version"]
+
+
+def test_a_command_that_fails_to_build_is_not_taken_for_a_missing_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from quarry.cli._lazy_commands import lazy_group
+
+    (tmp_path / "needs_a_setting.py").write_text("import os\nSETTING = os.environ['NO_SUCH']\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    app = typer.Typer(cls=lazy_group({"broken": "needs_a_setting:app"}))
+
+    @app.callback()
+    def root() -> None:
+        """A group (with a callback), as quarry's root is."""
+
+    result = CliRunner().invoke(app, ["broken", "--help"])
+    assert "No such command" not in result.output
+    assert isinstance(result.exception, RuntimeError)
+    assert "command 'broken' could not be built: KeyError('NO_SUCH')" in str(result.exception)

@@ -3,13 +3,14 @@ asked again after any write, by Quarry or by MLflow itself, whatever the clock s
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from quarry.tracking import _mlflow, alias_version, client, tracking_uri
-from quarry.tracking._registry_memo import RegistryMemo
+from quarry.tracking._registry_memo import RegistryMemo, _stamp
 
 
 def _model_with_versions(name: str, versions: int, where: Path) -> None:
@@ -75,11 +76,42 @@ def test_only_a_sqlite_database_in_rollback_journal_mode_is_remembered(tmp_path:
     (tmp_path / "text.db").write_text("not a database" * 20)
     assert RegistryMemo.open(f"sqlite:///{tmp_path / 'text.db'}") is None
     wal = tmp_path / "wal.db"
-    with sqlite3.connect(wal) as conn:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("CREATE TABLE t (x)")
-        assert RegistryMemo.open(f"sqlite:///{wal}") is None  # its -wal file is there
+    conn = sqlite3.connect(wal)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    assert RegistryMemo.open(f"sqlite:///{wal}") is None  # its -wal file is there
+    conn.close()
+    assert not Path(f"{wal}-wal").exists()
+    assert RegistryMemo.open(f"sqlite:///{wal}") is None  # and its header says WAL
     plain = tmp_path / "plain.db"
     with sqlite3.connect(plain) as conn:
         conn.execute("CREATE TABLE t (x)")
     assert RegistryMemo.open(f"sqlite:///{plain}") is not None
+
+
+def test_the_stamp_counts_every_committed_write(tmp_path: Path) -> None:
+    db = tmp_path / "plain.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    counters = []
+    for value in range(3):
+        with sqlite3.connect(db) as conn:
+            conn.execute("INSERT INTO t VALUES (?)", (value,))
+        counters.append(_stamp(db)[0])  # type: ignore[index]
+    assert counters[1] == counters[0] + 1 and counters[2] == counters[1] + 1
+
+
+def test_a_restored_backup_is_asked_again(tmp_path: Path) -> None:
+    """A backup copied back with its times (cp -p) has the counter, size and modification
+    time it had when an older answer was remembered: the inode and change time differ."""
+    _model_with_versions("m", 2, tmp_path)
+    client().set_registered_model_alias("m", "champion", "1")
+    db = Path(tracking_uri().removeprefix("sqlite:///"))
+    backup = tmp_path / "backup.db"
+    shutil.copy2(db, backup)
+    assert alias_version("m", "champion") == 1  # remembered under the database's stamp
+    client().set_registered_model_alias("m", "champion", "2")
+    assert alias_version("m", "champion") == 2
+    shutil.copy2(backup, db)  # the registry as it was: champion 1
+    assert alias_version("m", "champion") == 1

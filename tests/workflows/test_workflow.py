@@ -59,6 +59,44 @@ def test_the_cache_reruns_exactly_what_changed(market: Path, tmp_path: Path) -> 
 
 
 @pytest.mark.slow
+def test_a_metric_sync_that_failed_is_made_by_the_next_cached_run(
+    market: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import quarry.tracking
+
+    cache = StepCache(tmp_path / "steps")
+    spec = load_workflow(write_spec(tmp_path / "a.yaml", small_spec(market)))
+    run_workflow(spec, tmp_path / "out1", cache=cache)
+    run_workflow(spec, tmp_path / "out2", cache=cache)  # the gate against the new champion
+    synced: list[int] = []
+    real = quarry.tracking.sync_metrics
+
+    def failing(name: str, version: int) -> bool:
+        raise OSError("database is locked")
+
+    def counting(name: str, version: int) -> bool:
+        synced.append(version)
+        return real(name, version)
+
+    # every step cached, and the figures synced already: no sync
+    monkeypatch.setattr(quarry.tracking, "sync_metrics", counting)
+    assert set(run_workflow(spec, tmp_path / "out3", cache=cache).steps.values()) == {"cached"}
+    assert synced == []
+    # a sync that fails after the steps were saved is made again by the next (cached) run
+    for marker in (cache.root / "synced").iterdir():
+        marker.unlink()
+    monkeypatch.setattr(quarry.tracking, "sync_metrics", failing)
+    with pytest.raises(OSError, match="locked"):
+        run_workflow(spec, tmp_path / "out4", cache=cache)
+    assert not list((cache.root / "synced").iterdir())
+    monkeypatch.setattr(quarry.tracking, "sync_metrics", counting)
+    assert set(run_workflow(spec, tmp_path / "out5", cache=cache).steps.values()) == {"cached"}
+    assert synced == [1]
+    run_workflow(spec, tmp_path / "out6", cache=cache)
+    assert synced == [1]
+
+
+@pytest.mark.slow
 def test_the_same_workflow_gives_identical_metrics(market: Path, tmp_path: Path) -> None:
     unregistered = small_spec(market, tracking={"register": None})
     spec = load_workflow(write_spec(tmp_path / "a.yaml", unregistered))

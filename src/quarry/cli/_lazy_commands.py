@@ -98,7 +98,10 @@ class _Commands(MutableMapping[str, Any]):
 
     def __getitem__(self, name: str) -> Any:
         if name not in self._built and name in self._lazy:
-            self._built[name] = build(name, self._lazy[name])
+            try:
+                self._built[name] = build(name, self._lazy[name])
+            except KeyError as exc:  # Click's lookup would take it for "no such command"
+                raise RuntimeError(f"command {name!r} could not be built: {exc!r}") from exc
         return self._built[name]
 
     def __setitem__(self, name: str, command: Any) -> None:

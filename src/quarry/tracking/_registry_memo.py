@@ -33,8 +33,11 @@ def _database(uri: str) -> Path | None:
 
 
 def _stamp(db: Path) -> list[int] | None:
-    """The database's change counter, size and modification time; None when the file is not
-    a SQLite database in rollback-journal mode (absent, empty, or with a WAL)."""
+    """The database's change counter, size, modification and change times and inode; None
+    when the file is not a SQLite database in rollback-journal mode (absent, empty, or in WAL
+    mode, which leaves the counter alone: header bytes 18 and 19 are 2 there, and a ``-wal``
+    file is beside it while it is open). The change time and inode tell a restored backup
+    from the file it replaced, even one copied with its counter and modification time."""
     if Path(f"{db}-wal").exists():
         return None
     try:
@@ -43,9 +46,10 @@ def _stamp(db: Path) -> list[int] | None:
         st = db.stat()
     except OSError:
         return None
-    if len(head) < 100 or not head.startswith(_HEADER):
+    if len(head) < 100 or not head.startswith(_HEADER) or 2 in (head[18], head[19]):
         return None
-    return [int.from_bytes(head[24:28], "big"), st.st_size, st.st_mtime_ns]
+    counter = int.from_bytes(head[24:28], "big")
+    return [counter, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
 @dataclass
@@ -65,6 +69,8 @@ class RegistryMemo:
     def open(cls, uri: str) -> RegistryMemo | None:
         """The memo of the tracking database at ``uri``, emptied when the database changed
         since it was written; None when answers there cannot be remembered."""
+        if os.environ.get("MLFLOW_ENABLE_WORKSPACES", "").lower() in ("1", "true", "yes"):
+            return None  # aliases are then per workspace: not worth a key of their own
         db = _database(uri)
         stamp = None if db is None else _stamp(db)
         if db is None or stamp is None:
@@ -90,6 +96,10 @@ class RegistryMemo:
                 kept = {}
             kept[self.db] = {"stamp": self.stamp, "aliases": self.aliases}
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".registry-")
-            with os.fdopen(fd, "w") as f:
-                json.dump(kept, f)
-            os.replace(tmp, path)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump(kept, f)
+                os.replace(tmp, path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)  # left only when the replace did not happen

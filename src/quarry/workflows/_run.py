@@ -275,19 +275,22 @@ def _run(
         step("gate", gate_key, gate_step,
              still_true=lambda r: not r.get("promoted") or champion == ours)  # fmt: skip
         gate = {k: v for k, v in records["gate"].items() if k != "key"}
-    # (When every step was cached, nothing was logged since the last sync: MLflow is not
-    # even imported.)
-    if (spec.tracking.registered and trained.get("version") is not None
-            and any(how != "cached" for how in run.steps.values())):  # fmt: skip
-        from quarry.tracking import sync_metrics
+    if spec.tracking.registered and trained.get("version") is not None:
+        # A marker says these steps' figures reached the version's metadata: when every step
+        # was cached and it is there, nothing was logged since, and MLflow is not even
+        # imported. (Without it, say after a sync that failed, the sync is made again.)
+        synced = cache.root / "synced" / digest({"train": train_key, "backtest": backtest_key,
+                                                 "gate": records["gate"].get("key")})  # fmt: skip
+        if any(how != "cached" for how in run.steps.values()) or not synced.exists():
+            from quarry.tracking import alias_version, sync_metrics
 
-        # the backtest and the gate logged their figures into the version's run
-        sync_metrics(spec.tracking.registered, trained["version"])
-        # Read the champion once more after this run's last write to the registry, so that
-        # the registry memo holds it for the next run (a cached run then needs no MLflow).
-        from quarry.tracking import alias_version
-
-        alias_version(spec.tracking.registered, spec.gate.alias)
+            # the backtest and the gate logged their figures into the version's run
+            sync_metrics(spec.tracking.registered, trained["version"])
+            synced.parent.mkdir(parents=True, exist_ok=True)
+            synced.touch()
+            # Read the champion once more after this run's last write to the registry, so
+            # that the registry memo holds it for the next run.
+            alias_version(spec.tracking.registered, spec.gate.alias)
     results = _results(spec, trained, records["backtest"], gate, run.steps, pieces.name)
     _write(out, results, backtest_dir, train_dir)
     run.results = results
