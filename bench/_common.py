@@ -61,3 +61,37 @@ def generated_store(name: str, instruments: int, days: int, **options: Any) -> P
     if not Store(path).exists():
         generate(Store(path), instruments, days, seed=1, **options)
     return path
+
+
+BAR_FIELDS = ["open", "high", "low", "close", "volume", "vwap"]
+
+
+def float32_bars(store: Path, tag: str) -> Path:
+    """bench/_data/bars-TAG.parquet: the store's adjusted bars rounded to float32, made on
+    first use. Qlib stores every field as float32: both sides of a comparison get these, so
+    that they compute on the same data."""
+    import polars as pl
+
+    from quarry.data import Store, read_bars
+
+    path = store.parent / f"bars-{tag}.parquet"
+    if not path.exists():
+        bars = read_bars(Store(store), BAR_FIELDS, adjust="adjusted")
+        bars.with_columns(pl.col(BAR_FIELDS).cast(pl.Float32)).write_parquet(path)
+    return path
+
+
+def reversal_signal(store: Path, tag: str) -> Path:
+    """bench/_data/signal-reversal-TAG.parquet: minus each instrument's 5-day return, the
+    backtests' signal, made on first use."""
+    import polars as pl
+
+    from quarry.data import Store, read_bars
+
+    path = store.parent / f"signal-reversal-{tag}.parquet"
+    if not path.exists():
+        close = read_bars(Store(store), ["close"], adjust="adjusted")
+        close.select("instrument", "date", score=-(
+            pl.col("close") / pl.col("close").shift(5).over("instrument") - 1
+        )).write_parquet(path)  # fmt: skip
+    return path

@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from _common import (  # the bench folder is on sys.path when run as a script
+    float32_bars,
     generated_store,
     market_parser,
     peak_rss_mb,
+    reversal_signal,
     run_child,
 )
 
@@ -95,14 +97,7 @@ def main() -> None:
 
     tag = f"{args.instruments}x{args.days}"
     store_dir = generated_store("generated", args.instruments, args.days)
-    signal_path = HERE / "_data" / f"signal-reversal-{tag}.parquet"
-    if not signal_path.exists():
-        bars = read_bars(Store(store_dir), ["close"], adjust="adjusted")
-        bars.select(
-            "instrument",
-            "date",
-            score=-(pl.col("close") / pl.col("close").shift(5).over("instrument") - 1),
-        ).write_parquet(signal_path)
+    signal_path = reversal_signal(store_dir, tag)
     quarry_daily = DATA / f"backtest-quarry-{tag}.parquet"
     runs = [
         run_child(__file__, "--child", str(store_dir), str(signal_path), *out)
@@ -157,14 +152,10 @@ def _side_by_side(
     import numpy as np
     import polars as pl
 
-    from bench_features import FIELDS, _qlib_python
+    from bench_features import _qlib_python
     from quarry.backtest import summary
-    from quarry.data import Store, read_bars
 
-    bars_path, qlib_dir = DATA / f"bars-{tag}.parquet", DATA / f"qlib-{tag}"
-    if not bars_path.exists():  # as bench_features.py: float32, the precision Qlib stores
-        bars = read_bars(Store(store_dir), FIELDS, adjust="adjusted")
-        bars.with_columns(pl.col(FIELDS).cast(pl.Float32)).write_parquet(bars_path)
+    bars_path, qlib_dir = float32_bars(store_dir, tag), DATA / f"qlib-{tag}"
     python = _qlib_python()
     if not (qlib_dir / "calendars" / "day.txt").exists():
         run_child(

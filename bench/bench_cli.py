@@ -39,14 +39,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from _common import generated_store, market_parser  # the bench folder is on sys.path
+from _common import (  # the bench folder is on sys.path when run as a script
+    float32_bars,
+    generated_store,
+    market_parser,
+    reversal_signal,
+)
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "_data"
 REPO = HERE.parent
 QUARRY = str(REPO / ".venv" / "bin" / "quarry")
 LABEL = "Ref($close, -2)/Ref($close, -1) - 1"
-FIELDS = ["open", "high", "low", "close", "volume", "vwap"]
 # Qlib's benchmark settings for TopK-Dropout, as bench_backtest.py and qlib_backtest_side.py
 TOPK = ["--strategy", "topk-dropout", "--topk", "50", "--n-drop", "5", "--deal-price", "close",
         "--open-cost", "0.0005", "--close-cost", "0.0015", "--min-cost", "5",
@@ -92,22 +96,10 @@ def whole(argv: list[str], runs: int, *, cores: str = "0", env: dict[str, str] |
 
 def _prepare(instruments: int, days: int) -> dict[str, Path]:
     """The store, its float32 bars, the reversal signal (made once, kept in bench/_data)."""
-    import polars as pl
-
-    from quarry.data import Store, read_bars
-
     tag = f"{instruments}x{days}"
     store = generated_store("generated", instruments, days)
-    bars, signal = DATA / f"bars-{tag}.parquet", DATA / f"signal-reversal-{tag}.parquet"
-    if not bars.exists():  # as bench_features.py
-        frame = read_bars(Store(store), FIELDS, adjust="adjusted")
-        frame.with_columns(pl.col(FIELDS).cast(pl.Float32)).write_parquet(bars)
-    if not signal.exists():  # as bench_backtest.py
-        close = read_bars(Store(store), ["close"], adjust="adjusted")
-        close.select("instrument", "date", score=-(
-            pl.col("close") / pl.col("close").shift(5).over("instrument") - 1
-        )).write_parquet(signal)  # fmt: skip
-    return {"store": store, "bars": bars, "signal": signal, "tag": Path(tag)}
+    return {"store": store, "bars": float32_bars(store, tag),
+            "signal": reversal_signal(store, tag), "tag": Path(tag)}  # fmt: skip
 
 
 def _qlib(data: dict[str, Path], runs: int, work: Path, bench_returns: Path,
@@ -253,5 +245,4 @@ def _table(out: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(HERE))
     main()

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import (  # the bench folder is on sys.path when run as a script
+    float32_bars,
     generated_store,
     market_parser,
     peak_rss_mb,
@@ -198,21 +199,12 @@ def main() -> None:
     if args.child:
         print(json.dumps(_quarry(args.child, args.out)))
         return
-    import polars as pl
-
-    from quarry.data import Store, read_bars
 
     tag = f"{args.instruments}x{args.days}"
     store_dir = generated_store("generated", args.instruments, args.days)
-    bars_path, qlib_dir = DATA / f"bars-{tag}.parquet", DATA / f"qlib-{tag}"
+    bars_path, qlib_dir = float32_bars(store_dir, tag), DATA / f"qlib-{tag}"
     qlib_out, qlib_json = DATA / f"features-qlib-{tag}.parquet", DATA / f"features-qlib-{tag}.json"
     quarry_out = DATA / f"features-quarry-{tag}.parquet"
-
-    if not bars_path.exists():
-        # Qlib stores every field as float32: both sides get the bars rounded to that, so
-        # that they compute on the same data.
-        bars = read_bars(Store(store_dir), FIELDS, adjust="adjusted")
-        bars.with_columns(pl.col(FIELDS).cast(pl.Float32)).write_parquet(bars_path)
     if args.skip_qlib and qlib_out.exists() and qlib_json.exists():
         qlib: dict[str, Any] = {**json.loads(qlib_json.read_text()), "reused": True}
     else:

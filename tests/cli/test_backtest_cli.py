@@ -25,6 +25,15 @@ def market(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, pl.DataFram
     return store, signal, root
 
 
+@pytest.fixture(scope="module")
+def signal_file(market: tuple[Store, pl.DataFrame, Path]) -> Path:
+    """The market's signal as a Parquet file (written once: no test changes it)."""
+    _, signal, root = market
+    path = root / "signal.parquet"
+    signal.write_parquet(path)
+    return path
+
+
 def _backtest(store: Store, signal: Path, out: Path, *extra: str) -> tuple[int, str, str]:
     return run("backtest", "--store", str(store.location), "--signal", str(signal), "--topk",
                "5", "--n-drop", "1", "--out", str(out), *extra)  # fmt: skip
@@ -82,11 +91,10 @@ def test_bad_signals_are_refused_in_one_line(
 
 
 def test_an_unknown_benchmark_names_the_value_and_what_is_accepted(
-    market: tuple[Store, pl.DataFrame, Path], tmp_path: Path
+    market: tuple[Store, pl.DataFrame, Path], tmp_path: Path, signal_file: Path
 ) -> None:
-    store, signal, _ = market
-    path = tmp_path / "signal.parquet"
-    signal.write_parquet(path)
+    store, _, _ = market
+    path = signal_file
     code, _, err = _backtest(store, path, tmp_path / "out", "--benchmark", "INDEX")
     assert code == 1
     assert err.startswith("error: --benchmark INDEX: ")
@@ -95,11 +103,10 @@ def test_an_unknown_benchmark_names_the_value_and_what_is_accepted(
 
 
 def test_the_command_says_what_the_market_lacked_and_what_never_traded(
-    market: tuple[Store, pl.DataFrame, Path], tmp_path: Path
+    market: tuple[Store, pl.DataFrame, Path], tmp_path: Path, signal_file: Path
 ) -> None:
-    store, signal, root = market
-    path = tmp_path / "signal.parquet"
-    signal.write_parquet(path)
+    store, _, root = market
+    path = signal_file
     bars = read_bars(store, ["close"])
     stores = {}
     for name, volume in (("closes", None), ("halted", 0.0)):
@@ -123,11 +130,10 @@ def test_the_command_says_what_the_market_lacked_and_what_never_traded(
 
 
 def test_json_holds_the_metrics_with_null_for_undefined_figures(
-    market: tuple[Store, pl.DataFrame, Path], tmp_path: Path
+    market: tuple[Store, pl.DataFrame, Path], tmp_path: Path, signal_file: Path
 ) -> None:
     store, signal, _ = market
-    path = tmp_path / "signal.parquet"
-    signal.write_parquet(path)
+    path = signal_file
     code, stdout, stderr = _backtest(store, path, tmp_path / "bt", "--json")
     assert code == 0, stderr
     printed = parse_json(stdout)
@@ -182,10 +188,10 @@ def test_a_backtest_writes_and_imports_only_what_it_was_asked_for(
     flags: list[str],
     files: set[str],
     imported: list[str],
+    signal_file: Path,
 ) -> None:
-    store, signal, _ = market
-    path = tmp_path / "signal.parquet"
-    signal.write_parquet(path)
+    store, _, _ = market
+    path = signal_file
     out = tmp_path / "out"
     watch = ("cvxpy", "matplotlib", "plotly", "mlflow", "lightgbm", "torch", "sqlalchemy")
     code, modules, stdout = imports_of(
@@ -202,11 +208,10 @@ def test_a_backtest_writes_and_imports_only_what_it_was_asked_for(
 
 
 def test_a_run_without_a_report_leaves_no_earlier_report_behind(
-    market: tuple[Store, pl.DataFrame, Path], tmp_path: Path
+    market: tuple[Store, pl.DataFrame, Path], tmp_path: Path, signal_file: Path
 ) -> None:
-    store, signal, _ = market
-    path = tmp_path / "signal.parquet"
-    signal.write_parquet(path)
+    store, _, _ = market
+    path = signal_file
     out = tmp_path / "out"
     assert _backtest(store, path, out, "--png")[0] == 0
     assert (out / "report.html").exists() and (out / "cumulative.png").exists()

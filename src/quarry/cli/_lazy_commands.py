@@ -22,7 +22,7 @@ import typer
 import typer.main
 from typer import core
 
-__all__ = ["LazyGroup", "reflow", "settle"]
+__all__ = ["LazyGroup", "build", "lazy_group", "reflow", "reflow_help", "settle"]
 
 
 def reflow(text: str) -> str:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from quarry.cli._lazy_commands import lazy_group, reflow, reflow_help
+from quarry.cli._lazy_commands import lazy_group, reflow_help
 from quarry.cli._output import err
 
 # Each subcommand and where it lives (a Typer app, or a command's function), in the order of
@@ -37,7 +37,7 @@ app = typer.Typer(
     cls=lazy_group(SUBCOMMANDS),
 )
 
-__all__ = ["SUBCOMMANDS", "app", "main", "reflow"]
+__all__ = ["SUBCOMMANDS", "app", "main"]
 
 
 def installed_version() -> str:

@@ -275,14 +275,13 @@ def _run(
         step("gate", gate_key, gate_step,
              still_true=lambda r: not r.get("promoted") or champion == ours)  # fmt: skip
         gate = {k: v for k, v in records["gate"].items() if k != "key"}
-    if spec.tracking.registered and trained.get("version") is not None:
-        # A marker says these steps' figures reached the version's metadata: when every step
-        # was cached and it is there, nothing was logged since, and MLflow is not even
-        # imported. (Without it, say after a sync that failed, the sync is made again.)
-        synced = cache.root / "synced" / digest({"train": train_key, "backtest": backtest_key,
-                                                 "gate": records["gate"].get("key")})  # fmt: skip
+        # A marker (by the gate's key, which holds the training's and the backtest's) says
+        # these steps' figures reached the version's metadata: when every step was cached
+        # and it is there, nothing was logged since, and MLflow is not even imported.
+        # (Without it, say after a sync that failed, the sync is made again.)
+        synced = cache.root / "synced" / gate_key
         if any(how != "cached" for how in run.steps.values()) or not synced.exists():
-            from quarry.tracking import alias_version, sync_metrics
+            from quarry.tracking import sync_metrics
 
             # the backtest and the gate logged their figures into the version's run
             sync_metrics(spec.tracking.registered, trained["version"])
