@@ -271,26 +271,25 @@ def _exposure(
 
 def _signal_report(grid: Aligned) -> SignalReport | None:
     """The signal's IC and quantile returns against what a score dated t earns when traded:
-    the deal price from t+1 to t+2."""
-    from quarry.signals import analyze
+    the deal price from t+1 to t+2. The cells with both are analyzed, on the days that have
+    any, as the grid's dense panels (``analyze_panel``)."""
+    from quarry.signals import analyze_panel
 
     deal = grid.market.deal
     earned = np.full(deal.shape, np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         earned[:-2] = deal[2:] / deal[1:-1] - 1.0
-    day, inst = np.nonzero(np.isfinite(grid.scores) & np.isfinite(earned))
-    if day.size == 0:
+    both = np.isfinite(grid.scores) & np.isfinite(earned)
+    days = np.flatnonzero(both.any(axis=1))
+    if days.size == 0:
         return None
-    dates = pl.Series("date", grid.dates)
-    frame = pl.DataFrame(
-        {
-            "instrument": pl.Series(grid.instruments, dtype=pl.String).gather(inst),
-            "date": dates.gather(day),
-            "score": grid.scores[day, inst],
-            "LABEL0": earned[day, inst],
-        }
+    both = both[days]
+    return analyze_panel(
+        np.where(both, grid.scores[days], np.nan),
+        np.where(both, earned[days], np.nan),
+        pl.Series("date", grid.dates).gather(days),
+        grid.instruments,
     )
-    return analyze(frame, one_row_per_key=True)  # one cell of the grid per row
 
 
 def _frames(

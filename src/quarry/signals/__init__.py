@@ -3,7 +3,9 @@ time. Below the models, the portfolio and the backtest, which all measure scores
 
 - Daily IC and Rank IC with their information ratios and t-statistics;
 - quantile-group returns and the long-short spread;
-- the signal's autocorrelation and turnover; ``analyze`` for all of it at once.
+- the signal's autocorrelation and turnover;
+- ``analyze`` for all of it at once from a long frame, ``analyze_panel`` from dates x
+  instruments arrays.
 """
 
 from quarry.signals._analysis import (
@@ -16,10 +18,12 @@ from quarry.signals._analysis import (
     quantile_returns,
     turnover,
 )
+from quarry.signals._panel import analyze_panel
 
 __all__ = [
     "SignalReport",
     "analyze",
+    "analyze_panel",
     "autocorrelation",
     "daily_ic",
     "ic_summary",

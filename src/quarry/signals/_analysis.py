@@ -2,7 +2,9 @@
 
 Every function takes a long frame with one row per instrument and date (``instrument``,
 ``date``, a score column, ``score`` unless told, and a label column, ``LABEL0`` unless told)
-and returns a plain Polars frame or dict. Work is vectorized with Polars over all dates at once.
+and returns a plain Polars frame or dict. Work is vectorized with Polars over all dates at once;
+``analyze`` lays a frame with few empty cells out as dates x instruments arrays and measures it
+there (``_panel``: the same figures, several times faster on tens of millions of rows).
 
 Missing values: a null, NaN or infinite score or label is missing. Correlations on a date use
 only the instruments that have both values (the *pairs*); a date with fewer than two pairs, or
@@ -33,15 +35,18 @@ Example::
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from dataclasses import dataclass
-
 import numpy as np
-import numpy.typing as npt
 import polars as pl
 
 from quarry.exceptions import UsageError
+from quarry.signals._panel import analyze_panel
+from quarry.signals._report import (
+    DATE,
+    SignalReport,
+    _require,
+    ic_summary,
+    long_short,
+)
 
 __all__ = [
     "SignalReport",
@@ -55,25 +60,11 @@ __all__ = [
 ]
 
 INSTRUMENT = "instrument"
-DATE = "date"
 SCORE = "score"
 LABEL = "LABEL0"
-SUMMARY_KEYS = ("ic", "icir", "rank_ic", "rank_icir", "ic_t", "rank_ic_t", "days")
 
 
 # -- checks -----------------------------------------------------------------------------------
-
-
-def _require(frame: pl.DataFrame, columns: Sequence[str]) -> None:
-    for name in columns:
-        if name not in frame.columns:
-            raise UsageError(
-                f"column {name!r} not found; the frame has columns "
-                f"{', '.join(frame.columns) or '(none)'}"
-            )
-        dtype = frame.schema[name]
-        if name not in (INSTRUMENT, DATE) and not dtype.is_numeric():
-            raise UsageError(f"column {name!r} must be numeric, not {dtype}")
 
 
 def _unique_keys(frame: pl.DataFrame) -> None:
@@ -158,16 +149,6 @@ def _assign_groups(rows: pl.DataFrame, groups: int) -> pl.DataFrame:
     )
 
 
-def _finite_values(series: pl.Series) -> npt.NDArray[np.float64]:
-    values = np.asarray(series.cast(pl.Float64).drop_nulls().to_numpy(), dtype=np.float64)
-    return values[np.isfinite(values)]
-
-
-def _mean(series: pl.Series) -> float:
-    values = _finite_values(series)
-    return float(values.mean()) if values.size else math.nan
-
-
 # -- public functions -------------------------------------------------------------------------
 
 
@@ -201,35 +182,6 @@ def daily_ic(frame: pl.DataFrame, score: str = SCORE, label: str = LABEL) -> pl.
     )
 
 
-def ic_summary(daily: pl.DataFrame) -> dict[str, float]:
-    """Means, information ratios and t-statistics of a ``daily_ic`` frame.
-
-    Days with a null IC are skipped. ``icir = mean / std`` with ``ddof=1``, and
-    ``ic_t = mean / (std / sqrt(days)) = icir * sqrt(days)``; likewise for the Rank IC.
-    ``days`` counts the days with an IC. A statistic that cannot be computed (no days; one day
-    or a zero standard deviation for the ratios) is NaN.
-
-    Returns
-    -------
-    dict[str, float]
-        Keys ``ic``, ``icir``, ``rank_ic``, ``rank_icir``, ``ic_t``, ``rank_ic_t``, ``days``.
-    """
-    _require(daily, ("ic", "rank_ic"))
-    out: dict[str, float] = {}
-    for name in ("ic", "rank_ic"):
-        values = _finite_values(daily[name])
-        days = values.size
-        mean = float(values.mean()) if days else math.nan
-        std = float(values.std(ddof=1)) if days >= 2 else math.nan
-        ratio = mean / std if std > 0 else math.nan
-        out[name] = mean
-        out[f"{name}ir"] = ratio
-        out[f"{name}_t"] = ratio * math.sqrt(days)
-        if name == "ic":
-            out["days"] = float(days)
-    return {key: out[key] for key in SUMMARY_KEYS}
-
-
 def quantile_returns(
     frame: pl.DataFrame, score: str = SCORE, label: str = LABEL, groups: int = 5
 ) -> pl.DataFrame:
@@ -255,31 +207,6 @@ def quantile_returns(
         .group_by(DATE, "group")
         .agg(pl.col("y").mean().alias("mean_return"))
         .sort(DATE, "group")
-    )
-
-
-def long_short(qr: pl.DataFrame) -> pl.DataFrame:
-    """The top group's mean return minus the bottom group's, per date, from ``quantile_returns``.
-
-    The top group is the highest group number in ``qr``; a date missing either group gets null.
-
-    Returns
-    -------
-    pl.DataFrame
-        ``date``, ``spread``; sorted by date.
-    """
-    _require(qr, (DATE, "group", "mean_return"))
-    top = qr["group"].max()
-    ret = pl.col("mean_return")
-    return (
-        qr.group_by(DATE)
-        .agg(
-            (
-                ret.filter(pl.col("group") == top).first()
-                - ret.filter(pl.col("group") == 1).first()
-            ).alias("spread")
-        )
-        .sort(DATE)
     )
 
 
@@ -366,42 +293,6 @@ def _turnover(frame: pl.DataFrame, score: str, groups: int) -> pl.DataFrame:
     )
 
 
-@dataclass(frozen=True, eq=False)
-class SignalReport:
-    """Everything ``analyze`` computes about one score.
-
-    Compared by identity (``eq=False``): the frames it holds have no truth value.
-
-    Attributes
-    ----------
-    summary
-        ``ic_summary`` of ``daily_ic``.
-    daily_ic, quantile_returns, long_short, autocorr, turnover
-        The frames of the functions of those names.
-    """
-
-    summary: dict[str, float]
-    daily_ic: pl.DataFrame
-    quantile_returns: pl.DataFrame
-    long_short: pl.DataFrame
-    autocorr: pl.DataFrame
-    turnover: pl.DataFrame
-
-    def as_dict(self) -> dict[str, float]:
-        """The headline numbers, for ``metrics.json``.
-
-        Keys ``ic``, ``icir``, ``rank_ic``, ``rank_icir``, ``ic_t``, ``rank_ic_t`` (from the
-        summary), and the means over dates (skipping nulls) of the long-short spread, the
-        autocorrelation and the top group's turnover: ``long_short_mean``, ``autocorr_mean``,
-        ``turnover_mean``. A number that cannot be computed is NaN.
-        """
-        out = {key: self.summary[key] for key in SUMMARY_KEYS if key != "days"}
-        out["long_short_mean"] = _mean(self.long_short["spread"])
-        out["autocorr_mean"] = _mean(self.autocorr["autocorr"])
-        out["turnover_mean"] = _mean(self.turnover["top_turnover"])
-        return out
-
-
 def analyze(
     frame: pl.DataFrame,
     score: str = SCORE,
@@ -445,6 +336,9 @@ def analyze(
     groups = _positive_int(groups, "groups", 2)
     if not one_row_per_key:
         _unique_keys(frame)
+    panel = _dense_panel(frame, score, label)
+    if panel is not None:
+        return analyze_panel(*panel, groups=groups, lag=lag)
     daily = daily_ic(frame, score, label)
     qr = quantile_returns(frame, score, label, groups)
     return SignalReport(
@@ -455,3 +349,34 @@ def analyze(
         autocorr=_autocorrelation(frame, score, lag),
         turnover=_turnover(frame, score, groups),
     )
+
+
+# A frame is analyzed as a dates x instruments panel (``_panel``) when the panel holds at most
+# this many cells per row of the frame: a panel of a sparse frame (a few dates for each of
+# many instruments) would be mostly empty memory.
+PANEL_FILL = 2
+
+
+def _dense_panel(
+    frame: pl.DataFrame, score: str, label: str
+) -> tuple[np.ndarray, np.ndarray, pl.Series, list[str]] | None:
+    """The frame's scores and labels as dates x instruments arrays (NaN where missing), its
+    dates and its instruments; None for a frame better analyzed long (sparse, or with null
+    keys)."""
+    if frame.height == 0 or frame[INSTRUMENT].null_count() or frame[DATE].null_count():
+        return None
+    names = frame[INSTRUMENT].cast(pl.String)
+    instruments = names.unique().sort()
+    dates = frame[DATE].unique().sort()
+    if instruments.len() * dates.len() > PANEL_FILL * frame.height:
+        return None
+    # an enum's codes are the positions of its (sorted) names: a join-free column index
+    col = names.cast(pl.Enum(instruments)).to_physical().cast(pl.Int64).to_numpy()
+    row = dates.search_sorted(frame[DATE], side="left").cast(pl.Int64).to_numpy()
+    shape = (dates.len(), instruments.len())
+    out = []
+    for column in (score, label):
+        panel = np.full(shape, np.nan)
+        panel[row, col] = frame.select(_value(column)).to_series().fill_null(np.nan).to_numpy()
+        out.append(panel)
+    return out[0], out[1], dates, instruments.to_list()

@@ -1,0 +1,105 @@
+"""The dense-panel analysis against the long-frame functions (themselves checked against
+scipy and pandas in test_analysis), on frames with every awkward case."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from quarry.exceptions import UsageError
+from quarry.signals import (
+    SignalReport,
+    _analysis,
+    analyze,
+    analyze_panel,
+    autocorrelation,
+    daily_ic,
+    ic_summary,
+    long_short,
+    quantile_returns,
+    turnover,
+)
+from tests.signals.test_analysis import make_frame
+
+
+def panel_of(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, pl.Series, list[str]]:
+    """The frame as dates x instruments arrays, built by Polars' pivot (not the code under
+    test); instruments in reverse name order, so that ties must be broken by name, not by
+    column."""
+    names = sorted(frame["instrument"].unique().to_list(), reverse=True)
+    out = []
+    for column in ("score", "LABEL0"):
+        wide = frame.pivot(on="instrument", index="date", values=column).sort("date")
+        out.append(wide.select(names).to_numpy().astype(float))  # a null becomes NaN
+    return out[0], out[1], frame["date"].unique().sort(), names
+
+
+def assert_same_report(report: SignalReport, frame: pl.DataFrame, groups: int, lag: int) -> None:
+    qr = quantile_returns(frame, groups=groups)
+    expected = {
+        "daily_ic": daily_ic(frame),
+        "quantile_returns": qr,
+        "long_short": long_short(qr),
+        "autocorr": autocorrelation(frame, lag=lag),
+        "turnover": turnover(frame, groups=groups),
+    }
+    for part, want in expected.items():
+        got = getattr(report, part)
+        # nulls exactly where the long frame has them; values to rounding
+        assert_frame_equal(got, want, check_exact=False, rel_tol=0, abs_tol=1e-12), part
+    assert report.summary == pytest.approx(ic_summary(expected["daily_ic"]), rel=1e-12)
+
+
+@pytest.mark.parametrize(("seed", "groups", "lag"), [(0, 5, 1), (1, 3, 2), (2, 10, 1), (3, 2, 3)])
+def test_the_panel_gives_the_long_frames_figures(seed: int, groups: int, lag: int) -> None:
+    frame = make_frame(seed)
+    report = analyze_panel(*panel_of(frame), groups=groups, lag=lag)
+    assert_same_report(report, frame, groups, lag)
+    assert report.daily_ic["ic"].null_count() >= 3  # the one-name, constant and no-label days
+
+
+def test_ties_are_broken_by_name_in_any_column_order() -> None:
+    # two names tied on every date: the lower name goes to the lower group
+    dates = pl.Series("date", [date(2024, 1, 1), date(2024, 1, 2)])
+    scores = np.array([[1.0, 1.0], [1.0, 1.0]])
+    labels = np.array([[5.0, 7.0], [5.0, 7.0]])
+    for names in (["B", "A"], ["A", "B"]):
+        got = analyze_panel(scores, labels, dates, names, groups=2).quantile_returns
+        low = labels[0][names.index("A")]
+        assert got.filter(pl.col("group") == 1)["mean_return"].to_list() == [low, low]
+
+
+def test_analyze_takes_the_panel_for_a_dense_frame_and_the_long_path_for_a_sparse_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    frame = make_frame(4)
+    calls: list[int] = []
+    real = analyze_panel
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("quarry.signals._analysis.analyze_panel", counted)
+    assert_same_report(analyze(frame, groups=4, lag=2), frame, 4, 2)
+    assert calls == [1]
+    # each instrument on one date alone: a panel would be nearly all empty cells
+    sparse = frame.with_columns(
+        (pl.col("instrument") + "-" + pl.col("date").cast(pl.String)).alias("instrument")
+    )
+    cells = sparse["instrument"].n_unique() * sparse["date"].n_unique()
+    assert cells > _analysis.PANEL_FILL * sparse.height
+    assert_same_report(analyze(sparse), sparse, 5, 1)
+    assert calls == [1]
+
+
+def test_mismatched_panels_are_refused_in_one_line() -> None:
+    dates = pl.Series("date", [date(2024, 1, 1)])
+    with pytest.raises(UsageError, match=r"instruments shape, not \(1, 2\) and \(1, 3\)"):
+        analyze_panel(np.zeros((1, 2)), np.zeros((1, 3)), dates, ["A", "B"])
+    with pytest.raises(UsageError, match="need 1 dates and 2 instruments, not 1 and 3"):
+        analyze_panel(np.zeros((1, 2)), np.zeros((1, 2)), dates, ["A", "B", "C"])
