@@ -224,11 +224,18 @@ def _optimize(
 
 def last_close(close: np.ndarray) -> np.ndarray:
     """Each day's close, or the last one before it on a day without a bar (as holdings are
-    marked), 0 before the first: a suspended holding keeps its value and weight."""
-    days = np.arange(close.shape[0])[:, None]
-    seen = np.maximum.accumulate(np.where(np.isfinite(close), days, -1), axis=0)
-    out = close[np.maximum(seen, 0), np.arange(close.shape[1])]
-    return np.where(seen >= 0, out, 0.0)
+    marked), 0 before the first: a suspended holding keeps its value and weight.
+
+    Day by day: a row of 16,000 closes at a time costs a tenth of the whole-panel version's
+    index arrays (2 s at 16,000 x 2,520)."""
+    out = np.array(close, dtype=np.float64)
+    before = np.zeros(out.shape[1])
+    for row in out:
+        missing = ~np.isfinite(row)
+        if missing.any():
+            row[missing] = before[missing]
+        before = row
+    return out
 
 
 def _exposure(
@@ -245,21 +252,25 @@ def _exposure(
     if not names:
         return None
     days, k = codes.shape[0], len(names)
-    held = sim.shares != 0
-    weight = np.where(held, sim.shares * close, 0.0) / sim.value[:, None]
-    flat = np.arange(days)[:, None] * k + codes
-    known = codes >= 0
-    portfolio = np.bincount(flat[known], weight[known], minlength=days * k).reshape(days, k)
+    # the held cells alone: a few dozen a day, where the whole panel is 40M at 16,000 x 2,520
+    day, inst = np.nonzero(sim.shares)
+    code = codes[day, inst]
+    known = code >= 0
+    weight = sim.shares[day, inst] * close[day, inst] / sim.value[day]
+    portfolio = np.bincount(
+        day[known] * k + code[known], weight[known], minlength=days * k
+    ).reshape(days, k)
     frame = {
         "date": np.repeat(np.asarray(grid.dates, dtype="datetime64[D]"), k),
         "industry": np.tile(np.asarray(names, dtype=object), days),
         "portfolio": portfolio.ravel(),
     }
     if equal_weighted:
-        listed = known & np.isfinite(grid.market.close)
-        count = np.bincount(flat[listed], minlength=days * k).reshape(days, k)
-        total = np.maximum(listed.sum(axis=1, keepdims=True), 1)
-        frame["benchmark"] = (count / total).ravel()
+        count = np.zeros((days, k))
+        for t, (row, price) in enumerate(zip(codes, grid.market.close, strict=True)):
+            listed = row[(row >= 0) & np.isfinite(price)]  # day by day, as ``last_close``
+            count[t] = np.bincount(listed, minlength=k) / max(listed.size, 1)
+        frame["benchmark"] = count.ravel()
     else:  # an index's members are not in the store: its industry weights are unknown
         frame["benchmark"] = np.full(days * k, np.nan)
     out = pl.DataFrame(frame, schema_overrides={"industry": pl.String})
