@@ -62,6 +62,17 @@ def test_the_panel_gives_the_long_frames_figures(seed: int, groups: int, lag: in
     assert report.daily_ic["ic"].null_count() >= 3  # the one-name, constant and no-label days
 
 
+@pytest.mark.parametrize("block", [1, 7])
+def test_blocks_of_rows_on_threads_give_the_same_figures(
+    block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 40 dates in blocks of 7 on two threads: the autocorrelation's earlier date is often in
+    # the block before
+    monkeypatch.setattr("quarry.signals._panel._BLOCK", block)
+    frame = make_frame(5)
+    assert_same_report(analyze_panel(*panel_of(frame), groups=5, lag=3), frame, 5, 3)
+
+
 def test_ties_are_broken_by_name_in_any_column_order() -> None:
     # two names tied on every date: the lower name goes to the lower group
     dates = pl.Series("date", [date(2024, 1, 1), date(2024, 1, 2)])

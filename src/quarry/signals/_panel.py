@@ -114,10 +114,10 @@ def analyze_panel(
         # quantile groups of the pairs (their labels' means), then of every scored instrument
         # (the turnover's): the scored come first in score order
         k = _groups(kept, groups)
-        day, where = np.nonzero(k)
-        cell = day * groups + k[day, where] - 1
+        day, at_rank = np.nonzero(k)
+        cell = day * groups + k[day, at_rank] - 1
         size = sv.shape[0] * groups
-        qr_sum[rows] = np.bincount(cell, ys[day, where], minlength=size).reshape(-1, groups)
+        qr_sum[rows] = np.bincount(cell, ys[day, at_rank], minlength=size).reshape(-1, groups)
         qr_count[rows] = np.bincount(cell, minlength=size).reshape(-1, groups)
         codes = _groups(~np.isnan(sv), groups).astype(np.int8)
         grouped[rows].reshape(-1)[at] = codes
@@ -165,7 +165,8 @@ def analyze_panel(
 def _blocks(work: Callable[[slice], None], rows: int) -> None:
     """``work`` over blocks of ``rows`` on as many threads as this process has cores."""
     blocks = [slice(i, min(i + _BLOCK, rows)) for i in range(0, rows, _BLOCK)]
-    threads = min(len(os.sched_getaffinity(0)), len(blocks))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = min(cores or 1, len(blocks))
     if threads <= 1:
         for block in blocks:
             work(block)
