@@ -114,3 +114,19 @@ def test_mismatched_panels_are_refused_in_one_line() -> None:
         analyze_panel(np.zeros((1, 2)), np.zeros((1, 3)), dates, ["A", "B"])
     with pytest.raises(UsageError, match="need 1 dates and 2 instruments, not 1 and 3"):
         analyze_panel(np.zeros((1, 2)), np.zeros((1, 2)), dates, ["A", "B", "C"])
+    with pytest.raises(UsageError, match="groups must be an integer of at least 2, not 1"):
+        analyze_panel(np.zeros((1, 2)), np.zeros((1, 2)), dates, ["A", "B"], groups=1)
+    with pytest.raises(UsageError, match="lag must be an integer of at least 1, not 0"):
+        analyze_panel(np.zeros((1, 2)), np.zeros((1, 2)), dates, ["A", "B"], lag=0)
+    twice = pl.Series("date", [date(2024, 1, 2), date(2024, 1, 1)])
+    with pytest.raises(UsageError, match="dates must be ascending and distinct"):
+        analyze_panel(np.zeros((2, 2)), np.zeros((2, 2)), twice, ["A", "B"])
+
+
+def test_more_groups_than_a_small_integer_holds() -> None:
+    # 300 groups: the turnover's group numbers need more than a byte
+    frame = make_frame(6)
+    wide = pl.concat([frame.with_columns(pl.col("instrument") + f"-{k}") for k in range(6)])
+    report = analyze_panel(*panel_of(wide), groups=300)
+    assert report.turnover["top_turnover"].drop_nulls().len() > 10  # dates with 300 groups
+    assert_same_report(report, wide, 300, 1)

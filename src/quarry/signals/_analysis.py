@@ -43,6 +43,7 @@ from quarry.signals._panel import analyze_panel
 from quarry.signals._report import (
     DATE,
     SignalReport,
+    _positive_int,
     _require,
     ic_summary,
     long_short,
@@ -75,12 +76,6 @@ def _unique_keys(frame: pl.DataFrame) -> None:
             f"{dup.height} rows share an (instrument, date) with another row, e.g. "
             f"{first[0]!r} on {first[1]}; keep one row per instrument and date"
         )
-
-
-def _positive_int(value: object, what: str, least: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise UsageError(f"{what} must be an integer of at least {least}, not {value!r}")
-    return value
 
 
 # -- building blocks --------------------------------------------------------------------------

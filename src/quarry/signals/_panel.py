@@ -23,7 +23,7 @@ import numpy.typing as npt
 import polars as pl
 
 from quarry.exceptions import UsageError
-from quarry.signals._report import DATE, SignalReport, ic_summary, long_short
+from quarry.signals._report import DATE, SignalReport, _positive_int, ic_summary, long_short
 
 __all__ = ["analyze_panel"]
 
@@ -63,6 +63,8 @@ def analyze_panel(
     SignalReport
         Equal to ``analyze`` of the long frame (to rounding: sums are taken in another order).
     """
+    groups = _positive_int(groups, "groups", 2)
+    lag = _positive_int(lag, "lag", 1)
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
     if s.ndim != 2 or s.shape != y.shape:
@@ -77,6 +79,8 @@ def analyze_panel(
             f"{days:,} x {width:,} panels need {days:,} dates and {width:,} instruments, not "
             f"{date_col.len():,} and {len(instruments):,}"
         )
+    if days > 1 and not (date_col.is_sorted() and date_col.n_unique() == days):
+        raise UsageError("the panel's dates must be ascending and distinct, one per row")
     by_name = np.argsort(np.asarray(instruments, dtype=str), kind="stable")
     if not np.array_equal(by_name, np.arange(width)):  # ties are broken by name: sort by it
         s, y = s[:, by_name], y[:, by_name]
@@ -92,7 +96,8 @@ def analyze_panel(
     ic, rank_ic, n = np.empty(days), np.empty(days), np.empty(days, dtype=np.int64)
     qr_sum = np.zeros((days, groups))
     qr_count = np.zeros((days, groups), dtype=np.int64)
-    grouped = np.zeros(s.shape, dtype=np.int8)  # the turnover's groups, 0 for none
+    # the turnover's groups, 0 for none
+    grouped = np.zeros(s.shape, dtype=np.min_scalar_type(groups))
     auto = np.full(days, np.nan)
 
     def first_pass(rows: slice) -> None:
@@ -119,7 +124,7 @@ def analyze_panel(
         size = sv.shape[0] * groups
         qr_sum[rows] = np.bincount(cell, ys[day, at_rank], minlength=size).reshape(-1, groups)
         qr_count[rows] = np.bincount(cell, minlength=size).reshape(-1, groups)
-        codes = _groups(~np.isnan(sv), groups).astype(np.int8)
+        codes = _groups(~np.isnan(sv), groups).astype(grouped.dtype)
         grouped[rows].reshape(-1)[at] = codes
 
     def second_pass(rows: slice) -> None:
@@ -251,7 +256,7 @@ def _groups(kept: Bools, groups: int) -> npt.NDArray[np.int64]:
     return np.where(kept & (n >= groups), k, 0)
 
 
-def _turnover(grouped: npt.NDArray[np.int8], dates: pl.Series, groups: int) -> pl.DataFrame:
+def _turnover(grouped: npt.NDArray[np.integer], dates: pl.Series, groups: int) -> pl.DataFrame:
     """The share of each date's top (bottom) group that was not in it on the previous date;
     null where either date has no groups."""
     have = (grouped != 0).any(axis=1)

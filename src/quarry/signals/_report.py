@@ -132,3 +132,9 @@ class SignalReport:
         out["autocorr_mean"] = _mean(self.autocorr["autocorr"])
         out["turnover_mean"] = _mean(self.turnover["top_turnover"])
         return out
+
+
+def _positive_int(value: object, what: str, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise UsageError(f"{what} must be an integer of at least {least}, not {value!r}")
+    return value
