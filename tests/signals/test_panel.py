@@ -49,9 +49,11 @@ def assert_same_report(report: SignalReport, frame: pl.DataFrame, groups: int, l
     }
     for part, want in expected.items():
         got = getattr(report, part)
-        # nulls exactly where the long frame has them; values to rounding
-        assert_frame_equal(got, want, check_exact=False, rel_tol=0, abs_tol=1e-12), part
-    assert report.summary == pytest.approx(ic_summary(expected["daily_ic"]), rel=1e-12)
+        try:  # nulls exactly where the long frame has them; values to rounding
+            assert_frame_equal(got, want, check_exact=False, rel_tol=0, abs_tol=1e-12)
+        except AssertionError as exc:
+            raise AssertionError(f"{part}: {exc}") from exc
+    assert report.summary == pytest.approx(ic_summary(expected["daily_ic"]), rel=1e-12, nan_ok=True)
 
 
 @pytest.mark.parametrize(("seed", "groups", "lag"), [(0, 5, 1), (1, 3, 2), (2, 10, 1), (3, 2, 3)])
@@ -66,9 +68,9 @@ def test_the_panel_gives_the_long_frames_figures(seed: int, groups: int, lag: in
 def test_blocks_of_rows_on_threads_give_the_same_figures(
     block: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # 40 dates in blocks of 7 on two threads: the autocorrelation's earlier date is often in
-    # the block before
-    monkeypatch.setattr("quarry.signals._panel._BLOCK", block)
+    # 40 dates of 60 instruments in blocks of 7 rows on threads: the autocorrelation's
+    # earlier date is often in the block before
+    monkeypatch.setattr("quarry.signals._panel._BLOCK_CELLS", block * 60)
     frame = make_frame(5)
     assert_same_report(analyze_panel(*panel_of(frame), groups=5, lag=3), frame, 5, 3)
 
@@ -130,3 +132,31 @@ def test_more_groups_than_a_small_integer_holds() -> None:
     report = analyze_panel(*panel_of(wide), groups=300)
     assert report.turnover["top_turnover"].drop_nulls().len() > 10  # dates with 300 groups
     assert_same_report(report, wide, 300, 1)
+
+
+def test_instruments_that_are_not_text_keep_their_own_order() -> None:
+    # tied scores: the long path breaks ties by the column's order (9 before 10 as numbers,
+    # "10" before "9" as text), so such a frame is analyzed long, with the same groups
+    frame = pl.DataFrame(
+        {
+            "instrument": [9, 10, 9, 10],
+            "date": [date(2024, 1, 1)] * 2 + [date(2024, 1, 2)] * 2,
+            "score": [1.0] * 4,
+            "LABEL0": [0.0, 1.0, 0.0, 1.0],
+        }
+    )
+    got = analyze(frame, groups=2).quantile_returns
+    assert_frame_equal(got, quantile_returns(frame, groups=2))
+    assert got.filter(pl.col("group") == 1)["mean_return"].to_list() == [0.0, 0.0]
+
+
+def test_extreme_values_give_null_correlations_as_the_long_path_does() -> None:
+    frame = make_frame(7).with_columns(pl.col("score") * 1e-200)
+    report = analyze(frame)
+    assert report.daily_ic["ic"].is_infinite().sum() == 0
+    assert_same_report(report, frame, 5, 1)
+
+
+def test_a_panel_without_instruments_is_refused_in_one_line() -> None:
+    with pytest.raises(UsageError, match="the panel has no instruments"):
+        analyze_panel(np.zeros((1, 0)), np.zeros((1, 0)), pl.Series([date(2024, 1, 1)]), [])

@@ -360,7 +360,9 @@ def _dense_panel(
     keys)."""
     if frame.height == 0 or frame[INSTRUMENT].null_count() or frame[DATE].null_count():
         return None
-    names = frame[INSTRUMENT].cast(pl.String)
+    if frame.schema[INSTRUMENT] != pl.String:  # the long path orders ties by the column's own
+        return None  # order (integers by number, an enum by its categories), a panel by text
+    names = frame[INSTRUMENT]
     instruments = names.unique().sort()
     dates = frame[DATE].unique().sort()
     if instruments.len() * dates.len() > PANEL_FILL * frame.height:

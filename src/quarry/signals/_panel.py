@@ -31,8 +31,11 @@ Floats = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
 Ints = npt.NDArray[np.int64]
 
-# Rows per block: at 16,000 instruments a block's temporaries stay near 100 MB each.
-_BLOCK = 256
+# Cells per block of rows (65 rows at 16,000 instruments): a block's temporaries come to about
+# 120 bytes a cell, so about 125 MB, and at most _THREADS blocks are in flight whatever the
+# machine's cores.
+_BLOCK_CELLS = 1 << 20
+_THREADS = 4
 
 
 def analyze_panel(
@@ -73,6 +76,8 @@ def analyze_panel(
             f"{s.shape} and {y.shape}"
         )
     days, width = s.shape
+    if width == 0:
+        raise UsageError("the panel has no instruments: give at least one column of scores")
     date_col = pl.Series(DATE, dates)
     if date_col.len() != days or len(instruments) != width:
         raise UsageError(
@@ -142,8 +147,9 @@ def analyze_panel(
             ranks.append(_scatter(_ranks(ranked[sorted_rows], kept), kept, at))
         auto[now] = np.where(defined, _pearson(ranks[0], ranks[1], both), np.nan)
 
-    _blocks(first_pass, days)
-    _blocks(second_pass, days)  # reads the orders of the rows before a block's own
+    step = max(1, _BLOCK_CELLS // max(width, 1))
+    _blocks(first_pass, days, step)
+    _blocks(second_pass, days, step)  # reads the orders of the rows before a block's own
 
     daily = pl.DataFrame(
         {DATE: date_col, "ic": _nulls(ic), "rank_ic": _nulls(rank_ic), "n": n},
@@ -167,11 +173,12 @@ def analyze_panel(
     )
 
 
-def _blocks(work: Callable[[slice], None], rows: int) -> None:
-    """``work`` over blocks of ``rows`` on as many threads as this process has cores."""
-    blocks = [slice(i, min(i + _BLOCK, rows)) for i in range(0, rows, _BLOCK)]
+def _blocks(work: Callable[[slice], None], rows: int, step: int) -> None:
+    """``work`` over blocks of ``step`` of the ``rows``, on as many threads as this process
+    has cores (at most ``_THREADS``)."""
+    blocks = [slice(i, min(i + step, rows)) for i in range(0, rows, step)]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    threads = min(cores or 1, len(blocks))
+    threads = min(cores or 1, _THREADS, len(blocks))
     if threads <= 1:
         for block in blocks:
             work(block)
@@ -182,7 +189,9 @@ def _blocks(work: Callable[[slice], None], rows: int) -> None:
 
 
 def _nulls(values: Floats) -> pl.Series:
-    return pl.Series(values).fill_nan(None)
+    """Null for every value that is not a number (a correlation of values so extreme that
+    their squares overflow or vanish), as the long frame's analysis gives."""
+    return pl.Series(np.where(np.isfinite(values), values, np.nan)).fill_nan(None)
 
 
 def _defined(x: Floats, y: Floats, keep: Bools) -> Bools:
@@ -202,7 +211,7 @@ def _pearson(x: Floats, y: Floats, keep: Bools) -> Floats:
     count = np.maximum(keep.sum(axis=1), 1)[:, None]
     dx = np.where(keep, x - np.where(keep, x, 0.0).sum(axis=1, keepdims=True) / count, 0.0)
     dy = np.where(keep, y - np.where(keep, y, 0.0).sum(axis=1, keepdims=True) / count, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore", under="ignore"):
         out: Floats = (dx * dy).sum(axis=1) / np.sqrt((dx * dx).sum(axis=1) * (dy * dy).sum(axis=1))
     return out
 
