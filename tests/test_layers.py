@@ -14,9 +14,9 @@ SRC = Path(__file__).parents[1] / "src" / "quarry"
 # Top to bottom; a package may import any package of a lower rank (and its own).
 LAYERS: dict[str, int] = {
     # cross-cutting: the exception tree, settings, strict YAML and JSON, dates, memory habits,
-    # an ASGI app on a port until a signal (both servers), names imported on first use
+    # an ASGI app on a port until a signal (both servers), names imported on first use, numba
     "quarry": 0, "exceptions": 0, "settings": 0, "_yaml": 0, "_json": 0, "_dates": 0,
-    "_memory": 0, "_listen": 0, "_lazy": 0,
+    "_memory": 0, "_listen": 0, "_lazy": 0, "_jit": 0,
     # where research steps run (local, Ray tasks): used by features, models and workflows
     "executors": 0,
     "data": 1,

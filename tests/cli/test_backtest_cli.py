@@ -178,8 +178,13 @@ def test_optimizer_options_not_given_are_the_optimizers_own_defaults() -> None:
         # the report: one chart library (plotly); PNGs (matplotlib) only on request
         ([], {"report.html"}, ["plotly"]),
         (["--png"], {"report.html", "cumulative.png", "drawdown.png"}, ["matplotlib", "plotly"]),
-        # the optimizer imports cvxpy; TopK-Dropout never does
-        (["--no-report", "--strategy", "optimizer", "--lookback", "20"], set(), ["cvxpy"]),
+        # the optimizer imports cvxpy (and with it SciPy's linear algebra); TopK-Dropout never
+        # does, nor numba's loading of its kernels (quarry._jit)
+        (
+            ["--no-report", "--strategy", "optimizer", "--lookback", "20"],
+            set(),
+            ["cvxpy", "scipy.linalg"],
+        ),
     ],
 )
 def test_a_backtest_writes_and_imports_only_what_it_was_asked_for(
@@ -193,7 +198,17 @@ def test_a_backtest_writes_and_imports_only_what_it_was_asked_for(
     store, _, _ = market
     path = signal_file
     out = tmp_path / "out"
-    watch = ("cvxpy", "matplotlib", "plotly", "mlflow", "lightgbm", "torch", "sqlalchemy")
+    watch = (
+        "cvxpy",
+        "matplotlib",
+        "plotly",
+        "mlflow",
+        "lightgbm",
+        "torch",
+        "sqlalchemy",
+        "scipy.linalg",
+        "cffi",
+    )
     code, modules, stdout = imports_of(
         "backtest", "--store", str(store.location), "--signal", str(path), "--topk", "5",
         "--n-drop", "1", "--out", str(out), "--json", *flags, watch=watch,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from numba import njit
+from quarry._jit import njit
 
 __all__ = ["buy_shares", "fee", "slip_rate"]
 

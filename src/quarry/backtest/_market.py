@@ -8,8 +8,8 @@ from datetime import date, datetime, timedelta
 
 import numpy as np
 import polars as pl
-from numba import njit
 
+from quarry._jit import njit
 from quarry._memory import small_pages
 from quarry.backtest._engine import Market, last_bars
 from quarry.backtest._signal import check_signal

@@ -10,8 +10,8 @@ score descending, ties to the lower instrument position, a missing score last.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from quarry._jit import njit
 from quarry.backtest._engine import BacktestConfig, Market, Simulation, finish
 from quarry.backtest._fills import buy_shares, fee, slip_rate
 from quarry.exceptions import UsageError

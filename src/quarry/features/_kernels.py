@@ -22,7 +22,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+
+from quarry._jit import njit, prange
 
 __all__ = [
     "cs_neutralize",
