@@ -15,7 +15,8 @@ Commands timed (QUARRY_HOME is a fresh folder under bench/_data, so nothing is c
 an earlier benchmark):
 
     --help                  quarry --help; quarry backtest --help
-    features compute        --bars BARS --set alpha158 --label ... --out F.parquet
+    features compute        --bars BARS --set alpha158 --label ... --out F.parquet, and the
+                            same with --out F.arrow (Arrow IPC)
     backtest                topk-dropout 50/5, Qlib's costs; with its report, and --no-report
     train                   --model lightgbm on F.parquet, 60/20/20 segments, MLflow tracking
     run (cached)            a workflow (features, LightGBM, backtest, gate) run once untimed,
@@ -184,6 +185,11 @@ def main() -> None:
             out["features"] = whole([QUARRY, "features", "compute", "--bars", str(data["bars"]),
                                      "--set", "alpha158", "--label", LABEL, "--out",
                                      str(features)], args.runs, warm=1)  # fmt: skip
+        if "features" in cases:  # the same, written as Arrow IPC for a step that reads it next
+            out["features_arrow"] = whole([QUARRY, "features", "compute", "--bars",
+                                           str(data["bars"]), "--set", "alpha158", "--label",
+                                           LABEL, "--out", str(work / "features.arrow")],
+                                          args.runs)  # fmt: skip
         if "backtest" in cases:
             base = [QUARRY, "backtest", "--store", str(data["store"]), "--signal",
                     str(data["signal"]), *TOPK]  # fmt: skip
@@ -228,6 +234,7 @@ def _table(out: dict[str, Any]) -> None:
     qlib = out.get("qlib", {})
     rows = [("`quarry --help`", "help", None), ("`quarry backtest --help`", "backtest_help", None),
             ("features compute (Alpha158 + label)", "features", "features"),
+            ("the same, `--out F.arrow` (Arrow IPC)", "features_arrow", "features"),
             ("backtest topk-dropout, with its report", "backtest_report", "backtest"),
             ("backtest topk-dropout, --no-report", "backtest_no_report", "backtest"),
             ("train LightGBM", "train", None), ("a cached `quarry run`", "run_cached", None),

@@ -107,7 +107,7 @@ def test_bad_signals_are_one_line_errors(frame: pl.DataFrame, message: str) -> N
     assert "\n" not in str(caught.value)
 
 
-def test_files_are_read_as_parquet_or_csv(tmp_path: Path) -> None:
+def test_files_are_read_as_parquet_arrow_or_csv(tmp_path: Path) -> None:
     csv = tmp_path / "signal.csv"
     csv.write_text("instrument,date,score\n000001,2021-01-04,0.5\n000002,2021-01-04,\n")
     got = load_signal(csv)
@@ -121,6 +121,12 @@ def test_files_are_read_as_parquet_or_csv(tmp_path: Path) -> None:
         load_signal(tmp_path / "nope.parquet")
     with pytest.raises(DataError, match=r"signal\.parquet: not a readable Parquet file"):
         load_signal(csv.rename(tmp_path / "signal.parquet"))
+    arrow = tmp_path / "signal.arrow"
+    CANONICAL.write_ipc(arrow)
+    assert_frame_equal(load_signal(arrow), CANONICAL)
+    with pytest.raises(DataError, match=r"wrong\.arrow: not a readable Arrow IPC file"):
+        CANONICAL.write_parquet(tmp_path / "wrong.arrow")
+        load_signal(tmp_path / "wrong.arrow")
     with pytest.raises(UsageError, match=r"bad\.csv: column date, row 1: 'monday'"):
         (tmp_path / "bad.csv").write_text("instrument,date,score\nA,monday,1\n")
         load_signal(tmp_path / "bad.csv")

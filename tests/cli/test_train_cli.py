@@ -105,6 +105,9 @@ def _bad_features(kind: str, features: Path, root: Path) -> Path:
     if kind == "text named .parquet":
         (root / "notes.parquet").write_text("instrument,date\nA,2015-01-02\n")
         return root / "notes.parquet"
+    if kind == "parquet named .arrow":
+        frame.write_parquet(root / "features.arrow")
+        return root / "features.arrow"
     if kind == "empty folder":
         (root / "parts").mkdir()
         (root / "parts" / "readme.txt").write_text("no parquet here")
@@ -124,6 +127,7 @@ def _bad_features(kind: str, features: Path, root: Path) -> Path:
     [
         ("csv", "not a Parquet file"),
         ("text named .parquet", "not a Parquet file"),
+        ("parquet named .arrow", "not an Arrow IPC file"),
         ("empty folder", "no .parquet files in the folder"),
         ("no date column", "no 'date' column"),
         ("text dates", "the date column holds text (String, e.g. '2015-01-02'), not dates"),
@@ -222,3 +226,34 @@ def test_a_model_that_learned_nothing_says_so_instead_of_printing_nan(
     assert code == 0, err
     assert "nan" not in stdout.lower() and "ic     n/a" in stdout
     assert err.count("warning: the model learned nothing") == 1
+
+
+def test_features_written_as_arrow_train_the_same_model_as_parquet(
+    features: Path, tmp_path: Path
+) -> None:
+    """FILE.arrow from quarry features compute (Arrow IPC) carries the same rows, values and
+    recipe as FILE.parquet: training on either gives the same predictions and the same
+    label horizon, read from the file's metadata."""
+    store = features.parent / "store"
+    arrow = tmp_path / "features.arrow"
+    code, _, err = run(
+        "features", "compute", "--store", str(store), "--no-cache", "--label", LABEL,
+        "--expr", "ROC5=Ref($close, 5)/$close", "--expr", "STD10=Std($close, 10)/$close",
+        "--out", str(arrow),
+    )  # fmt: skip
+    assert code == 0, err
+    assert pl.read_ipc(arrow).equals(pl.read_parquet(features))
+    results = {}
+    for name, path in (("parquet", features), ("arrow", arrow)):
+        out = tmp_path / name
+        code, stdout, err = run(
+            "train", "--features", str(path), "--model", "linear", *SEGMENTS,
+            "--out", str(out), "--json",
+        )  # fmt: skip
+        assert code == 0, err
+        results[name] = (pl.read_parquet(out / "predictions.parquet"), json.loads(stdout))
+    assert results["arrow"][0].equals(results["parquet"][0])
+    from quarry.tracking import client
+
+    params = [client().get_run(r[1]["run_id"]).data.params for r in results.values()]
+    assert params[0]["horizon"] == params[1]["horizon"] == "2"

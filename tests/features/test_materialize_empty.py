@@ -13,7 +13,7 @@ import pytest
 from quarry.data import Store, generate
 from quarry.exceptions import DataError
 from quarry.features import FeatureCache, materialize
-from quarry.features._outofcore import ParquetOut
+from quarry.features._outofcore import TableOut
 
 FEATURES = {"MA5": "Mean($close, 5)/$close", "R": "CSRank($close)"}
 LABEL = "Ref($close, -2)/Ref($close, -1) - 1"
@@ -60,12 +60,12 @@ def test_an_empty_window_is_refused_in_one_line_or_written_as_an_empty_file(
         assert not again.exists()
 
 
-@pytest.mark.parametrize("name", ["out.parquet", "parts"])
+@pytest.mark.parametrize("name", ["out.parquet", "out.arrow", "parts"])
 def test_a_writer_given_no_chunk_still_writes_the_schema(tmp_path: Path, name: str) -> None:
     out = tmp_path / name
-    writer = ParquetOut(out, {"quarry.label": "L"}, columns=["A", "LABEL0"])
+    writer = TableOut(out, {"quarry.label": "L"}, columns=["A", "LABEL0"])
     writer.close()
-    frame = pl.read_parquet(out)
+    frame = pl.read_ipc(out) if name.endswith(".arrow") else pl.read_parquet(out)
     assert frame.height == 0
     assert frame.schema == pl.Schema(
         {"instrument": pl.String, "date": pl.Date, "A": pl.Float32, "LABEL0": pl.Float32}

@@ -15,7 +15,8 @@ from polars.testing import assert_frame_equal
 from quarry.exceptions import ExpressionError, UsageError
 from quarry.features import Plan, compute
 from quarry.features._grid import Grid
-from quarry.features._outofcore import compute_to_parquet, parse_size, peak_panels
+from quarry.features._outofcore import compute_to_file, parse_size, peak_panels
+from quarry.features._tables import read_frame, read_schema
 from tests.features.helpers import make_frame
 
 FEATURES = {
@@ -34,14 +35,17 @@ def _grid(frame: pl.DataFrame, plan: Plan) -> Grid:
     return Grid.from_frame(frame, sorted(plan.fields), keep_rows=False)
 
 
+@pytest.mark.parametrize("name", ["f.parquet", "f.arrow", "F.IPC"])
 @pytest.mark.parametrize("chunk", [1, 3, 100])
-def test_chunked_output_equals_the_in_memory_result(tmp_path: Path, chunk: int) -> None:
+def test_chunked_output_equals_the_in_memory_result(tmp_path: Path, chunk: int, name: str) -> None:
     frame = make_frame()
     label = "Ref($close, -2) / Ref($close, -1) - 1"
     plan = Plan.build(FEATURES, label=label)
-    out = tmp_path / "f.parquet"
-    written = compute_to_parquet(_grid(frame, plan), plan, out, instruments_per_chunk=chunk)
-    got = pl.read_parquet(out)
+    out = tmp_path / name
+    written = compute_to_file(_grid(frame, plan), plan, out, instruments_per_chunk=chunk)
+    got = read_frame([out])
+    kind = "arrow" if name != "f.parquet" else "parquet"
+    assert (pl.read_ipc if kind == "arrow" else pl.read_parquet)(out).equals(got)  # that format
     expected = compute(frame, FEATURES, label=label).sort("instrument", "date")
     assert got.columns == expected.columns
     assert got.select("instrument", "date").equals(expected.select("instrument", "date"))
@@ -65,7 +69,7 @@ def test_a_directory_gets_one_part_per_chunk_and_emit_filters_rows(tmp_path: Pat
     emit = grid.present.copy()
     emit[:, :20] = False  # only the last 20 days
     out = tmp_path / "parts"
-    compute_to_parquet(grid, plan, out, emit=emit, instruments_per_chunk=2)
+    compute_to_file(grid, plan, out, emit=emit, instruments_per_chunk=2)
     assert sorted(p.name for p in out.iterdir()) == ["part-00000.parquet", "part-00001.parquet"]
     got = pl.read_parquet(out / "*.parquet").sort("instrument", "date")
     expected = compute(frame, {"m": "Mean($close, 3)"}).sort("instrument", "date")
@@ -82,22 +86,23 @@ def test_memory_sets_the_chunk_size_and_too_little_is_a_clear_error(tmp_path: Pa
     grid = _grid(frame, plan)
     assert peak_panels(plan) >= 5
     with pytest.raises(UsageError, match=r"too small .* give --memory"):
-        compute_to_parquet(grid, plan, tmp_path / "f.parquet", memory="100MB")
+        compute_to_file(grid, plan, tmp_path / "f.parquet", memory="100MB")
     assert not (tmp_path / "f.parquet").exists()
-    written = compute_to_parquet(grid, plan, tmp_path / "f.parquet", memory="1GB")
+    written = compute_to_file(grid, plan, tmp_path / "f.parquet", memory="1GB")
     assert written.chunks == 1
 
 
-def test_a_failure_leaves_the_previous_output_in_place(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["f.parquet", "f.arrow"])
+def test_a_failure_leaves_the_previous_output_in_place(tmp_path: Path, name: str) -> None:
     frame = make_frame()
-    out = tmp_path / "f.parquet"
+    out = tmp_path / name
     good = Plan.build({"m": "Mean($close, 3)"})
-    compute_to_parquet(_grid(frame, good), good, out)
+    compute_to_file(_grid(frame, good), good, out)
     before = out.read_bytes()
     bad = Plan.build({"m": "Mean($close, 3)", "n": "CSNeutralize($close, $industry)"})
     grid = _grid(frame, good)  # no $industry laid out: the run fails midway
     with pytest.raises((RuntimeError, KeyError, ExpressionError)):
-        compute_to_parquet(grid, bad, out, instruments_per_chunk=1)
+        compute_to_file(grid, bad, out, instruments_per_chunk=1)
     assert out.read_bytes() == before
     assert not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
 
@@ -110,16 +115,15 @@ def test_sizes_parse() -> None:
         parse_size("lots")
 
 
-def test_the_file_says_how_its_columns_were_made(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["f.parquet", "f.feather"])
+def test_the_file_says_how_its_columns_were_made(tmp_path: Path, name: str) -> None:
     import json
-
-    import pyarrow.parquet as pq
 
     frame = make_frame()
     label = "Ref($close, -2) / Ref($close, -1) - 1"
     plan = Plan.build({"ma": "Mean($close, 5) / $close"}, label=label)
-    compute_to_parquet(_grid(frame, plan), plan, tmp_path / "f.parquet")
-    meta = pq.read_schema(tmp_path / "f.parquet").metadata
+    compute_to_file(_grid(frame, plan), plan, tmp_path / name)
+    meta = read_schema(tmp_path / name).metadata
     assert json.loads(meta[b"quarry.features"]) == {"ma": "(Mean($close, 5) / $close)"}
     assert meta[b"quarry.label"].decode() == str(plan.outputs["LABEL0"])
 

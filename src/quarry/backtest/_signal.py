@@ -65,18 +65,22 @@ def load_signal(path: str | Path) -> pl.DataFrame:
         raise DataError(f"{path}: no such file; quarry train writes predictions.parquet")
     if path.is_dir():
         raise DataError(f"{path}: a folder, not a signal file; give a Parquet or CSV file")
+    from quarry.features._tables import is_arrow, read_frame
+
     try:
         if path.suffix.lower() == ".csv":
             # ids such as 000001 are text: inferring numbers would drop their zeros
             frame = pl.read_csv(path, schema_overrides={"instrument": pl.String})
         else:
-            frame = pl.read_parquet(path)
+            frame = read_frame([path])
     except (pl.exceptions.PolarsError, OSError) as exc:
-        kind = "CSV" if path.suffix.lower() == ".csv" else "Parquet"
+        kind = (
+            "CSV" if path.suffix.lower() == ".csv" else "Arrow IPC" if is_arrow(path) else "Parquet"
+        )
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(
-            f"{path}: not a readable {kind} file ({first}); give a Parquet file (or a .csv) "
-            "with instrument, date, score"
+            f"{path}: not a readable {kind} file ({first}); give a Parquet file (or a .csv or "
+            ".arrow) with instrument, date, score"
         ) from exc
     return check_signal(frame, source=str(path))
 

@@ -82,8 +82,9 @@ def compute_cmd(
     out: Annotated[
         Path,
         typer.Option(
-            help="FILE.parquet (one file, a row group per chunk of instruments) or a "
-            "directory (one Parquet file per chunk)."
+            help="FILE.parquet (one file, a row group per chunk of instruments), FILE.arrow "
+            "(Arrow IPC: written and read fastest, for a step that reads it at once; also .ipc, "
+            ".feather) or a directory (one Parquet file per chunk)."
         ),
     ],
     store: Annotated[

@@ -44,15 +44,17 @@ def _params(path: Path | None) -> dict[str, Any]:
 
 
 _EXPECTED = (
-    "give the features as Parquet (FILE.parquet or a folder of them) with instrument and "
-    "date columns, as quarry features compute writes"
+    "give the features as Parquet (FILE.parquet or a folder of them) or Arrow IPC "
+    "(FILE.arrow) with instrument and date columns, as quarry features compute writes"
 )
 
 
 def _feature_files(features: Path) -> list[Path]:
-    """The Parquet file(s) of ``--features``, each checked to be Parquet."""
+    """The file(s) of ``--features``: a Parquet or Arrow IPC file, or a folder of Parquet
+    files; each checked to be what its name says."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
+
+    from quarry.features._tables import is_arrow, read_schema
 
     if not features.exists():
         raise DataError(
@@ -63,15 +65,16 @@ def _feature_files(features: Path) -> list[Path]:
         raise DataError(f"{features}: no .parquet files in the folder; {_EXPECTED}")
     for file in files:
         try:
-            pq.read_schema(file)
+            read_schema(file)
         except (pa.ArrowException, OSError) as exc:
-            if file.suffix.lower() == ".parquet":  # say what is wrong with it
+            if file.suffix.lower() == ".parquet" or is_arrow(file):  # say what is wrong
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 why = f" ({first.rstrip('.')})" if first else ""
             else:
                 why = f" (a {file.suffix[1:].upper()} file)" if file.suffix else ""
             where = f"{features}" if file == features else f"{features}: {file.name}"
-            raise DataError(f"{where}: not a Parquet file{why}; {_EXPECTED}") from None
+            kind = "an Arrow IPC" if is_arrow(file) else "a Parquet"
+            raise DataError(f"{where}: not {kind} file{why}; {_EXPECTED}") from None
     return files
 
 
@@ -79,8 +82,10 @@ def _read_features(features: Path, files: list[Path], label: str) -> Any:
     """The features frame, its keys checked: a date column of dates, the label present."""
     import polars as pl
 
+    from quarry.features._tables import read_frame
+
     try:
-        frame = pl.read_parquet(files if len(files) > 1 else files[0])
+        frame = read_frame(files)
     except (pl.exceptions.PolarsError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{features}: cannot read it ({first}); {_EXPECTED}") from None
@@ -112,11 +117,10 @@ def _recipe(files: list[Path]) -> Any:
     ``quarry.label``, written by ``quarry features compute``): logged with the model."""
     import json
 
-    import pyarrow.parquet as pq
-
+    from quarry.features._tables import read_schema
     from quarry.models import Recipe
 
-    meta = pq.read_schema(files[0]).metadata or {}
+    meta = read_schema(files[0]).metadata or {}
     features = json.loads(meta.get(b"quarry.features", b"{}").decode())
     label = meta.get(b"quarry.label")
     return Recipe(features, label.decode() if label else None)

@@ -24,10 +24,10 @@ from quarry.features._compile import LABEL, Plan
 from quarry.features._expr import Expr
 from quarry.features._grid import Grid
 from quarry.features._outofcore import (
-    ParquetOut,
     Progress,
+    TableOut,
     compute_chunks,
-    compute_to_parquet,
+    compute_to_file,
     plan_metadata,
 )
 
@@ -86,7 +86,7 @@ def materialize(
         grid, emit = _lay_out(source, plan, universe, as_of, start, end)
         if not allow_empty:
             _refuse_nothing(grid, emit, universe, as_of, start, end)
-        done = compute_to_parquet(grid, plan, out, emit=emit, memory=memory, progress=progress,
+        done = compute_to_file(grid, plan, out, emit=emit, memory=memory, progress=progress,
                                   executor=executor)  # fmt: skip
         return Materialized(
             out, done.rows, len(names), done.chunks, done.instruments_per_chunk, (), tuple(names)
@@ -110,7 +110,7 @@ def materialize(
                               executor=executor)  # fmt: skip
         chunks, size = done.chunks, done.instruments_per_chunk
         del grid, emit
-    output = ParquetOut(out, plan_metadata(plan), columns=names)
+    output = TableOut(out, plan_metadata(plan), columns=names)
     try:
         rows = entry.assemble([(n, keys[n]) for n in names], output.write)
         if rows == 0 and not allow_empty:  # an entry of no rows, cached by an allow_empty run

@@ -17,6 +17,7 @@ import polars as pl
 
 from quarry.exceptions import UsageError
 from quarry.features import FeatureCache, materialize
+from quarry.features._tables import read_frame
 from quarry.tracking._packaged import Packaged
 
 __all__ = ["features_for"]
@@ -48,11 +49,11 @@ def features_for(
     if not inputs:
         raise UsageError("the model does not record the features it reads: train it again")
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "features.parquet"
+        path = Path(tmp) / "features.arrow"  # read back at once: Arrow IPC (features._tables)
         # a day with no bar (a weekend, past the store's history) is an empty answer
         materialize(
             store, inputs, path, universe=universe, as_of=as_of, start=start, end=end,
             memory=memory, cache=cache if cache is not None else FeatureCache(),
             allow_empty=True,
         )  # fmt: skip
-        return pl.read_parquet(path)
+        return read_frame([path])
