@@ -3,9 +3,9 @@
 - ``FILE.parquet``: one Parquet file (LZ4), a row group per chunk of instruments. Smallest on
   disk; the format every tool reads.
 - ``FILE.arrow`` (or ``.ipc``, ``.feather``): one Arrow IPC file (Feather v2, uncompressed), a
-  record batch per chunk. Written in under half Parquet's time and read without decoding
-  (0.18 s against Parquet's 1.4 s for Alpha158 at 300 x 2,500): for features the next step
-  reads at once (BENCHMARKS.md).
+  record batch per chunk. Written in a third of Parquet's time and read in under half
+  (Alpha158 at 300 x 2,500, one core: 0.28 s and 0.10-0.13 s, against 0.79-0.87 s and
+  0.26-0.39 s; BENCHMARKS.md): for features the next step reads at once.
 - any other path: a folder with a Parquet file per chunk.
 """
 
