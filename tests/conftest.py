@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 # The CLI's consoles take their width from COLUMNS when they are made, at import: a COLUMNS
-# exported by the shell (or by pytest-xdist's workers: 80) would then wrap every command's
+# exported by the shell (or by pytest-xdist's workers, 80) would then wrap every command's
 # output whatever width a test asks for (tests/cli/helpers.py ``run`` sets its own).
 os.environ.pop("COLUMNS", None)
 os.environ.pop("LINES", None)
