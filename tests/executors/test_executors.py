@@ -5,6 +5,7 @@ raises a piece's QuarryError as itself."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,18 @@ def _weighted(item: int, *, panel: pl.DataFrame, weights: np.ndarray) -> dict[st
 def _refuse(item: int) -> int:
     if item == 2:
         raise UsageError(f"piece {item}: refused")
+    return item
+
+
+def _fail_or_finish_late(item: int, *, marks: str) -> int:
+    """Piece 0 fails at once; the others finish a little later and leave a mark."""
+    import time
+    from pathlib import Path
+
+    if item == 0:
+        raise UsageError("piece 0: refused")
+    time.sleep(1.5)
+    (Path(marks) / f"{item}.done").write_text("")
     return item
 
 
@@ -75,6 +88,26 @@ def test_ray_tasks_match_local_and_read_the_store_in_place(
     assert os.getpid() not in {o["pid"] for o in out}  # ran in Ray's workers
     # an array read from the object store is the stored buffer, mapped read-only
     assert not any(o["writeable"] for o in out)
+
+
+@pytest.mark.slow
+def test_a_failing_piece_is_raised_at_once_and_leaves_the_others_to_finish(
+    ray_cluster: Any, tmp_path: Path
+) -> None:
+    """The error comes back as soon as one piece fails; the pieces in flight are not
+    cancelled (a cancel racing a piece's end aborted the driver inside Ray), they finish and
+    their results are dropped."""
+    import time
+
+    with executor("ray", address=ray_cluster.address) as ex:
+        start = time.monotonic()
+        with pytest.raises(UsageError, match="piece 0: refused"):
+            ex.map(_fail_or_finish_late, [0, 1, 2], shared={"marks": ex.share(str(tmp_path))})
+        assert time.monotonic() - start < 1.5  # before the other pieces could end
+        deadline = time.monotonic() + 30
+        while {p.name for p in tmp_path.iterdir()} != {"1.done", "2.done"}:
+            assert time.monotonic() < deadline, sorted(p.name for p in tmp_path.iterdir())
+            time.sleep(0.1)
 
 
 def test_unknown_executor_and_stray_address_are_one_line_errors() -> None:

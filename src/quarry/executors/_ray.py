@@ -121,8 +121,11 @@ class RayExecutor(Executor):
                     if done is not None:
                         done(finished, len(pending))
         except ray.exceptions.RayTaskError as exc:
-            for ref in waiting:
-                ray.cancel(ref, force=True)
+            # The other pieces are left to finish, their results dropped with their refs (a
+            # driver that exits, as a command does, takes its job's tasks with it). Cancelling
+            # them raced Ray's own bookkeeping: a piece finishing as it was cancelled aborted
+            # this process in a RAY_CHECK ("Tried to complete task that was not pending"; Ray
+            # 2.60, ray-project/ray#54798 for the same race), the user's error lost with it.
             cause = exc.cause
             if isinstance(cause, QuarryError):
                 raise cause from None
