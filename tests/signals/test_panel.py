@@ -86,6 +86,33 @@ def test_ties_are_broken_by_name_in_any_column_order() -> None:
         assert got.filter(pl.col("group") == 1)["mean_return"].to_list() == [low, low]
 
 
+def test_rows_with_and_without_ties_in_one_block_give_the_long_frames_figures() -> None:
+    """The fast sort's order stands where no two scores tie; rows with ties are sorted again
+    stably. Mixed in one block (and in reverse name order), the groups must still break
+    every tie by name, as the long frame does."""
+    rng = np.random.default_rng(7)
+    days, width = 12, 300
+    scores = rng.standard_normal((days, width))
+    scores[::3] = np.round(scores[::3], 1)  # every third day: many ties
+    scores[1::4, :40] = 0.0  # and some days a block of equal scores
+    scores[rng.random(scores.shape) < 0.1] = np.nan
+    labels = 0.05 * np.nan_to_num(scores) + rng.standard_normal((days, width))
+    labels[rng.random(labels.shape) < 0.05] = np.nan
+    names = [f"I{k:03d}" for k in range(width)][::-1]
+    calendar = pl.date_range(date(2024, 1, 1), date(2024, 1, days), eager=True).alias("date")
+    frame = pl.DataFrame(
+        {
+            "instrument": np.tile(names, days),
+            "date": np.repeat(calendar.to_numpy(), width),
+            "score": scores.reshape(-1),
+            "LABEL0": labels.reshape(-1),
+        }
+    ).with_columns(pl.col("score", "LABEL0").fill_nan(None), pl.col("date").cast(pl.Date))
+    for groups in (5, 10):
+        report = analyze_panel(scores, labels, calendar, names, groups=groups, lag=2)
+        assert_same_report(report, frame, groups, 2)
+
+
 def test_analyze_takes_the_panel_for_a_dense_frame_and_the_long_path_for_a_sparse_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -107,17 +107,17 @@ def analyze_panel(
 
     def first_pass(rows: slice) -> None:
         sb, yb, pb = s[rows], y[rows], pairs[rows]
-        ob = np.argsort(sb, axis=1, kind="stable")
+        ob, sv = _by_score(sb)
         at = _flat(ob)
         order[rows] = ob
-        ranked[rows] = sv = _gather(sb, at)
+        ranked[rows] = sv
         ys = _gather(yb, at)  # the labels in score order: NaN off the pairs
         kept = ~np.isnan(ys)
         n[rows] = kept.sum(axis=1)
         defined = _defined(sb, yb, pb)
         ic[rows] = np.where(defined, _pearson(sb, yb, pb), np.nan)
         rs = _scatter(_ranks(sv, kept), kept, at)
-        oy = _flat(np.argsort(yb, axis=1))
+        oy = _flat(np.argsort(_nan_last(yb), axis=1))  # ties' order is no matter here
         ly = _gather(yb, oy)
         ry = _scatter(_ranks(ly, ~np.isnan(ly)), ~np.isnan(ly), oy)
         rank_ic[rows] = np.where(defined, _pearson(rs, ry, pb), np.nan)
@@ -214,6 +214,27 @@ def _pearson(x: Floats, y: Floats, keep: Bools) -> Floats:
     with np.errstate(invalid="ignore", divide="ignore", over="ignore", under="ignore"):
         out: Floats = (dx * dy).sum(axis=1) / np.sqrt((dx * dx).sum(axis=1) * (dy * dy).sum(axis=1))
     return out
+
+
+def _nan_last(values: Floats) -> Floats:
+    """Sort keys of finite-or-NaN ``values``: NaN as +inf, which sorts last just the same.
+    NumPy's vectorized (AVX-512) quicksort takes rows without NaN only: with them, sorting
+    took twice as long (16,000 columns, 15% NaN)."""
+    return np.where(np.isnan(values), np.inf, values)
+
+
+def _by_score(block: Floats) -> tuple[Ints, Floats]:
+    """Each row's columns by ascending score, ties in column order, NaN last (a stable
+    sort's order), and the scores in that order. The fast unstable sort first; only rows
+    where two scores tie are sorted again, stably (continuous scores seldom tie)."""
+    order = np.argsort(_nan_last(block), axis=1)
+    ordered = _gather(block, _flat(order))
+    tied = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)  # NaN never equals: not a tie
+    if tied.any():
+        again = np.argsort(block[tied], axis=1, kind="stable")
+        order[tied] = again
+        ordered[tied] = np.take_along_axis(block[tied], again, axis=1)
+    return order, ordered
 
 
 def _flat(order: npt.NDArray[np.integer]) -> Ints:
