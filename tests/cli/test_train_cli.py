@@ -18,12 +18,8 @@ SEGMENTS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def features(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("train")
-    store, out = root / "store", root / "features.parquet"
-    assert run("data", "generate", "--store", str(store), "--instruments", "40",
-               "--days", "400", "--alpha-ic", "0.08")[0] == 0  # fmt: skip
+def _compute(store: Path, out: Path) -> Path:
+    """The two features and the label of these tests, from ``store`` into ``out``."""
     code, _, err = run(
         "features", "compute", "--store", str(store), "--no-cache", "--label", LABEL,
         "--expr", "ROC5=Ref($close, 5)/$close", "--expr", "STD10=Std($close, 10)/$close",
@@ -31,6 +27,15 @@ def features(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )  # fmt: skip
     assert code == 0, err
     return out
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("train")
+    store = root / "store"
+    assert run("data", "generate", "--store", str(store), "--instruments", "40",
+               "--days", "400", "--alpha-ic", "0.08")[0] == 0  # fmt: skip
+    return _compute(store, root / "features.parquet")
 
 
 def test_train_writes_predictions_metrics_and_an_mlflow_run(features: Path, tmp_path: Path) -> None:
@@ -234,14 +239,7 @@ def test_features_written_as_arrow_train_the_same_model_as_parquet(
     """FILE.arrow from quarry features compute (Arrow IPC) carries the same rows, values and
     recipe as FILE.parquet: training on either gives the same predictions and the same
     label horizon, read from the file's metadata."""
-    store = features.parent / "store"
-    arrow = tmp_path / "features.arrow"
-    code, _, err = run(
-        "features", "compute", "--store", str(store), "--no-cache", "--label", LABEL,
-        "--expr", "ROC5=Ref($close, 5)/$close", "--expr", "STD10=Std($close, 10)/$close",
-        "--out", str(arrow),
-    )  # fmt: skip
-    assert code == 0, err
+    arrow = _compute(features.parent / "store", tmp_path / "features.arrow")
     assert pl.read_ipc(arrow).equals(pl.read_parquet(features))
     results = {}
     for name, path in (("parquet", features), ("arrow", arrow)):
