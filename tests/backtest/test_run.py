@@ -83,6 +83,24 @@ def test_the_benchmark_is_the_equal_weighted_universe() -> None:
     np.testing.assert_allclose(got, [0.0, 0.0, 0.1], atol=1e-15)
 
 
+@pytest.mark.parametrize("rows_per_block", [1, 3, 1000])
+def test_the_benchmark_by_blocks_of_days_is_pandas_mean_of_moves(
+    monkeypatch: pytest.MonkeyPatch, rows_per_block: int
+) -> None:
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    close = 10.0 * np.exp(np.cumsum(rng.normal(0, 0.02, (40, 7)), axis=0))
+    close[rng.random(close.shape) < 0.2] = np.nan
+    close[5] = np.nan  # a day without any bar
+    monkeypatch.setattr("quarry._memory.BLOCK_CELLS", 7 * rows_per_block)
+    got = equal_weight_benchmark(close)
+    frame = pd.DataFrame(close)
+    moves = frame / frame.shift(1) - 1.0  # NaN unless both days have a bar
+    expected = moves.mean(axis=1).fillna(0.0).to_numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-15)
+
+
 def test_the_command_writes_the_contract(market: tuple[Store, Path], tmp_path: Path) -> None:
     store, path = market
     out = tmp_path / "cli"

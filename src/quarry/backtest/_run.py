@@ -39,6 +39,7 @@ import numpy as np
 import polars as pl
 
 from quarry._json import dumps
+from quarry._memory import in_row_blocks
 from quarry.backtest._engine import BacktestConfig, Simulation
 from quarry.backtest._market import Aligned, Coverage, align, index_returns, industry_codes
 from quarry.backtest._metrics import summary
@@ -64,14 +65,21 @@ MATCH_WARNING = 0.5
 
 def equal_weight_benchmark(close: np.ndarray) -> np.ndarray:
     """The mean close-to-close return of the instruments with a bar on both days."""
-    out = np.zeros(close.shape[0])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        moves = close[1:] / close[:-1] - 1.0
-    valid = np.isfinite(moves)
-    counts = valid.sum(axis=1)
-    sums = np.where(valid, moves, 0.0).sum(axis=1)
-    out[1:] = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
-    return out
+    days, width = close.shape
+    sums, counts = np.zeros(days), np.zeros(days, dtype=np.int64)
+
+    def block(rows: slice) -> None:  # day t's move, for the days t of ``rows`` from 1 on
+        now = slice(max(rows.start, 1), rows.stop)
+        if now.start >= now.stop:
+            return
+        with np.errstate(invalid="ignore", divide="ignore"):
+            moves = close[now] / close[now.start - 1 : now.stop - 1] - 1.0
+        valid = np.isfinite(moves)
+        counts[now] = valid.sum(axis=1)
+        sums[now] = np.where(valid, moves, 0.0).sum(axis=1)
+
+    in_row_blocks(block, days, width)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
 
 
 def run_backtest(
@@ -286,21 +294,34 @@ def _signal_report(grid: Aligned) -> SignalReport | None:
     any, as the grid's dense panels (``analyze_panel``)."""
     from quarry.signals import analyze_panel
 
-    deal = grid.market.deal
-    earned = np.full(deal.shape, np.nan)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        earned[:-2] = deal[2:] / deal[1:-1] - 1.0
-    both = np.isfinite(grid.scores) & np.isfinite(earned)
-    days = np.flatnonzero(both.any(axis=1))
+    deal, scores = grid.market.deal, grid.scores
+    height, width = deal.shape
+    mine, earned = np.empty(deal.shape), np.empty(deal.shape)
+    has_any = np.zeros(height, dtype=np.bool_)
+
+    def block(rows: slice) -> None:
+        earn = np.full((rows.stop - rows.start, width), np.nan)
+        live = slice(rows.start, min(rows.stop, height - 2))  # the last two days earn nothing
+        if live.start < live.stop:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                earn[: live.stop - live.start] = (
+                    deal[live.start + 2 : live.stop + 2] / deal[live.start + 1 : live.stop + 1]
+                    - 1.0
+                )
+        both = np.isfinite(scores[rows]) & np.isfinite(earn)
+        has_any[rows] = both.any(axis=1)
+        mine[rows] = np.where(both, scores[rows], np.nan)
+        earned[rows] = np.where(both, earn, np.nan)
+
+    in_row_blocks(block, height, width)
+    days = np.flatnonzero(has_any)
     if days.size == 0:
         return None
-    both = both[days]
-    return analyze_panel(
-        np.where(both, grid.scores[days], np.nan),
-        np.where(both, earned[days], np.nan),
-        pl.Series("date", grid.dates).gather(days),
-        grid.instruments,
-    )
+    if days[-1] - days[0] + 1 == days.size:  # a run of days (the usual): views, not copies
+        mine, earned = mine[days[0] : days[-1] + 1], earned[days[0] : days[-1] + 1]
+    else:
+        mine, earned = mine[days], earned[days]
+    return analyze_panel(mine, earned, pl.Series("date", grid.dates).gather(days), grid.instruments)
 
 
 def _frames(

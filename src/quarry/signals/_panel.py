@@ -14,14 +14,13 @@ which also bounds the temporaries to a block's size.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from quarry._memory import BLOCK_CELLS, in_row_blocks
 from quarry.exceptions import UsageError
 from quarry.signals._report import DATE, SignalReport, _positive_int, ic_summary, long_short
 
@@ -31,11 +30,7 @@ Floats = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
 Ints = npt.NDArray[np.int64]
 
-# Cells per block of rows (65 rows at 16,000 instruments): a block's temporaries come to about
-# 120 bytes a cell, so about 125 MB, and at most _THREADS blocks are in flight whatever the
-# machine's cores.
-_BLOCK_CELLS = 1 << 20
-_THREADS = 4
+_BLOCK_CELLS = BLOCK_CELLS  # per block of rows (see quarry._memory.in_row_blocks)
 
 
 def analyze_panel(
@@ -87,12 +82,22 @@ def analyze_panel(
     if days > 1 and not (date_col.is_sorted() and date_col.n_unique() == days):
         raise UsageError("the panel's dates must be ascending and distinct, one per row")
     by_name = np.argsort(np.asarray(instruments, dtype=str), kind="stable")
-    if not np.array_equal(by_name, np.arange(width)):  # ties are broken by name: sort by it
-        s, y = s[:, by_name], y[:, by_name]
-    scored = np.isfinite(s)
-    pairs = scored & np.isfinite(y)
-    s = np.where(scored, s, np.nan)
-    y = np.where(pairs, y, np.nan)
+    # ties are broken by name: columns in name order
+    columns = None if np.array_equal(by_name, np.arange(width)) else by_name
+    given_s, given_y = s, y
+    scored, pairs = np.empty(s.shape, dtype=np.bool_), np.empty(s.shape, dtype=np.bool_)
+    s, y = np.empty(s.shape), np.empty(s.shape)
+
+    def keep_finite(rows: slice) -> None:
+        sb, yb = given_s[rows], given_y[rows]
+        if columns is not None:
+            sb, yb = sb[:, columns], yb[:, columns]
+        ok = np.isfinite(sb, out=scored[rows])
+        both = np.logical_and(ok, np.isfinite(yb), out=pairs[rows])
+        s[rows] = np.where(ok, sb, np.nan)
+        y[rows] = np.where(both, yb, np.nan)
+
+    in_row_blocks(keep_finite, days, width, cells=_BLOCK_CELLS)
 
     # each row's columns by ascending score, ties in column (name) order, NaN last; and the
     # scores in that order
@@ -147,9 +152,9 @@ def analyze_panel(
             ranks.append(_scatter(_ranks(ranked[sorted_rows], kept), kept, at))
         auto[now] = np.where(defined, _pearson(ranks[0], ranks[1], both), np.nan)
 
-    step = max(1, _BLOCK_CELLS // max(width, 1))
-    _blocks(first_pass, days, step)
-    _blocks(second_pass, days, step)  # reads the orders of the rows before a block's own
+    in_row_blocks(first_pass, days, width, cells=_BLOCK_CELLS)
+    # reads the orders of the rows before a block's own: after every block of the first pass
+    in_row_blocks(second_pass, days, width, cells=_BLOCK_CELLS)
 
     daily = pl.DataFrame(
         {DATE: date_col, "ic": _nulls(ic), "rank_ic": _nulls(rank_ic), "n": n},
@@ -171,21 +176,6 @@ def analyze_panel(
         autocorr=pl.DataFrame({DATE: date_col, "autocorr": _nulls(auto)}).slice(lag),
         turnover=_turnover(grouped, date_col, groups),
     )
-
-
-def _blocks(work: Callable[[slice], None], rows: int, step: int) -> None:
-    """``work`` over blocks of ``step`` of the ``rows``, on as many threads as this process
-    has cores (at most ``_THREADS``)."""
-    blocks = [slice(i, min(i + step, rows)) for i in range(0, rows, step)]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    threads = min(cores or 1, _THREADS, len(blocks))
-    if threads <= 1:
-        for block in blocks:
-            work(block)
-        return
-    with ThreadPoolExecutor(threads) as pool:
-        for done in pool.map(work, blocks):  # re-raises a block's error
-            del done
 
 
 def _nulls(values: Floats) -> pl.Series:
