@@ -1,30 +1,33 @@
-"""numba for every compiled kernel of Quarry, loaded without the parts no kernel of ours uses.
+"""numba for every compiled kernel of Quarry, loaded without SciPy's linear algebra.
 
 A command that computes pays numba's start-up once: its import, then, at the first call of a
-kernel, its registries of typing and lowering. Those registries also load SciPy's linear
-algebra (so that a kernel may call ``np.dot`` or ``np.linalg``; numba checks for BLAS as it
-loads) and cffi (so that a kernel may call C through it). No kernel of Quarry does either, and
-the two cost 0.2 s of every such command on one core here (0.57 s to 0.37 s for import and
-first call, measured 2026-12-02), a tenth of a feature computation's whole process.
+kernel, its registries of typing and lowering. Loading them, numba checks for BLAS by
+importing SciPy's linear algebra (so that a kernel may call ``np.dot`` or ``np.linalg``),
+which brings SciPy's array-API layer and ``numpy.f2py``: 150 ms of every such command on one
+core here, for a module no kernel of Quarry uses.
 
-So the first import of this module hides the two from the import system while numba loads and
-fills its registries, then gives them back. Afterwards ``np.dot`` of two vectors in a kernel
-falls back to numba's own loop (correct, unhurried); matrices and ``np.linalg`` still load
-BLAS on first use, as numba checks again then. A process that imported numba before Quarry
-keeps numba as it was: nothing is hidden once numba is loaded.
+So the first import of this module hides ``scipy.linalg.cython_blas`` from the import system
+while numba loads and fills its registries, then gives it back and tells numba that BLAS is
+there after all: a kernel's ``np.dot`` or ``np.linalg`` loads it on first use, as numba
+checks again when it types them, and ``np.correlate``/``np.convolve`` use it as before. The
+import lock is held meanwhile, so that no other thread's import sees the hidden module. A
+process that imported numba before Quarry keeps numba as it was.
+
+Measured 2026-12-02, one core: numba's import and first cached call 0.57 s before, 0.37 s
+with SciPy and cffi both hidden (cffi, 50 ms, is no longer hidden: numba would keep
+refusing cffi calls for the whole process).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import sys
 from collections.abc import Iterator
 
 __all__ = ["njit", "prange"]
 
-# Modules numba loads with its registries for features we do not use: SciPy's BLAS (which
-# brings scipy.linalg and SciPy's array-API layer, 150 ms) and cffi (its C parser, 50 ms).
-UNUSED = ("scipy.linalg.cython_blas", "cffi")
+UNUSED = ("scipy.linalg.cython_blas",)
 
 
 @contextlib.contextmanager
@@ -43,10 +46,23 @@ def _hidden(names: tuple[str, ...]) -> Iterator[None]:
                 del sys.modules[name]
 
 
+@contextlib.contextmanager
+def _import_lock() -> Iterator[None]:
+    """The interpreter's import lock (re-entrant for this thread): another thread's import
+    of a new module waits until the hiding is over."""
+    import _imp
+
+    _imp.acquire_lock()
+    try:
+        yield
+    finally:
+        _imp.release_lock()
+
+
 def _load() -> None:
     if "numba" in sys.modules:
         return
-    with _hidden(UNUSED):
+    with _import_lock(), _hidden(UNUSED):
         import numba  # noqa: F401
 
         # The registries load at a dispatcher's first compile or cache load, later than this
@@ -57,6 +73,11 @@ def _load() -> None:
 
             cpu_target.typing_context.refresh()
             cpu_target.target_context.refresh()
+    with contextlib.suppress(ImportError, AttributeError):
+        from numba.np import arraymath
+
+        # numba noted BLAS as missing while it was hidden; it is there (loaded when used)
+        arraymath._HAVE_BLAS = importlib.util.find_spec("scipy") is not None
 
 
 _load()

@@ -394,10 +394,20 @@ def test_industry_exposure_is_the_positions_summed_by_industry(
     np.testing.assert_allclose(total["benchmark"], 1.0, atol=1e-12)
 
 
+@pytest.mark.parametrize("block_cells", [None, 1, 200])
 def test_the_signal_is_measured_against_what_it_earns_when_traded(
     market_signal: tuple[Store, pl.DataFrame],
+    monkeypatch: pytest.MonkeyPatch,
+    block_cells: int | None,
 ) -> None:
+    """Day by day against scipy, whether the panels are made in one block of rows, a row a
+    block or a few; one day without scores leaves a gap in the analyzed days."""
     store, signal = market_signal
+    if block_cells is not None:
+        monkeypatch.setattr("quarry._memory.BLOCK_CELLS", block_cells)
+    dates = signal["date"].unique().sort()
+    gap = dates[120]
+    signal = signal.filter(pl.col("date") != gap)
     result = run_backtest(store, signal, None, topk=6, n_drop=2)
     assert result.signal is not None
     close = read_bars(store, ["close"], adjust="adjusted").to_pandas()
@@ -410,6 +420,7 @@ def test_the_signal_is_measured_against_what_it_earns_when_traded(
         ok = s.notna() & e.notna()
         expected = spearmanr(s[ok], e[ok]).statistic
         assert daily.loc[day, "rank_ic"] == pytest.approx(expected, abs=1e-12)
+    assert gap not in set(result.signal.daily_ic["date"].to_list())
     assert "rank_ic" in result.metrics["signal"]
 
 

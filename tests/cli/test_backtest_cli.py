@@ -207,7 +207,6 @@ def test_a_backtest_writes_and_imports_only_what_it_was_asked_for(
         "torch",
         "sqlalchemy",
         "scipy.linalg",
-        "cffi",
     )
     code, modules, stdout = imports_of(
         "backtest", "--store", str(store.location), "--signal", str(path), "--topk", "5",

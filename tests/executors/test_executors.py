@@ -35,13 +35,13 @@ def _refuse(item: int) -> int:
 
 
 def _fail_or_finish_late(item: int, *, marks: str) -> int:
-    """Piece 0 fails at once; the others finish a little later and leave a mark."""
+    """Piece 0 fails at once; the others finish 3 s later and leave a mark."""
     import time
     from pathlib import Path
 
     if item == 0:
         raise UsageError("piece 0: refused")
-    time.sleep(1.5)
+    time.sleep(3)
     (Path(marks) / f"{item}.done").write_text("")
     return item
 
@@ -100,10 +100,9 @@ def test_a_failing_piece_is_raised_at_once_and_leaves_the_others_to_finish(
     import time
 
     with executor("ray", address=ray_cluster.address) as ex:
-        start = time.monotonic()
         with pytest.raises(UsageError, match="piece 0: refused"):
             ex.map(_fail_or_finish_late, [0, 1, 2], shared={"marks": ex.share(str(tmp_path))})
-        assert time.monotonic() - start < 1.5  # before the other pieces could end
+        assert not any(tmp_path.iterdir())  # raised before the other pieces could end
         deadline = time.monotonic() + 30
         while {p.name for p in tmp_path.iterdir()} != {"1.done", "2.done"}:
             assert time.monotonic() < deadline, sorted(p.name for p in tmp_path.iterdir())

@@ -4,6 +4,7 @@ the in-memory ``compute`` on the same bars."""
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from polars.testing import assert_frame_equal
 from quarry.exceptions import ExpressionError, UsageError
 from quarry.features import Plan, compute
 from quarry.features._grid import Grid
-from quarry.features._outofcore import compute_to_file, parse_size, peak_panels
+from quarry.features._outofcore import TableOut, compute_to_file, parse_size, peak_panels
 from quarry.features._tables import read_frame, read_schema
 from tests.features.helpers import make_frame
 
@@ -90,6 +91,26 @@ def test_memory_sets_the_chunk_size_and_too_little_is_a_clear_error(tmp_path: Pa
     assert not (tmp_path / "f.parquet").exists()
     written = compute_to_file(grid, plan, tmp_path / "f.parquet", memory="1GB")
     assert written.chunks == 1
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads Linux's /proc")
+@pytest.mark.parametrize("name", ["f.parquet", "f.arrow"])
+def test_no_file_is_left_open_once_written(tmp_path: Path, name: str) -> None:
+    import os
+
+    writer = TableOut(tmp_path / name, {"quarry.label": "L"}, columns=["m"])
+    chunk = pl.DataFrame({"instrument": ["A"], "date": [date(2024, 1, 2)], "m": [1.5]})
+    writer.write(chunk.with_columns(pl.col("m").cast(pl.Float32)))
+    writer.close()  # the writer itself still held, as materialize holds it
+    held = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            held.add(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue  # the listing's own descriptor, closed by now
+    assert not [path for path in held if path.startswith(str(tmp_path))]
+    read = pl.read_ipc if name.endswith(".arrow") else pl.read_parquet
+    assert read(tmp_path / name).height == 1
 
 
 @pytest.mark.parametrize("name", ["f.parquet", "f.arrow"])
