@@ -70,7 +70,7 @@ def test_blocks_of_rows_on_threads_give_the_same_figures(
 ) -> None:
     # 40 dates of 60 instruments in blocks of 7 rows on threads: the autocorrelation's
     # earlier date is often in the block before
-    monkeypatch.setattr("quarry.signals._panel._BLOCK_CELLS", block * 60)
+    monkeypatch.setattr("quarry._memory.BLOCK_CELLS", block * 60)
     frame = make_frame(5)
     assert_same_report(analyze_panel(*panel_of(frame), groups=5, lag=3), frame, 5, 3)
 

@@ -38,9 +38,8 @@ def read_schema(path: Path) -> pa.Schema:
     return pq.read_schema(path)
 
 
-def read_frame(files: Sequence[Path], columns: Sequence[str] | None = None) -> pl.DataFrame:
+def read_frame(files: Sequence[Path]) -> pl.DataFrame:
     """One frame from Parquet files (several read as one) or one Arrow IPC file."""
-    wanted = list(columns) if columns is not None else None
     if len(files) == 1 and is_arrow(files[0]):
-        return pl.read_ipc(files[0], columns=wanted)
-    return pl.read_parquet(list(files) if len(files) > 1 else files[0], columns=wanted)
+        return pl.read_ipc(files[0])
+    return pl.read_parquet(list(files) if len(files) > 1 else files[0])

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from quarry._memory import BLOCK_CELLS, in_row_blocks
+from quarry._memory import in_row_blocks
 from quarry.exceptions import UsageError
 from quarry.signals._report import DATE, SignalReport, _positive_int, ic_summary, long_short
 
@@ -29,8 +29,6 @@ __all__ = ["analyze_panel"]
 Floats = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
 Ints = npt.NDArray[np.int64]
-
-_BLOCK_CELLS = BLOCK_CELLS  # per block of rows (see quarry._memory.in_row_blocks)
 
 
 def analyze_panel(
@@ -97,7 +95,7 @@ def analyze_panel(
         s[rows] = np.where(ok, sb, np.nan)
         y[rows] = np.where(both, yb, np.nan)
 
-    in_row_blocks(keep_finite, days, width, cells=_BLOCK_CELLS)
+    in_row_blocks(keep_finite, days, width)
 
     # each row's columns by ascending score, ties in column (name) order, NaN last; and the
     # scores in that order
@@ -152,9 +150,9 @@ def analyze_panel(
             ranks.append(_scatter(_ranks(ranked[sorted_rows], kept), kept, at))
         auto[now] = np.where(defined, _pearson(ranks[0], ranks[1], both), np.nan)
 
-    in_row_blocks(first_pass, days, width, cells=_BLOCK_CELLS)
+    in_row_blocks(first_pass, days, width)
     # reads the orders of the rows before a block's own: after every block of the first pass
-    in_row_blocks(second_pass, days, width, cells=_BLOCK_CELLS)
+    in_row_blocks(second_pass, days, width)
 
     daily = pl.DataFrame(
         {DATE: date_col, "ic": _nulls(ic), "rank_ic": _nulls(rank_ic), "n": n},
