@@ -27,7 +27,7 @@ LAYERS: dict[str, int] = {
     "portfolio": 4,
     "models": 5, "backtest": 5,
     "workflows": 6, "jobs": 6,
-    "api": 7, "serve": 7, "ui": 7,
+    "api": 7, "serve": 7, "ui": 7, "stream": 7,
     # the command line starts the services (quarry serve): it sits above them
     "cli": 8,
 }  # fmt: skip

@@ -202,6 +202,10 @@ class _Chunk:
         return self.grid.end[self.lo : self.hi]
 
     @property
+    def phase(self) -> int:
+        return self.grid.phase
+
+    @property
     def span(self) -> tuple[np.ndarray, np.ndarray]:
         return self.start, self.end
 
@@ -484,7 +488,7 @@ def _length(node: Expr, chunk: _Chunk, position: int = -1) -> int:
 def _sums(what: int) -> Build:
     def build(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
         x = chunk.full(args[0])
-        return k.rolling_sum(x, _length(node, chunk), *chunk.span, what, chunk.alloc())  # type: ignore[no-any-return]
+        return k.rolling_sum(x, _length(node, chunk), *chunk.span, what, chunk.phase, chunk.alloc())  # type: ignore[no-any-return]
 
     return build
 
@@ -492,7 +496,7 @@ def _sums(what: int) -> Build:
 def _var(std: bool) -> Build:
     def build(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
         x = chunk.full(args[0])
-        return k.rolling_var(x, _length(node, chunk), *chunk.span, std, chunk.alloc())  # type: ignore[no-any-return]
+        return k.rolling_var(x, _length(node, chunk), *chunk.span, std, chunk.phase, chunk.alloc())  # type: ignore[no-any-return]
 
     return build
 
@@ -538,7 +542,9 @@ _FLAT = 2e-5  # Qlib masks Corr and Rsquare where a rolling std is this close to
 def _regression(what: int) -> Build:
     def build(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
         x = chunk.full(args[0])
-        fit: np.ndarray = k.rolling_regression(x, _window(node), *chunk.span, what, chunk.alloc())
+        fit: np.ndarray = k.rolling_regression(
+            x, _window(node), *chunk.span, what, chunk.phase, chunk.alloc()
+        )
         if what == 1:  # Qlib's mask: NaN where the window is (nearly) flat
             fit[_flat(args[2])] = np.nan  # arg 2 is the extra: the rolling std
         return fit
@@ -556,7 +562,7 @@ def _flat(std: Value) -> np.ndarray:
 def _pair(what: int) -> Build:
     def build(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
         a, b, n = chunk.full(args[0]), chunk.full(args[1]), _window(node)
-        out: np.ndarray = k.rolling_corr_cov(a, b, n, *chunk.span, what, chunk.alloc())
+        out: np.ndarray = k.rolling_corr_cov(a, b, n, *chunk.span, what, chunk.phase, chunk.alloc())
         if what == 1:  # args 3 and 4 are the extras: each side's rolling std
             out[_flat(args[3]) | _flat(args[4])] = np.nan
         return out

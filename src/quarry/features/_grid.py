@@ -40,6 +40,9 @@ class Grid:
     rows: tuple[np.ndarray, np.ndarray] | None
     fields: dict[str, np.ndarray] = field(default_factory=dict)
     groups: dict[str, int] = field(default_factory=dict)  # group field -> number of groups
+    # The calendar index of column 0, from which the window kernels count their anchor rows
+    # (``_kernels``): 0 for a whole calendar; a live window passes its first bar's number.
+    phase: int = 0
 
     @property
     def shape(self) -> tuple[int, int]:

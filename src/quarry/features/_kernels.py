@@ -15,6 +15,15 @@ running state (sums, Welford moments, monotonic queues, a sorted window), so a w
 rows costs O(1) or O(log N) per row instead of O(N). ``n`` is the window length; callers
 pass the whole calendar length for an expanding window (Qlib's N = 0). Semantics follow
 pandas' rolling functions with ``min_periods=1``, as Qlib's do (docs/qlib_operators.md).
+
+Running sums and moments gather rounding from every value that ever passed through the
+window, so a value would depend, in its last digits, on how much history came before it,
+and a live stream (which keeps only a bounded window) could not reproduce research's. The
+kernels with running state (``rolling_sum``, ``rolling_var``, ``rolling_corr_cov``,
+``rolling_regression``) therefore rebuild it from the window alone at every anchor row,
+each N-th calendar row counted from ``phase`` (the calendar index of column 0): a value
+depends on its last 2N - 1 rows only, and two panels that share those rows and the
+anchors agree to the bit. It costs one more pass over each window every N rows.
 """
 
 from __future__ import annotations
@@ -45,8 +54,15 @@ __all__ = [
 _OPTS = {"parallel": True, "cache": True, "nogil": True}
 
 
+@njit(inline="always")
+def _first_anchor(first, n, phase):
+    """The first row at or after ``first`` whose calendar index (row + phase) is a
+    multiple of n."""
+    return first + (-(first + phase)) % n
+
+
 @njit(**_OPTS)
-def rolling_sum(x, n, start, end, what, out):
+def rolling_sum(x, n, start, end, what, phase, out):
     """Count (0), sum (1) or mean (2) of the valid values in each window. Count counts
     infinities too, as pandas' does (it does not read them as missing)."""
     rows, _cols = x.shape
@@ -54,17 +70,24 @@ def rolling_sum(x, n, start, end, what, out):
         out[i, :] = np.nan
         k = 0
         total = 0.0
+        anchor = _first_anchor(start[i], n, phase)
         for t in range(start[i], end[i]):
-            old = t - n
-            if old >= start[i]:
-                w = x[i, old]
+            first = t
+            if t == anchor:  # rebuild from the window alone (see the module's note)
+                anchor += n
+                k = 0
+                total = 0.0
+                first = max(start[i], t - n + 1)
+            elif t - n >= start[i]:
+                w = x[i, t - n]
                 if math.isfinite(w) or (what == 0 and w == w):
                     k -= 1
                     total -= w
-            v = x[i, t]
-            if math.isfinite(v) or (what == 0 and v == v):
-                k += 1
-                total += v
+            for u in range(first, t + 1):
+                v = x[i, u]
+                if math.isfinite(v) or (what == 0 and v == v):
+                    k += 1
+                    total += v
             if what == 0:
                 out[i, t] = k
             elif k == 0:
@@ -75,7 +98,7 @@ def rolling_sum(x, n, start, end, what, out):
 
 
 @njit(**_OPTS)
-def rolling_var(x, n, start, end, std, out):
+def rolling_var(x, n, start, end, std, phase, out):
     """Variance with ddof=1 (its square root when ``std``) of the valid values in each
     window, at least two. Welford's remove/add updates, as pandas does; exactly 0 when every
     value in the window is the same (pandas' rule for constant windows)."""
@@ -88,10 +111,19 @@ def rolling_var(x, n, start, end, std, out):
         ssq = 0.0
         same = 0  # how many of the newest values equal the newest one
         last = np.nan
+        anchor = _first_anchor(start[i], n, phase)
         for t in range(start[i], end[i]):
-            old = t - n
-            if old >= start[i]:
-                w = x[i, old]
+            first = t
+            if t == anchor:  # rebuild from the window alone (see the module's note)
+                anchor += n
+                k = 0
+                mean = 0.0
+                ssq = 0.0
+                same = 0
+                last = np.nan
+                first = max(start[i], t - n + 1)
+            elif t - n >= start[i]:
+                w = x[i, t - n]
                 if math.isfinite(w):
                     k -= 1
                     if k > 0:
@@ -101,14 +133,15 @@ def rolling_var(x, n, start, end, std, out):
                     else:
                         mean = 0.0
                         ssq = 0.0
-            v = x[i, t]
-            if math.isfinite(v):
-                k += 1
-                d = v - mean
-                mean += d * inv[k - 1]
-                ssq += (k - 1) * d * d * inv[k - 1]
-                same = same + 1 if v == last else 1
-                last = v
+            for u in range(first, t + 1):
+                v = x[i, u]
+                if math.isfinite(v):
+                    k += 1
+                    d = v - mean
+                    mean += d * inv[k - 1]
+                    ssq += (k - 1) * d * d * inv[k - 1]
+                    same = same + 1 if v == last else 1
+                    last = v
             if same > k:
                 same = k
             if k >= 2:
@@ -394,7 +427,7 @@ def ewm_mean(x, alpha, start, end, out):
 
 
 @njit(**_OPTS)
-def rolling_corr_cov(a, b, n, start, end, what, out):
+def rolling_corr_cov(a, b, n, start, end, what, phase, out):
     """Covariance ddof=1 (what 0) or Pearson correlation (what 1) over the rows of each
     window where both values are present, from Welford co-moments; NaN with fewer than two
     such rows."""
@@ -407,11 +440,17 @@ def rolling_corr_cov(a, b, n, start, end, what, out):
         saa = 0.0
         sbb = 0.0
         sab = 0.0
+        anchor = _first_anchor(start[i], n, phase)
         for t in range(start[i], end[i]):
-            old = t - n
-            if old >= start[i]:
-                u = a[i, old]
-                v = b[i, old]
+            first = t
+            if t == anchor:  # rebuild from the window alone (see the module's note)
+                anchor += n
+                k = 0
+                ma = mb = saa = sbb = sab = 0.0
+                first = max(start[i], t - n + 1)
+            elif t - n >= start[i]:
+                u = a[i, t - n]
+                v = b[i, t - n]
                 if math.isfinite(u) and math.isfinite(v):
                     k -= 1
                     if k > 0:
@@ -424,17 +463,18 @@ def rolling_corr_cov(a, b, n, start, end, what, out):
                         sab -= da * (v - mb)
                     else:
                         ma = mb = saa = sbb = sab = 0.0
-            u = a[i, t]
-            v = b[i, t]
-            if math.isfinite(u) and math.isfinite(v):
-                k += 1
-                da = u - ma
-                db = v - mb
-                ma += da / k
-                mb += db / k
-                saa += da * (u - ma)
-                sbb += db * (v - mb)
-                sab += da * (v - mb)
+            for r in range(first, t + 1):
+                u = a[i, r]
+                v = b[i, r]
+                if math.isfinite(u) and math.isfinite(v):
+                    k += 1
+                    da = u - ma
+                    db = v - mb
+                    ma += da / k
+                    mb += db / k
+                    saa += da * (u - ma)
+                    sbb += db * (v - mb)
+                    sab += da * (v - mb)
             if k < 2:
                 continue
             if what == 0:
@@ -447,39 +487,53 @@ def rolling_corr_cov(a, b, n, start, end, what, out):
 
 
 @njit(**_OPTS)
-def rolling_regression(y, n, start, end, what, out):
+def rolling_regression(y, n, start, end, what, phase, out):
     """Least squares of each window's valid values on their slot positions (today last):
     slope (what 0), R squared (1), or the residual of today's value (2, NaN when today's
     value is missing). At least two points. Running sums as in Qlib's Cython; positions
-    count from the instrument's first day (the fit does not depend on where they start),
-    whole numbers whose sums stay exact."""
+    count from the window's start at the last rebuild (the fit does not depend on where
+    they start), small whole numbers whose sums stay exact; values are summed less the
+    first one since the rebuild (nor does the fit depend on a shift), so that prices far
+    from zero that move by small steps do not cancel away the digits of their variance."""
     rows, _cols = y.shape
     for i in prange(rows):
         out[i, :] = np.nan
         k = 0
         sp = spp = sy = spy = syy = 0.0
         base = start[i]
+        c = np.nan  # the shift: the first value added since the last rebuild
+        anchor = _first_anchor(start[i], n, phase)
         for t in range(start[i], end[i]):
-            v = y[i, t]
-            if math.isfinite(v):
-                p = t - base
-                k += 1
-                sp += p
-                spp += p * p
-                sy += v
-                spy += p * v
-                syy += v * v
-            old = t - n
-            if old >= start[i]:
-                w = y[i, old]
+            first = t
+            if t == anchor:  # rebuild from the window alone (see the module's note)
+                anchor += n
+                k = 0
+                sp = spp = sy = spy = syy = 0.0
+                c = np.nan
+                first = base = max(start[i], t - n + 1)
+            elif t - n >= start[i]:
+                w = y[i, t - n] - c
                 if math.isfinite(w):
-                    p = old - base
+                    p = t - n - base
                     k -= 1
                     sp -= p
                     spp -= p * p
                     sy -= w
                     spy -= p * w
                     syy -= w * w
+            for u in range(first, t + 1):
+                v = y[i, u]
+                if math.isfinite(v):
+                    if c != c:
+                        c = v
+                    v -= c
+                    p = u - base
+                    k += 1
+                    sp += p
+                    spp += p * p
+                    sy += v
+                    spy += p * v
+                    syy += v * v
             if k < 2:
                 continue
             vx = k * spp - sp * sp
@@ -495,7 +549,7 @@ def rolling_regression(y, n, start, end, what, out):
                     out[i, t] = cxy * cxy / (vx * vy)
             elif math.isfinite(y[i, t]):
                 intercept = (sy - slope * sp) / k
-                out[i, t] = y[i, t] - (slope * (t - base) + intercept)
+                out[i, t] = (y[i, t] - c) - (slope * (t - base) + intercept)
     return out
 
 
