@@ -155,6 +155,22 @@ class OnlineFeatures:
     def instruments(self) -> list[str]:
         return list(self._window.names)
 
+    @property
+    def first_bars(self) -> dict[str, int]:
+        """Each instrument's first bar, numbered from the stream's first (0)."""
+        return dict(zip(self._window.names, self._window.first.tolist(), strict=True))
+
+    def resume(self, bars: int, first: Mapping[str, int]) -> None:
+        """Continue a stream that had seen ``bars`` bar times, whose instruments began at
+        the bars ``first`` gives: the next ``update`` is bar number ``bars``. Replaying the
+        last ``depth`` bars after this rebuilds the state exactly, anchors included."""
+        if self.bars:
+            raise RuntimeError("resume() is for a fresh OnlineFeatures")
+        names = sorted(first, key=lambda s: (first[s], s))
+        self._window.rows_of(names, 0)
+        self._window.first = np.fromiter((first[s] for s in names), np.int64, len(names))
+        self.bars = bars
+
     def update(self, time: object, bars: pl.DataFrame) -> pl.DataFrame:
         """The features at ``time`` of the instruments in ``bars``, in their order.
 

@@ -1,0 +1,390 @@
+"""The live loop: bars in from the broker, features, scores, positions and orders out.
+
+For each bar time, in order:
+
+1. the bars (one snapshot, or single bars gathered until a later time arrives) update the
+   online features (``quarry.features._online``: research's plan and kernels);
+2. on the schedule, the champion scores them (the served model at its alias, followed as
+   serving follows it), TopK-Dropout turns the scores into target positions, and the
+   change from the last positions into paper orders;
+3. the bar is kept on disk (the state's bars) and its outputs stored with its record, in
+   one transaction;
+4. the outputs are published, each message with an id made of its subject and bar time,
+   so a copy published again after a restart is dropped by the broker;
+5. only then are the bar's messages acknowledged.
+
+A restart (even after kill -9) rebuilds the features' state from the kept bars and resumes
+from the consumer's last acknowledged message: a redelivered bar already stored is
+published again only if its record says it was not, and never processed twice.
+
+A message that is not bars, or a bar time older than the stream's, goes to the dead-letter
+subject with the reason, and the stream goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from quarry.exceptions import UsageError
+from quarry.stream._brokers import Broker, Message, Subscription, connect
+from quarry.stream._config import StreamConfig
+from quarry.stream._outputs import BarRecord, OutputStore
+from quarry.stream._snapshots import Bars, Malformed, decode, encode_frame
+
+__all__ = ["Health", "StreamRunner"]
+
+_log = logging.getLogger("quarry.stream")
+
+PUBLISHED_AT = "quarry-published-at"  # the publisher's clock, seconds since the epoch
+
+
+@dataclass
+class Health:
+    """What the stream reports: on /metrics, in its progress lines and in --json."""
+
+    bars: int = 0  # bar times processed by this run
+    scored: int = 0
+    redelivered: int = 0  # messages of bars already processed (a restart), acknowledged
+    dead_letters: int = 0
+    last_bar: str | None = None
+    model: str | None = None
+    model_version: int | None = None
+    nan_rate: float = 0.0  # of the last bar's features
+    feature_ms: float = 0.0  # the last bar's feature update
+    lag_p50_ms: float | None = None  # from the bar's publication to its outputs'
+    lag_p99_ms: float | None = None
+    bars_per_second: float = 0.0
+    started: float = field(default_factory=time.time)
+    _lags: deque[float] = field(default_factory=lambda: deque(maxlen=10_000), repr=False)
+    _feature_times: deque[float] = field(default_factory=lambda: deque(maxlen=10_000), repr=False)
+
+    def view(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        out["feature_ms_p50"] = _pct(self._feature_times, 50)
+        out["feature_ms_p99"] = _pct(self._feature_times, 99)
+        return out
+
+    def line(self) -> str:
+        lag = (f"lag p50 {self.lag_p50_ms:.0f} ms p99 {self.lag_p99_ms:.0f} ms"
+               if self.lag_p50_ms is not None else "lag -")  # fmt: skip
+        model = f"{self.model} v{self.model_version}" if self.model else "features only"
+        return (
+            f"bars {self.bars:,} (last {self.last_bar}) | {self.bars_per_second:.1f} bars/s | "
+            f"{lag} | features {self.feature_ms:.0f} ms | {model} | NaN {self.nan_rate:.1%} | "
+            f"dead letters {self.dead_letters} | redelivered {self.redelivered}"
+        )
+
+
+def _pct(values: deque[float], q: float) -> float | None:
+    return float(np.percentile(np.fromiter(values, float), q)) if values else None
+
+
+class _Champion:
+    """The model a stream scores with: a registered model at an alias, followed."""
+
+    def __init__(self, ref: str) -> None:
+        from quarry.serve._catalog import Catalog, ModelRef
+
+        self.ref = ModelRef.parse(ref)
+        self.catalog = Catalog([self.ref])
+        self.catalog.start()
+        self.checked = time.monotonic()
+
+    def current(self) -> tuple[int, Any]:
+        if time.monotonic() - self.checked > 1.0:  # follow the alias, as serving does
+            self.checked = time.monotonic()
+            for name, old, new in self.catalog.refresh():
+                _log.warning("model %s: version %s -> %s", name, old, new)
+        served = self.catalog.served(self.ref.name)
+        assert served is not None
+        version = self.catalog.version(served)
+        return version.version, version.packaged
+
+
+class StreamRunner:
+    def __init__(self, config: StreamConfig, *, broker: Broker | None = None) -> None:
+        from quarry.features import FEATURE_SETS
+        from quarry.features._online import OnlineFeatures
+
+        self.config = config
+        self.champion = _Champion(config.model) if config.model else None
+        if config.features is None:
+            assert self.champion is not None
+            features = dict(self.champion.current()[1].inputs())
+        elif isinstance(config.features, str):
+            make = FEATURE_SETS.get(config.features)
+            if make is None:
+                raise UsageError(
+                    f"features {config.features!r}: not a feature set; choose one of "
+                    f"{', '.join(FEATURE_SETS)} or give NAME: EXPR pairs"
+                )
+            features = make()
+        else:
+            features = dict(config.features)
+        self.online = OnlineFeatures(features)
+        self.fields = self.online.fields
+        self.universe = set(config.universe) if config.universe else None
+        self.schedule = config.when
+        self.broker = broker or connect(config.broker)
+        self.own_broker = broker is None
+        self.store = OutputStore(config.outputs)
+        self.health = Health(model=self.champion.ref.name if self.champion else None)
+        self.held: dict[str, int] = {}
+        self.last_scored: datetime | None = None
+        self._pending: dict[datetime, list[tuple[pl.DataFrame, Message]]] = {}
+        self._known: set[str] = set()  # instruments whose first bar is stored
+        self._restore()
+
+    # -- restart -----------------------------------------------------------------------------
+
+    def _restore(self) -> None:
+        last = self.store.last()
+        if last is None:
+            return
+        kept = self.store.kept_bars(last.bar_index)
+        indices = [i for i, _, _ in kept]
+        if not kept or indices != list(range(indices[0], last.bar_index + 1)):
+            raise UsageError(
+                f"{self.store.bars_dir}: the bars kept for the state are incomplete (have "
+                f"{indices[:1]}..{indices[-1:]}, need up to {last.bar_index}); start the "
+                "stream with a new outputs folder"
+            )
+        if indices[0] > 0 and len(kept) < self.online.depth:
+            raise UsageError(
+                f"{self.store.bars_dir}: {len(kept)} bars kept, the features read "
+                f"{self.online.depth}; start the stream with a new outputs folder"
+            )
+        first = self.store.first_bars()
+        self._known = set(first)
+        self.online.resume(indices[0], first)
+        for _, when, frame in kept:
+            self.online.update(datetime.fromisoformat(when), frame)
+        self.held = self.store.held()
+        self.health.last_bar = last.bar_time
+        _log.info("resumed after bar %s (number %d)", last.bar_time, last.bar_index)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(
+        self,
+        *,
+        max_bars: int | None = None,
+        idle_exit: float | None = None,
+        stop: threading.Event | None = None,
+        progress: Callable[[Health], None] | None = None,
+        every: float = 5.0,
+    ) -> Health:
+        """Process bars until ``stop`` is set, ``max_bars`` bar times are processed, or no
+        message came for ``idle_exit`` seconds."""
+        sub = self.broker.subscribe(self.config.subjects.bars, self.config.durable)
+        idle_since = time.monotonic()
+        shown = time.monotonic()
+        try:
+            while not (stop is not None and stop.is_set()):
+                if max_bars is not None and self.health.bars >= max_bars:
+                    break
+                messages = sub.fetch(256, 0.2)
+                if messages:
+                    idle_since = time.monotonic()
+                    self._take(messages, max_bars)
+                else:
+                    self._flush_pending()
+                    if idle_exit is not None and time.monotonic() - idle_since > idle_exit:
+                        break
+                if progress is not None and time.monotonic() - shown > every:
+                    shown = time.monotonic()
+                    progress(self.health)
+            self._flush_pending()
+        finally:
+            self._close(sub)
+        return self.health
+
+    def _close(self, sub: Subscription) -> None:
+        sub.close()
+        self.store.close()
+        if self.own_broker:
+            self.broker.close()
+
+    def _take(self, messages: list[Message], max_bars: int | None) -> None:
+        for m in messages:
+            try:
+                bars = decode(m.data, self.fields)
+            except Malformed as e:
+                self._dead(m, str(e))
+                continue
+            if self._already(bars, m):
+                continue
+            # a bar time after the gathered single bars closes them
+            for t in sorted(t for t in self._pending if t < bars.time):
+                self._process(t, *self._gathered(t))
+            if bars.complete:
+                if bars.time in self._pending:
+                    frames, msgs = self._gathered(bars.time)
+                    self._process(bars.time, pl.concat([frames, bars.frame]), [*msgs, m])
+                else:
+                    self._process(bars.time, bars.frame, [m])
+            else:
+                self._pending.setdefault(bars.time, []).append((bars.frame, m))
+
+    def _gathered(self, t: datetime) -> tuple[pl.DataFrame, list[Message]]:
+        parts = self._pending.pop(t)
+        frame = pl.concat([f for f, _ in parts], how="diagonal_relaxed")
+        frame = frame.unique("instrument", keep="last", maintain_order=True)
+        return frame, [m for _, m in parts]
+
+    def _flush_pending(self) -> None:
+        for t in sorted(self._pending):
+            self._process(t, *self._gathered(t))
+
+    def _already(self, bars: Bars, m: Message) -> bool:
+        """A message of a bar this stream has processed (a redelivery) is acknowledged and
+        its outputs published if they were not; one older than the last bar is late."""
+        key = bars.time.isoformat()
+        record = self.store.record(key)
+        if record is not None:
+            if not record.published:
+                self._publish(key, self.store.outputs(key), m.headers)
+                self.store.mark_published(key)
+            self.health.redelivered += 1
+            m.ack()
+            return True
+        last = self.online.last_time
+        if last is not None and bars.time <= last:  # type: ignore[operator]
+            self._dead(m, f"late bar: {key} is not after the stream's last bar, {last}")
+            return True
+        return False
+
+    def _dead(self, m: Message, reason: str) -> None:
+        self.health.dead_letters += 1
+        headers = {"reason": reason[:500], "subject": m.subject, "message-id": m.id}
+        self.broker.publish(
+            self.config.subjects.dead_letter, m.data, msg_id=f"dead:{m.subject}:{m.id}",
+            headers=headers,
+        )  # fmt: skip
+        _log.warning("dead letter (%s): %s", m.subject, reason)
+        m.ack()
+
+    # -- one bar -----------------------------------------------------------------------------
+
+    def _process(self, when: datetime, frame: pl.DataFrame, messages: list[Message]) -> None:
+        if self.universe is not None:
+            frame = frame.filter(pl.col("instrument").is_in(self.universe))
+        key = when.isoformat()
+        index = self.online.bars
+        t0 = time.perf_counter()
+        features = self.online.update(when, frame)
+        took = (time.perf_counter() - t0) * 1000
+        new = [(s, index) for s in frame["instrument"].to_list() if s not in self._known]
+        self._known.update(s for s, _ in new)
+        names = self.online.names
+        matrix = features.select(names).to_numpy() if names and features.height else None
+        nan_rate = float(np.isnan(matrix).mean()) if matrix is not None and matrix.size else 0.0
+        version, outputs = None, {}
+        if self.champion is not None and self._due(when):
+            version, packaged = self.champion.current()
+            scores = np.asarray(packaged.score(features), dtype=np.float64).reshape(-1)
+            outputs = self._decide(key, features["instrument"].to_list(), scores, version)
+            self.last_scored = when
+        self.store.keep_bar(index, key, frame.select("instrument", *self.fields), self.online.depth)
+        record = BarRecord(key, index, frame.height, version, bool(outputs), False)
+        self.store.store(record, outputs, new)
+        headers = _first_headers(messages)
+        self._publish(key, outputs, headers, features if self.config.subjects.features else None)
+        self.store.mark_published(key)
+        for m in messages:
+            m.ack()
+        h = self.health
+        h.bars += 1
+        h.scored += bool(outputs)
+        h.last_bar = key
+        h.model_version = version if version is not None else h.model_version
+        h.nan_rate = nan_rate
+        h.feature_ms = took
+        h._feature_times.append(took)
+        h.bars_per_second = h.bars / max(time.time() - h.started, 1e-9)
+        sent = headers.get(PUBLISHED_AT)
+        if sent:
+            h._lags.append((time.time() - float(sent)) * 1000)
+            h.lag_p50_ms, h.lag_p99_ms = _pct(h._lags, 50), _pct(h._lags, 99)
+
+    def _due(self, when: datetime) -> bool:
+        s = self.schedule
+        if s.seconds is not None:
+            last = self.last_scored
+            return last is None or (when - last).total_seconds() >= s.seconds
+        if s.at:
+            return when.time().replace(second=0, microsecond=0) in s.at
+        return True
+
+    def _decide(
+        self, key: str, names: list[str], scores: np.ndarray, version: int
+    ) -> dict[str, pl.DataFrame]:
+        """Scores, TopK-Dropout's target positions and the orders that reach them."""
+        from quarry.portfolio._topk import topk_dropout_day
+
+        strategy = self.config.strategy
+        universe = list(dict.fromkeys([*names, *sorted(self.held)]))
+        by_name = dict(zip(names, scores.tolist(), strict=True))
+        s = np.array([by_name.get(n, np.nan) for n in universe], dtype=np.float64)
+        held = np.array([n in self.held for n in universe])
+        days = np.array([self.held.get(n, 0) for n in universe], dtype=np.int64)
+        sell, buy = topk_dropout_day(s, held, days, topk=strategy.topk, n_drop=strategy.n_drop)
+        after = (held & ~sell) | buy
+        weight = 1.0 / strategy.topk
+        self.held = {n: self.held.get(n, 0) + 1 for n, keep in zip(universe, after, strict=True)
+                     if keep}  # fmt: skip
+        scores_frame = pl.DataFrame(
+            {"bar_time": key, "instrument": names, "score": scores, "model_version": version},
+            schema_overrides={"model_version": pl.Int64},
+        )
+        positions = pl.DataFrame(
+            {"bar_time": key, "instrument": list(self.held), "weight": weight,
+             "days_held": list(self.held.values()), "model_version": version},
+            schema_overrides={"model_version": pl.Int64, "days_held": pl.Int64},
+        )  # fmt: skip
+        traded = [(n, "buy", weight) for n, b in zip(universe, buy, strict=True) if b]
+        traded += [(n, "sell", 0.0) for n, x in zip(universe, sell, strict=True) if x]
+        orders = pl.DataFrame(
+            [(key, n, side, w, version) for n, side, w in traded],
+            schema={"bar_time": pl.String, "instrument": pl.String, "side": pl.String,
+                    "target_weight": pl.Float64, "model_version": pl.Int64},
+            orient="row",
+        )  # fmt: skip
+        return {"scores": scores_frame, "positions": positions, "orders": orders}
+
+    def _publish(
+        self,
+        key: str,
+        outputs: dict[str, pl.DataFrame],
+        headers: dict[str, str],
+        features: pl.DataFrame | None = None,
+    ) -> None:
+        subjects = self.config.subjects
+        extra = {"bar-time": key}
+        if PUBLISHED_AT in headers:
+            extra[PUBLISHED_AT] = headers[PUBLISHED_AT]
+        if features is not None and subjects.features:
+            body = encode_frame(features)
+            self.broker.publish(subjects.features, body, msg_id=f"f:{key}", headers=extra)
+        for name in ("scores", "positions", "orders"):
+            if name in outputs:
+                subject = getattr(subjects, name)
+                body = encode_frame(outputs[name])
+                self.broker.publish(subject, body, msg_id=f"{name}:{key}", headers=extra)
+
+
+def _first_headers(messages: list[Message]) -> dict[str, str]:
+    for m in messages:
+        if m.headers:
+            return m.headers
+    return {}
