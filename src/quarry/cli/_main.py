@@ -26,6 +26,7 @@ SUBCOMMANDS = {
     "jobs": "quarry.cli._jobs:jobs_app",
     "models": "quarry.cli._models:app",
     "serve": "quarry.cli._serve:serve_cmd",
+    "stream": "quarry.cli._stream:app",
 }
 
 app = typer.Typer(

@@ -206,6 +206,8 @@ class _Loop:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(5)
+            if not self.thread.is_alive():
+                self.loop.close()
 
 
 def _stream_name(subject: str) -> str:

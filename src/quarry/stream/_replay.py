@@ -66,6 +66,14 @@ def snapshots(
 ) -> Iterator[tuple[datetime, pl.DataFrame]]:
     """The bars grouped by time, in time order, within [start, end]."""
     frame = bars
+    dtype = frame.schema["date"]
+    if dtype == pl.Date:  # daily bars: the day at midnight UTC
+        frame = frame.with_columns(pl.col("date").cast(pl.Datetime("us")))
+        dtype = frame.schema["date"]
+    if isinstance(dtype, pl.Datetime) and dtype.time_zone is None:  # naive: read as UTC
+        frame = frame.with_columns(pl.col("date").dt.replace_time_zone("UTC"))
+    elif not isinstance(dtype, pl.Datetime):
+        raise UsageError(f"the bars' date column holds {dtype}, not dates or times")
     if start is not None:
         frame = frame.filter(pl.col("date") >= start)
     if end is not None:
