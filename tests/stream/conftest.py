@@ -88,8 +88,9 @@ def champion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Champion]:
             {"train": "2015-01-02:2015-06-30", "valid": "2015-07-08:2015-08-31",
              "test": "2015-09-08:2015-10-15"}
         )  # fmt: skip
+        recipe = Recipe(FEATURES, DEFAULT_LABEL, steps)
         result = train(processed, segments, model="lightgbm", params={"num_boost_round": 10},
-                       experiment="stream", recipe=Recipe(FEATURES, DEFAULT_LABEL, steps))  # fmt: skip
+                       experiment="stream", recipe=recipe)  # fmt: skip
         assert result.run_id is not None
         meta = {
             "project": "default",
