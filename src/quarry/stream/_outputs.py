@@ -30,6 +30,9 @@ CREATE TABLE IF NOT EXISTS bars_done (
     bar_time TEXT PRIMARY KEY, bar_index INTEGER NOT NULL, instruments INTEGER NOT NULL,
     model_version INTEGER, scored INTEGER NOT NULL, published INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS messages (
+    bar_time TEXT, digest TEXT, PRIMARY KEY (bar_time, digest)
+);
 CREATE TABLE IF NOT EXISTS first_bars (instrument TEXT PRIMARY KEY, bar_index INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS scores (
     bar_time TEXT, instrument TEXT, score REAL, model_version INTEGER,
@@ -96,11 +99,17 @@ class OutputStore:
         record: BarRecord,
         outputs: dict[str, pl.DataFrame],
         new_instruments: Iterable[tuple[str, int]],
+        digests: Iterable[str] = (),
     ) -> None:
-        """A bar's outputs, record and newly seen instruments, in one transaction."""
+        """A bar's outputs, record, newly seen instruments and the digests of its messages,
+        in one transaction."""
         db = self.db
         db.execute("BEGIN")
         try:
+            db.executemany(
+                "INSERT OR IGNORE INTO messages VALUES (?, ?)",
+                [(record.bar_time, d) for d in digests],
+            )
             db.executemany("INSERT OR IGNORE INTO first_bars VALUES (?, ?)", list(new_instruments))
             for name, frame in outputs.items():
                 if frame.height:
@@ -117,6 +126,13 @@ class OutputStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    def seen(self, bar_time: str, digest: str) -> bool:
+        """Whether a message with these bytes was part of bar ``bar_time``."""
+        row = self.db.execute(
+            "SELECT 1 FROM messages WHERE bar_time = ? AND digest = ?", (bar_time, digest)
+        ).fetchone()
+        return row is not None
 
     def mark_published(self, bar_time: str) -> None:
         self.db.execute("UPDATE bars_done SET published = 1 WHERE bar_time = ?", (bar_time,))

@@ -23,6 +23,7 @@ subject with the reason, and the stream goes on.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -247,11 +248,12 @@ class StreamRunner:
             self._process(t, *self._gathered(t))
 
     def _already(self, bars: Bars, m: Message) -> bool:
-        """A message of a bar this stream has processed (a redelivery) is acknowledged and
-        its outputs published if they were not; one older than the last bar is late."""
+        """A message of a bar this stream has processed (a redelivery, or the same bytes
+        sent again) is acknowledged and the bar's outputs published if they were not; any
+        other message at or before the last bar is late, and goes to the dead letters."""
         key = bars.time.isoformat()
         record = self.store.record(key)
-        if record is not None:
+        if record is not None and self.store.seen(key, _digest(m)):
             if not record.published:
                 self._publish(key, self.store.outputs(key), m.headers)
                 self.store.mark_published(key)
@@ -260,7 +262,8 @@ class StreamRunner:
             return True
         last = self.online.last_time
         if last is not None and bars.time <= last:  # type: ignore[operator]
-            self._dead(m, f"late bar: {key} is not after the stream's last bar, {last}")
+            done = " and was processed already" if record is not None else ""
+            self._dead(m, f"late bar: {key} is not after the stream's last bar, {last}{done}")
             return True
         return False
 
@@ -297,7 +300,7 @@ class StreamRunner:
             self.last_scored = when
         self.store.keep_bar(index, key, frame.select("instrument", *self.fields), self.online.depth)
         record = BarRecord(key, index, frame.height, version, bool(outputs), False)
-        self.store.store(record, outputs, new)
+        self.store.store(record, outputs, new, [_digest(m) for m in messages])
         headers = _first_headers(messages)
         self._publish(key, outputs, headers, features if self.config.subjects.features else None)
         self.store.mark_published(key)
@@ -381,6 +384,10 @@ class StreamRunner:
                 subject = getattr(subjects, name)
                 body = encode_frame(outputs[name])
                 self.broker.publish(subject, body, msg_id=f"{name}:{key}", headers=extra)
+
+
+def _digest(m: Message) -> str:
+    return hashlib.blake2b(m.data, digest_size=16).hexdigest()
 
 
 def _first_headers(messages: list[Message]) -> dict[str, str]:
