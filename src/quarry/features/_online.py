@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 
 from quarry.exceptions import DataError, ExpressionError, UsageError
-from quarry.features._compile import LEAVES, Plan, _window, as_series, evaluate
+from quarry.features._compile import _BUILD, Plan, Value, _Chunk, _quantiles, _window, as_series
 from quarry.features._expr import Expr
 from quarry.features._grid import BY_DATE, BY_INSTRUMENT, Grid
 from quarry.features._registry import OPERATORS
@@ -40,46 +40,58 @@ _UNBOUNDED = ("EMA",)
 _RUNNING = ("Count", "Sum", "Mean", "Var", "Std", "Cov", "Corr", "Slope", "Rsquare", "Resi")
 
 
-def lookback(plan: Plan) -> int:
-    """How many rows before the newest one the plan's outputs read (0: the row alone).
+def _reach(node: Expr) -> int:
+    """How many columns before its first output column a node reads of its inputs.
 
-    A window of N rows over x reads N - 1 rows more than x does (2N - 2 for the kernels with
-    running sums, which rebuild them every N rows); ``Ref(x, N)`` reads N more.
-    Raises ExpressionError, naming the node, for an operator with no bounded lookback.
+    A window of N rows reads N - 1 more (2N - 2 for the kernels with running sums, which
+    rebuild them every N rows); ``Ref(x, N)`` and ``Delta(x, N)`` read N more. Raises
+    ExpressionError, naming the node, for an operator with no bounded reach.
     """
-    memo: dict[Expr, int] = {}
-
-    def back(node: Expr) -> int:
-        if node.op in LEAVES:
-            return 0
-        if node in memo:
-            return memo[node]
-        inner = max((back(a) for a in node.args), default=0)
-        kind = OPERATORS[node.op].kind
-        if node.op in _UNBOUNDED:
+    kind = OPERATORS[node.op].kind
+    if node.op in _UNBOUNDED:
+        raise ExpressionError(
+            f"{node} depends on every earlier bar, so a stream cannot update it from a "
+            "bounded window; use a windowed operator such as Mean or WMA instead"
+        )
+    if kind in ("rolling", "pair"):
+        n = _window(node, 1 if node.op == "Quantile" else -1)
+        if n == 0:
             raise ExpressionError(
-                f"{node} depends on every earlier bar, so a stream cannot update it from a "
-                "bounded window; use a windowed operator such as Mean or WMA instead"
+                f"{node} is an expanding window (N = 0) over all history, which a "
+                "stream cannot update from a bounded window; give a window of N rows"
             )
-        if kind in ("rolling", "pair"):
-            n = _window(node, 1 if node.op == "Quantile" else -1)
-            if n == 0:
-                raise ExpressionError(
-                    f"{node} is an expanding window (N = 0) over all history, which a "
-                    "stream cannot update from a bounded window; give a window of N rows"
-                )
-            if node.op == "Delta":
-                inner += n
-            else:
-                inner += 2 * (n - 1) if node.op in _RUNNING else n - 1
-        elif kind == "ref":
-            inner += max(_window(node), 0)
-        # Corr's and Rsquare's flat-window stds read the same window as the node itself.
-        inner = max([inner, *(back(x) for x in plan.extras.get(node, ()))])
-        memo[node] = inner
-        return inner
+        if node.op == "Delta":
+            return n
+        return 2 * (n - 1) if node.op in _RUNNING else n - 1
+    if kind == "ref":
+        return max(_window(node), 0)
+    return 0
 
-    return max((back(e) for e in plan.outputs.values()), default=0)
+
+def needs(plan: Plan) -> dict[Expr, int]:
+    """How many of the newest columns of each node (fields included) the outputs' newest
+    column depends on: 1 for an output; an argument's need is its user's plus the user's
+    reach. The extras (Corr's flat-window stds) are needed where their node's outputs are."""
+    need: dict[Expr, int] = {e: 1 for e in plan.outputs.values()}
+    for node in reversed(plan.nodes):
+        mine = need.get(node, 0)
+        if not mine:
+            continue
+        reach = mine + _reach(node)
+        for a in node.args:
+            if a.op in ("#", "'"):
+                continue
+            need[a] = max(need.get(a, 0), reach)
+        for x in plan.extras.get(node, ()):
+            need[x] = max(need.get(x, 0), mine)
+    return need
+
+
+def lookback(plan: Plan) -> int:
+    """How many rows before the newest one the plan's outputs read (0: the row alone)."""
+    for node in plan.nodes:
+        _reach(node)  # refuse what no window can update, even if no output needs it
+    return max(needs(plan).values(), default=1) - 1
 
 
 @dataclass
@@ -150,6 +162,8 @@ class OnlineFeatures:
         for name, e in self.plan.outputs.items():
             by_expr.setdefault(e, []).append(name)
         self._by_expr = by_expr
+        self._need = needs(self.plan)
+        self._names: pl.Series | None = None  # the instruments as a series (Mask reads it)
 
     @property
     def instruments(self) -> list[str]:
@@ -197,29 +211,71 @@ class OnlineFeatures:
         out = pl.DataFrame({BY_INSTRUMENT: names}).with_columns(pl.lit(time).alias(BY_DATE))
         return out.with_columns(values[name].alias(name) for name in self.names)
 
+    def _names_series(self) -> pl.Series:
+        names = self._window.names
+        if self._names is None or len(self._names) != len(names):
+            self._names = pl.Series(BY_INSTRUMENT, names)
+        return self._names
+
     def _evaluate(self, rows: np.ndarray) -> dict[str, pl.Series]:
+        """Each node over only the newest columns its users need (``needs``), through the
+        plan's own operator builders and kernels, each on a grid as wide as it reads."""
         w = self._window
-        n = len(w.names)
-        # The window's first column is bar number self.bars - depth; a history that began
-        # before it starts at column 0, one that began inside it at its own column.
-        start = np.clip(w.first - (self.bars - w.depth), 0, w.depth).astype(np.int64)
-        end = np.full(n, w.depth, dtype=np.int64)
-        grid = Grid(
-            instruments=pl.Series(BY_INSTRUMENT, w.names),
-            calendar=pl.Series(BY_DATE, np.arange(w.depth)),
-            start=start,
-            end=end,
-            present=np.zeros((0, 0), dtype=bool),
-            rows=None,
-            fields=dict(w.panels),
-            phase=self.bars - w.depth,
-        )
+        newest = self.bars - 1  # the newest column's bar number
+        computed: dict[Expr, np.ndarray] = {}
         values: dict[str, pl.Series] = {}
+        plan, need = self.plan, self._need
 
-        def sink(node: Expr, panel: np.ndarray) -> None:
-            series = as_series(np.ascontiguousarray(panel[rows, -1]))
-            for name in self._by_expr[node]:
+        def grid(width: int) -> _Chunk:
+            first = newest - width + 1  # bar number of the grid's first column
+            start = np.clip(w.first - first, 0, width).astype(np.int64)
+            g = Grid(
+                instruments=self._names_series(),
+                calendar=pl.Series(BY_DATE, np.arange(width)),
+                start=start,
+                end=np.full(len(w.names), width, dtype=np.int64),
+                present=np.zeros((0, 0), dtype=bool),
+                rows=None,
+                phase=first,
+            )
+            return _Chunk(g, 0, len(w.names), {})
+
+        def value(node: Expr, width: int) -> Value:
+            if node.op == "#":
+                return node.value
+            if node.op == "'":
+                return np.nan
+            panel = w.panels[node.name] if node.op == "$" else computed[node]
+            have = panel.shape[1]
+            if have >= width:
+                return np.ascontiguousarray(panel[:, have - width :])
+            pad = np.full((panel.shape[0], width - have), np.nan)  # an extra: shape only
+            return np.concatenate([pad, panel], axis=1)
+
+        with np.errstate(all="ignore"):
+            for node in plan.nodes:
+                if node not in need or node in computed:
+                    continue
+                if node in plan.fused:
+                    group = [n for n in plan.fused[node] if n in need]
+                    width = max(need[n] for n in group) + _reach(node)
+                    chunk = grid(width)
+                    x = chunk.full(value(node.args[0], width))
+                    for n, panel in _quantiles(group, x, chunk).items():
+                        computed[n] = panel[:, width - need[n] :]
+                    continue
+                width = need[node] + _reach(node)
+                chunk = grid(width)
+                args = [value(a, width) for a in plan.inputs(node)]
+                result = chunk.full(_BUILD[node.op](args, node, chunk))
+                computed[node] = result[:, width - need[node] :]
+        for e, names in self._by_expr.items():
+            panel = w.panels[e.name] if e.op == "$" else computed.get(e)
+            if panel is None:  # a number as a feature
+                column = np.full(len(rows), e.value if e.op == "#" else np.nan)
+            else:
+                column = np.ascontiguousarray(panel[rows, -1])
+            series = as_series(column)
+            for name in names:
                 values[name] = series.alias(name)
-
-        evaluate(self.plan, grid, sink=sink)
         return values
