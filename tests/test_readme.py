@@ -271,6 +271,20 @@ def check_models(ran: Ran, root: Path) -> None:
     assert "champion" in ran.stdout and "gate" in ran.stdout, ran.stdout  # who moved it
 
 
+def check_stream(ran: Ran, root: Path) -> None:
+    health = json.loads(ran.stdout[ran.stdout.index("{") :])
+    days = 87  # the demo market's trading days from 2020-03-02 to 2020-06-30
+    assert health["bars"] == health["scored"] == days, health
+    assert health["dead_letters"] == 0 and health["model_version"] >= 1, health
+    import sqlite3
+
+    with sqlite3.connect(root / "live-out" / "stream.db") as db:
+        held = db.execute(
+            "SELECT COUNT(*) FROM positions WHERE bar_time = (SELECT MAX(bar_time) FROM positions)"
+        ).fetchone()[0]
+    assert held == 20  # TopK-Dropout's topk
+
+
 Check = Callable[[Ran, Path], None]
 CHECKS: dict[str, Check] = {  # a block is recognised by what it runs
     "quarry data read ": check_data,
@@ -283,6 +297,7 @@ CHECKS: dict[str, Check] = {  # a block is recognised by what it runs
     "quarry run examples/workflows/": check_workflows,
     "quarry server start ": check_jobs,
     "quarry models show ": check_models,
+    "quarry stream run ": check_stream,
 }
 
 

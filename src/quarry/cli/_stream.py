@@ -141,6 +141,13 @@ def replay_cmd(
         float | None, typer.Option(help="Or a fixed number of snapshots a second.")
     ] = None,
     as_of: Annotated[str | None, typer.Option(help="Replay what the store knew then.")] = None,
+    reset: Annotated[
+        bool,
+        typer.Option(
+            help="Delete the subject's messages and consumers first (a demo or test that "
+            "starts over); a live feed's subject is never reset."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Publish stored bars as snapshots, one Arrow IPC message per bar time, as a live feed
@@ -172,6 +179,8 @@ def replay_cmd(
     if frame.height == 0:
         raise UsageError("no bars in that range: nothing to replay")
     with connect(broker) as target:
+        if reset:
+            target.purge(subject)
         summary = replay(target, subject, frame, start=t0, end=t1, speed=pace, rate=rate)
     if summary.snapshots == 0:
         raise UsageError("no bars between --from and --to: nothing was published")
@@ -183,3 +192,9 @@ def replay_cmd(
             f"in {summary.seconds:.2f} s, {summary.first} .. {summary.last}",
             highlight=False,
         )
+        if summary.duplicates:
+            err.print(
+                f"note: {summary.duplicates:,} of them were on {subject} already (published "
+                "before under the same ids) and were dropped; --reset starts the subject over",
+                highlight=False,
+            )

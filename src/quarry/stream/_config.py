@@ -87,6 +87,19 @@ class StreamConfig(StrictModel):
     strategy: Strategy = Strategy()
     outputs: str = "stream-out"
 
+    @field_validator("features", mode="before")
+    @classmethod
+    def _features(cls, v: object) -> object:
+        ok = isinstance(v, str) or (
+            isinstance(v, dict) and all(isinstance(e, str) for e in v.values())
+        )
+        if v is not None and not ok:
+            raise ValueError(
+                "give a feature set's name (alpha158) or NAME: EXPR pairs; in a {...} "
+                "mapping, quote an expression that holds a comma"
+            )
+        return v
+
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, v: str) -> str:

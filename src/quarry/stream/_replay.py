@@ -32,6 +32,7 @@ FIELDS = ("open", "high", "low", "close", "volume", "vwap")
 class ReplaySummary:
     snapshots: int
     bars: int
+    duplicates: int  # snapshots the broker already had (their ids were published before)
     seconds: float
     first: str | None
     last: str | None
@@ -98,7 +99,7 @@ def replay(
     """Publish ``bars`` to ``subject`` as snapshots; see the module's docstring."""
     t0 = time.perf_counter()
     first_bar: datetime | None = None
-    n = rows = 0
+    n = rows = dup = 0
     behind = 0.0
     first = last = None
     for when, part in snapshots(bars, start, end):
@@ -117,13 +118,14 @@ def replay(
                 behind = max(behind, -wait * 1000)
         body = encode(when, part)
         key = when.isoformat()
-        broker.publish(
+        fresh = broker.publish(
             subject, body, msg_id=f"bars:{key}", headers={PUBLISHED_AT: repr(time.time())}
         )
+        dup += not fresh
         n += 1
         rows += part.height
         first = first or key
         last = key
         if progress is not None:
             progress(n)
-    return ReplaySummary(n, rows, time.perf_counter() - t0, first, last, behind)
+    return ReplaySummary(n, rows, dup, time.perf_counter() - t0, first, last, behind)
