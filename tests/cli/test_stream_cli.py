@@ -11,8 +11,8 @@ import pytest
 
 from quarry.data._minute_bars import minute_bars
 from quarry.stream import connect
-from quarry.stream._runner import Health
 from quarry.stream._metrics import serve_metrics
+from quarry.stream._runner import Health
 from tests.cli.helpers import parse_json, run
 
 REDIS = "redis://127.0.0.1:6379/0"
