@@ -261,8 +261,8 @@ class OnlineFeatures:
                     width = max(need[n] for n in group) + _reach(node)
                     chunk = grid(width)
                     x = chunk.full(value(node.args[0], width))
-                    for n, panel in _quantiles(group, x, chunk).items():
-                        computed[n] = panel[:, width - need[n] :]
+                    for n, fused in _quantiles(group, x, chunk).items():
+                        computed[n] = fused[:, width - need[n] :]
                     continue
                 width = need[node] + _reach(node)
                 chunk = grid(width)

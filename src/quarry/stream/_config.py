@@ -39,17 +39,17 @@ _SUBJECT = r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$"
 
 
 class Subjects(StrictModel):
-    bars: str = Field("quarry.bars", pattern=_SUBJECT)
-    scores: str = Field("quarry.scores", pattern=_SUBJECT)
-    positions: str = Field("quarry.positions", pattern=_SUBJECT)
-    orders: str = Field("quarry.orders", pattern=_SUBJECT)
-    features: str | None = Field(None, pattern=_SUBJECT)
-    dead_letter: str = Field("quarry.dead", pattern=_SUBJECT)
+    bars: str = Field(default="quarry.bars", pattern=_SUBJECT)
+    scores: str = Field(default="quarry.scores", pattern=_SUBJECT)
+    positions: str = Field(default="quarry.positions", pattern=_SUBJECT)
+    orders: str = Field(default="quarry.orders", pattern=_SUBJECT)
+    features: str | None = Field(default=None, pattern=_SUBJECT)
+    dead_letter: str = Field(default="quarry.dead", pattern=_SUBJECT)
 
 
 class Strategy(StrictModel):
-    topk: int = Field(50, ge=1)
-    n_drop: int = Field(5, ge=0)
+    topk: int = Field(default=50, ge=1)
+    n_drop: int = Field(default=5, ge=0)
 
 
 class Schedule:
@@ -78,13 +78,13 @@ class Schedule:
 
 class StreamConfig(StrictModel):
     broker: str = "memory://default"
-    durable: str = Field("quarry-stream", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
-    subjects: Subjects = Subjects()
+    durable: str = Field(default="quarry-stream", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    subjects: Subjects = Field(default_factory=Subjects)
     model: str | None = None
     features: str | dict[str, str] | None = None
     universe: list[str] | None = None
     schedule: str = "bar"
-    strategy: Strategy = Strategy()
+    strategy: Strategy = Field(default_factory=Strategy)
     outputs: str = "stream-out"
 
     @field_validator("features", mode="before")

@@ -48,6 +48,6 @@ def serve_metrics(health: Health, port: int = 0) -> int:
     from prometheus_client import CollectorRegistry, start_http_server
 
     registry = CollectorRegistry()
-    registry.register(_Collector(health))  # type: ignore[arg-type]
+    registry.register(_Collector(health))
     server, _thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     return int(server.server_port)

@@ -61,6 +61,13 @@ class BarRecord:
     published: bool
 
 
+def _record(row: tuple[object, ...]) -> BarRecord:
+    time, index, count, version, scored, published = row
+    return BarRecord(str(time), int(index), int(count),  # type: ignore[call-overload]
+                     None if version is None else int(version),  # type: ignore[call-overload]
+                     bool(scored), bool(published))  # fmt: skip
+
+
 class OutputStore:
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
@@ -82,14 +89,14 @@ class OutputStore:
             "FROM bars_done WHERE bar_time = ?",
             (bar_time,),
         ).fetchone()
-        return None if row is None else BarRecord(*row[:4], bool(row[4]), bool(row[5]))
+        return None if row is None else _record(row)
 
     def last(self) -> BarRecord | None:
         row = self.db.execute(
             "SELECT bar_time, bar_index, instruments, model_version, scored, published "
             "FROM bars_done ORDER BY bar_index DESC LIMIT 1"
         ).fetchone()
-        return None if row is None else BarRecord(*row[:4], bool(row[4]), bool(row[5]))
+        return None if row is None else _record(row)
 
     def first_bars(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT instrument, bar_index FROM first_bars").fetchall())

@@ -49,7 +49,7 @@ def read_bar_file(path: str | Path) -> pl.DataFrame:
         if suffix == ".parquet":
             frame = pl.read_parquet(p)
         elif suffix in (".arrow", ".ipc", ".feather"):
-            frame = pl.read_ipc(p, memory_map=False)
+            frame = pl.read_ipc(p)
         elif suffix == ".csv":
             frame = pl.read_csv(p, try_parse_dates=True)
         else:
@@ -109,7 +109,7 @@ def replay(
         if rate:
             due = t0 + n / rate
         elif speed:
-            due = t0 + (when - first_bar).total_seconds() / speed  # type: ignore[operator]
+            due = t0 + (when - first_bar).total_seconds() / speed
         if due is not None:
             wait = due - time.perf_counter()
             if wait > 0:
