@@ -67,6 +67,8 @@ class Champion:
     name: str
     version: int
     tracking_uri: str
+    run_id: str
+    metadata: dict[str, object]
 
 
 @pytest.fixture(scope="package")
@@ -107,7 +109,7 @@ def champion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Champion]:
         }  # fmt: skip
         version = register(result.run_id, "s-lgb", meta)
         set_alias("s-lgb", "champion", version)
-        yield Champion("s-lgb", version, uri)
+        yield Champion("s-lgb", version, uri, result.run_id, meta)
 
 
 @pytest.fixture

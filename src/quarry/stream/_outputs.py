@@ -73,7 +73,11 @@ class OutputStore:
         self.folder = Path(folder)
         self.bars_dir = self.folder / "bars"
         self.bars_dir.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.folder / "stream.db", isolation_level=None)
+        # one thread at a time, but not always the one that opened it (a runner started in
+        # a thread of its own)
+        self.db = sqlite3.connect(
+            self.folder / "stream.db", isolation_level=None, check_same_thread=False
+        )
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)

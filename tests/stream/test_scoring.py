@@ -1,0 +1,87 @@
+"""Scoring on a schedule, within a universe, and with whatever version the alias points at."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from quarry.data._minute_bars import minute_bars
+from quarry.stream import OutputStore, StreamConfig, StreamRunner, connect, encode
+from quarry.tracking import register, set_alias
+from tests.stream.conftest import Champion, Subjects
+
+T0 = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
+
+
+def run_stream(
+    tmp_path: Path, subjects: Subjects, bars: pl.DataFrame, **extra: object
+) -> OutputStore:
+    url = f"memory://{uuid.uuid4().hex}"
+    broker = connect(url)
+    for (when,), part in bars.group_by(["date"], maintain_order=True):
+        broker.publish(subjects.bars, encode(when, part.drop("date")))
+    config = StreamConfig.model_validate(
+        {"broker": url, "model": "s-lgb@champion", "outputs": str(tmp_path / "out"),
+         "subjects": subjects.config(), "strategy": {"topk": 2, "n_drop": 1}, **extra}
+    )  # fmt: skip
+    StreamRunner(config, broker=broker).run(idle_exit=0.5)
+    return OutputStore(tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    ("schedule", "scored"),
+    [("bar", [0, 1, 2, 3, 4, 5]), ("2m", [0, 2, 4]), ("close 14:33", [3])],
+)
+def test_scores_come_on_the_schedule_and_only_for_the_universe(
+    tracking: Champion, subjects: Subjects, tmp_path: Path, schedule: str, scored: list[int]
+) -> None:
+    bars = minute_bars(6, sessions=1, minutes=6, missing=0.0)
+    store = run_stream(tmp_path, subjects, bars, schedule=schedule, universe=["S00001", "S00004"])
+    scores = store.table("scores")
+    expected = [(T0 + timedelta(minutes=m)).isoformat() for m in scored]
+    assert sorted(scores["bar_time"].unique().to_list()) == expected
+    assert set(scores["instrument"]) == {"S00001", "S00004"}
+    assert store.table("bars_done").height == 6  # every bar updates the features
+
+
+def test_the_stream_follows_the_alias_to_a_new_version(
+    tracking: Champion, subjects: Subjects, tmp_path: Path
+) -> None:
+    url = f"memory://{uuid.uuid4().hex}"
+    broker = connect(url)
+    config = StreamConfig.model_validate(
+        {"broker": url, "model": "s-lgb@champion", "outputs": str(tmp_path / "out"),
+         "subjects": subjects.config()}
+    )  # fmt: skip
+    runner = StreamRunner(config, broker=broker)
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run, kwargs={"stop": stop})
+    thread.start()
+    parts = list(minute_bars(5, sessions=1, minutes=6).group_by(["date"], maintain_order=True))
+
+    def publish_and_wait(chunk: list[tuple[tuple[datetime], pl.DataFrame]], total: int) -> None:
+        for (when,), part in chunk:
+            broker.publish(subjects.bars, encode(when, part.drop("date")))
+        deadline = time.monotonic() + 30
+        while runner.health.bars < total:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+
+    newer = register(tracking.run_id, tracking.name, tracking.metadata)
+    try:
+        publish_and_wait(parts[:3], 3)  # type: ignore[arg-type]
+        set_alias(tracking.name, "champion", newer)
+        time.sleep(1.3)  # the alias is looked at once a second
+        publish_and_wait(parts[3:], 6)  # type: ignore[arg-type]
+    finally:
+        stop.set()
+        thread.join(30)
+        set_alias(tracking.name, "champion", tracking.version)
+    versions = OutputStore(tmp_path / "out").table("bars_done").sort("bar_index")["model_version"]
+    assert versions.to_list() == [tracking.version] * 3 + [newer] * 3
