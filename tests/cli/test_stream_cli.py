@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from quarry.data._minute_bars import minute_bars
@@ -100,3 +101,22 @@ def test_metrics_show_the_health_as_it_is() -> None:
     assert "quarry_stream_dead_letters_total 2.0" in body
     assert "quarry_stream_model_version 3.0" in body
     assert "quarry_stream_nan_rate 0.25" in body
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_features_compute_keeps_the_times_of_intraday_bars(tmp_path: Path, suffix: str) -> None:
+    from quarry.features import alpha158, compute
+
+    bars = minute_bars(15, sessions=2, minutes=40, seed=4)
+    path = tmp_path / f"bars.{suffix}"
+    bars.write_csv(path) if suffix == "csv" else bars.write_parquet(path)
+    code, _, err = run("features", "compute", "--bars", str(path), "--set", "alpha158",
+                       "--out", str(tmp_path / "f.parquet"))  # fmt: skip
+    assert code == 0, err
+    got = pl.read_parquet(tmp_path / "f.parquet").sort("instrument", "date")
+    assert got.schema["date"] == pl.Datetime("us", "UTC")
+    # what the stream computes bar by bar (the same engine), as the command stores it
+    expected = compute(bars, alpha158()).sort("instrument", "date")
+    names = list(alpha158())
+    assert got.select("instrument", "date").equals(expected.select("instrument", "date"))
+    assert got.select(names).equals(expected.select(pl.col(names).cast(pl.Float32)))

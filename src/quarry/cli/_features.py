@@ -62,17 +62,29 @@ def _read_bars_file(path: Path) -> pl.DataFrame:
             f"{path}: missing column(s) {', '.join(missing)} (need instrument, date and bars)"
         )
     numeric = [c for c in raw.columns if c in _BAR_COLUMNS]
+    kind = raw.schema["date"]
+    # Bars at any frequency: days stay dates; times (intraday bars) stay times, in UTC.
+    if kind == pl.String:
+        timed = bool(raw["date"].str.contains(r"\d[T ]\d{1,2}:\d{2}").any())
+        text = pl.col("date").str.strip_chars()
+        when = (text.str.to_datetime(time_unit="us", time_zone="UTC", strict=True) if timed
+                else text.str.to_date(strict=True))  # fmt: skip
+    elif isinstance(kind, pl.Datetime):
+        when = pl.col("date").cast(pl.Datetime("us", kind.time_zone or "UTC"))
+    else:
+        when = pl.col("date").cast(pl.Date)
     try:
         frame = raw.select(
             pl.col("instrument").cast(pl.String),
-            pl.col("date").cast(pl.String).str.to_date(strict=True)
-            if raw.schema["date"] == pl.String
-            else pl.col("date").cast(pl.Date),
+            when,
             *[pl.col(c).cast(pl.Float64) for c in numeric],
         )
     except pl.exceptions.PolarsError as exc:
         first = str(exc).strip().splitlines()[0]
-        raise DataError(f"{path}: {first}; dates must be YYYY-MM-DD and bars numbers") from exc
+        raise DataError(
+            f"{path}: {first}; dates must be YYYY-MM-DD (or times YYYY-MM-DDTHH:MM[:SS][+HH:MM] "
+            "for intraday bars) and bars numbers"
+        ) from exc
     return frame.sort("instrument", "date")
 
 
