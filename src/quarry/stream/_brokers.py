@@ -224,9 +224,16 @@ class NatsBroker(Broker):
 
         self.url = url
         self._loop = _Loop()
+        self._closing = False
+
+        async def on_error(e: Exception) -> None:
+            # nats-py prints its connection's errors unless given a callback; a closing
+            # connection's are expected
+            _log.log(logging.DEBUG if self._closing else logging.WARNING, "NATS: %s", e)
+
         try:
             self._nc = self._loop.run(
-                nats.connect(url, connect_timeout=3, max_reconnect_attempts=3),
+                nats.connect(url, connect_timeout=3, max_reconnect_attempts=3, error_cb=on_error),
                 timeout=10,
             )
         except Exception as e:
@@ -298,6 +305,7 @@ class NatsBroker(Broker):
         self._streams.discard(_stream_name(subject))
 
     def close(self) -> None:
+        self._closing = True
         try:
             self._loop.run(self._nc.close(), timeout=5)
         except Exception as e:  # closing: a connection already gone is closed enough

@@ -194,10 +194,12 @@ class StreamRunner:
             while not (stop is not None and stop.is_set()):
                 if max_bars is not None and self.health.bars >= max_bars:
                     break
-                messages = sub.fetch(256, 0.2)
+                # a few at a time: a snapshot of the whole market is megabytes, and what is
+                # fetched but not processed waits out the broker's ack deadline
+                messages = sub.fetch(8, 0.2)
                 if messages:
                     idle_since = time.monotonic()
-                    self._take(messages, max_bars)
+                    self._take(messages, max_bars, stop)
                 else:
                     self._flush_pending()
                     if idle_exit is not None and time.monotonic() - idle_since > idle_exit:
@@ -216,8 +218,15 @@ class StreamRunner:
         if self.own_broker:
             self.broker.close()
 
-    def _take(self, messages: list[Message], max_bars: int | None) -> None:
+    def _take(
+        self, messages: list[Message], max_bars: int | None, stop: threading.Event | None
+    ) -> None:
         for m in messages:
+            # a stop (or the bar limit) leaves the rest unacknowledged: redelivered next time
+            if (stop is not None and stop.is_set()) or (
+                max_bars is not None and self.health.bars >= max_bars
+            ):
+                return
             try:
                 bars = decode(m.data, self.fields)
             except Malformed as e:
