@@ -51,3 +51,11 @@ def test_schedules(text: str, seconds: float | None, at: tuple[str, ...]) -> Non
     s = Schedule(text)
     assert s.seconds == seconds
     assert tuple(t.strftime("%H:%M") for t in s.at) == at
+
+
+def test_the_example_configs_read() -> None:
+    examples = sorted((Path(__file__).parents[2] / "examples" / "stream").glob("*.yaml"))
+    assert examples
+    for path in examples:
+        config = load_stream_config(path)
+        assert config.model or config.features
