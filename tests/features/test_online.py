@@ -86,6 +86,7 @@ def test_a_value_depends_only_on_its_recent_rows() -> None:
         ({"a": "Max($close, 5)"}, 4),
         ({"a": "Mean($close, 5)"}, 8),  # a running sum: 2N - 2
         ({"a": "Delta($close, 4)"}, 4),
+        ({"a": "Delta($close, 0)"}, 0),
         ({"a": "Quantile(Ref($close, 2), 10, 0.8)"}, 11),
         ({"a": "Rank(Max($close, 3), 4)", "b": "Ref($close, 20)"}, 20),
         ({"a": "Corr($close, Ref($volume, 1), 6)"}, 11),

@@ -106,3 +106,19 @@ def test_a_second_run_acknowledges_what_is_done_and_publishes_nothing_again(
     assert (health.bars, health.redelivered, health.dead_letters) == (1, 3, 0)
     times = [h["bar-time"] for _, h in read(broker, subjects.features)]
     assert times == [at(m).isoformat() for m in range(4)]
+
+
+def test_a_snapshot_completes_single_bars_of_its_time(
+    broker: Broker, subjects: Subjects, tmp_path: Path
+) -> None:
+    # A and B come alone, then a snapshot of the same minute that has B again (it wins)
+    for inst, close in (("A", 10.0), ("B", 20.0)):
+        body = {"instrument": inst, "time": at(0).isoformat(), "close": close}
+        broker.publish(subjects.bars, json.dumps(body).encode())
+    broker.publish(subjects.bars, snapshot(0, {"B": 21.0, "C": 30.0}))
+    broker.publish(subjects.bars, snapshot(1, {"A": 11.0, "B": 22.0, "C": 31.0}))
+    health = StreamRunner(config(broker, subjects, tmp_path), broker=broker).run(idle_exit=1.0)
+    assert (health.bars, health.dead_letters) == (2, 0)
+    first = pl.read_ipc_stream(read(broker, subjects.features)[0][0]).sort("instrument")
+    assert first["instrument"].to_list() == ["A", "B", "C"]
+    assert first["M3"].to_list() == [10.0, 21.0, 30.0]

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,3 +118,45 @@ def test_kill_9_then_restart_scores_every_bar_exactly_once(
     # and what was published is what was stored
     scores = pl.concat(f for _, f in published["scores"]).sort("bar_time", "instrument")
     assert scores.equals(restarted.table("scores").sort("bar_time", "instrument"))
+
+
+class Killed(BaseException):
+    """Stands for kill -9 between a bar's commit and its publication."""
+
+
+def test_a_bar_stored_but_not_published_is_published_once_after_a_restart(
+    subjects: Subjects, tracking: Champion, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"memory://{uuid.uuid4().hex}"
+    broker = connect(url)
+    bars = minute_bars(6, sessions=1, minutes=6, missing=0.0)
+    replay(broker, subjects.bars, bars)
+    config = StreamConfig.model_validate(
+        {"broker": url, "model": "s-lgb@champion", "schedule": "2m", "outputs": str(tmp_path),
+         "subjects": subjects.config(), "strategy": {"topk": 2, "n_drop": 1}}
+    )  # fmt: skip
+    publish = StreamRunner._publish
+
+    def dies_at_the_third_bar(self: StreamRunner, key: str, *args: object) -> None:
+        if key.endswith("14:32:00+00:00") and not getattr(self, "restarted", False):
+            raise Killed
+        publish(self, key, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(StreamRunner, "_publish", dies_at_the_third_bar)
+    with pytest.raises(Killed):
+        StreamRunner(config, broker=broker).run(idle_exit=0.5)
+    # a kill between keeping the next bar's file and committing it leaves a file too many
+    OutputStore(tmp_path).keep_bar(3, "2024-01-02T14:33:00+00:00", bars.head(2))
+    again = StreamRunner(config, broker=broker)
+    again.restarted = True  # type: ignore[attr-defined]
+    health = again.run(idle_exit=0.5)
+    assert (health.bars, health.redelivered) == (3, 1)
+
+    def times(subject: str) -> list[str]:
+        return [t for t, _ in messages(broker, subject)]
+
+    minute = [f"2024-01-02T14:3{m}:00+00:00" for m in range(6)]
+    assert times(subjects.features) == minute
+    # scored every two minutes, from the last bar scored before the restart
+    assert times(subjects.scores) == [minute[0], minute[2], minute[4]]
+    assert times(subjects.positions) == [minute[0], minute[2], minute[4]]

@@ -512,8 +512,9 @@ def rolling_regression(y, n, start, end, what, phase, out):
                 c = np.nan
                 first = base = max(start[i], t - n + 1)
             elif t - n >= start[i]:
-                w = y[i, t - n] - c
+                w = y[i, t - n]
                 if math.isfinite(w):
+                    w -= c
                     p = t - n - base
                     k -= 1
                     sp -= p

@@ -53,6 +53,8 @@ def _reach(node: Expr) -> int:
             f"{node} depends on every earlier bar, so a stream cannot update it from a "
             "bounded window; use a windowed operator such as Mean or WMA instead"
         )
+    if node.op == "Delta":
+        return max(_window(node), 0)
     if kind in ("rolling", "pair"):
         n = _window(node, 1 if node.op == "Quantile" else -1)
         if n == 0:
@@ -60,8 +62,6 @@ def _reach(node: Expr) -> int:
                 f"{node} is an expanding window (N = 0) over all history, which a "
                 "stream cannot update from a bounded window; give a window of N rows"
             )
-        if node.op == "Delta":
-            return n
         return 2 * (n - 1) if node.op in _RUNNING else n - 1
     if kind == "ref":
         return max(_window(node), 0)

@@ -253,10 +253,18 @@ class NatsBroker(Broker):
         if name in self._streams:
             return name
         try:
-            self._loop.run(self._js.stream_info(name))
+            try:
+                self._loop.run(self._js.stream_info(name))
+            except NotFoundError:
+                config = StreamConfig(name=name, subjects=[subject], duplicate_window=DEDUP_SECONDS)
+                self._loop.run(self._js.add_stream(config))
         except NotFoundError:
-            config = StreamConfig(name=name, subjects=[subject], duplicate_window=DEDUP_SECONDS)
-            self._loop.run(self._js.add_stream(config))
+            raise
+        except Exception as e:  # no JetStream answers: a plain nats-server
+            raise BrokerError(
+                f"NATS at {self.url} did not answer for JetStream ({type(e).__name__}: {e}); "
+                "start nats-server with JetStream on (-js)"
+            ) from None
         self._streams.add(name)
         return name
 
@@ -268,7 +276,10 @@ class NatsBroker(Broker):
         hdrs = dict(headers or {})
         if msg_id is not None:
             hdrs["Nats-Msg-Id"] = msg_id
-        ack = self._loop.run(self._js.publish(subject, data, headers=hdrs or None))
+        try:
+            ack = self._loop.run(self._js.publish(subject, data, headers=hdrs or None))
+        except Exception as e:
+            raise BrokerError(f"NATS at {self.url} refused a message to {subject}: {e}") from None
         return not ack.duplicate
 
     def subscribe(self, subject: str, durable: str) -> Subscription:
@@ -389,7 +400,10 @@ class RedisBroker(Broker):
             extra += [f"h:{k}", v]
         marker = f"quarry:dedup:{subject}:{msg_id or ''}"
         args = [msg_id or "", DEDUP_SECONDS, data, *extra]
-        done = self._publish(keys=[subject, marker], args=args)
+        try:
+            done = self._publish(keys=[subject, marker], args=args)
+        except Exception as e:  # redis.RedisError: the connection, or the server refused
+            raise BrokerError(f"Redis at {self.url} refused a message to {subject}: {e}") from None
         return bool(done)
 
     def subscribe(self, subject: str, durable: str) -> Subscription:

@@ -86,6 +86,8 @@ class StreamConfig(StrictModel):
     schedule: str = "bar"
     strategy: Strategy = Field(default_factory=Strategy)
     outputs: str = "stream-out"
+    # single bars of a time are gathered until a later time arrives, or none came for this long
+    gather_seconds: float = Field(default=1.0, gt=0)
 
     @field_validator("features", mode="before")
     @classmethod

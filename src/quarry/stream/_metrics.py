@@ -49,5 +49,10 @@ def serve_metrics(health: Health, port: int = 0) -> int:
 
     registry = CollectorRegistry()
     registry.register(_Collector(health))
-    server, _thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    try:
+        server, _thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    except OSError as e:
+        from quarry.exceptions import UsageError
+
+        raise UsageError(f"--metrics-port {port}: {e.strerror or e}; give another port") from None
     return int(server.server_port)

@@ -163,9 +163,16 @@ class OutputStore:
         cols = [d[0] for d in cursor.description]
         return pl.DataFrame(cursor.fetchall(), schema=cols, orient="row")
 
+    def last_scored(self) -> str | None:
+        """The last bar time scored."""
+        row = self.db.execute(
+            "SELECT bar_time FROM bars_done WHERE scored = 1 ORDER BY bar_index DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else str(row[0])
+
     def held(self) -> dict[str, int]:
-        """The last bar's positions: instrument -> bars held."""
-        last = self.db.execute("SELECT MAX(bar_time) FROM positions").fetchone()[0]
+        """The positions after the last scored bar: instrument -> bars held."""
+        last = self.last_scored()
         if last is None:
             return {}
         rows = self.db.execute(
@@ -176,15 +183,18 @@ class OutputStore:
 
     # -- the bars the state needs -------------------------------------------------------------
 
-    def keep_bar(self, index: int, time: str, frame: pl.DataFrame, depth: int) -> None:
-        """Bar number ``index`` on disk (written whole, then renamed), and bars older than
-        the last ``depth`` removed."""
+    def keep_bar(self, index: int, time: str, frame: pl.DataFrame) -> None:
+        """Bar number ``index`` on disk, written whole, then renamed."""
         table = frame.to_arrow().replace_schema_metadata({b"quarry.time": time.encode()})
         path = self.bars_dir / f"{index:012d}.arrow"
         tmp = path.with_suffix(".tmp")
         with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
         os.replace(tmp, path)
+
+    def prune_bars(self, index: int, depth: int) -> None:
+        """Remove the bar that fell out of the last ``depth`` once bar ``index`` is stored
+        (only then: a kill before the commit must still find ``depth`` bars)."""
         old = self.bars_dir / f"{index - depth:012d}.arrow"
         if old.exists():
             old.unlink()

@@ -28,15 +28,15 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from quarry.exceptions import UsageError
+from quarry.exceptions import DataError, UsageError
 from quarry.stream._brokers import Broker, Message, Subscription, connect
 from quarry.stream._config import StreamConfig
 from quarry.stream._outputs import BarRecord, OutputStore
@@ -70,9 +70,11 @@ class Health:
     _feature_times: deque[float] = field(default_factory=lambda: deque(maxlen=10_000), repr=False)
 
     def view(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
-        out["feature_ms_p50"] = _pct(self._feature_times, 50)
-        out["feature_ms_p99"] = _pct(self._feature_times, 99)
+        # no deep copy: /metrics reads this while the runner appends to the deques
+        out = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+        times = tuple(self._feature_times)
+        out["feature_ms_p50"] = _pct(times, 50)
+        out["feature_ms_p99"] = _pct(times, 99)
         return out
 
     def line(self) -> str:
@@ -86,8 +88,9 @@ class Health:
         )
 
 
-def _pct(values: deque[float], q: float) -> float | None:
-    return float(np.percentile(np.fromiter(values, float), q)) if values else None
+def _pct(values: Iterable[float], q: float) -> float | None:
+    array = np.fromiter(values, float)
+    return float(np.percentile(array, q)) if array.size else None
 
 
 class _Champion:
@@ -107,7 +110,8 @@ class _Champion:
             for name, old, new in self.catalog.refresh():
                 _log.warning("model %s: version %s -> %s", name, old, new)
         served = self.catalog.served(self.ref.name)
-        assert served is not None
+        if served is None:
+            raise UsageError(f"model {self.ref}: nothing is served at that alias")
         version = self.catalog.version(served)
         return version.version, version.packaged
 
@@ -144,6 +148,7 @@ class StreamRunner:
         self.last_scored: datetime | None = None
         self._pending: dict[datetime, list[tuple[pl.DataFrame, Message]]] = {}
         self._known: set[str] = set()  # instruments whose first bar is stored
+        self._last_features: tuple[str, pl.DataFrame] | None = None
         self._restore()
 
     # -- restart -----------------------------------------------------------------------------
@@ -169,8 +174,12 @@ class StreamRunner:
         self._known = set(first)
         self.online.resume(indices[0], first)
         for _, when, frame in kept:
-            self.online.update(datetime.fromisoformat(when), frame)
+            features = self.online.update(datetime.fromisoformat(when), frame)
+        # the last bar's features, in case its outputs were stored but never published
+        self._last_features = (last.bar_time, features)
         self.held = self.store.held()
+        scored = self.store.last_scored()
+        self.last_scored = None if scored is None else datetime.fromisoformat(scored)
         self.health.last_bar = last.bar_time
         _log.info("resumed after bar %s (number %d)", last.bar_time, last.bar_index)
 
@@ -201,13 +210,15 @@ class StreamRunner:
                     idle_since = time.monotonic()
                     self._take(messages, max_bars, stop)
                 else:
-                    self._flush_pending()
-                    if idle_exit is not None and time.monotonic() - idle_since > idle_exit:
+                    quiet = time.monotonic() - idle_since
+                    if quiet >= self.config.gather_seconds:
+                        self._flush_pending()
+                    if idle_exit is not None and quiet > idle_exit:
                         break
                 if progress is not None and time.monotonic() - shown > every:
                     shown = time.monotonic()
                     progress(self.health)
-            self._flush_pending()
+            # single bars still gathering stay unacknowledged: delivered again next time
         finally:
             self._close(sub)
         return self.health
@@ -240,7 +251,9 @@ class StreamRunner:
             if bars.complete:
                 if bars.time in self._pending:
                     frames, msgs = self._gathered(bars.time)
-                    self._process(bars.time, pl.concat([frames, bars.frame]), [*msgs, m])
+                    both = pl.concat([frames, bars.frame], how="diagonal_relaxed")
+                    both = both.unique("instrument", keep="last", maintain_order=True)
+                    self._process(bars.time, both, [*msgs, m])
                 else:
                     self._process(bars.time, bars.frame, [m])
             else:
@@ -264,7 +277,10 @@ class StreamRunner:
         record = self.store.record(key)
         if record is not None and self.store.seen(key, _digest(m)):
             if not record.published:
-                self._publish(key, self.store.outputs(key), m.headers)
+                outputs = self.store.outputs(key) if record.scored else {}
+                kept = self._last_features
+                features = kept[1] if kept is not None and kept[0] == key else None
+                self._publish(key, outputs, m.headers, features)
                 self.store.mark_published(key)
             self.health.redelivered += 1
             m.ack()
@@ -294,7 +310,12 @@ class StreamRunner:
         key = when.isoformat()
         index = self.online.bars
         t0 = time.perf_counter()
-        features = self.online.update(when, frame)
+        try:
+            features = self.online.update(when, frame)
+        except DataError as e:  # refused before any state changed: the stream goes on
+            for m in messages:
+                self._dead(m, str(e))
+            return
         took = (time.perf_counter() - t0) * 1000
         new = [(s, index) for s in frame["instrument"].to_list() if s not in self._known]
         self._known.update(s for s, _ in new)
@@ -307,9 +328,10 @@ class StreamRunner:
             scores = np.asarray(packaged.score(features), dtype=np.float64).reshape(-1)
             outputs = self._decide(key, features["instrument"].to_list(), scores, version)
             self.last_scored = when
-        self.store.keep_bar(index, key, frame.select("instrument", *self.fields), self.online.depth)
+        self.store.keep_bar(index, key, frame.select("instrument", *self.fields))
         record = BarRecord(key, index, frame.height, version, bool(outputs), False)
         self.store.store(record, outputs, new, [_digest(m) for m in messages])
+        self.store.prune_bars(index, self.online.depth)
         headers = _first_headers(messages)
         self._publish(key, outputs, headers, features if self.config.subjects.features else None)
         self.store.mark_published(key)
@@ -327,7 +349,8 @@ class StreamRunner:
         sent = headers.get(PUBLISHED_AT)
         if sent:
             h._lags.append((time.time() - float(sent)) * 1000)
-            h.lag_p50_ms, h.lag_p99_ms = _pct(h._lags, 50), _pct(h._lags, 99)
+            lags = tuple(h._lags)
+            h.lag_p50_ms, h.lag_p99_ms = _pct(lags, 50), _pct(lags, 99)
 
     def _due(self, when: datetime) -> bool:
         s = self.schedule
