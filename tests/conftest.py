@@ -23,6 +23,15 @@ import pytest
 from quarry.data import Store
 
 
+# The longest test file first: under `make test`'s workers (a file to one worker), the README's
+# walk-through (several minutes) then runs beside the others instead of alone after them.
+_FIRST = ("tests/test_readme.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not item.nodeid.startswith(_FIRST))  # stable: order kept
+
+
 @pytest.fixture(autouse=True)
 def _private_quarry_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test gets its own QUARRY_HOME (feature cache, tracking), never the user's."""

@@ -27,9 +27,11 @@ LAYERS: dict[str, int] = {
     "portfolio": 4,
     "models": 5, "backtest": 5,
     "workflows": 6, "jobs": 6,
-    "api": 7, "serve": 7, "ui": 7, "stream": 7,
-    # the command line starts the services (quarry serve): it sits above them
-    "cli": 8,
+    "api": 7, "serve": 7, "ui": 7,
+    # a live stream scores with the served models' catalog (alias following)
+    "stream": 8,
+    # the command line starts the services (quarry serve, quarry stream): it sits above them
+    "cli": 9,
 }  # fmt: skip
 
 

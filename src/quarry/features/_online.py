@@ -226,7 +226,11 @@ class OnlineFeatures:
         values: dict[str, pl.Series] = {}
         plan, need = self.plan, self._need
 
+        grids: dict[int, _Chunk] = {}  # by width: nodes of one width share masks and spans
+
         def grid(width: int) -> _Chunk:
+            if width in grids:
+                return grids[width]
             first = newest - width + 1  # bar number of the grid's first column
             start = np.clip(w.first - first, 0, width).astype(np.int64)
             g = Grid(
@@ -238,7 +242,8 @@ class OnlineFeatures:
                 rows=None,
                 phase=first,
             )
-            return _Chunk(g, 0, len(w.names), {})
+            grids[width] = _Chunk(g, 0, len(w.names), {})
+            return grids[width]
 
         def value(node: Expr, width: int) -> Value:
             if node.op == "#":
