@@ -22,7 +22,6 @@ import pytest
 
 from quarry.data import Store
 
-
 # The longest test file first: under `make test`'s workers (a file to one worker), the README's
 # walk-through (several minutes) then runs beside the others instead of alone after them.
 _FIRST = ("tests/test_readme.py",)
