@@ -39,12 +39,13 @@ typecheck: $(STAMP)
 # Test files spread over TEST_WORKERS processes (a file's tests stay together, so that its
 # module fixtures are made once); TEST_WORKERS=0 runs them all in this process. A worker that
 # dies is not replaced: the run ends naming the test it died in (replacing it hangs
-# pytest-xdist 3.8's file-by-file scheduling for good).
+# pytest-xdist 3.8's file-by-file scheduling for good). Files go out in collection order
+# (tests/conftest.py puts the README's walk-through, minutes long, first), not by test count.
 TEST_WORKERS ?= 2
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --max-worker-restart 0 \
-		--cov --cov-report=term
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+		--max-worker-restart 0 --cov --cov-report=term
 
 test: lint typecheck unit
 
