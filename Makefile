@@ -45,7 +45,7 @@ TEST_WORKERS ?= 2
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
-		--max-worker-restart 0 --cov --cov-report=term
+		--max-worker-restart 0 --durations=25 --cov --cov-report=term
 
 test: lint typecheck unit
 
