@@ -92,15 +92,14 @@ def run_cmd(
 
 
 def _when(text: str | None, flag: str) -> datetime | None:
+    from quarry.stream._snapshots import Malformed, as_time
+
     if text is None:
         return None
     try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        return as_time(text)
+    except Malformed:
         raise UsageError(f"{flag} {text!r}: give a date or time, e.g. 2024-01-02T14:30Z") from None
-    from datetime import UTC
-
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _speed(text: str) -> float | None:

@@ -62,24 +62,24 @@ class Health:
     model_version: int | None = None
     nan_rate: float = 0.0  # of the last bar's features
     feature_ms: float = 0.0  # the last bar's feature update
-    lag_p50_ms: float | None = None  # from the bar's publication to its outputs'
-    lag_p99_ms: float | None = None
     bars_per_second: float = 0.0
     started: float = field(default_factory=time.time)
+    # from each bar's publication to its outputs', ms (percentiles taken when read)
     _lags: deque[float] = field(default_factory=lambda: deque(maxlen=10_000), repr=False)
     _feature_times: deque[float] = field(default_factory=lambda: deque(maxlen=10_000), repr=False)
 
     def view(self) -> dict[str, Any]:
         # no deep copy: /metrics reads this while the runner appends to the deques
         out = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
-        times = tuple(self._feature_times)
-        out["feature_ms_p50"] = _pct(times, 50)
-        out["feature_ms_p99"] = _pct(times, 99)
+        lags, times = tuple(self._lags), tuple(self._feature_times)
+        out["lag_p50_ms"], out["lag_p99_ms"] = _pct(lags, 50), _pct(lags, 99)
+        out["feature_ms_p50"], out["feature_ms_p99"] = _pct(times, 50), _pct(times, 99)
         return out
 
     def line(self) -> str:
-        lag = (f"lag p50 {self.lag_p50_ms:.0f} ms p99 {self.lag_p99_ms:.0f} ms"
-               if self.lag_p50_ms is not None else "lag -")  # fmt: skip
+        lags = tuple(self._lags)
+        lag = (f"lag p50 {_pct(lags, 50):.0f} ms p99 {_pct(lags, 99):.0f} ms" if lags
+               else "lag -")  # fmt: skip
         model = f"{self.model} v{self.model_version}" if self.model else "features only"
         return (
             f"bars {self.bars:,} (last {self.last_bar}) | {self.bars_per_second:.1f} bars/s | "
@@ -349,8 +349,6 @@ class StreamRunner:
         sent = headers.get(PUBLISHED_AT)
         if sent:
             h._lags.append((time.time() - float(sent)) * 1000)
-            lags = tuple(h._lags)
-            h.lag_p50_ms, h.lag_p99_ms = _pct(lags, 50), _pct(lags, 99)
 
     def _due(self, when: datetime) -> bool:
         s = self.schedule

@@ -20,7 +20,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-__all__ = ["Bars", "Malformed", "decode", "encode", "encode_frame"]
+__all__ = ["Bars", "Malformed", "as_time", "decode", "encode", "encode_frame"]
 
 TIME_KEY = b"quarry.time"
 TIME = pl.Datetime("us", "UTC")
@@ -37,14 +37,16 @@ class Bars:
     complete: bool  # a whole snapshot (True) or one instrument's bar (False)
 
 
-def _as_time(value: object) -> datetime:
+def as_time(value: object) -> datetime:
+    """A bar time in UTC from a datetime, a date (midnight) or ISO 8601 text (a naive one is
+    read as UTC); Malformed otherwise."""
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day, tzinfo=UTC)
     if isinstance(value, str):
         try:
-            return _as_time(datetime.fromisoformat(value.replace("Z", "+00:00")))
+            return as_time(datetime.fromisoformat(value.replace("Z", "+00:00")))
         except ValueError:
             pass
     raise Malformed(f"bar time {value!r} is not an ISO 8601 time such as 2024-01-02T14:30:00Z")
@@ -53,7 +55,7 @@ def _as_time(value: object) -> datetime:
 def encode(time: datetime, frame: pl.DataFrame) -> bytes:
     """One snapshot: the bars of ``frame`` (instrument and fields) at ``time``."""
     table = frame.drop("date", strict=False).to_arrow()
-    table = table.replace_schema_metadata({TIME_KEY: _as_time(time).isoformat().encode()})
+    table = table.replace_schema_metadata({TIME_KEY: as_time(time).isoformat().encode()})
     return encode_frame(table)
 
 
@@ -83,12 +85,12 @@ def decode(data: bytes, fields: tuple[str, ...]) -> Bars:
         raise Malformed("the Arrow stream holds no table")
     meta = table.schema.metadata or {}
     if TIME_KEY in meta:
-        time = _as_time(meta[TIME_KEY].decode())
+        time = as_time(meta[TIME_KEY].decode())
     elif "date" in frame.columns and frame.height:
         times = frame["date"].unique()
         if times.len() != 1:
             raise Malformed(f"a snapshot holds one bar time; this one holds {times.len()}")
-        time = _as_time(times[0])
+        time = as_time(times[0])
     else:
         raise Malformed("no bar time: give the schema metadata quarry.time or a date column")
     return Bars(time, _checked(frame, fields, "the snapshot"), complete=True)
@@ -103,7 +105,7 @@ def _decode_json(data: bytes, fields: tuple[str, ...]) -> Bars:
         raise Malformed("a JSON bar is one object with instrument, time and fields")
     if "time" not in record:
         raise Malformed("the JSON bar has no 'time'")
-    time = _as_time(record.pop("time"))
+    time = as_time(record.pop("time"))
     for name in fields:
         if name in record and not isinstance(record[name], int | float | type(None)):
             raise Malformed(f"field {name!r} is {record[name]!r}, not a number")
