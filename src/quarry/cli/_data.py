@@ -147,10 +147,14 @@ def ingest_cmd(
 
     Unchanged rows are skipped; a changed row is stored as a correction (a new version), so
     reads as of an earlier time still see the old value. Columns: bars = instrument, date,
-    open, high, low, close, volume[, vwap, factor]; fundamentals = instrument, field,
-    period_end, knowledge_date, value; actions = instrument, ex_date, kind (split|dividend),
-    ratio or amount; instruments = instrument, list_date[, name, exchange, delist_date,
-    industry, valid_from, valid_to]; universe = instrument, start[, end] with --name.
+    open, high, low, close, volume[, vwap, factor]. Bars are daily, or intraday when their
+    date is a time (YYYY-MM-DDTHH:MM[:SS][+HH:MM], UTC unless an offset is given; the time
+    the bar closed, known from then on); a store keeps the frequency of its first bars, and
+    actions, fundamentals and universes apply from the first bar of their day. fundamentals =
+    instrument, field, period_end, knowledge_date, value; actions = instrument, ex_date,
+    kind (split|dividend), ratio or amount; instruments = instrument, list_date[, name,
+    exchange, delist_date, industry, valid_from, valid_to]; universe = instrument, start[,
+    end] with --name.
     """
     from quarry.data import ingest_file
 
@@ -191,8 +195,13 @@ def read_cmd(
     fields: Annotated[
         str, typer.Option(help="Comma-separated bar or fundamental fields.")
     ] = "open,high,low,close,volume",
-    start: Annotated[str | None, typer.Option(help="First date, YYYY-MM-DD.")] = None,
-    end: Annotated[str | None, typer.Option(help="Last date, YYYY-MM-DD.")] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(help="First date, YYYY-MM-DD (intraday bars: or a time, UTC by default)."),
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option(help="Last date (a date takes its whole day), or time.")
+    ] = None,
     universe: Annotated[
         str | None,
         typer.Option(

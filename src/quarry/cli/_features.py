@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -53,9 +52,10 @@ def _named(exprs: list[str], taken: Mapping[str, str] | None = None) -> dict[str
 def _read_bars_file(path: Path) -> pl.DataFrame:
     import polars as pl
 
+    from quarry.data._times import first_timed, parse_times
     from quarry.data._validate import read_input
 
-    raw, _ = read_input(path)
+    raw, first_line = read_input(path)
     missing = [c for c in ("instrument", "date", "close") if c not in raw.columns]
     if missing:
         raise DataError(
@@ -65,10 +65,9 @@ def _read_bars_file(path: Path) -> pl.DataFrame:
     kind = raw.schema["date"]
     # Bars at any frequency: days stay dates; times (intraday bars) stay times, in UTC.
     if kind == pl.String:
-        timed = bool(raw["date"].str.contains(r"\d[T ]\d{1,2}:\d{2}").any())
+        timed = first_timed(raw["date"])
         text = pl.col("date").str.strip_chars()
-        when = (text.str.to_datetime(time_unit="us", time_zone="UTC", strict=True) if timed
-                else text.str.to_date(strict=True))  # fmt: skip
+        when = parse_times(text) if timed is not None else text.str.to_date(strict=True)
     elif isinstance(kind, pl.Datetime):
         when = pl.col("date").cast(pl.Datetime("us", kind.time_zone or "UTC"))
     else:
@@ -85,6 +84,15 @@ def _read_bars_file(path: Path) -> pl.DataFrame:
             f"{path}: {first}; dates must be YYYY-MM-DD (or times YYYY-MM-DDTHH:MM[:SS][+HH:MM] "
             "for intraday bars) and bars numbers"
         ) from exc
+    unparsed = frame["date"].is_null() & raw["date"].is_not_null()
+    if unparsed.any():
+        row = int(unparsed.arg_true()[0])
+        raise DataError(
+            f"{path}: {'line' if first_line == 2 else 'row'} {row + first_line}, column 'date': "
+            f"{raw['date'][row]!r} is not a time; the "
+            "file's bars are intraday (it has times of day), so every date needs one: "
+            "YYYY-MM-DDTHH:MM[:SS][+HH:MM]"
+        )
     return frame.sort("instrument", "date")
 
 
@@ -121,9 +129,12 @@ def compute_cmd(
         ),
     ] = None,
     start: Annotated[
-        str | None, typer.Option(help="First date written (history before it is used).")
+        str | None,
+        typer.Option(
+            help="First date (or time, for intraday bars) written; history before it is used."
+        ),
     ] = None,
-    end: Annotated[str | None, typer.Option(help="Last date written.")] = None,
+    end: Annotated[str | None, typer.Option(help="Last date (or time) written.")] = None,
     memory: Annotated[
         str | None,
         typer.Option(
@@ -174,7 +185,9 @@ def compute_cmd(
         raise UsageError("give exactly one of --store and --bars")
     if universe is not None and store is None:
         raise UsageError("--universe needs --store")
-    first, last = _date(start, "--start"), _date(end, "--end")
+    from quarry.data import parse_bound
+
+    first, last = parse_bound(start, "--start"), parse_bound(end, "--end")
     if store is not None:
         source: Store | pl.DataFrame = Store(store)
     else:
@@ -221,12 +234,3 @@ def compute_cmd(
         + (" + LABEL0" if label else "")
         + f" ({how})"
     )
-
-
-def _date(text: str | None, option: str) -> date | None:
-    if text is None:
-        return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise UsageError(f"{option} {text!r}: write the date as YYYY-MM-DD") from None

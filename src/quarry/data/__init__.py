@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from quarry.data._schemas import TABLES, TableSpec, table_spec
     from quarry.data._store import Commit, Store
     from quarry.data._synthetic import GenerateSummary, generate
+    from quarry.data._times import key_bound, parse_bound, parse_times
 
 # each submodule and the public names it defines
 _MODULES = {
@@ -38,6 +39,7 @@ _MODULES = {
     "_schemas": "TABLES TableSpec table_spec",
     "_store": "Commit Store",
     "_synthetic": "GenerateSummary generate",
+    "_times": "key_bound parse_bound parse_times",
 }
 
 __all__ = [
@@ -60,9 +62,12 @@ __all__ = [
     "industries",
     "ingest_file",
     "ingest_frame",
+    "key_bound",
     "load_sample",
     "members",
+    "parse_bound",
     "parse_location",
+    "parse_times",
     "read_bars",
     "table_spec",
     "to_panel",

@@ -76,9 +76,12 @@ def check_health(
     Jumps are measured on adjusted prices and volumes, so a split is not a jump; a price jump
     is ``|p_t / p_{t-1} - 1| > price_jump`` and a volume jump ``|v_t / v_{t-1} - 1| >
     volume_jump`` (Qlib's defaults: 0.5 and 3). A missing factor is a row with no vendor factor
-    of an instrument without known corporate actions.
+    of an instrument without known corporate actions. Intraday bars are compared bar to bar;
+    their volumes are not (a minute's volume often is ten times the last one's).
     """
     store.require()
+    intraday = store.spec("bars").intraday
+    step = "from one bar to the next" if intraday else "in a day"
     fields = ["open", "high", "low", "close", "volume"]
     raw = read_bars(store, [*fields, "factor"], as_of=as_of)
     factors = adjustment_factors(store, as_of)
@@ -108,12 +111,14 @@ def check_health(
         checks.append(
             _check(
                 f"{f}_jump",
-                f"adjusted {f} moved >{price_jump:.0%} in a day",
+                f"adjusted {f} moved >{price_jump:.0%} {step}",
                 adj.with_columns(change.alias("_chg")),
                 pl.col("_chg") > price_jump,
                 "_chg",
             )
         )
+    if intraday:
+        return HealthReport(raw.height, raw["instrument"].n_unique(), checks)
     vchange = (pl.col("volume") / pl.col("volume").shift(1).over("instrument") - 1).abs()
     checks.append(
         _check(

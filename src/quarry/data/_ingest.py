@@ -11,9 +11,10 @@ import polars as pl
 from deltalake import DeltaTable
 
 from quarry.data._resolve import read_latest
-from quarry.data._schemas import ALL, BARS, TableSpec, table_spec
+from quarry.data._schemas import ALL, BARS, INTRADAY_BARS, TableSpec, table_spec
 from quarry.data._steps import last_known
 from quarry.data._store import Commit, Store, to_utc
+from quarry.data._times import first_timed
 from quarry.data._validate import ROW, Check, check_frame, read_input
 from quarry.exceptions import BadInputError, DataError, UsageError
 
@@ -58,6 +59,8 @@ def ingest_frame(
     A snapshot table (universe) commits the whole frame when it differs from the last snapshot.
     """
     kt = to_utc(knowledge_time) or datetime.now(UTC)
+    if spec.name == "bars":
+        spec = _frame_bars_spec(store, frame)
     frame = spec.conform(frame)
     base = store.table(spec.name)
     if base is None:
@@ -76,7 +79,7 @@ def ingest_frame(
     # Only the keys in the file matter: bound the read by its instruments and, for bars,
     # its dates, so that a daily file is compared with one day, not the whole history.
     between = None
-    if len(spec.key) == 2 and frame.schema[spec.key[1]] == pl.Date:
+    if len(spec.key) == 2 and frame.schema[spec.key[1]] in (pl.Date, pl.Datetime):
         between = (frame[spec.key[1]].min(), frame[spec.key[1]].max())
     known = read_latest(store, spec, spec.names, touched, kt, between)
     key = list(spec.key)
@@ -182,6 +185,8 @@ def ingest_file(
             "would shadow every correction made before then; give a past or present time"
         )
     raw, first_line = read_input(path)
+    if spec.name == "bars":
+        spec = _file_bars_spec(store, str(path), raw, first_line)
     checked = check_frame(
         str(path),
         spec,
@@ -226,6 +231,39 @@ def ingest_file(
         result.commit,
         result.retracted,
     )
+
+
+def _file_bars_spec(store: Store, path: str, raw: pl.DataFrame, first_line: int) -> TableSpec:
+    """Daily or intraday bars: as the store keeps them; a store's first bars decide, by
+    whether the file's dates carry a time of day. A daily store refuses a file with times
+    (an intraday store refuses bare dates row by row, as unparseable times)."""
+    timed = first_timed(raw["date"]) if "date" in raw.columns else None
+    if store.table("bars") is None:
+        return INTRADAY_BARS if timed is not None else BARS
+    spec = store.spec("bars")
+    if timed is not None and not spec.intraday:
+        unit = "line" if first_line == 2 else "row"
+        raise UsageError(
+            f"{path}: {unit} {timed + first_line}, column 'date': {raw['date'][timed]!s} "
+            "has a time of day, and the store holds daily bars; a store keeps bars of one "
+            "frequency: ingest intraday bars into a store of their own"
+        )
+    return spec
+
+
+def _frame_bars_spec(store: Store, frame: pl.DataFrame) -> TableSpec:
+    """The bars spec for a typed frame: a ``date`` of times is intraday, of dates daily; it
+    must be what the store holds."""
+    intraday = isinstance(frame.schema.get("date"), pl.Datetime)
+    spec = INTRADAY_BARS if intraday else BARS
+    if store.table("bars") is not None and store.spec("bars") != spec:
+        held = "intraday" if store.spec("bars").intraday else "daily"
+        raise UsageError(
+            f"{store.location}: the store holds {held} bars and these are "
+            f"{'intraday' if intraday else 'daily'} (a date column of "
+            f"{frame.schema.get('date')}); a store keeps bars of one frequency"
+        )
+    return spec
 
 
 def _store_checks(store: Store, spec: TableSpec, typed: pl.DataFrame, kt: datetime) -> list[Check]:
@@ -299,7 +337,8 @@ def _closes_against_dividends(store: Store, typed: pl.DataFrame, kt: datetime) -
     acts = store.scan("corporate_actions", as_of=kt)
     if acts is None:
         return []
-    first_day = mine["date"].min()
+    first = mine["date"].min()
+    first_day = first.date() if isinstance(first, datetime) else first
     divs = (
         acts.filter(
             (pl.col("kind") == "dividend")
@@ -322,7 +361,7 @@ def _closes_against_dividends(store: Store, typed: pl.DataFrame, kt: datetime) -
         ["close"],
         pl.col("instrument").is_in(divs["instrument"].unique().implode()),
         kt,
-        between=(first_day, divs["ex_date"].max()),
+        between=(first, divs["ex_date"].max()),
     ).with_columns(pl.lit(None, pl.Float64).alias(ROW))
     merged = pl.concat(
         [known.join(file_rows, on=["instrument", "date"], how="anti"), file_rows]

@@ -17,6 +17,7 @@ from quarry.data._resolve import read_latest
 from quarry.data._schemas import ALL, BARS
 from quarry.data._steps import last_known
 from quarry.data._store import Store, to_utc
+from quarry.data._times import key_bound, parse_bound
 from quarry.exceptions import DataError, UsageError
 
 __all__ = [
@@ -34,18 +35,9 @@ BAR_FIELDS = tuple(BARS.values)
 Adjust = Literal["raw", "adjusted"]
 
 
-def _as_date(value: date | str | None, what: str) -> date | None:
-    if value is None or isinstance(value, date):
-        return value
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise UsageError(f"{what}: cannot parse date {value!r}; use YYYY-MM-DD") from None
-
-
-def _empty(fields: Sequence[str]) -> pl.DataFrame:
+def _empty(fields: Sequence[str], key: pl.DataType) -> pl.DataFrame:
     return pl.DataFrame(
-        schema={"instrument": pl.String, "date": pl.Date, **dict.fromkeys(fields, pl.Float64)}
+        schema={"instrument": pl.String, "date": key, **dict.fromkeys(fields, pl.Float64)}
     )
 
 
@@ -179,15 +171,15 @@ def members(
 
 def _all_members(store: Store, as_of: datetime | str | None) -> pl.DataFrame:
     when = to_utc(as_of)
-    bars = read_latest(
-        store, BARS, [], None, when, between=(None, when.date()) if when is not None else None
-    )
+    bars = read_latest(store, BARS, [], None, when, between=(None, when) if when else None)
     if bars.height == 0:
         return pl.DataFrame(schema={"instrument": pl.String, "start": pl.Date, "end": pl.Date})
-    last_day = bars["date"].max()
+    # Spans are days, whatever the bars' frequency.
+    day = pl.col("date").cast(pl.Date)
+    last_day = bars.select(day.max()).item()
     return (
         bars.group_by("instrument", maintain_order=True)
-        .agg(pl.col("date").min().alias("start"), pl.col("date").max().alias("end"))
+        .agg(day.min().alias("start"), day.max().alias("end"))
         .with_columns(pl.when(pl.col("end") < last_day).then(pl.col("end")).alias("end"))
     )
 
@@ -268,10 +260,15 @@ def read_bars(
     if adjust not in ("raw", "adjusted"):
         raise UsageError(f"adjust must be raw or adjusted, not {adjust!r}")
     when = to_utc(as_of)
-    start_d, end_d = _as_date(start, "start"), _as_date(end, "end")
-    if store.table("bars") is None:
+    start_d, end_d = (
+        v if v is None or isinstance(v, date) else parse_bound(v, what)
+        for v, what in ((start, "start"), (end, "end"))
+    )
+    dt = store.table("bars")
+    if dt is None:
         store.require()
-        return _empty(fields)
+        return _empty(fields, pl.Date())
+    intraday = store.spec("bars", dt).intraday
     bar_fields = [f for f in fields if f in BAR_FIELDS]
     other = [f for f in fields if f not in BAR_FIELDS]
     if other:
@@ -285,12 +282,9 @@ def read_bars(
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise UsageError(f"unknown field {f!r}{hint} (fields: {', '.join(valid)})")
 
-    # A bar dated after as_of cannot have been known then.
-    last = (
-        min(d for d in (end_d, when.date() if when else None) if d is not None)
-        if (end_d or when)
-        else None
-    )
+    # A bar dated (intraday: timed) after as_of cannot have been known then.
+    ends = [key_bound(end_d, intraday, True), key_bound(when, intraday, True)]
+    last = min((e for e in ends if e is not None), default=None)
     need = set(bar_fields)
     factors: Future[pl.DataFrame] | None = None
     if adjust == "adjusted":

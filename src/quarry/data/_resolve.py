@@ -29,6 +29,7 @@ from quarry.data._order import sort_by_key
 from quarry.data._schemas import DELETED, KT, KT_DTYPE, VERSION, TableSpec
 from quarry.data._steps import locate
 from quarry.data._store import Store, commits_of
+from quarry.data._times import key_bound
 
 __all__ = ["read_latest"]
 
@@ -43,13 +44,19 @@ def read_latest(
 ) -> pl.DataFrame:
     """Rows of ``spec`` known at ``as_of`` (one per key), filtered, in key order.
 
-    ``between`` bounds the second key column (a date range, either end None for open);
-    unlike a predicate it costs nothing on files whose statistics show them fully inside.
+    ``between`` bounds the second key column (a date or time range, either end None for
+    open; a date bounds a time column by the whole day); unlike a predicate it costs nothing
+    on files whose statistics show them fully inside. ``spec`` gives the table: its bars are
+    read as the store keeps them, daily or intraday.
     """
     columns = list(dict.fromkeys([*spec.key, *columns]))
     dt = store.table(spec.name)
     if dt is None:
         return pl.DataFrame(schema={c: spec.schema()[c] for c in columns})
+    spec = store.spec(spec.name, dt)
+    if between is not None:
+        timed = spec.schema()[spec.key[1]] != pl.Date
+        between = (key_bound(between[0], timed, False), key_bound(between[1], timed, True))
     fast = _fast_path(store, spec, dt, columns, predicate, as_of, between)
     if fast is not None:
         return fast
@@ -95,7 +102,7 @@ def _files(store: Store, spec: TableSpec, dt: DeltaTable, as_of: datetime | None
         pl.col(f"min.{k0}").alias("lo"),
         pl.col(f"max.{k0}").alias("hi"),
         pl.col(f"min.{k1}").alias("lo1"),
-        pl.col(f"max.{k1}").alias("hi1"),
+        _widened(pl.col(f"max.{k1}"), spec.schema()[k1]).alias("hi1"),
         # Delta keeps times to the millisecond, rounded down: the bounds are widened to hold
         # every row's own time (so kt is at or before the first, kt_hi after the last).
         pl.col(f"min.{KT}").cast(KT_DTYPE).alias("kt"),
@@ -105,6 +112,12 @@ def _files(store: Store, spec: TableSpec, dt: DeltaTable, as_of: datetime | None
     if as_of is not None:
         files = files.filter(pl.col("kt") <= as_of)
     return files
+
+
+def _widened(bound: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """An upper bound from Delta's statistics, which keep times to the millisecond, rounded
+    down: widened to hold every row's own time."""
+    return bound + pl.duration(milliseconds=1) if isinstance(dtype, pl.Datetime) else bound
 
 
 def _fast_path(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -9,7 +10,9 @@ import polars as pl
 
 __all__ = [
     "ALL",
+    "BAR_TIME",
     "DELETED",
+    "INTRADAY_BARS",
     "KT",
     "TABLES",
     "VERSION",
@@ -26,6 +29,8 @@ VERSION = "_version"
 # A retraction ("this key no longer holds") is a row of its own, so it is history too.
 DELETED = "_deleted"
 KT_DTYPE = pl.Datetime("us", "UTC")
+# The key of intraday bars: the time the bar closed, in UTC (daily bars key on their date).
+BAR_TIME = pl.Datetime("us", "UTC")
 # The built-in universe of every instrument in a store; no stored universe may take its name.
 ALL = "all"
 
@@ -63,6 +68,11 @@ class TableSpec:
     snapshot_by: tuple[str, ...] = ()
     # (column, column whose value it takes when empty)
     defaults: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def intraday(self) -> bool:
+        """Whether this is the spec of intraday bars (keyed by time, not date)."""
+        return self.name == "bars" and self.schema()["date"] == BAR_TIME
 
     @property
     def names(self) -> list[str]:
@@ -117,6 +127,16 @@ BARS = TableSpec(
         Column("factor", pl.Float64, required=False, nullable=True, positive=True),
     ),
     key=("instrument", "date"),
+)
+
+# A store holds bars of one frequency. Intraday bars (1 s, 1 min, 5 min, ...) keep the column
+# name ``date`` so that every reader, the features and the models take them unchanged; the
+# value is the bar's time. The first bars a store gets decide which it holds.
+INTRADAY_BARS = dataclasses.replace(
+    BARS,
+    columns=tuple(
+        dataclasses.replace(c, dtype=BAR_TIME) if c.name == "date" else c for c in BARS.columns
+    ),
 )
 
 INSTRUMENTS = TableSpec(

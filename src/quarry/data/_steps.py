@@ -30,9 +30,19 @@ class Lookup:
     covered: np.ndarray
 
 
-def _days(s: pl.Series) -> np.ndarray:
-    days: np.ndarray = s.cast(pl.Date).to_physical().to_numpy()
-    return days
+def _ticks(a: pl.Series, b: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Two date or time columns on one integer line: days when both are dates, else
+    microseconds since the epoch in UTC with a date at its midnight, so that a step dated D
+    (an ex-date, a publication date) holds from the first intraday bar of day D on."""
+    if a.dtype == pl.Date and b.dtype == pl.Date:
+        return a.to_physical().to_numpy(), b.to_physical().to_numpy()
+    return _micros(a), _micros(b)
+
+
+def _micros(s: pl.Series) -> np.ndarray:
+    zone = s.dtype.time_zone if isinstance(s.dtype, pl.Datetime) else "UTC"
+    micros: np.ndarray = s.cast(pl.Datetime("us", zone)).to_physical().to_numpy()
+    return micros
 
 
 def _blocks(big: pl.Series, small: pl.Series) -> Iterator[tuple[int, int, int, int]]:
@@ -59,14 +69,15 @@ def last_known(
     """For each row of ``left``, the ``values`` of the last ``right`` row of the same
     instrument whose ``right_on`` is on or before (``strict``: before) its ``left_on``.
 
-    Both frames must be sorted by instrument, then their date column.
+    Both frames must be sorted by instrument, then their date (or time) column; a date on
+    one side and a time on the other compare as the date's midnight, UTC.
     """
     n = left.height
     out = {v: np.full(n, np.nan) for v in values}
     covered = np.zeros(n, dtype=bool)
     if n == 0 or right.height == 0:
         return Lookup(out, covered)
-    ldays, rdays = _days(left[left_on]), _days(right[right_on])
+    ldays, rdays = _ticks(left[left_on], right[right_on])
     rvals = {v: right[v].cast(pl.Float64).fill_null(np.nan).to_numpy() for v in values}
     side: Literal["left", "right"] = "left" if strict else "right"
     for a, b, lo, hi in _blocks(left["instrument"], right["instrument"]):
@@ -84,7 +95,7 @@ def locate(
     big: pl.DataFrame, small: pl.DataFrame, k0: str = "instrument", k1: str = "date"
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each row of ``small``: its insertion position in ``big`` and whether ``big`` has
-    a row with exactly its key. Both frames must be sorted by (k0, k1); k1 is a date.
+    a row with exactly its key. Both frames must be sorted by (k0, k1); k1 is a date or time.
 
     Positions are non-decreasing in ``small``'s order, so inserting every missing row at its
     position (ties in order) keeps the result sorted.
@@ -93,7 +104,7 @@ def locate(
     found = np.zeros(small.height, dtype=bool)
     if small.height == 0:
         return pos, found
-    bdays, sdays = _days(big[k1]), _days(small[k1])
+    bdays, sdays = _ticks(big[k1], small[k1])
     for a, b, lo, hi in _blocks(big[k0], small[k0]):
         seg, want = bdays[lo:hi], sdays[a:b]
         j = np.searchsorted(seg, want)

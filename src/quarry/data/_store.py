@@ -23,7 +23,16 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 
 from quarry.data._location import Location, parse_location
 from quarry.data._order import sort_by_key
-from quarry.data._schemas import DELETED, KT, KT_DTYPE, TABLES, VERSION, TableSpec, table_spec
+from quarry.data._schemas import (
+    DELETED,
+    INTRADAY_BARS,
+    KT,
+    KT_DTYPE,
+    TABLES,
+    VERSION,
+    TableSpec,
+    table_spec,
+)
 from quarry.exceptions import ConflictError, DataError, StoreNotFoundError
 
 __all__ = ["Commit", "Store", "commits_of", "to_utc"]
@@ -132,6 +141,17 @@ class Store:
             raise DataError(
                 f"{self.location.child(spec.name)}: cannot open table: {first}"
             ) from exc
+
+    def spec(self, name: str, dt: DeltaTable | None = None) -> TableSpec:
+        """A table's spec as this store keeps it: its bars are daily or intraday, as the first
+        bars committed to it made them."""
+        spec = table_spec(name)
+        if spec.name != "bars":
+            return spec
+        dt = dt if dt is not None else self.table("bars")
+        if dt is not None and _timestamp(dt, "date"):
+            return INTRADAY_BARS
+        return spec
 
     def exists(self) -> bool:
         """Whether any table of the store has a commit."""
@@ -272,10 +292,10 @@ class Store:
         general (several commits cover the same instruments); ``read_latest`` in
         ``_resolve.py`` gives key order cheaply.
         """
-        spec = table_spec(name)
-        dt = dt if dt is not None else self.table(spec.name)
+        dt = dt if dt is not None else self.table(name)
         if dt is None:
             return None
+        spec = self.spec(name, dt)
         uris = dt.file_uris()
         if not uris:
             return pl.LazyFrame(schema=spec.stored_schema())
@@ -349,6 +369,12 @@ class Store:
             if dt is not None:
                 out.extend(commits_of(table, dt))
         return sorted(out, key=lambda c: (c.committed_at, c.table, c.version))
+
+
+def _timestamp(dt: DeltaTable, column: str) -> bool:
+    """Whether a Delta table's column holds timestamps."""
+    field = next((f for f in dt.schema().fields if f.name == column), None)
+    return field is not None and str(getattr(field.type, "type", "")).startswith("timestamp")
 
 
 def _arrow_schema(spec: TableSpec) -> pa.Schema:

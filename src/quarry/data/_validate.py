@@ -9,7 +9,8 @@ from pathlib import Path
 
 import polars as pl
 
-from quarry.data._schemas import TableSpec
+from quarry.data._schemas import BAR_TIME, TableSpec
+from quarry.data._times import TIME_HINT, parse_times
 from quarry.exceptions import BadInputError, DataError
 
 __all__ = ["ROW", "Check", "Checked", "check_frame", "read_input"]
@@ -18,7 +19,11 @@ ROW = "_row"
 _DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d", "%Y/%m/%d")
 _MAX_SHOWN = 60  # an offending value is cut to this many characters in a message
 _MAX_LINES = 5  # line numbers listed per kind of problem
-_UNPARSED = {"Float64": "not a number", "Date": "unparseable date"}
+_UNPARSED = {
+    "Float64": "not a number",
+    "Date": "unparseable date",
+    str(BAR_TIME): f"unparseable time (intraday bars need one: {TIME_HINT})",
+}
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,13 @@ def _parse(name: str, source: pl.DataType, target: type[pl.DataType] | pl.DataTy
     if source == pl.String:
         col = col.str.strip_chars()
         col = pl.when(col == "").then(None).otherwise(col)
+    if target == BAR_TIME:
+        if source == pl.String:
+            return parse_times(col)
+        if isinstance(source, pl.Datetime):  # a timestamp without a zone is UTC
+            zoned = col.dt.replace_time_zone("UTC") if source.time_zone is None else col
+            return zoned.dt.convert_time_zone("UTC").cast(BAR_TIME)
+        return pl.lit(None, BAR_TIME)  # a date or a number is not a bar's time
     if target == pl.Date:
         if source == pl.String:
             return pl.coalesce([col.str.to_date(f, strict=False) for f in _DATE_FORMATS])
@@ -144,11 +156,11 @@ def _cross_checks(spec: TableSpec, knowledge_time: datetime | None) -> list[Chec
         if spec.name == "bars":
             out.append(
                 Check(
-                    f"dated after the knowledge time {when}",
+                    f"{'timed' if spec.intraday else 'dated'} after the knowledge time {when}",
                     "date",
-                    c("date") > day,
-                    "a bar cannot be known before its day: give the --knowledge-time when the "
-                    "file was delivered, or fix the date",
+                    c("date") > (knowledge_time if spec.intraday else day),
+                    f"a bar cannot be known before its {'time' if spec.intraday else 'day'}: "
+                    "give the --knowledge-time when the file was delivered, or fix the date",
                 )
             )
         if spec.name == "fundamentals":

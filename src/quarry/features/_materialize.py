@@ -148,10 +148,14 @@ def _lay_out(
     del frame  # the panels hold everything from here on
     emit = grid.present.copy()
     days = grid.calendar
+    from quarry.data import key_bound
+
+    # A date bounds intraday bars by its whole day; a time bounds daily bars by its day.
+    timed = days.dtype != pl.Date
     if start is not None:
-        emit[:, (days < start).to_numpy()] = False
+        emit[:, (days < key_bound(start, timed, False)).to_numpy()] = False
     if end is not None:
-        emit[:, (days > end).to_numpy()] = False
+        emit[:, (days > key_bound(end, timed, True)).to_numpy()] = False
     if universe is not None:
         if isinstance(source, pl.DataFrame):
             raise DataError("a universe needs a store to read its members from")
