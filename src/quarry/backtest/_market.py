@@ -105,8 +105,10 @@ def _history_start(store: Store, first: date, days: int, as_of: datetime | str |
     there is: a window of calendar days first, then, if it holds too few (a gap in the
     data, a short history), everything before ``first``."""
     window = first - timedelta(days=int(days * 1.5) + 10)
+    # the bar before the first: the day before it, or for intraday bars the moment before
+    before = first - (timedelta(microseconds=1) if isinstance(first, datetime) else timedelta(1))
     for start in (window, None):
-        bars = read_bars(store, ["close"], start=start, end=first - timedelta(days=1), as_of=as_of)
+        bars = read_bars(store, ["close"], start=start, end=before, as_of=as_of)
         calendar = bars["date"].unique().sort()
         if calendar.len() >= days:
             out = calendar[-days]
@@ -129,10 +131,11 @@ def _held_until(
     lf = store.scan("instruments", as_of=as_of)
     if lf is None:
         return last
+    last_day = end.date() if isinstance(end, datetime) else end
     listed = (
         lf.group_by("instrument")
         .agg(pl.col("delist_date").max().alias("delisted"))
-        .filter(pl.col("delisted").is_null() | (pl.col("delisted") > end))
+        .filter(pl.col("delisted").is_null() | (pl.col("delisted") > last_day))
         .select("instrument")
         .collect()["instrument"]
     )
@@ -169,6 +172,9 @@ def _align(
     signal = check_signal(signal, source)
     first, last = signal["date"].min(), signal["date"].max()
     assert isinstance(first, date) and isinstance(last, date)
+    signal = _on_store_frequency(store, signal, source)
+    first, last = signal["date"].min(), signal["date"].max()
+    assert isinstance(first, date) and isinstance(last, date)
     start = _history_start(store, first, history, as_of) if history > 0 else first
     fields = list(dict.fromkeys([deal_price, "close", "volume"]))
     bars = read_bars(store, fields, start=start, as_of=as_of, adjust="adjusted")
@@ -186,7 +192,7 @@ def _align(
 
     names = instruments.cast(pl.String)
     enum = pl.Enum(names)
-    calendar = dates.cast(pl.Date).to_physical().to_numpy().astype(np.int64)
+    calendar = _numbers(dates, dates)
     # Day numbers to grid rows by one lookup table over the calendar's span (a binary
     # search per row took seconds at 16,000 instruments); -1 off the calendar.
     row_of = np.full(int(calendar[-1] - calendar[0]) + 1, -1, dtype=np.int64)
@@ -203,9 +209,7 @@ def _align(
         ``read_bars`` gives them). Days map by a lookup table, in one compiled pass: numpy's
         temporaries of 40M rows cost more in page faults than the arithmetic."""
         codes = codes_of(frame) if codes is None else codes
-        days = frame["date"].cast(pl.Date).to_physical()
-        if days.null_count():
-            days = days.fill_null(-(2**31))
+        days = pl.Series(_numbers(frame["date"], dates))
         # an unknown instrument is null: past the last column, so off the grid
         return _flat_positions(
             days.to_numpy(), codes.fill_null(shape[1]).to_numpy(), row_of, int(calendar[0]),
@@ -290,6 +294,40 @@ def _align(
         coverage=coverage,
         notes=tuple(notes),
     )
+
+
+def _numbers(column: pl.Series, dates: pl.Series) -> np.ndarray:
+    """Numbers that order a column's days as the grid's calendar ``dates`` does: day numbers
+    for daily bars; for intraday bars, each time's row in the calendar (a time not on it, or
+    none, gets a number no row has)."""
+    off = -(2**31)
+    if dates.dtype == pl.Date:
+        return column.cast(pl.Date).to_physical().fill_null(off).to_numpy().astype(np.int64)
+    at = dates.search_sorted(column.fill_null(dates[0])).to_numpy().astype(np.int64)
+    inside = at < dates.len()
+    found = np.zeros(at.size, dtype=bool)
+    found[inside] = (
+        (dates.gather(at[inside]) == column.filter(pl.Series(inside))).fill_null(False).to_numpy()
+    )
+    return np.where(found, at, off)
+
+
+def _on_store_frequency(store: Store, signal: pl.DataFrame, source: str) -> pl.DataFrame:
+    """The signal dated as the store's bars: times on a store of days are their days (a
+    model's predictions stamped at the close, say); days on a store of times are refused, as
+    a day is not one of its bars."""
+    timed = signal["date"].dtype != pl.Date
+    intraday = store.spec("bars").intraday
+    if timed and not intraday:
+        return signal.with_columns(pl.col("date").dt.date())
+    if intraday and not timed:
+        raise UsageError(
+            f"{source}: its scores are dated by {'time' if timed else 'day'} "
+            f"(first {signal['date'].min()!s}) and {store.location} holds "
+            f"{'intraday' if intraday else 'daily'} bars; give a signal of the store's "
+            "frequency"
+        )
+    return signal
 
 
 def _refuse_two_scores(
@@ -401,7 +439,7 @@ def index_returns(
     """Daily returns on the grid's dates of an index stored as the bars of instrument
     ``name`` (its close is the index level): close to close, a missing day carrying the last
     level forward, 0 on the first day."""
-    calendar = pl.Series("date", dates, dtype=pl.Date)
+    calendar = pl.Series("date", dates)  # days, or times for intraday bars
     first, last = calendar.min(), calendar.max()
     assert isinstance(first, date) and isinstance(last, date)
     bars = read_bars(store, ["close"], start=first, end=last, as_of=as_of, adjust="adjusted",
@@ -453,7 +491,8 @@ def industry_codes(
     codes = np.full(grid.scores.shape, -1, dtype=np.int16)
     if table.height == 0:
         return codes, names
-    calendar = pl.Series(grid.dates, dtype=pl.Date).to_physical().to_numpy()
+    # classifications hold by day, whatever the bars' frequency
+    calendar = pl.Series(grid.dates).cast(pl.Date).to_physical().to_numpy()
     position = {name: i for i, name in enumerate(grid.instruments)}
     code = {name: k for k, name in enumerate(names)}
     start = np.searchsorted(calendar, table["valid_from"].to_physical().to_numpy())

@@ -128,7 +128,7 @@ def _active(returns: npt.ArrayLike, benchmark: npt.ArrayLike) -> FloatArray:
 # -- building blocks (on present values) ------------------------------------------------------
 
 
-def _annualized_return(r: FloatArray) -> float:
+def _annualized_return(r: FloatArray, periods: float = PERIODS_PER_YEAR) -> float:
     if r.size == 0:
         return math.nan
     # Overflow gives inf, as in empyrical, but without its warning.
@@ -136,7 +136,7 @@ def _annualized_return(r: FloatArray) -> float:
         growth = np.prod(1.0 + r)
         if growth < 0:  # a return below -100%: no real root
             return math.nan
-        return float(growth ** (PERIODS_PER_YEAR / r.size) - 1.0)
+        return float(growth ** (periods / r.size) - 1.0)
 
 
 def _std(r: FloatArray) -> float:
@@ -149,7 +149,7 @@ def _std(r: FloatArray) -> float:
     return float(r.std(ddof=1))
 
 
-def _ratio(r: FloatArray) -> float:
+def _ratio(r: FloatArray, periods: float = PERIODS_PER_YEAR) -> float:
     """The annualized mean over standard deviation: +-inf or NaN (0 / 0) without dispersion."""
     std = _std(r)
     if math.isnan(std):
@@ -157,7 +157,7 @@ def _ratio(r: FloatArray) -> float:
     mean = float(r.mean())
     if std == 0:
         return math.copysign(math.inf, mean) if mean != 0 else math.nan
-    return mean / std * math.sqrt(PERIODS_PER_YEAR)
+    return mean / std * math.sqrt(periods)
 
 
 def _max_drawdown(r: FloatArray) -> float:
@@ -168,11 +168,11 @@ def _max_drawdown(r: FloatArray) -> float:
     return float(((wealth - peak) / peak).min())
 
 
-def _calmar(r: FloatArray) -> float:
+def _calmar(r: FloatArray, periods: float = PERIODS_PER_YEAR) -> float:
     drawdown = _max_drawdown(r)
     if not drawdown < 0:
         return math.nan
-    value = _annualized_return(r) / -drawdown
+    value = _annualized_return(r, periods) / -drawdown
     return value if math.isfinite(value) else math.nan
 
 
@@ -281,18 +281,18 @@ def hit_rate(returns: npt.ArrayLike) -> float:
     return _hit_rate(_present(returns))
 
 
-def _metrics(r: FloatArray, b: FloatArray, mean_turnover: float) -> ReturnMetrics:
+def _metrics(r: FloatArray, b: FloatArray, mean_turnover: float, periods: float) -> ReturnMetrics:
     present = r[~np.isnan(r)]
     active = (r - b)[~np.isnan(r - b)]
     return {
-        "annualized_return": _annualized_return(present),
-        "annualized_volatility": _std(present) * math.sqrt(PERIODS_PER_YEAR),
-        "sharpe": _ratio(present),
+        "annualized_return": _annualized_return(present, periods),
+        "annualized_volatility": _std(present) * math.sqrt(periods),
+        "sharpe": _ratio(present, periods),
         "max_drawdown": _max_drawdown(present),
-        "excess_annualized_return": _annualized_return(active),
-        "information_ratio": _ratio(active),
+        "excess_annualized_return": _annualized_return(active, periods),
+        "information_ratio": _ratio(active, periods),
         "turnover": mean_turnover,
-        "calmar": _calmar(present),
+        "calmar": _calmar(present, periods),
         "hit_rate": _hit_rate(present),
     }
 
@@ -302,6 +302,7 @@ def summary(
     gross: npt.ArrayLike,
     benchmark: npt.ArrayLike,
     turnover: npt.ArrayLike,
+    periods_per_year: float = PERIODS_PER_YEAR,
 ) -> BacktestMetrics:
     """Every metric of a backtest, shaped as its ``metrics.json``.
 
@@ -314,6 +315,8 @@ def summary(
     turnover
         Daily turnover; its mean over the days with a value is reported (NaN for none).
         Costs do not change it, so ``gross`` repeats it.
+    periods_per_year
+        Returns a year: 252 days, or for intraday bars 252 times the bars of a session.
 
     Returns
     -------
@@ -338,5 +341,5 @@ def summary(
             f"have {n.size}, {g.size} and {b.size} values"
         )
     mean_turnover = _mean(_present(turnover, "turnover"))
-    net_metrics = _metrics(n, b, mean_turnover)
-    return {**net_metrics, "gross": _metrics(g, b, mean_turnover)}
+    net_metrics = _metrics(n, b, mean_turnover, periods_per_year)
+    return {**net_metrics, "gross": _metrics(g, b, mean_turnover, periods_per_year)}

@@ -42,7 +42,7 @@ from quarry._json import dumps
 from quarry._memory import in_row_blocks
 from quarry.backtest._engine import BacktestConfig, Simulation
 from quarry.backtest._market import Aligned, Coverage, align, index_returns, industry_codes
-from quarry.backtest._metrics import summary
+from quarry.backtest._metrics import PERIODS_PER_YEAR, summary
 from quarry.backtest._result import BacktestResult
 from quarry.backtest._topk_engine import simulate_topk
 from quarry.data import Store
@@ -269,7 +269,7 @@ def _exposure(
         day[known] * k + code[known], weight[known], minlength=days * k
     ).reshape(days, k)
     frame = {
-        "date": np.repeat(np.asarray(grid.dates, dtype="datetime64[D]"), k),
+        "date": pl.Series("date", grid.dates).gather(np.repeat(np.arange(days), k)),
         "industry": np.tile(np.asarray(names, dtype=object), days),
         "portfolio": portfolio.ravel(),
     }
@@ -283,7 +283,6 @@ def _exposure(
         frame["benchmark"] = np.full(days * k, np.nan)
     out = pl.DataFrame(frame, schema_overrides={"industry": pl.String})
     return out.slice(k).with_columns(  # from day 1, as the returns (see ``_frames``)
-        pl.col("date").cast(pl.Date),
         (pl.col("portfolio") - pl.col("benchmark")).alias("active"),
     )
 
@@ -372,10 +371,14 @@ def _frames(
         },
         schema_overrides={"side": pl.String, "status": pl.String},
     ).sort("date", "instrument", maintain_order=True)
+    periods = periods_per_year(dates)
     metrics: dict[str, Any] = dict(
         summary(returns["return_net"], returns["return_gross"], returns["benchmark"],
-                returns["turnover"])
+                returns["turnover"], periods_per_year=periods)
     )  # fmt: skip
+    metrics["periods_per_year"] = periods
+    # "days" in the metrics' names count bars of the signal's frequency
+    metrics["frequency"] = "daily" if dates.dtype == pl.Date else "intraday"
     status = orders["status"]
     filled = int((status == "filled").sum())
     suspended, limit = int((status == "suspended").sum()), int((status == "limit").sum())
@@ -396,6 +399,21 @@ def _frames(
     return BacktestResult(metrics, returns, positions, orders)
 
 
+def periods_per_year(dates: pl.Series) -> float:
+    """Returns a year: 252 for daily bars; for intraday bars 252 sessions of the most common
+    number of bars a day (a half day or a gap does not shorten the year)."""
+    if dates.dtype == pl.Date or dates.len() == 0:
+        return float(PERIODS_PER_YEAR)
+    per_day = dates.dt.date().value_counts()["count"].mode().max()
+    assert isinstance(per_day, int)
+    return float(PERIODS_PER_YEAR * per_day)
+
+
+def _unit(metrics: dict[str, Any]) -> str:
+    """What one row of the returns is: a day, or a bar of intraday bars."""
+    return "bar" if metrics.get("frequency") == "intraday" else "day"
+
+
 def _notes(grid: Aligned, result: BacktestResult) -> list[str]:
     """The market's notes, and the days in cash before the first position (a signal
     without scores on its first days, say): they count in the figures."""
@@ -404,9 +422,10 @@ def _notes(grid: Aligned, result: BacktestResult) -> list[str]:
     lead = m["days_before_first_position"]
     if m["traded"] and lead:
         first = result.returns["date"][lead]
+        unit = _unit(m)
         out.append(
-            f"the first position was taken on {first}, {lead:,} days after the first trading "
-            "day; those days count in the figures as days in cash"
+            f"the first position was taken on {first}, {lead:,} {unit}s after the first trading "
+            f"{unit}; those {unit}s count in the figures as {unit}s in cash"
         )
     return out
 
@@ -442,10 +461,11 @@ def _warnings(grid: Aligned, result: BacktestResult, source: str) -> list[str]:
         held = set(result.positions["date"].unique().to_list())
         dates = result.returns["date"].to_list()[lead:]
         first = next(d for d in dates if d not in held)
+        unit = _unit(m)
         out.append(
-            f"{later:,} of the {m['days'] - lead:,} days from the first position on ended "
+            f"{later:,} of the {m['days'] - lead:,} {unit}s from the first position on ended "
             f"without one (the first on {first}); they count in the return and Sharpe as "
-            "days in cash"
+            f"{unit}s in cash"
         )
     return out
 

@@ -2,8 +2,8 @@
 
 A signal is a table of ``instrument``, ``date`` and ``score`` (other columns are ignored).
 ``load_signal`` reads one from a Parquet or CSV file; ``check_signal`` turns any frame into
-the canonical shape (instrument text, date a ``Date``, score ``Float64``) or says, in one
-line naming the source and the column, what is wrong with it:
+the canonical shape (instrument text, date a ``Date`` or for intraday bars a UTC time, score
+``Float64``) or says, in one line naming the source and the column, what is wrong with it:
 
 - ``instrument``: text, or whole numbers (read as text: they then have to match the store's
   ids as written); never missing.
@@ -104,7 +104,8 @@ def check_signal(frame: pl.DataFrame, source: str = "the signal") -> pl.DataFram
     Returns
     -------
     pl.DataFrame
-        instrument (String), date (Date), score (Float64, NaN as null), in ``frame``'s order.
+        instrument (String), date (Date, or a UTC Datetime when the signal has times of
+        day), score (Float64, NaN as null), in ``frame``'s order.
 
     Raises
     ------
@@ -145,11 +146,29 @@ def _instrument(frame: pl.DataFrame, source: str) -> pl.Series:
 
 
 def _date(frame: pl.DataFrame, source: str) -> pl.Series:
+    """Dates; or, for intraday bars, times (UTC): a column with any time of day."""
+    from quarry.data import first_timed, parse_times
+
     s = frame["date"]
     if s.dtype == pl.Date:
         return s
+    timed = first_timed(s)
     if isinstance(s.dtype, pl.Datetime):
-        return s.dt.date()
+        if timed is None:
+            return s.dt.date()
+        zoned = s.dt.replace_time_zone("UTC") if s.dtype.time_zone is None else s
+        return zoned.dt.convert_time_zone("UTC").cast(pl.Datetime("us", "UTC")).alias("date")
+    if s.dtype == pl.String and timed is not None:
+        times = pl.select(parse_times(pl.lit(s))).to_series()
+        bad = s.is_not_null() & times.is_null()
+        if bad.any():
+            row, value = _first_bad(frame, bad, "date")
+            raise UsageError(
+                f"{source}: column date, row {row}: {value!r} is not a time ({int(bad.sum()):,} "
+                "such rows; the signal has times of day, so every row needs one); write times "
+                "as YYYY-MM-DDTHH:MM[:SS][+HH:MM]"
+            )
+        return times.alias("date")
     if s.dtype == pl.String:
         text = s.str.strip_chars()
         iso = text.str.contains(_ISO)

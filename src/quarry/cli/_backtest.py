@@ -180,6 +180,7 @@ def backtest_cmd(
     console.print(
         f"annualized return {pct('annualized_return')} (gross "
         f"{m['gross']['annualized_return']:.2%}), excess {pct('excess_annualized_return')}, "
-        f"max drawdown {pct('max_drawdown')}, turnover {pct('turnover')} a day"
+        f"max drawdown {pct('max_drawdown')}, turnover {pct('turnover')} a "
+        + ("bar" if m.get("frequency") == "intraday" else "day")
     )
     console.print(f"wrote {out}" + (f" (report: {shown})" if shown else " (no report)"))

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from quarry.data._schemas import TABLES, TableSpec, table_spec
     from quarry.data._store import Commit, Store
     from quarry.data._synthetic import GenerateSummary, generate
-    from quarry.data._times import key_bound, parse_bound, parse_times
+    from quarry.data._times import first_timed, key_bound, parse_bound, parse_times
 
 # each submodule and the public names it defines
 _MODULES = {
@@ -39,7 +39,7 @@ _MODULES = {
     "_schemas": "TABLES TableSpec table_spec",
     "_store": "Commit Store",
     "_synthetic": "GenerateSummary generate",
-    "_times": "key_bound parse_bound parse_times",
+    "_times": "first_timed key_bound parse_bound parse_times",
 }
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "TableSpec",
     "adjustment_factors",
     "check_health",
+    "first_timed",
     "fundamental_fields",
     "generate",
     "industries",

@@ -39,10 +39,15 @@ def parse_times(text: pl.Expr) -> pl.Expr:
 
 
 def first_timed(column: pl.Series) -> int | None:
-    """The index of the column's first value with a time of day (text with one, or a
-    timestamp not at midnight), or None: it then holds days."""
+    """The index of the column's first value with a time of day other than midnight (text or
+    a timestamp), or None: it then holds days, as vendors write days as midnights too."""
     if column.dtype == pl.String:
-        found = column.str.contains(_TIMED).fill_null(False)
+        timed = column.str.contains(_TIMED).fill_null(False)
+        if not timed.any():
+            return None
+        times = pl.select(parse_times(pl.lit(column))).to_series()
+        # text with a time that does not parse counts too: it is reported where it is read
+        found = timed & (times.is_null() | (times.dt.time() != time(0))).fill_null(True)
     elif isinstance(column.dtype, pl.Datetime):
         found = (column.dt.time() != time(0)).fill_null(False)
     else:
