@@ -3,6 +3,7 @@ and a model registered at its champion for the streams to score with."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from quarry.data import Store, generate
 from quarry.features import DEFAULT_LABEL, CSZScoreNorm, Fillna, Pipeline, materialize
 from quarry.models import Recipe, Segments, train
 from quarry.stream import Broker, connect
+from quarry.stream._brokers import Message
 from quarry.tracking import register, set_alias
 
 BROKER_URLS = {
@@ -28,6 +30,23 @@ FEATURES = {
     "VOL10": "Std($close / Ref($close, 1), 10)",
     "VMA5": "$volume / Mean($volume, 5)",
 }
+
+
+def drain(broker: Broker, subject: str, at_least: int = 0) -> list[Message]:
+    """Every message on ``subject``, acknowledged, through a consumer of its own: fetched a
+    few at a time until ``at_least`` are in (a fetch that finds nothing under load is not the
+    end; a minute at most), then until a fetch finds nothing more, so that extras (a message
+    published twice, say) are caught too."""
+    sub = broker.subscribe(subject, "check")
+    out: list[Message] = []
+    deadline = time.monotonic() + 60.0
+    while True:
+        batch = sub.fetch(16, 1.0)
+        for m in batch:
+            m.ack()
+        out.extend(batch)
+        if not batch and (len(out) >= at_least or time.monotonic() > deadline):
+            return out
 
 
 @dataclass

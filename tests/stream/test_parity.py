@@ -15,23 +15,12 @@ from quarry.data._minute_bars import minute_bars
 from quarry.features import alpha158, compute
 from quarry.stream import Broker, StreamConfig, StreamRunner, replay
 from tests.features.test_online import parity_failures
-from tests.stream.conftest import BROKER_URLS, Subjects, open_broker
+from tests.stream.conftest import BROKER_URLS, Subjects, drain, open_broker
 
 
 @pytest.fixture(params=["nats", "redis"])
 def real_broker(request: pytest.FixtureRequest, subjects: Subjects) -> Iterator[Broker]:
     yield from open_broker(request.param, subjects)
-
-
-def read_all(broker: Broker, subject: str) -> list[pl.DataFrame]:
-    sub = broker.subscribe(subject, "check")
-    frames = []
-    while batch := sub.fetch(256, 1.0):
-        for m in batch:
-            table = ipc.open_stream(io.BytesIO(m.data)).read_all()
-            frames.append(pl.from_arrow(table))
-            m.ack()
-    return frames  # type: ignore[return-value]
 
 
 def test_alpha158_through_the_stream_equals_batch(
@@ -48,7 +37,9 @@ def test_alpha158_through_the_stream_equals_batch(
     health = StreamRunner(config, broker=real_broker).run(idle_exit=1.0)
     assert health.bars == bars["date"].n_unique()
     assert health.dead_letters == 0
-    online = pl.concat(read_all(real_broker, subjects.features))
+    published = drain(real_broker, subjects.features, at_least=health.bars)
+    tables = [ipc.open_stream(io.BytesIO(m.data)).read_all() for m in published]
+    online = pl.concat(pl.DataFrame(t) for t in tables)
     assert online.height == bars.height
     features = alpha158()
     assert parity_failures(compute(bars, features), online, list(features)) == []

@@ -725,14 +725,19 @@ def write_report(result: BacktestResult, path: Path, *, png: bool = False) -> li
                 "rebalances did not solve as posed and took a fallback: see "
                 "<a href='#decisions'>Optimizer decisions</a>.</p>"
             )
+    year = (
+        f"{result.metrics['periods_per_year']:,.0f} bars a year: 252 sessions of intraday bars"
+        if result.metrics.get("frequency") == "intraday"
+        else "252 days a year"
+    )
     sections.append(
         _section(
             "Performance",
-            "Daily figures over the days of returns.parquet: from the first trading day (the "
-            "market day after the first signal date, whose scores trade then) to the last; a "
-            "day in cash counts as a 0% day. Net is after trading costs. empyrical's "
-            "definitions (252 days a year, no risk-free rate) on that file's return_net give "
-            "these figures.",
+            "Figures over the rows of returns.parquet, a day (or an intraday bar) each: from "
+            "the first trading day (the market day after the first signal date, whose scores "
+            "trade then) to the last; a day in cash counts as a 0% day. Net is after trading "
+            f"costs. empyrical's definitions ({year}, no risk-free rate) on that file's "
+            "return_net give these figures.",
             _metrics_table(result.metrics),
         )
     )
