@@ -21,7 +21,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import empyrical
@@ -271,6 +271,35 @@ def check_models(ran: Ran, root: Path) -> None:
     assert "champion" in ran.stdout and "gate" in ran.stdout, ran.stdout  # who moved it
 
 
+def check_minutes(ran: Ran, root: Path) -> None:
+    # the vendor's New York times are stored in UTC: the read's five minutes are the file's
+    vendor = pl.read_csv(REPO / "examples" / "data" / "minute_bars.csv").with_columns(
+        pl.col("date").str.to_datetime(time_zone="UTC")
+    )
+    start = datetime.fromisoformat(ran.block.option("start")[0])
+    end = datetime.fromisoformat(ran.block.option("end")[0])
+    read = pl.read_parquet(root / ran.block.option("out")[0])
+    want = vendor.filter(pl.col("date").is_between(start, end)).sort("instrument", "date")
+    assert read.height == want.height > 0
+    assert read["date"].to_list() == want["date"].to_list()
+    signal = pl.read_parquet(root / ran.block.option("out")[1])
+    assert signal.schema["date"] == pl.Datetime("us", "UTC")
+    assert signal["date"].min() >= datetime.fromisoformat(ran.block.option("start")[1])
+    out = root / ran.block.option("out")[2]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["frequency"] == "intraday" and metrics["traded"], metrics
+    bars_a_day = vendor.group_by(pl.col("date").dt.date().alias("day")).agg(
+        pl.col("date").n_unique()
+    )
+    assert metrics["periods_per_year"] == 252 * bars_a_day["date"].max()
+    net = pl.read_parquet(out / "returns.parquet")["return_net"].to_numpy()
+    periods = metrics["periods_per_year"]
+    assert metrics["annualized_return"] == pytest.approx(
+        empyrical.annual_return(net, annualization=periods)
+    )
+    assert metrics["sharpe"] == pytest.approx(empyrical.sharpe_ratio(net, annualization=periods))
+
+
 def check_stream(ran: Ran, root: Path) -> None:
     health = json.loads(ran.stdout[ran.stdout.index("{") :])
     days = 87  # the demo market's trading days from 2020-03-02 to 2020-06-30
@@ -287,12 +316,13 @@ def check_stream(ran: Ran, root: Path) -> None:
 
 Check = Callable[[Ran, Path], None]
 CHECKS: dict[str, Check] = {  # a block is recognised by what it runs
-    "quarry data read ": check_data,
-    "quarry features compute ": check_features,
+    "quarry data read --store ./store ": check_data,
+    "quarry features compute --store ./store ": check_features,
     "quarry train ": check_train,
     "quarry search ": check_search,
     "quarry run --executor ray ": check_ray_run,
-    "quarry backtest ": check_backtest,
+    "quarry backtest --store ./store ": check_backtest,
+    "quarry data ingest bars examples/data/minute_bars.csv ": check_minutes,
     "from quarry.data import": check_python,
     "quarry run examples/workflows/": check_workflows,
     "quarry server start ": check_jobs,
