@@ -122,3 +122,19 @@ def test_a_snapshot_completes_single_bars_of_its_time(
     first = pl.read_ipc_stream(read(broker, subjects.features)[0][0]).sort("instrument")
     assert first["instrument"].to_list() == ["A", "B", "C"]
     assert first["M3"].to_list() == [10.0, 21.0, 30.0]
+
+
+def test_a_dead_letter_redelivered_is_published_and_counted_once(
+    broker: Broker, subjects: Subjects, tmp_path: Path
+) -> None:
+    from quarry.stream._brokers import Message
+
+    runner = StreamRunner(config(broker, subjects, tmp_path), broker=broker)
+    acks: list[str] = []
+    junk = Message(subjects.bars, b"\x00 junk", {}, "7", lambda: acks.append("7"))
+    runner._dead(junk, "neither Arrow nor JSON")
+    runner._dead(junk, "neither Arrow nor JSON")  # redelivered: the first ack never came
+    assert runner.health.dead_letters == 1
+    assert len(read(broker, subjects.dead_letter)) == 1
+    assert acks == ["7", "7"]  # acknowledged both times, so it is not delivered a third
+    runner.store.close()

@@ -293,13 +293,16 @@ class StreamRunner:
         return False
 
     def _dead(self, m: Message, reason: str) -> None:
-        self.health.dead_letters += 1
         headers = {"reason": reason[:500], "subject": m.subject, "message-id": m.id}
-        self.broker.publish(
+        new = self.broker.publish(
             self.config.subjects.dead_letter, m.data, msg_id=f"dead:{m.subject}:{m.id}",
             headers=headers,
         )  # fmt: skip
-        _log.warning("dead letter (%s): %s", m.subject, reason)
+        # a message redelivered after its dead letter went out (the stream stopped before
+        # acknowledging it) is acknowledged again, not counted again
+        if new:
+            self.health.dead_letters += 1
+            _log.warning("dead letter (%s): %s", m.subject, reason)
         m.ack()
 
     # -- one bar -----------------------------------------------------------------------------
