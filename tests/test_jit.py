@@ -19,10 +19,10 @@ _KERNEL_THEN_LINALG = """
 import json, sys
 import numpy as np
 {before}
-from quarry.features._kernels import rolling_sum
+from quarry.features._kernels import NO_STATE, rolling_sum
 x = np.arange(12.0).reshape(2, 6)
 out = np.empty_like(x)
-rolling_sum(x, 3, np.zeros(2, np.int64), np.full(2, 6, np.int64), 1, 0, out)
+rolling_sum(x, 3, np.zeros(2, np.int64), np.full(2, 6, np.int64), 1, 0, NO_STATE, False, out)
 loaded = [m for m in {watched!r} if sys.modules.get(m) is not None]
 left_hidden = [m for m in {watched!r} if m in sys.modules and sys.modules[m] is None]
 from numba.core.typing import cffi_utils

@@ -192,6 +192,18 @@ class _Chunk:
     _history: np.ndarray | None = None
     _outside: np.ndarray | None = None
     pool: list[np.ndarray] = field(default_factory=list)  # panels free for reuse
+    # The running state a resumable kernel carries from the last bar, per node: given by a
+    # live stream (``_online``), whose chunks compute each such node's last column only.
+    states: Mapping[Expr, np.ndarray] | None = None
+
+    def state(self, node: Expr, kernel: str) -> tuple[np.ndarray, bool]:
+        """The state the kernel of ``node`` resumes from and whether it resumes (it does
+        when the stream keeps one for the node), or an empty one over whole histories."""
+        if self.states is not None and node in self.states:
+            held = self.states[node]
+            assert held.shape == (self.shape[0], k.STATE_WIDTH[kernel])
+            return held, True
+        return k.NO_STATE, False
 
     @property
     def start(self) -> np.ndarray:
@@ -488,7 +500,9 @@ def _length(node: Expr, chunk: _Chunk, position: int = -1) -> int:
 def _sums(what: int) -> Build:
     def build(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
         x = chunk.full(args[0])
-        return k.rolling_sum(x, _length(node, chunk), *chunk.span, what, chunk.phase, chunk.alloc())  # type: ignore[no-any-return]
+        n = _length(node, chunk)
+        state, resume = chunk.state(node, "sum")
+        return k.rolling_sum(x, n, *chunk.span, what, chunk.phase, state, resume, chunk.alloc())  # type: ignore[no-any-return]
 
     return build
 
@@ -496,7 +510,9 @@ def _sums(what: int) -> Build:
 def _var(std: bool) -> Build:
     def build(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
         x = chunk.full(args[0])
-        return k.rolling_var(x, _length(node, chunk), *chunk.span, std, chunk.phase, chunk.alloc())  # type: ignore[no-any-return]
+        n = _length(node, chunk)
+        state, resume = chunk.state(node, "var")
+        return k.rolling_var(x, n, *chunk.span, std, chunk.phase, state, resume, chunk.alloc())  # type: ignore[no-any-return]
 
     return build
 
@@ -542,8 +558,9 @@ _FLAT = 2e-5  # Qlib masks Corr and Rsquare where a rolling std is this close to
 def _regression(what: int) -> Build:
     def build(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
         x = chunk.full(args[0])
+        state, resume = chunk.state(node, "regression")
         fit: np.ndarray = k.rolling_regression(
-            x, _window(node), *chunk.span, what, chunk.phase, chunk.alloc()
+            x, _window(node), *chunk.span, what, chunk.phase, state, resume, chunk.alloc()
         )
         if what == 1:  # Qlib's mask: NaN where the window is (nearly) flat
             fit[_flat(args[2])] = np.nan  # arg 2 is the extra: the rolling std
@@ -562,7 +579,10 @@ def _flat(std: Value) -> np.ndarray:
 def _pair(what: int) -> Build:
     def build(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
         a, b, n = chunk.full(args[0]), chunk.full(args[1]), _window(node)
-        out: np.ndarray = k.rolling_corr_cov(a, b, n, *chunk.span, what, chunk.phase, chunk.alloc())
+        state, resume = chunk.state(node, "corr_cov")
+        out: np.ndarray = k.rolling_corr_cov(
+            a, b, n, *chunk.span, what, chunk.phase, state, resume, chunk.alloc()
+        )
         if what == 1:  # args 3 and 4 are the extras: each side's rolling std
             out[_flat(args[3]) | _flat(args[4])] = np.nan
         return out

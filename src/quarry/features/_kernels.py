@@ -24,6 +24,14 @@ kernels with running state (``rolling_sum``, ``rolling_var``, ``rolling_corr_cov
 each N-th calendar row counted from ``phase`` (the calendar index of column 0): a value
 depends on its last 2N - 1 rows only, and two panels that share those rows and the
 anchors agree to the bit. It costs one more pass over each window every N rows.
+
+The same four kernels also resume: with ``resume`` they compute only the panel's last
+column, from the running state of the column before it, kept per instrument in ``state``
+(one row each, read before and written after; a row of NaN is an instrument with no
+history yet). A live stream keeps that state from bar to bar, so a bar costs O(1) per
+instrument instead of a pass over 2N - 1 rows; its values are research's to the bit, as the
+arithmetic is this very code. Positions and anchors count in calendar rows (``phase`` is the
+calendar row of column 0), so a state carries over to a panel shifted by one bar.
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ import numpy as np
 from quarry._jit import njit, prange
 
 __all__ = [
+    "NO_STATE",
+    "STATE_WIDTH",
     "cs_neutralize",
     "cs_rank",
     "ewm_mean",
@@ -53,6 +63,18 @@ __all__ = [
 
 _OPTS = {"parallel": True, "cache": True, "nogil": True}
 
+# The running state of a resumable kernel: how many numbers a row holds, and the empty state
+# of a kernel run over whole histories.
+STATE_WIDTH = {"sum": 2, "var": 5, "corr_cov": 6, "regression": 8}
+NO_STATE = np.zeros((0, 8))
+
+
+@njit(inline="always")
+def _columns(start_i, end_i, resume):
+    """The columns a kernel computes for one instrument: its whole history, or (``resume``)
+    the last column alone, if it is in the history."""
+    return (max(start_i, end_i - 1) if resume else start_i), end_i
+
 
 @njit(inline="always")
 def _first_anchor(first, n, phase):
@@ -62,7 +84,7 @@ def _first_anchor(first, n, phase):
 
 
 @njit(**_OPTS)
-def rolling_sum(x, n, start, end, what, phase, out):
+def rolling_sum(x, n, start, end, what, phase, state, resume, out):
     """Count (0), sum (1) or mean (2) of the valid values in each window. Count counts
     infinities too, as pandas' does (it does not read them as missing)."""
     rows, _cols = x.shape
@@ -70,8 +92,12 @@ def rolling_sum(x, n, start, end, what, phase, out):
         out[i, :] = np.nan
         k = 0
         total = 0.0
-        anchor = _first_anchor(start[i], n, phase)
-        for t in range(start[i], end[i]):
+        lo, hi = _columns(start[i], end[i], resume)
+        if resume and state[i, 0] == state[i, 0]:  # NaN: no history yet
+            k = int(state[i, 0])
+            total = state[i, 1]
+        anchor = _first_anchor(lo, n, phase)
+        for t in range(lo, hi):
             first = t
             if t == anchor:  # rebuild from the window alone (see the module's note)
                 anchor += n
@@ -94,11 +120,14 @@ def rolling_sum(x, n, start, end, what, phase, out):
                 total = 0.0  # drop the rounding left over from values gone by
             else:
                 out[i, t] = total if what == 1 else total / k
+        if resume and hi > lo:
+            state[i, 0] = k
+            state[i, 1] = total
     return out
 
 
 @njit(**_OPTS)
-def rolling_var(x, n, start, end, std, phase, out):
+def rolling_var(x, n, start, end, std, phase, state, resume, out):
     """Variance with ddof=1 (its square root when ``std``) of the valid values in each
     window, at least two. Welford's remove/add updates, as pandas does; exactly 0 when every
     value in the window is the same (pandas' rule for constant windows)."""
@@ -111,8 +140,15 @@ def rolling_var(x, n, start, end, std, phase, out):
         ssq = 0.0
         same = 0  # how many of the newest values equal the newest one
         last = np.nan
-        anchor = _first_anchor(start[i], n, phase)
-        for t in range(start[i], end[i]):
+        lo, hi = _columns(start[i], end[i], resume)
+        if resume and state[i, 0] == state[i, 0]:
+            k = int(state[i, 0])
+            mean = state[i, 1]
+            ssq = state[i, 2]
+            same = int(state[i, 3])
+            last = state[i, 4]
+        anchor = _first_anchor(lo, n, phase)
+        for t in range(lo, hi):
             first = t
             if t == anchor:  # rebuild from the window alone (see the module's note)
                 anchor += n
@@ -147,6 +183,12 @@ def rolling_var(x, n, start, end, std, phase, out):
             if k >= 2:
                 var = 0.0 if same >= k else max(ssq / (k - 1), 0.0)
                 out[i, t] = math.sqrt(var) if std else var
+        if resume and hi > lo:
+            state[i, 0] = k
+            state[i, 1] = mean
+            state[i, 2] = ssq
+            state[i, 3] = same
+            state[i, 4] = last
     return out
 
 
@@ -427,7 +469,7 @@ def ewm_mean(x, alpha, start, end, out):
 
 
 @njit(**_OPTS)
-def rolling_corr_cov(a, b, n, start, end, what, phase, out):
+def rolling_corr_cov(a, b, n, start, end, what, phase, state, resume, out):
     """Covariance ddof=1 (what 0) or Pearson correlation (what 1) over the rows of each
     window where both values are present, from Welford co-moments; NaN with fewer than two
     such rows."""
@@ -440,8 +482,16 @@ def rolling_corr_cov(a, b, n, start, end, what, phase, out):
         saa = 0.0
         sbb = 0.0
         sab = 0.0
-        anchor = _first_anchor(start[i], n, phase)
-        for t in range(start[i], end[i]):
+        lo, hi = _columns(start[i], end[i], resume)
+        if resume and state[i, 0] == state[i, 0]:
+            k = int(state[i, 0])
+            ma = state[i, 1]
+            mb = state[i, 2]
+            saa = state[i, 3]
+            sbb = state[i, 4]
+            sab = state[i, 5]
+        anchor = _first_anchor(lo, n, phase)
+        for t in range(lo, hi):
             first = t
             if t == anchor:  # rebuild from the window alone (see the module's note)
                 anchor += n
@@ -483,11 +533,18 @@ def rolling_corr_cov(a, b, n, start, end, what, phase, out):
                 den = math.sqrt(max(saa, 0.0) * max(sbb, 0.0))
                 if den > 0:
                     out[i, t] = sab / den
+        if resume and hi > lo:
+            state[i, 0] = k
+            state[i, 1] = ma
+            state[i, 2] = mb
+            state[i, 3] = saa
+            state[i, 4] = sbb
+            state[i, 5] = sab
     return out
 
 
 @njit(**_OPTS)
-def rolling_regression(y, n, start, end, what, phase, out):
+def rolling_regression(y, n, start, end, what, phase, state, resume, out):
     """Least squares of each window's valid values on their slot positions (today last):
     slope (what 0), R squared (1), or the residual of today's value (2, NaN when today's
     value is missing). At least two points. Running sums as in Qlib's Cython; positions
@@ -502,8 +559,18 @@ def rolling_regression(y, n, start, end, what, phase, out):
         sp = spp = sy = spy = syy = 0.0
         base = start[i]
         c = np.nan  # the shift: the first value added since the last rebuild
-        anchor = _first_anchor(start[i], n, phase)
-        for t in range(start[i], end[i]):
+        lo, hi = _columns(start[i], end[i], resume)
+        if resume and state[i, 0] == state[i, 0]:
+            k = int(state[i, 0])
+            sp = state[i, 1]
+            spp = state[i, 2]
+            sy = state[i, 3]
+            spy = state[i, 4]
+            syy = state[i, 5]
+            base = int(state[i, 6]) - phase  # kept as a calendar row (see the module's note)
+            c = state[i, 7]
+        anchor = _first_anchor(lo, n, phase)
+        for t in range(lo, hi):
             first = t
             if t == anchor:  # rebuild from the window alone (see the module's note)
                 anchor += n
@@ -551,6 +618,15 @@ def rolling_regression(y, n, start, end, what, phase, out):
             elif math.isfinite(y[i, t]):
                 intercept = (sy - slope * sp) / k
                 out[i, t] = (y[i, t] - c) - (slope * (t - base) + intercept)
+        if resume and hi > lo:
+            state[i, 0] = k
+            state[i, 1] = sp
+            state[i, 2] = spp
+            state[i, 3] = sy
+            state[i, 4] = spy
+            state[i, 5] = syy
+            state[i, 6] = base + phase
+            state[i, 7] = c
     return out
 
 
