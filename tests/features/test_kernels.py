@@ -83,3 +83,31 @@ def test_resumed_column_by_column_equals_one_pass(name: str, n: int, phase: int)
         got[:, t] = out[:, -1]
     listed = np.arange(COLS)[None, :] >= start[:, None]
     np.testing.assert_array_equal(np.where(listed, got, np.nan), whole)
+
+
+# each window kernel as f(x, n, start, end, last) -> the output panel
+WINDOWS: dict[str, Callable[..., np.ndarray]] = {
+    "max": lambda x, n, s, e, last: k.rolling_extreme(x, n, s, e, True, last, np.empty(x.shape)),
+    "min": lambda x, n, s, e, last: k.rolling_extreme(x, n, s, e, False, last, np.empty(x.shape)),
+    "idxmax": lambda x, n, s, e, last: k.idx_extreme(x, n, s, e, True, last, np.empty(x.shape)),
+    "idxmin": lambda x, n, s, e, last: k.idx_extreme(x, n, s, e, False, last, np.empty(x.shape)),
+    "rank": lambda x, n, s, e, last: k.rolling_rank(x, n, s, e, last, np.empty(x.shape)),
+    "quantiles": lambda x, n, s, e, last: np.concatenate(
+        k.rolling_quantile(x, n, s, e, np.array([0.2, 0.5, 0.8]), last)
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(WINDOWS))
+@pytest.mark.parametrize("n", [1, 4, 13])
+def test_the_newest_column_alone_equals_one_pass(name: str, n: int) -> None:
+    x = _panel(3)
+    x[1, 60:66] = x[1, 59]  # ties: the oldest counts for IdxMax, ranks are averaged
+    start = np.array([0, 0, 17, 0, 55, 0, 100], dtype=np.int64)
+    end = np.full(ROWS, COLS, dtype=np.int64)
+    whole = WINDOWS[name](x, n, start, end, False)
+    for t in range(COLS):
+        cut = np.minimum(end, t + 1)
+        newest = WINDOWS[name](x[:, : t + 1], n, np.minimum(start, t + 1), cut, True)
+        # one output panel a quantile, stacked: the newest column of each
+        np.testing.assert_array_equal(newest[:, -1], whole[:, t], err_msg=f"column {t}")

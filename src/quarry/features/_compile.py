@@ -195,6 +195,9 @@ class _Chunk:
     # The running state a resumable kernel carries from the last bar, per node: given by a
     # live stream (``_online``), whose chunks compute each such node's last column only.
     states: Mapping[Expr, np.ndarray] | None = None
+    # Nodes of which a live stream reads the newest column alone: window kernels that can
+    # compute it without walking the panel do (``_kernels``' ``last``).
+    newest: frozenset[Expr] = frozenset()
 
     def state(self, node: Expr, kernel: str) -> tuple[np.ndarray, bool]:
         """The state the kernel of ``node`` resumes from and whether it resumes (it does
@@ -520,7 +523,8 @@ def _var(std: bool) -> Build:
 def _extreme(largest: bool) -> Build:
     def build(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
         x = chunk.full(args[0])
-        return k.rolling_extreme(x, _length(node, chunk), *chunk.span, largest, chunk.alloc())  # type: ignore[no-any-return]
+        last = node in chunk.newest
+        return k.rolling_extreme(x, _length(node, chunk), *chunk.span, largest, last, chunk.alloc())  # type: ignore[no-any-return]
 
     return build
 
@@ -528,7 +532,8 @@ def _extreme(largest: bool) -> Build:
 def _idx(largest: bool) -> Build:
     def build(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
         x = chunk.full(args[0])
-        return k.idx_extreme(x, _window(node), *chunk.span, largest, chunk.alloc())  # type: ignore[no-any-return]
+        last = node in chunk.newest
+        return k.idx_extreme(x, _window(node), *chunk.span, largest, last, chunk.alloc())  # type: ignore[no-any-return]
 
     return build
 
@@ -536,12 +541,14 @@ def _idx(largest: bool) -> Build:
 def _quantiles(group: list[Expr], x: np.ndarray, chunk: _Chunk) -> dict[Expr, np.ndarray]:
     """Quantile and Med nodes over the same series and window, in one pass."""
     qs = np.array([0.5 if n.op == "Med" else n.args[2].value for n in group])
-    panels = k.rolling_quantile(x, _window(group[0], 1), chunk.start, chunk.end, qs)
+    last = all(n in chunk.newest for n in group)
+    panels = k.rolling_quantile(x, _window(group[0], 1), chunk.start, chunk.end, qs, last)
     return {n: panels[j] for j, n in enumerate(group)}
 
 
 def _rank(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
-    return k.rolling_rank(chunk.full(args[0]), _window(node), *chunk.span, chunk.alloc())  # type: ignore[no-any-return]
+    last = node in chunk.newest
+    return k.rolling_rank(chunk.full(args[0]), _window(node), *chunk.span, last, chunk.alloc())  # type: ignore[no-any-return]
 
 
 def _shape(what: int) -> Build:

@@ -192,12 +192,30 @@ def rolling_var(x, n, start, end, std, phase, state, resume, out):
     return out
 
 
+@njit(inline="always")
+def _newest_window(start_i, end_i, n):
+    """The first row of the newest column's window, and that column (-1: none)."""
+    t = end_i - 1
+    return (max(start_i, t - n + 1), t) if t >= start_i else (0, -1)
+
+
 @njit(**_OPTS)
-def rolling_extreme(x, n, start, end, largest, out):
-    """Max (or min) of the valid values in each window, with a monotonic queue."""
+def rolling_extreme(x, n, start, end, largest, last, out):
+    """Max (or min) of the valid values in each window, with a monotonic queue; with
+    ``last``, of the newest column's window only, by one scan of it (the same value)."""
     rows, _cols = x.shape
     for i in prange(rows):
         out[i, :] = np.nan
+        if last:
+            first, t = _newest_window(start[i], end[i], n)
+            best = np.nan
+            for u in range(first, t + 1):
+                v = x[i, u]
+                if math.isfinite(v) and not (v <= best if largest else v >= best):
+                    best = v
+            if t >= 0 and best == best:
+                out[i, t] = best
+            continue
         queue = np.empty(end[i] - start[i] + 1, dtype=np.int64)
         head = 0
         tail = 0
@@ -218,14 +236,28 @@ def rolling_extreme(x, n, start, end, largest, out):
 
 
 @njit(**_OPTS)
-def idx_extreme(x, n, start, end, largest, out):
+def idx_extreme(x, n, start, end, largest, last, out):
     """Qlib's IdxMax/IdxMin: the 1-based position, from the oldest row of the window, of
     its largest (smallest) value, the oldest on ties. A window holding a missing value gives
     the position of its oldest missing value, as numpy's argmax does inside Qlib. NaN when
-    the window has no valid value."""
+    the window has no valid value. ``last``: the newest column only, by one scan."""
     rows, _cols = x.shape
     for i in prange(rows):
         out[i, :] = np.nan
+        if last:
+            first, t = _newest_window(start[i], end[i], n)
+            at = -1
+            missing = -1
+            for u in range(first, t + 1):
+                v = x[i, u]
+                if not math.isfinite(v):
+                    if missing < 0:
+                        missing = u
+                elif at < 0 or (v > x[i, at] if largest else v < x[i, at]):
+                    at = u  # strictly better: an older equal value stays
+            if t >= 0 and at >= 0:
+                out[i, t] = (missing if missing >= 0 else at) - first + 1
+            continue
         size = end[i] - start[i] + 1
         queue = np.empty(size, dtype=np.int64)
         nans = np.empty(size, dtype=np.int64)
@@ -308,39 +340,71 @@ def _slide(buf, k, old, new):
 
 
 @njit(**_OPTS)
-def rolling_quantile(x, n, start, end, qs):
+def rolling_quantile(x, n, start, end, qs, last):
     """Quantiles ``qs`` (one output panel each) of each window's valid values, with
     linear interpolation as pandas; the median is q = 0.5. Kept in a sorted copy of the
-    window, updated by one shift per day."""
+    window, updated by one shift per day; with ``last``, the newest column's window alone,
+    sorted as it is read."""
     rows, cols = x.shape
     out = np.full((qs.size, rows, cols), np.nan)
     for i in prange(rows):
         buf = np.empty(min(n, end[i] - start[i]) + 1)
         k = 0
-        for t in range(start[i], end[i]):
+        lo = start[i]
+        if last:
+            first, t = _newest_window(start[i], end[i], n)
+            for u in range(first, t + 1):
+                if math.isfinite(x[i, u]):
+                    _insert(buf, k, x[i, u])
+                    k += 1
+            lo = end[i]  # no column to walk: the newest is written below
+            if t >= 0 and k > 0:
+                _quantiles_at(buf, k, qs, out, i, t)
+        for t in range(lo, end[i]):
             v = x[i, t]
             old = t - n
             k = _slide(buf, k, x[i, old] if old >= start[i] else np.nan, v)
             if k == 0:
                 continue
-            for m in range(qs.size):
-                pos = qs[m] * (k - 1)
-                lo = int(pos)
-                if pos == lo:
-                    out[m, i, t] = buf[lo]
-                else:
-                    out[m, i, t] = buf[lo] + (buf[lo + 1] - buf[lo]) * (pos - lo)
+            _quantiles_at(buf, k, qs, out, i, t)
     return out
 
 
+@njit(inline="always")
+def _quantiles_at(buf, k, qs, out, i, t):
+    """The quantiles of the sorted buf[:k], interpolated as pandas does, into out[:, i, t]."""
+    for m in range(qs.size):
+        pos = qs[m] * (k - 1)
+        lo = int(pos)
+        if pos == lo:
+            out[m, i, t] = buf[lo]
+        else:
+            out[m, i, t] = buf[lo] + (buf[lo + 1] - buf[lo]) * (pos - lo)
+
+
 @njit(**_OPTS)
-def rolling_rank(x, n, start, end, out):
+def rolling_rank(x, n, start, end, last, out):
     """The percentile rank of the current value among the window's valid values, ties
     averaged (pandas' ``rank(pct=True)``); NaN when the current value is missing. Two
-    binary searches in a sorted copy of the window, kept as for the quantiles."""
+    binary searches in a sorted copy of the window, kept as for the quantiles; with
+    ``last``, the newest column alone, by counting its window's smaller and equal values."""
     rows, _cols = x.shape
     for i in prange(rows):
         out[i, :] = np.nan
+        if last:
+            first, t = _newest_window(start[i], end[i], n)
+            if t < 0 or not math.isfinite(x[i, t]):
+                continue
+            v = x[i, t]
+            k = less = upto = 0
+            for u in range(first, t + 1):
+                w = x[i, u]
+                if math.isfinite(w):
+                    k += 1
+                    less += w < v
+                    upto += w <= v
+            out[i, t] = (less + (upto - less + 1) / 2.0) / k
+            continue
         buf = np.empty(min(n, end[i] - start[i]) + 1)
         k = 0
         for t in range(start[i], end[i]):

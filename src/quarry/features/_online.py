@@ -85,6 +85,10 @@ _STATE = {
 }
 
 
+# Window operators whose kernels can compute the newest column alone, from its window.
+_NEWEST = ("Max", "Min", "IdxMax", "IdxMin", "Rank", "Quantile", "Med")
+
+
 def _resumes(node: Expr, need: int) -> bool:
     """Whether a stream keeps the node's running state from bar to bar: a running window
     whose users read its newest value alone. Its kernel then reads the N + 1 newest values of
@@ -208,6 +212,10 @@ class OnlineFeatures:
         # the running state of each node that keeps one, a row per instrument (``_kernels``)
         self._resuming = {n for n in self.plan.nodes if _resumes(n, self._need.get(n, 0))}
         self._states: dict[Expr, np.ndarray] = {}
+        # the window nodes whose kernels compute their newest column alone (``_kernels``)
+        self._newest = frozenset(
+            n for n in self.plan.nodes if n.op in _NEWEST and self._need.get(n, 0) == 1
+        )
         self._names: pl.Series | None = None  # the instruments as a series (Mask reads it)
 
     @property
@@ -300,7 +308,7 @@ class OnlineFeatures:
                 rows=None,
                 phase=first,
             )
-            grids[width] = _Chunk(g, 0, len(w.names), {}, states=states)
+            grids[width] = _Chunk(g, 0, len(w.names), {}, states=states, newest=self._newest)
             return grids[width]
 
         def value(node: Expr, width: int) -> Value:
