@@ -11,7 +11,7 @@ import pytest
 
 from quarry.features import _kernels as k
 
-ROWS, COLS = 7, 140
+ROWS, COLS = 7, 100
 Kernel = Callable[[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray, int, np.ndarray, bool,
                    np.ndarray], np.ndarray]  # fmt: skip
 
@@ -21,7 +21,7 @@ def _panel(seed: int) -> np.ndarray:
     x = 500 + np.cumsum(rng.normal(0, 0.3, (ROWS, COLS)), axis=1)
     x[rng.random((ROWS, COLS)) < 0.08] = np.nan  # missing bars
     x[rng.random((ROWS, COLS)) < 0.01] = np.inf  # read as missing
-    x[3, 40:70] = np.nan  # a suspension
+    x[3, 40:60] = np.nan  # a suspension
     x[5, 10:30] = 7.25  # a flat stretch (variance exactly 0)
     return x
 
@@ -55,12 +55,12 @@ KERNELS: dict[str, tuple[str, Kernel]] = {
 
 
 @pytest.mark.parametrize("name", list(KERNELS))
-@pytest.mark.parametrize("n", [2, 5, 13])
+@pytest.mark.parametrize("n", [2, 13])
 @pytest.mark.parametrize("phase", [0, 3])
 def test_resumed_column_by_column_equals_one_pass(name: str, n: int, phase: int) -> None:
     kind, kernel = KERNELS[name]
     a, b = _panel(1), _panel(2)
-    start = np.array([0, 0, 17, 0, 55, 0, 100], dtype=np.int64)  # late listings
+    start = np.array([0, 0, 17, 0, 55, 0, 80], dtype=np.int64)  # late listings
     end = np.full(ROWS, COLS, dtype=np.int64)
     whole = kernel(a, b, n, start, end, phase, k.NO_STATE, False, np.empty((ROWS, COLS)))
 
@@ -103,7 +103,7 @@ WINDOWS: dict[str, Callable[..., np.ndarray]] = {
 def test_the_newest_column_alone_equals_one_pass(name: str, n: int) -> None:
     x = _panel(3)
     x[1, 60:66] = x[1, 59]  # ties: the oldest counts for IdxMax, ranks are averaged
-    start = np.array([0, 0, 17, 0, 55, 0, 100], dtype=np.int64)
+    start = np.array([0, 0, 17, 0, 55, 0, 80], dtype=np.int64)
     end = np.full(ROWS, COLS, dtype=np.int64)
     whole = WINDOWS[name](x, n, start, end, False)
     for t in range(COLS):
