@@ -23,6 +23,7 @@ def _panel(seed: int) -> np.ndarray:
     x[rng.random((ROWS, COLS)) < 0.01] = np.inf  # read as missing
     x[3, 40:60] = np.nan  # a suspension
     x[5, 10:30] = 7.25  # a flat stretch (variance exactly 0)
+    x[6, 82:96] = [0.0, -0.0, -0.0, 0.0, -0.0, 0.0, 0.0, -0.0, -0.0, -0.0, 0.0, -0.0, 0.0, 0.0]
     return x
 
 
@@ -109,5 +110,6 @@ def test_the_newest_column_alone_equals_one_pass(name: str, n: int) -> None:
     for t in range(COLS):
         cut = np.minimum(end, t + 1)
         newest = WINDOWS[name](x[:, : t + 1], n, np.minimum(start, t + 1), cut, True)
-        # one output panel a quantile, stacked: the newest column of each
+        # one output panel a quantile, stacked: the newest column of each; zeros to the sign
         np.testing.assert_array_equal(newest[:, -1], whole[:, t], err_msg=f"column {t}")
+        np.testing.assert_array_equal(np.signbit(newest[:, -1]), np.signbit(whole[:, t]))

@@ -80,3 +80,16 @@ def test_an_end_time_before_every_bar_writes_nothing_and_says_so(
         materialize(
             store, {"C": "$close"}, tmp_path / "x.parquet", end=datetime(2023, 1, 1, tzinfo=UTC)
         )
+
+
+@pytest.mark.parametrize("zone", [None, "America/New_York"])
+def test_times_in_any_zone_are_bounded_in_utc(zone: str | None, tmp_path: Path) -> None:
+    bars = minute_bars(4, sessions=2, minutes=30, seed=6).select("instrument", "date", *FIELDS)
+    stamp = pl.col("date")
+    zoned = bars.with_columns(
+        stamp.dt.replace_time_zone(None) if zone is None else stamp.dt.convert_time_zone(zone)
+    )
+    end = bars["date"].min() + timedelta(minutes=10)  # an aware UTC time
+    materialize(zoned, {"C": "$close"}, tmp_path / "z.parquet", end=end)
+    got = pl.read_parquet(tmp_path / "z.parquet")
+    assert got.height == bars.filter(pl.col("date") <= end).height > 0

@@ -68,8 +68,13 @@ def _read_bars_file(path: Path) -> pl.DataFrame:
         timed = first_timed(raw["date"])
         text = pl.col("date").str.strip_chars()
         when = parse_times(text) if timed is not None else text.str.to_date(strict=True)
-    elif isinstance(kind, pl.Datetime):
-        when = pl.col("date").cast(pl.Datetime("us", kind.time_zone or "UTC"))
+    elif isinstance(kind, pl.Datetime):  # in UTC, as a store keeps them (naive: UTC)
+        stamp = pl.col("date").cast(pl.Datetime("us", kind.time_zone))
+        when = (
+            stamp.dt.replace_time_zone("UTC")
+            if kind.time_zone is None
+            else stamp.dt.convert_time_zone("UTC")
+        )
     else:
         when = pl.col("date").cast(pl.Date)
     try:

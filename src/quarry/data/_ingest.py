@@ -252,14 +252,18 @@ def _file_bars_spec(store: Store, path: str, raw: pl.DataFrame, first_line: int)
 
 
 def _frame_bars_spec(store: Store, frame: pl.DataFrame) -> TableSpec:
-    """The bars spec for a typed frame: a ``date`` of times is intraday, of dates daily; it
-    must be what the store holds."""
-    intraday = isinstance(frame.schema.get("date"), pl.Datetime)
+    """The bars spec for a typed frame: a ``date`` of times is intraday, of dates daily (as
+    are times all at midnight, unless the store holds intraday bars); it must be what the
+    store holds."""
+    column = frame["date"] if "date" in frame.columns else pl.Series([], dtype=pl.Date)
+    held = store.spec("bars") if store.table("bars") is not None else None
+    timed = isinstance(column.dtype, pl.Datetime)
+    intraday = timed and (first_timed(column) is not None or (held is not None and held.intraday))
     spec = INTRADAY_BARS if intraday else BARS
-    if store.table("bars") is not None and store.spec("bars") != spec:
-        held = "intraday" if store.spec("bars").intraday else "daily"
+    if held is not None and held != spec:
         raise UsageError(
-            f"{store.location}: the store holds {held} bars and these are "
+            f"{store.location}: the store holds {'intraday' if held.intraday else 'daily'} "
+            "bars and these are "
             f"{'intraday' if intraday else 'daily'} (a date column of "
             f"{frame.schema.get('date')}); a store keeps bars of one frequency"
         )

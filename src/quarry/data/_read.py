@@ -202,9 +202,13 @@ def industries(store: Store, as_of: datetime | str | None = None) -> pl.DataFram
 
 
 def _fundamentals_daily(
-    store: Store, fields: Sequence[str], as_of: datetime | None
+    store: Store, fields: Sequence[str], as_of: datetime | None, intraday: bool = False
 ) -> pl.DataFrame:
     """Each fundamental's value as a step function of date, visible from its knowledge_date.
+
+    A knowledge_date has no time of day: a figure published on D after the close is known
+    to D's daily bar (traded from D + 1 on), but not to D's intraday bars. For intraday bars
+    (``intraday``) a figure is therefore visible from the day after its knowledge_date.
 
     On a date the value is that of the latest period_end published so far (the newest
     restatement of it); a restatement of an older period does not displace a newer period.
@@ -215,6 +219,8 @@ def _fundamentals_daily(
     if lf is None:
         return pl.DataFrame(schema={**schema, "value": pl.Float64})
     lf = lf.filter(pl.col("field").is_in(list(fields)))
+    if intraday:
+        lf = lf.with_columns(pl.col("knowledge_date") + pl.duration(days=1))
     if as_of is not None:
         lf = lf.filter(pl.col("knowledge_date") <= as_of.date())
     ordered = lf.select("instrument", "field", "period_end", "knowledge_date", "value").sort(
@@ -309,7 +315,9 @@ def read_bars(
     if other:
         # Each field is its own step function: fields published on different days must
         # not blank each other out.
-        daily = _fundamentals_daily(store, other, when).partition_by("field", as_dict=True)
+        daily = _fundamentals_daily(store, other, when, intraday).partition_by(
+            "field", as_dict=True
+        )
         empty = pl.DataFrame(
             schema={"instrument": pl.String, "knowledge_date": pl.Date, "value": pl.Float64}
         )

@@ -88,7 +88,11 @@ def _parse(name: str, source: pl.DataType, target: type[pl.DataType] | pl.DataTy
         return pl.lit(None, BAR_TIME)  # a date or a number is not a bar's time
     if target == pl.Date:
         if source == pl.String:
-            return pl.coalesce([col.str.to_date(f, strict=False) for f in _DATE_FORMATS])
+            # a day written as its midnight (2024-01-02T00:00:00) is that day
+            times = parse_times(col)
+            midnight = pl.when(times.dt.time() == pl.time(0)).then(times.dt.date())
+            return pl.coalesce([*(col.str.to_date(f, strict=False) for f in _DATE_FORMATS),
+                                midnight])  # fmt: skip
         if isinstance(source, pl.Datetime):
             return col.dt.date()
         if source.is_integer():

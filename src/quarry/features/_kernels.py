@@ -211,7 +211,9 @@ def rolling_extreme(x, n, start, end, largest, last, out):
             best = np.nan
             for u in range(first, t + 1):
                 v = x[i, u]
-                if math.isfinite(v) and not (v <= best if largest else v >= best):
+                # an equal value replaces the best, as the queue keeps the newest of equals
+                # (which tells -0.0 from 0.0)
+                if math.isfinite(v) and not (v < best if largest else v > best):
                     best = v
             if t >= 0 and best == best:
                 out[i, t] = best
@@ -292,7 +294,10 @@ def idx_extreme(x, n, start, end, largest, last, out):
 
 @njit(inline="always")
 def _insert(buf, k, v):
-    """Insert v into the sorted buf[:k], shifting the larger values right."""
+    """Insert v into the sorted buf[:k], shifting the larger values right. A zero is kept
+    as +0.0: the order of -0.0 and 0.0, which compare equal, would depend on the order they
+    came in, and a window read whole and one walked would differ in the sign of a zero."""
+    v = v + 0.0
     j = k
     while j > 0 and buf[j - 1] > v:
         buf[j] = buf[j - 1]
@@ -313,6 +318,7 @@ def _remove(buf, k, v):
 def _replace(buf, k, old, new):
     """Swap one copy of old for new in the sorted buf[:k], shifting only the values
     between the two positions."""
+    new = new + 0.0  # as ``_insert``
     j = np.searchsorted(buf[:k], old)
     while j > 0 and buf[j - 1] > new:
         buf[j] = buf[j - 1]

@@ -151,7 +151,13 @@ def _lay_out(
     from quarry.data import key_bound
 
     # A date bounds intraday bars by its whole day; a time bounds daily bars by its day.
+    # Bounds are UTC: times in another zone, or without one (read as UTC), compare in UTC.
     timed = days.dtype != pl.Date
+    if isinstance(days.dtype, pl.Datetime):
+        zone = days.dtype.time_zone
+        days = (
+            days.dt.replace_time_zone("UTC") if zone is None else days.dt.convert_time_zone("UTC")
+        )
     if start is not None:
         emit[:, (days < key_bound(start, timed, False)).to_numpy()] = False
     if end is not None:
