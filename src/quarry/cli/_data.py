@@ -149,8 +149,9 @@ def ingest_cmd(
     reads as of an earlier time still see the old value. Columns: bars = instrument, date,
     open, high, low, close, volume[, vwap, factor]. Bars are daily, or intraday when their
     date is a time (YYYY-MM-DDTHH:MM[:SS][+HH:MM], UTC unless an offset is given; the time
-    the bar closed, known from then on); a store keeps the frequency of its first bars, and
-    actions, fundamentals and universes apply from the first bar of their day. fundamentals =
+    the bar closed, known from then on); a store keeps the frequency of its first bars;
+    actions and universes apply from the first bar of their day, fundamentals (whose
+    knowledge_date has no time) from the day after. fundamentals =
     instrument, field, period_end, knowledge_date, value; actions = instrument, ex_date,
     kind (split|dividend), ratio or amount; instruments = instrument, list_date[, name,
     exchange, delist_date, industry, valid_from, valid_to]; universe = instrument, start[,
