@@ -259,7 +259,9 @@ def test_running_attempts_share_a_few_requests_to_ray(
     # at most one listing per refresh, and a few single questions (a new attempt's first)
     assert calls["list_jobs"] <= took / backend.refresh + 2
     assert calls["get_job_info"] <= 2 * len(jobs)
-    assert steps > 5 * (calls["list_jobs"] + calls["get_job_info"])
+    # Fewer requests than steps: asking on every step (each polls three attempts) would
+    # make at least one request a step. Not a ratio of speeds, which a loaded machine moves.
+    assert calls["list_jobs"] + calls["get_job_info"] < steps
 
 
 @pytest.mark.slow

@@ -284,19 +284,25 @@ def test_jobs_of_one_workflow_get_output_folders_of_their_own(
 ) -> None:
     flow = tmp_path / "flow.yaml"
     flow.write_text("name: w\nmodel: {typo: 1}\n")
-    jobs = [store.submit({"name": "w", "project": "p", "resources": {"cpus": 1, "memory": 1 << 30},
-                          "run": {"workflow": str(flow)}}) for _ in range(2)]  # fmt: skip
+    # Each attempt's Python writes down its own command line as it starts (reading /proc
+    # after the launch raced the attempt's quick failure).
+    site, argv = tmp_path / "site", tmp_path / "argv"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import os, sys\n"
+        "with open(os.environ['ARGV_LOG'], 'a') as f:\n"
+        "    f.write(os.environ['QUARRY_JOB_ID'] + ' ' + ' '.join(sys.argv[-2:]) + '\\n')\n"
+    )
+    env = {"PYTHONPATH": str(site), "ARGV_LOG": str(argv)}
+    manifest = {"name": "w", "project": "p", "resources": {"cpus": 1, "memory": 1 << 30},
+                "env": env, "run": {"workflow": str(flow)}}  # fmt: skip
+    jobs = [store.submit(manifest) for _ in range(2)]
     worker = _worker(store, tmp_path)
-    worker.step()
-    commands = {}
-    for j in jobs:
-        pid = store.attempts(j)[0].pid
-        assert pid is not None
-        commands[j] = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[-3:-1]
     worker.run(until_idle=True, every=0.05)
-    for j in jobs:  # quarry run FLOW --out OUTPUTS/<job>/out, not runs/w for both
-        out = tmp_path / "jobs" / str(j) / "out"
-        assert commands[j] == [b"--out", str(out).encode()] and out.is_dir()
+    started = sorted(argv.read_text().splitlines())
+    # quarry run FLOW --out OUTPUTS/<job>/out, not runs/w for both
+    assert started == sorted(f"{j} --out {tmp_path / 'jobs' / str(j) / 'out'}" for j in jobs)
+    assert all((tmp_path / "jobs" / str(j) / "out").is_dir() for j in jobs)
 
 
 def test_an_attempt_gets_its_own_projects_variables_and_no_other_projects(
