@@ -14,7 +14,7 @@ import difflib
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import polars as pl
@@ -198,6 +198,9 @@ class _Chunk:
     # Nodes of which a live stream reads the newest column alone: window kernels that can
     # compute it without walking the panel do (``_kernels``' ``last``).
     newest: frozenset[Expr] = frozenset()
+    # A live stream keeps each result's newest column alone: column-major panels ("F") make
+    # that column one contiguous read.
+    order: Literal["C", "F"] = "C"
 
     def state(self, node: Expr, kernel: str) -> tuple[np.ndarray, bool]:
         """The state the kernel of ``node`` resumes from and whether it resumes (it does
@@ -231,10 +234,11 @@ class _Chunk:
     def alloc(self) -> np.ndarray:
         """A panel to write a result into: a freed one when there is one (reusing memory
         already paged in is several times cheaper than touching fresh memory)."""
-        return self.pool.pop() if self.pool else np.empty(self.shape)
+        return self.pool.pop() if self.pool else np.empty(self.shape, order=self.order)
 
     def release(self, panel: np.ndarray) -> None:
-        if panel.shape == self.shape and panel.dtype == np.float64 and panel.flags.c_contiguous:
+        contiguous = panel.flags.c_contiguous if self.order == "C" else panel.flags.f_contiguous
+        if panel.shape == self.shape and panel.dtype == np.float64 and contiguous:
             self.pool.append(panel)
 
     @property
@@ -570,7 +574,7 @@ def _regression(what: int) -> Build:
             x, _window(node), *chunk.span, what, chunk.phase, state, resume, chunk.alloc()
         )
         if what == 1:  # Qlib's mask: NaN where the window is (nearly) flat
-            fit[_flat(args[2])] = np.nan  # arg 2 is the extra: the rolling std
+            _mask_flat(fit, resume, args[2])  # arg 2 is the extra: the rolling std
         return fit
 
     return build
@@ -583,6 +587,14 @@ def _flat(std: Value) -> np.ndarray:
     return flat
 
 
+def _mask_flat(out: np.ndarray, resume: bool, *stds: Value) -> None:
+    """NaN in ``out`` where any of ``stds`` is flat; a kernel that resumed computed its last
+    column alone, and only that column is masked."""
+    if resume:
+        out, stds = out[:, -1:], tuple(np.asarray(s)[:, -1:] for s in stds)
+    out[np.logical_or.reduce([_flat(s) for s in stds])] = np.nan
+
+
 def _pair(what: int) -> Build:
     def build(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
         a, b, n = chunk.full(args[0]), chunk.full(args[1]), _window(node)
@@ -591,7 +603,7 @@ def _pair(what: int) -> Build:
             a, b, n, *chunk.span, what, chunk.phase, state, resume, chunk.alloc()
         )
         if what == 1:  # args 3 and 4 are the extras: each side's rolling std
-            out[_flat(args[3]) | _flat(args[4])] = np.nan
+            _mask_flat(out, resume, args[3], args[4])
         return out
 
     return build

@@ -26,12 +26,13 @@ depends on its last 2N - 1 rows only, and two panels that share those rows and t
 anchors agree to the bit. It costs one more pass over each window every N rows.
 
 The same four kernels also resume: with ``resume`` they compute only the panel's last
-column, from the running state of the column before it, kept per instrument in ``state``
-(one row each, read before and written after; a row of NaN is an instrument with no
-history yet). A live stream keeps that state from bar to bar, so a bar costs O(1) per
-instrument instead of a pass over 2N - 1 rows; its values are research's to the bit, as the
-arithmetic is this very code. Positions and anchors count in calendar rows (``phase`` is the
-calendar row of column 0), so a state carries over to a panel shifted by one bar.
+column (and write no other), from the running state of the column before it, kept per
+instrument in ``state`` (one row each, read before and written after; a row of NaN is an
+instrument with no history yet). A live stream keeps that state from bar to bar, so a bar
+costs O(1) per instrument instead of a pass over 2N - 1 rows; its values are research's to
+the bit, as the arithmetic is this very code. Positions and anchors count in calendar rows
+(``phase`` is the calendar row of column 0), so a state carries over to a panel shifted by
+one bar.
 """
 
 from __future__ import annotations
@@ -70,6 +71,17 @@ NO_STATE = np.zeros((0, 8))
 
 
 @njit(inline="always")
+def _clear(out, i, newest):
+    """NaN in instrument i's row of ``out``, or (``newest``: a kernel computing the last
+    column alone) in its last cell only: a live stream reads no other, and writing a whole
+    row a bar for each of thousands of instruments cost more than the update itself."""
+    if newest:
+        out[i, out.shape[1] - 1] = np.nan
+    else:
+        out[i, :] = np.nan
+
+
+@njit(inline="always")
 def _columns(start_i, end_i, resume):
     """The columns a kernel computes for one instrument: its whole history, or (``resume``)
     the last column alone, if it is in the history."""
@@ -89,7 +101,7 @@ def rolling_sum(x, n, start, end, what, phase, state, resume, out):
     infinities too, as pandas' does (it does not read them as missing)."""
     rows, _cols = x.shape
     for i in prange(rows):
-        out[i, :] = np.nan
+        _clear(out, i, resume)
         k = 0
         total = 0.0
         lo, hi = _columns(start[i], end[i], resume)
@@ -134,7 +146,7 @@ def rolling_var(x, n, start, end, std, phase, state, resume, out):
     rows, cols = x.shape
     inv = 1.0 / np.arange(1, min(n, cols) + 2)  # 1/k by lookup: divisions are the cost
     for i in prange(rows):
-        out[i, :] = np.nan
+        _clear(out, i, resume)
         k = 0
         mean = 0.0
         ssq = 0.0
@@ -205,7 +217,7 @@ def rolling_extreme(x, n, start, end, largest, last, out):
     ``last``, of the newest column's window only, by one scan of it (the same value)."""
     rows, _cols = x.shape
     for i in prange(rows):
-        out[i, :] = np.nan
+        _clear(out, i, last)
         if last:
             first, t = _newest_window(start[i], end[i], n)
             best = np.nan
@@ -245,7 +257,7 @@ def idx_extreme(x, n, start, end, largest, last, out):
     the window has no valid value. ``last``: the newest column only, by one scan."""
     rows, _cols = x.shape
     for i in prange(rows):
-        out[i, :] = np.nan
+        _clear(out, i, last)
         if last:
             first, t = _newest_window(start[i], end[i], n)
             at = -1
@@ -350,9 +362,9 @@ def rolling_quantile(x, n, start, end, qs, last):
     """Quantiles ``qs`` (one output panel each) of each window's valid values, with
     linear interpolation as pandas; the median is q = 0.5. Kept in a sorted copy of the
     window, updated by one shift per day; with ``last``, the newest column's window alone,
-    sorted as it is read."""
+    sorted as it is read, and the panels hold that column alone: (qs, rows, 1)."""
     rows, cols = x.shape
-    out = np.full((qs.size, rows, cols), np.nan)
+    out = np.full((qs.size, rows, 1 if last else cols), np.nan)
     for i in prange(rows):
         buf = np.empty(min(n, end[i] - start[i]) + 1)
         k = 0
@@ -363,9 +375,9 @@ def rolling_quantile(x, n, start, end, qs, last):
                 if math.isfinite(x[i, u]):
                     _insert(buf, k, x[i, u])
                     k += 1
-            lo = end[i]  # no column to walk: the newest is written below
             if t >= 0 and k > 0:
-                _quantiles_at(buf, k, qs, out, i, t)
+                _quantiles_at(buf, k, qs, out, i, 0)
+            continue  # no column to walk
         for t in range(lo, end[i]):
             v = x[i, t]
             old = t - n
@@ -396,7 +408,7 @@ def rolling_rank(x, n, start, end, last, out):
     ``last``, the newest column alone, by counting its window's smaller and equal values."""
     rows, _cols = x.shape
     for i in prange(rows):
-        out[i, :] = np.nan
+        _clear(out, i, last)
         if last:
             first, t = _newest_window(start[i], end[i], n)
             if t < 0 or not math.isfinite(x[i, t]):
@@ -545,7 +557,7 @@ def rolling_corr_cov(a, b, n, start, end, what, phase, state, resume, out):
     such rows."""
     rows, _cols = a.shape
     for i in prange(rows):
-        out[i, :] = np.nan
+        _clear(out, i, resume)
         k = 0
         ma = 0.0
         mb = 0.0
@@ -624,7 +636,7 @@ def rolling_regression(y, n, start, end, what, phase, state, resume, out):
     from zero that move by small steps do not cancel away the digits of their variance."""
     rows, _cols = y.shape
     for i in prange(rows):
-        out[i, :] = np.nan
+        _clear(out, i, resume)
         k = 0
         sp = spp = sy = spy = syy = 0.0
         base = start[i]

@@ -4,24 +4,28 @@ A live stream cannot recompute every instrument's whole history on each bar, and
 compute its features with a second, hand-written copy of each operator (the skew between
 research and production that the live teams warn about). Every operator of the language
 except an expanding window (``Mean(x, 0)``) and ``EMA`` reads a bounded number of past rows,
-so a feature's value on the newest bar depends only on the last ``depth`` bars, the plan's
-lookback (``Corr(x, y, 60)`` of ``Ref($close, 1)`` reads 61). ``OnlineFeatures`` keeps those
-bars per instrument and, on each bar, evaluates the very same ``Plan`` with the very same
-kernels over that window, keeping only its last row: the cost per bar is fixed by the
-window, not by how long the stream has run.
+so ``OnlineFeatures`` evaluates the very same ``Plan`` with the very same operator builders
+and kernels, one bar at a time:
 
-The running windows (sums, moments, co-moments, regressions) go further: their kernels
-resume from a running state kept per instrument (``_kernels``' note), so such a node costs
-O(1) per instrument a bar and reads only the N + 1 newest values of its inputs. A restart
-replays the last ``depth`` bars (``lookback`` still counts 2N - 2 rows for them): a state
+- each node computes its newest column alone, on a grid as wide as it reads of its inputs
+  (``_widths``): an element-wise node one column, ``Ref(x, N)`` N + 1, a window N;
+- the running windows (sums, moments, co-moments, regressions) resume from a state kept per
+  instrument (``_kernels``' note), reading the value leaving their window and the new one;
+  the other windows (Max, Rank, Quantile...) compute their newest column by one scan;
+- each node's columns go into a ring as deep as its users read (``_Ring``), so that no value
+  is computed twice: at 16,000 instruments, recomputing the inputs of the 60-bar windows over
+  their windows on every bar took three times as long as the rest of the update.
+
+A bar thus costs each node one column, whatever the stream's age. A restart replays the last
+``depth`` bars (``lookback``, which counts 2N - 2 rows for a running window): a state
 rebuilt from nothing is exact from the first anchor in that replay on, and the replay holds
-one, with the window before it.
+one, with the window before it, for every node of a chain.
 
-The window is laid out as research lays out its panels (``_grid``): one row per instrument,
-one column per bar time seen, NaN for an instrument that had no bar at a time within its
-history (a suspension), and each instrument's history starting at its first bar. An
-instrument absent from a bar gets no value for that bar, as in research, where only
-cells with a bar are reported.
+Columns are laid out as research lays out its panels (``_grid``): one per bar time seen, NaN
+for an instrument that had no bar at a time within its history (a suspension; its nodes
+still get values, as research's do), each instrument's history starting at its first bar.
+An instrument absent from a bar gets no value for that bar, as in research, where only cells
+with a bar are reported.
 """
 
 from __future__ import annotations
@@ -33,7 +37,16 @@ import numpy as np
 import polars as pl
 
 from quarry.exceptions import DataError, ExpressionError, UsageError
-from quarry.features._compile import _BUILD, Plan, Value, _Chunk, _quantiles, _window, as_series
+from quarry.features._compile import (
+    _BUILD,
+    LEAVES,
+    Plan,
+    Value,
+    _Chunk,
+    _quantiles,
+    _window,
+    as_series,
+)
 from quarry.features._expr import Expr
 from quarry.features._grid import BY_DATE, BY_INSTRUMENT, Grid
 from quarry.features._kernels import STATE_WIDTH
@@ -89,25 +102,17 @@ _STATE = {
 _NEWEST = ("Max", "Min", "IdxMax", "IdxMin", "Rank", "Quantile", "Med")
 
 
-def _resumes(node: Expr, need: int) -> bool:
-    """Whether a stream keeps the node's running state from bar to bar: a running window
-    whose users read its newest value alone. Its kernel then reads the N + 1 newest values of
-    its inputs (the one leaving the window, or at an anchor the window itself)."""
-    return node.op in _STATE and need == 1 and _window(node) > 0
-
-
-def needs(plan: Plan, resuming: bool = False) -> dict[Expr, int]:
+def needs(plan: Plan) -> dict[Expr, int]:
     """How many of the newest columns of each node (fields included) the outputs' newest
-    column depends on: 1 for an output; an argument's need is its user's plus the user's
-    reach. The extras (Corr's flat-window stds) are needed where their node's outputs are.
-    With ``resuming``, a node whose running state is kept (``_resumes``) reaches N columns
-    back, not 2N - 2."""
+    column depends on, when every node is computed afresh from the bars: 1 for an output;
+    an argument's need is its user's plus the user's reach. The extras (Corr's flat-window
+    stds) are needed where their node's outputs are."""
     need: dict[Expr, int] = {e: 1 for e in plan.outputs.values()}
     for node in reversed(plan.nodes):
         mine = need.get(node, 0)
         if not mine:
             continue
-        reach = mine + (_window(node) if resuming and _resumes(node, mine) else _reach(node))
+        reach = mine + _reach(node)
         for a in node.args:
             if a.op in ("#", "'"):
                 continue
@@ -124,33 +129,63 @@ def lookback(plan: Plan) -> int:
     return max(needs(plan).values(), default=1) - 1
 
 
+def _capacity(count: int, have: int) -> int:
+    """Room for ``count`` instruments: grown by doubling, so that instruments listing bar
+    after bar do not copy every ring on every bar."""
+    return have if count <= have else max(count, 2 * have, 64)
+
+
+class _Ring:
+    """The last ``depth`` columns of one panel (a field's bars or a node's values), for up
+    to ``capacity`` instruments, the newest column last.
+
+    Time-major, so that a bar's column (every instrument at one time) is one contiguous row
+    of memory, written at once and read at once by the element-wise operators; and twice as
+    deep as the window, each column written at two places ``depth`` apart, so that the window
+    is always one slice: a new bar costs one column, not a shift of the whole window."""
+
+    __slots__ = ("data", "depth")
+
+    def __init__(self, depth: int, capacity: int) -> None:
+        self.depth = depth
+        self.data = np.full((2 * depth, capacity), np.nan)
+
+    def grow(self, capacity: int) -> None:
+        have = self.data.shape[1]
+        if capacity > have:
+            grown = np.full((2 * self.depth, capacity), np.nan)
+            grown[:, :have] = self.data
+            self.data = grown
+
+    def put(self, bar: int, count: int, values: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """Bar number ``bar``'s column of the first ``count`` instruments: ``values``, or
+        (``rows``) ``values`` at those rows and NaN (missing at that bar) at the others.
+        The room past ``count`` stays NaN for the instruments to come."""
+        at = bar % self.depth
+        row = self.data[at + self.depth, :count]  # the copy the newest window reads
+        if rows is None:
+            row[:] = values
+        else:
+            row[:] = np.nan
+            row[rows] = values
+        if self.depth > 1:  # the other, read once the window wraps (never at depth 1)
+            self.data[at, :count] = row
+
+    def panel(self, bar: int, width: int, count: int) -> np.ndarray:
+        """The last ``width`` columns up to bar ``bar`` of the first ``count`` instruments:
+        (instruments, width), the newest last (a view)."""
+        assert width <= self.depth
+        end = bar % self.depth + self.depth + 1
+        return self.data[end - width : end, :count].T
+
+
 @dataclass
-class _Window:
-    """The last ``depth`` bars of every instrument seen, per field, the newest bar last.
+class _Instruments:
+    """The instruments seen, in the order they were first seen, and their first bars."""
 
-    Each field is a ring twice as wide as the window, every bar written at two places
-    ``depth`` apart, so that the window is always one contiguous slice of the ring: a new
-    bar costs one column, not a shift of the whole window (at 16,000 instruments and Alpha158's
-    121 bars, the shift alone took 37 ms a bar)."""
-
-    depth: int
-    fields: tuple[str, ...]
     names: list[str]
     index: dict[str, int]
     first: np.ndarray  # each instrument's first bar, as a count of bars since the stream began
-    rings: dict[str, np.ndarray]
-    at: int = 0  # the newest bar's column in the ring's first half
-
-    @classmethod
-    def empty(cls, depth: int, fields: Sequence[str]) -> _Window:
-        return cls(
-            depth,
-            tuple(fields),
-            [],
-            {},
-            np.zeros(0, dtype=np.int64),
-            {f: np.full((0, 2 * depth), np.nan) for f in fields},
-        )
 
     def rows_of(self, instruments: Sequence[str], bar: int) -> np.ndarray:
         """Each instrument's row, adding rows (history starting at ``bar``) for new ones."""
@@ -160,26 +195,26 @@ class _Window:
                 self.index[s] = len(self.names)
                 self.names.append(s)
             self.first = np.concatenate([self.first, np.full(len(new), bar, dtype=np.int64)])
-            blank = np.full((len(new), 2 * self.depth), np.nan)
-            self.rings = {f: np.concatenate([p, blank]) for f, p in self.rings.items()}
         return np.fromiter((self.index[s] for s in instruments), np.int64, len(instruments))
 
-    def advance(self) -> None:
-        """Open an empty (NaN) column for the new bar; the oldest falls out of the window."""
-        self.at = (self.at + 1) % self.depth
-        for ring in self.rings.values():
-            ring[:, self.at] = np.nan
-            ring[:, self.at + self.depth] = np.nan
 
-    def put(self, field: str, rows: np.ndarray, values: np.ndarray) -> None:
-        """The newest bar's values of ``rows``."""
-        ring = self.rings[field]
-        ring[rows, self.at] = values
-        ring[rows, self.at + self.depth] = values
-
-    def panel(self, field: str) -> np.ndarray:
-        """The window of a field: (instruments, depth), the newest bar last (a view)."""
-        return self.rings[field][:, self.at + 1 : self.at + 1 + self.depth]
+def _widths(plan: Plan) -> tuple[dict[Expr, int], dict[Expr, int]]:
+    """The nodes the outputs depend on, each with how many of its inputs' newest columns it
+    reads to compute its own newest value (1 for an element-wise node, N + 1 for a running
+    window that resumes, N for another window, N + 1 for ``Ref(x, N)``), and how many of
+    each node's newest columns its users read: the depth of the ring that keeps them (at
+    least 1, the newest, for an output)."""
+    depth: dict[Expr, int] = {e: 1 for e in plan.outputs.values()}
+    width: dict[Expr, int] = {}
+    for node in reversed(plan.nodes):
+        if node not in depth or node.op in LEAVES:
+            continue
+        resumes = node.op in _STATE and _window(node) > 0
+        width[node] = 1 + (_window(node) if resumes else _reach(node))
+        for a in plan.inputs(node):
+            if a.op not in ("#", "'"):
+                depth[a] = max(depth.get(a, 0), width[node])
+    return {n: width[n] for n in plan.nodes if n in width}, depth  # arguments first
 
 
 class OnlineFeatures:
@@ -201,31 +236,34 @@ class OnlineFeatures:
         self.names = list(self.plan.outputs)
         self.depth = lookback(self.plan) + 1
         self.fields = tuple(sorted(self.plan.fields))
-        self._window = _Window.empty(self.depth, self.fields)
+        self._seen = _Instruments([], {}, np.zeros(0, dtype=np.int64))
         self.bars = 0  # bar times seen
         self.last_time: object | None = None
         by_expr: dict[Expr, list[str]] = {}
         for name, e in self.plan.outputs.items():
             by_expr.setdefault(e, []).append(name)
         self._by_expr = by_expr
-        self._need = needs(self.plan, resuming=True)
-        # the running state of each node that keeps one, a row per instrument (``_kernels``)
-        self._resuming = {n for n in self.plan.nodes if _resumes(n, self._need.get(n, 0))}
-        self._states: dict[Expr, np.ndarray] = {}
+        self._width, depth = _widths(self.plan)
+        self._capacity = 0
+        self._rings = {node: _Ring(d, 0) for node, d in depth.items()}
+        # the running state of each running window, a row per instrument (``_kernels``)
+        self._states = {
+            n: np.full((0, STATE_WIDTH[_STATE[n.op]]), np.nan)
+            for n in self._width
+            if n.op in _STATE
+        }
         # the window nodes whose kernels compute their newest column alone (``_kernels``)
-        self._newest = frozenset(
-            n for n in self.plan.nodes if n.op in _NEWEST and self._need.get(n, 0) == 1
-        )
+        self._newest = frozenset(n for n in self._width if n.op in _NEWEST)
         self._names: pl.Series | None = None  # the instruments as a series (Mask reads it)
 
     @property
     def instruments(self) -> list[str]:
-        return list(self._window.names)
+        return list(self._seen.names)
 
     @property
     def first_bars(self) -> dict[str, int]:
         """Each instrument's first bar, numbered from the stream's first (0)."""
-        return dict(zip(self._window.names, self._window.first.tolist(), strict=True))
+        return dict(zip(self._seen.names, self._seen.first.tolist(), strict=True))
 
     def resume(self, bars: int, first: Mapping[str, int]) -> None:
         """Continue a stream that had seen ``bars`` bar times, whose instruments began at
@@ -234,8 +272,9 @@ class OnlineFeatures:
         if self.bars:
             raise RuntimeError("resume() is for a fresh OnlineFeatures")
         names = sorted(first, key=lambda s: (first[s], s))
-        self._window.rows_of(names, 0)
-        self._window.first = np.fromiter((first[s] for s in names), np.int64, len(names))
+        self._seen.rows_of(names, 0)
+        self._seen.first = np.fromiter((first[s] for s in names), np.int64, len(names))
+        self._grow()
         self.bars = bars
 
     def update(self, time: object, bars: pl.DataFrame) -> pl.DataFrame:
@@ -253,62 +292,63 @@ class OnlineFeatures:
             dup = bars.filter(pl.col(BY_INSTRUMENT).is_duplicated())[BY_INSTRUMENT][0]
             raise DataError(f"the bar at {time} repeats instrument {dup!r}: give it once")
         names = bars[BY_INSTRUMENT].cast(pl.String).to_list()
-        w = self._window
-        rows = w.rows_of(names, self.bars)
-        w.advance()
+        rows = self._seen.rows_of(names, self.bars)
+        self._grow()
         for f in self.fields:
-            w.put(f, rows, bars[f].cast(pl.Float64).fill_null(np.nan).to_numpy())
+            column = bars[f].cast(pl.Float64).fill_null(np.nan).to_numpy()
+            self._rings[Expr("$", name=f)].put(self.bars, len(self._seen.names), column, rows)
         self.bars += 1
         self.last_time = time
         values = self._evaluate(rows)
         out = pl.DataFrame({BY_INSTRUMENT: names}).with_columns(pl.lit(time).alias(BY_DATE))
         return out.with_columns(values[name].alias(name) for name in self.names)
 
+    def _grow(self) -> None:
+        """Room in every ring and state for the instruments seen; a new instrument's state is
+        a row of NaN (no history yet), its past columns NaN (before its history)."""
+        count = len(self._seen.names)
+        capacity = _capacity(count, self._capacity)
+        if capacity == self._capacity:
+            return
+        for ring in self._rings.values():
+            ring.grow(capacity)
+        for node, held in self._states.items():
+            grown = np.full((capacity, held.shape[1]), np.nan)
+            grown[: held.shape[0]] = held
+            self._states[node] = grown
+        self._capacity = capacity
+
     def _names_series(self) -> pl.Series:
-        names = self._window.names
+        names = self._seen.names
         if self._names is None or len(self._names) != len(names):
             self._names = pl.Series(BY_INSTRUMENT, names)
         return self._names
 
-    def _grown_states(self) -> dict[Expr, np.ndarray]:
-        """Each resuming node's state, with a row of NaN (no history yet) for every
-        instrument seen since the last bar."""
-        count = len(self._window.names)
-        for node in self._resuming:
-            width = STATE_WIDTH[_STATE[node.op]]
-            held = self._states.get(node, np.empty((0, width)))
-            if held.shape[0] < count:
-                fresh = np.full((count - held.shape[0], width), np.nan)
-                self._states[node] = np.concatenate([held, fresh])
-        return self._states
-
     def _evaluate(self, rows: np.ndarray) -> dict[str, pl.Series]:
-        """Each node over only the newest columns its users need (``needs``), through the
-        plan's own operator builders and kernels, each on a grid as wide as it reads."""
-        w = self._window
+        """Each node's newest column, through the plan's own operator builders and kernels,
+        on a grid as wide as the node reads of its inputs' rings; the column then goes into
+        the node's own ring, which its users read."""
+        seen, plan, rings = self._seen, self.plan, self._rings
+        count = len(seen.names)
         newest = self.bars - 1  # the newest column's bar number
-        computed: dict[Expr, np.ndarray] = {}
-        values: dict[str, pl.Series] = {}
-        plan, need = self.plan, self._need
-
         grids: dict[int, _Chunk] = {}  # by width: nodes of one width share masks and spans
-        states = self._grown_states()
+        states = {node: held[:count] for node, held in self._states.items()}
 
         def grid(width: int) -> _Chunk:
             if width in grids:
                 return grids[width]
             first = newest - width + 1  # bar number of the grid's first column
-            start = np.clip(w.first - first, 0, width).astype(np.int64)
+            start = np.clip(seen.first - first, 0, width).astype(np.int64)
             g = Grid(
                 instruments=self._names_series(),
                 calendar=pl.Series(BY_DATE, np.arange(width)),
                 start=start,
-                end=np.full(len(w.names), width, dtype=np.int64),
+                end=np.full(count, width, dtype=np.int64),
                 present=np.zeros((0, 0), dtype=bool),
                 rows=None,
                 phase=first,
             )
-            grids[width] = _Chunk(g, 0, len(w.names), {}, states=states, newest=self._newest)
+            grids[width] = _Chunk(g, 0, count, {}, states=states, newest=self._newest, order="F")
             return grids[width]
 
         def value(node: Expr, width: int) -> Value:
@@ -316,36 +356,30 @@ class OnlineFeatures:
                 return node.value
             if node.op == "'":
                 return np.nan
-            panel = w.panel(node.name) if node.op == "$" else computed[node]
-            have = panel.shape[1]
-            if have >= width:  # a view: no builder writes into its arguments
-                return panel[:, have - width :]
-            pad = np.full((panel.shape[0], width - have), np.nan)  # an extra: shape only
-            return np.concatenate([pad, panel], axis=1)
+            return rings[node].panel(newest, width, count)
 
+        done: set[Expr] = set()
         with np.errstate(all="ignore"):
-            for node in plan.nodes:
-                if node not in need or node in computed:
+            for node, width in self._width.items():
+                if node in done:
                     continue
+                chunk = grid(width)
                 if node in plan.fused:
-                    group = [n for n in plan.fused[node] if n in need]
-                    width = max(need[n] for n in group) + _reach(node)
-                    chunk = grid(width)
+                    group = [n for n in plan.fused[node] if n in self._width]
                     x = chunk.full(value(node.args[0], width))
                     for n, fused in _quantiles(group, x, chunk).items():
-                        computed[n] = fused[:, width - need[n] :]
+                        rings[n].put(newest, count, fused[:, -1])
+                        done.add(n)
                     continue
-                width = need[node] + (_window(node) if node in self._resuming else _reach(node))
-                chunk = grid(width)
                 args = [value(a, width) for a in plan.inputs(node)]
                 result = chunk.full(_BUILD[node.op](args, node, chunk))
-                computed[node] = result[:, width - need[node] :]
+                rings[node].put(newest, count, result[:, -1])
+        values: dict[str, pl.Series] = {}
         for e, names in self._by_expr.items():
-            panel = w.panel(e.name) if e.op == "$" else computed.get(e)
-            if panel is None:  # a number as a feature
+            if e.op in ("#", "'"):  # a number as a feature
                 column = np.full(len(rows), e.value if e.op == "#" else np.nan)
             else:
-                column = np.ascontiguousarray(panel[rows, -1])
+                column = rings[e].panel(newest, 1, count)[rows, 0]
             series = as_series(column)
             for name in names:
                 values[name] = series.alias(name)
