@@ -196,7 +196,7 @@ class _Chunk:
     # live stream (``_online``), whose chunks compute each such node's last column only.
     states: Mapping[Expr, np.ndarray] | None = None
     # Nodes of which a live stream reads the newest column alone: window kernels that can
-    # compute it without walking the panel do (``_kernels``' ``last``).
+    # compute it without walking the panel do (``_kernels``' ``last``), and shifts.
     newest: frozenset[Expr] = frozenset()
     # A live stream keeps each result's newest column alone: column-major panels ("F") make
     # that column one contiguous read.
@@ -630,12 +630,28 @@ def _shift(x: Value, n: int, chunk: _Chunk) -> Value:
     return chunk.mask(out)
 
 
+def _newest_shift(x: Value, n: int, node: Expr, chunk: _Chunk) -> Value | None:
+    """For a live stream that reads the newest column alone (``chunk.newest``): x's column
+    n bars back, as (instruments, 1), a view. The newest column lies in every history, so
+    there is nothing to mask. None when the general shift is needed."""
+    if node not in chunk.newest or not isinstance(x, np.ndarray) or n <= 0:
+        return None
+    cols = x.shape[1]
+    return x[:, cols - 1 - n : cols - n]
+
+
 def _ref(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
-    return _shift(args[0], _window(node), chunk)
+    n = _window(node)
+    newest = _newest_shift(args[0], n, node, chunk)
+    return _shift(args[0], n, chunk) if newest is None else newest
 
 
 def _delta(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
-    return args[0] - _shift(args[0], _window(node), chunk)
+    n, x = _window(node), args[0]
+    newest = _newest_shift(x, n, node, chunk)
+    if newest is None:
+        return x - _shift(x, n, chunk)
+    return x[:, -1:] - newest  # type: ignore[index]
 
 
 def _need_whole(node: Expr, chunk: _Chunk) -> None:

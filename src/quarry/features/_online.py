@@ -98,8 +98,9 @@ _STATE = {
 }
 
 
-# Window operators whose kernels can compute the newest column alone, from its window.
-_NEWEST = ("Max", "Min", "IdxMax", "IdxMin", "Rank", "Quantile", "Med")
+# Operators whose builders can compute the newest column alone: window kernels, from the
+# newest window, and shifts, which read one column.
+_NEWEST = ("Max", "Min", "IdxMax", "IdxMin", "Rank", "Quantile", "Med", "Ref", "Delta")
 
 
 def needs(plan: Plan) -> dict[Expr, int]:
@@ -186,16 +187,23 @@ class _Instruments:
     names: list[str]
     index: dict[str, int]
     first: np.ndarray  # each instrument's first bar, as a count of bars since the stream began
+    # The last bar's instruments and their rows: a feed's snapshots mostly list the same
+    # instruments in the same order, and one comparison of the lists is then all it costs.
+    _last: tuple[list[str], np.ndarray] | None = None
 
-    def rows_of(self, instruments: Sequence[str], bar: int) -> np.ndarray:
+    def rows_of(self, instruments: list[str], bar: int) -> np.ndarray:
         """Each instrument's row, adding rows (history starting at ``bar``) for new ones."""
-        new = [s for s in dict.fromkeys(instruments) if s not in self.index]
-        if new:
+        if self._last is not None and self._last[0] == instruments:
+            return self._last[1]
+        if not self.index.keys() >= set(instruments):  # set operations run in C
+            new = [s for s in dict.fromkeys(instruments) if s not in self.index]
             for s in new:
                 self.index[s] = len(self.names)
                 self.names.append(s)
             self.first = np.concatenate([self.first, np.full(len(new), bar, dtype=np.int64)])
-        return np.fromiter((self.index[s] for s in instruments), np.int64, len(instruments))
+        rows = np.fromiter(map(self.index.__getitem__, instruments), np.int64, len(instruments))
+        self._last = (instruments, rows)
+        return rows
 
 
 def _widths(plan: Plan) -> tuple[dict[Expr, int], dict[Expr, int]]:
@@ -236,6 +244,7 @@ class OnlineFeatures:
         self.names = list(self.plan.outputs)
         self.depth = lookback(self.plan) + 1
         self.fields = tuple(sorted(self.plan.fields))
+        self._fields_set = set(self.fields)
         self._seen = _Instruments([], {}, np.zeros(0, dtype=np.int64))
         self.bars = 0  # bar times seen
         self.last_time: object | None = None
@@ -287,7 +296,8 @@ class OnlineFeatures:
                 f"bar time {time} does not come after the last one ({self.last_time}); "
                 "bars must arrive in time order"
             )
-        self.plan.check_fields(bars.columns)
+        if not self._fields_set <= set(bars.columns):
+            self.plan.check_fields(bars.columns)  # names the missing one
         if bars[BY_INSTRUMENT].is_duplicated().any():
             dup = bars.filter(pl.col(BY_INSTRUMENT).is_duplicated())[BY_INSTRUMENT][0]
             raise DataError(f"the bar at {time} repeats instrument {dup!r}: give it once")
