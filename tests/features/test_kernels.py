@@ -86,6 +86,8 @@ def test_resumed_column_by_column_equals_one_pass(name: str, n: int, phase: int)
     np.testing.assert_array_equal(np.where(listed, got, np.nan), whole)
 
 
+QS = np.array([0.2, 0.5, 0.8])
+
 # each window kernel as f(x, n, start, end, last) -> the output panel
 WINDOWS: dict[str, Callable[..., np.ndarray]] = {
     "max": lambda x, n, s, e, last: k.rolling_extreme(x, n, s, e, True, last, np.empty(x.shape)),
@@ -94,7 +96,7 @@ WINDOWS: dict[str, Callable[..., np.ndarray]] = {
     "idxmin": lambda x, n, s, e, last: k.idx_extreme(x, n, s, e, False, last, np.empty(x.shape)),
     "rank": lambda x, n, s, e, last: k.rolling_rank(x, n, s, e, last, np.empty(x.shape)),
     "quantiles": lambda x, n, s, e, last: np.concatenate(
-        k.rolling_quantile(x, n, s, e, np.array([0.2, 0.5, 0.8]), last)
+        k.rolling_quantile(x, n, s, e, QS, last, k.NO_STATE, False)
     ),
 }
 
@@ -113,3 +115,29 @@ def test_the_newest_column_alone_equals_one_pass(name: str, n: int) -> None:
         # one output panel a quantile, stacked: the newest column of each; zeros to the sign
         np.testing.assert_array_equal(newest[:, -1], whole[:, t], err_msg=f"column {t}")
         np.testing.assert_array_equal(np.signbit(newest[:, -1]), np.signbit(whole[:, t]))
+
+
+@pytest.mark.parametrize("n", [1, 4, 13])
+def test_quantiles_resumed_from_a_kept_sorted_window_equal_one_pass(n: int) -> None:
+    # A stream keeps each instrument's sorted window and moves it one column a bar, reading
+    # the column that leaves it: panels of n + 1 columns, as for the running kernels.
+    x = _panel(4)
+    x[1, 60:66] = x[1, 59]  # ties
+    start = np.array([0, 0, 17, 0, 55, 0, 80], dtype=np.int64)
+    end = np.full(ROWS, COLS, dtype=np.int64)
+    whole = k.rolling_quantile(x, n, start, end, QS, False, k.NO_STATE, False)
+    state = np.full((ROWS, n + 1), np.nan)
+    width = n + 1
+    for t in range(COLS):
+        lo = t - width + 1
+        cols = np.arange(lo, t + 1)
+        inside = cols >= 0
+        panel = np.full((ROWS, width), np.nan)
+        panel[:, inside] = x[:, cols[inside]]
+        s = np.clip(start - lo, 0, width).astype(np.int64)
+        s[start > t] = width  # not listed yet
+        e = np.full(ROWS, width, dtype=np.int64)
+        newest = k.rolling_quantile(panel, n, s, e, QS, True, state, True)
+        assert newest.shape == (QS.size, ROWS, 1)
+        np.testing.assert_array_equal(newest[:, :, 0], whole[:, :, t], err_msg=f"column {t}")
+        np.testing.assert_array_equal(np.signbit(newest[:, :, 0]), np.signbit(whole[:, :, t]))

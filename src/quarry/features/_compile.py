@@ -180,6 +180,12 @@ class Plan:
 # -- evaluation ----------------------------------------------------------------------------------
 
 
+def state_width(node: Expr, kernel: str) -> int:
+    """How many numbers a resumable kernel keeps per instrument for ``node``: a fixed count
+    for the running sums, the count and sorted values of the window for the quantiles."""
+    return _window(node, 1) + 1 if kernel == "quantile" else k.STATE_WIDTH[kernel]
+
+
 @dataclass
 class _Chunk:
     """Instruments lo..hi of a grid: their field panels, histories and, for nodes computed
@@ -207,7 +213,7 @@ class _Chunk:
         when the stream keeps one for the node), or an empty one over whole histories."""
         if self.states is not None and node in self.states:
             held = self.states[node]
-            assert held.shape == (self.shape[0], k.STATE_WIDTH[kernel])
+            assert held.shape == (self.shape[0], state_width(node, kernel))
             return held, True
         return k.NO_STATE, False
 
@@ -546,7 +552,9 @@ def _quantiles(group: list[Expr], x: np.ndarray, chunk: _Chunk) -> dict[Expr, np
     """Quantile and Med nodes over the same series and window, in one pass."""
     qs = np.array([0.5 if n.op == "Med" else n.args[2].value for n in group])
     last = all(n in chunk.newest for n in group)
-    panels = k.rolling_quantile(x, _window(group[0], 1), chunk.start, chunk.end, qs, last)
+    state, resume = chunk.state(group[0], "quantile")  # a stream keeps the group's window
+    n = _window(group[0], 1)
+    panels = k.rolling_quantile(x, n, chunk.start, chunk.end, qs, last, state, resume)
     return {n: panels[j] for j, n in enumerate(group)}
 
 

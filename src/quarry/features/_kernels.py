@@ -358,14 +358,38 @@ def _slide(buf, k, old, new):
 
 
 @njit(**_OPTS)
-def rolling_quantile(x, n, start, end, qs, last):
+def rolling_quantile(x, n, start, end, qs, last, state, resume):
     """Quantiles ``qs`` (one output panel each) of each window's valid values, with
     linear interpolation as pandas; the median is q = 0.5. Kept in a sorted copy of the
     window, updated by one shift per day; with ``last``, the newest column's window alone,
-    sorted as it is read, and the panels hold that column alone: (qs, rows, 1)."""
+    sorted as it is read, and the panels hold that column alone: (qs, rows, 1).
+
+    ``resume`` is ``last`` from a sorted window kept per instrument in ``state`` (``k``,
+    then the k sorted values; NaN: none yet): the window moves one column on, as the walk
+    moves it, instead of being sorted again. A sorted window holds no rounding, so it is the
+    same however long it has been kept."""
     rows, cols = x.shape
-    out = np.full((qs.size, rows, 1 if last else cols), np.nan)
+    out = np.full((qs.size, rows, 1 if last or resume else cols), np.nan)
     for i in prange(rows):
+        if resume:
+            lo, hi = _columns(start[i], end[i], True)
+            if hi <= lo:
+                continue
+            t = hi - 1
+            buf = state[i, 1:]
+            if state[i, 0] == state[i, 0]:  # the window of the column before
+                old = t - n
+                k = _slide(buf, int(state[i, 0]), x[i, old] if old >= start[i] else np.nan, x[i, t])
+            else:
+                k = 0
+                for u in range(max(start[i], t - n + 1), t + 1):
+                    if math.isfinite(x[i, u]):
+                        _insert(buf, k, x[i, u])
+                        k += 1
+            state[i, 0] = k
+            if k > 0:
+                _quantiles_at(buf, k, qs, out, i, 0)
+            continue
         buf = np.empty(min(n, end[i] - start[i]) + 1)
         k = 0
         lo = start[i]

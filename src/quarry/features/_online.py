@@ -30,7 +30,7 @@ with a bar are reported.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,10 +46,10 @@ from quarry.features._compile import (
     _quantiles,
     _window,
     as_series,
+    state_width,
 )
 from quarry.features._expr import Expr
 from quarry.features._grid import BY_DATE, BY_INSTRUMENT, Grid
-from quarry.features._kernels import STATE_WIDTH
 from quarry.features._registry import OPERATORS
 
 __all__ = ["OnlineFeatures", "lookback"]
@@ -89,12 +89,13 @@ def _reach(node: Expr) -> int:
     return 0
 
 
-# The kernel (and the width of its state) of each operator whose kernel resumes.
+# The kernel of each operator whose kernel resumes from a state kept per instrument.
 _STATE = {
     **dict.fromkeys(("Count", "Sum", "Mean"), "sum"),
     **dict.fromkeys(("Var", "Std"), "var"),
     **dict.fromkeys(("Cov", "Corr"), "corr_cov"),
     **dict.fromkeys(("Slope", "Rsquare", "Resi"), "regression"),
+    **dict.fromkeys(("Quantile", "Med"), "quantile"),  # a sorted window, per fused group
 }
 
 
@@ -217,8 +218,8 @@ def _widths(plan: Plan) -> tuple[dict[Expr, int], dict[Expr, int]]:
     for node in reversed(plan.nodes):
         if node not in depth or node.op in LEAVES:
             continue
-        resumes = node.op in _STATE and _window(node) > 0
-        width[node] = 1 + (_window(node) if resumes else _reach(node))
+        n = _window(node, 1 if node.op == "Quantile" else -1) if node.op in _STATE else 0
+        width[node] = 1 + (n if n > 0 else _reach(node))  # a resuming kernel reads N + 1
         for a in plan.inputs(node):
             if a.op not in ("#", "'"):
                 depth[a] = max(depth.get(a, 0), width[node])
@@ -257,13 +258,20 @@ class OnlineFeatures:
         self._rings = {node: _Ring(d, 0) for node, d in depth.items()}
         # the running state of each running window, a row per instrument (``_kernels``)
         self._states = {
-            n: np.full((0, STATE_WIDTH[_STATE[n.op]]), np.nan)
+            n: np.full((0, state_width(n, _STATE[n.op])), np.nan)
             for n in self._width
-            if n.op in _STATE
+            if n.op in _STATE and n == self._state_key(n)
         }
         # the window nodes whose kernels compute their newest column alone (``_kernels``)
         self._newest = frozenset(n for n in self._width if n.op in _NEWEST)
         self._names: pl.Series | None = None  # the instruments as a series (Mask reads it)
+
+    def _state_key(self, node: Expr) -> Expr:
+        """The node under which a resuming node's state is kept: Quantile and Med nodes of
+        one series and window share one sorted window, under the first of them computed."""
+        if node in self.plan.fused:
+            return next(n for n in self.plan.fused[node] if n in self._width)
+        return node
 
     @property
     def instruments(self) -> list[str]:
