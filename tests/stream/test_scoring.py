@@ -8,13 +8,16 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
 from quarry.data._minute_bars import minute_bars
+from quarry.features import compute
+from quarry.portfolio import topk_dropout
 from quarry.stream import OutputStore, StreamConfig, StreamRunner, connect, encode
 from quarry.tracking import register, set_alias
-from tests.stream.conftest import Champion, Subjects
+from tests.stream.conftest import FEATURES, Champion, Subjects
 
 T0 = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 
@@ -85,3 +88,55 @@ def test_the_stream_follows_the_alias_to_a_new_version(
         set_alias(tracking.name, "champion", tracking.version)
     versions = OutputStore(tmp_path / "out").table("bars_done").sort("bar_index")["model_version"]
     assert versions.to_list() == [tracking.version] * 3 + [newer] * 3
+
+
+def test_the_health_gives_the_last_bars_share_of_missing_features(
+    tracking: Champion, subjects: Subjects, tmp_path: Path
+) -> None:
+    # Four bars: REV5 has no value yet (it reads 5 bars back), the others have, so the share
+    # is neither 0 nor 1; the reference is research's features of that bar.
+    bars = minute_bars(12, sessions=1, minutes=4, seed=2)
+    url = f"memory://{uuid.uuid4().hex}"
+    broker = connect(url)
+    for (when,), part in bars.group_by(["date"], maintain_order=True):
+        broker.publish(subjects.bars, encode(when, part.drop("date")))
+    config = StreamConfig.model_validate(
+        {"broker": url, "model": "s-lgb@champion", "outputs": str(tmp_path / "out"),
+         "subjects": subjects.config()}
+    )  # fmt: skip
+    runner = StreamRunner(config, broker=broker)
+    health = runner.run(idle_exit=0.5)
+    batch = compute(bars, FEATURES).filter(pl.col("date") == bars["date"].max())
+    values = batch.select(list(FEATURES)).to_numpy()
+    expected = float(np.isnan(values).mean())
+    assert 0 < expected < 1
+    assert health.nan_rate == pytest.approx(expected, abs=1e-12)
+
+
+def test_positions_follow_topk_dropout_over_the_bars_scores(
+    subjects: Subjects, tmp_path: Path
+) -> None:
+    # Bars that each score a different subset of the instruments (a held one may be absent,
+    # unscored): the stream's book after each bar is the research rule's over the panel of
+    # those scores, NaN where absent (``topk_dropout``), days held included.
+    url = f"memory://{uuid.uuid4().hex}"
+    config = StreamConfig.model_validate(
+        {"broker": url, "features": {"c": "$close"}, "outputs": str(tmp_path / "out"),
+         "subjects": subjects.config(), "strategy": {"topk": 3, "n_drop": 1}}
+    )  # fmt: skip
+    runner = StreamRunner(config, broker=connect(url))
+    rng = np.random.default_rng(0)
+    every = np.array([f"S{i:02d}" for i in range(12)])
+    panel = np.full((25, every.size), np.nan)
+    books = []
+    for t in range(panel.shape[0]):
+        present = np.sort(rng.choice(every.size, size=int(rng.integers(4, 12)), replace=False))
+        panel[t, present] = rng.normal(size=present.size)
+        out = runner._decide(f"bar{t}", every[present].tolist(), panel[t, present], 1)
+        books.append(dict(out["positions"].select("instrument", "days_held").iter_rows()))
+    expected = topk_dropout(panel, topk=3, n_drop=1)
+    streak = np.zeros(every.size, dtype=np.int64)
+    for t, held in enumerate(expected):
+        streak = np.where(held, streak + 1, 0)
+        assert books[t] == dict(zip(every[held].tolist(), streak[held].tolist(), strict=True))
+    assert any(not np.isfinite(panel[t][expected[t - 1]]).all() for t in range(1, 25))

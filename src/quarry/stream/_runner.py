@@ -323,8 +323,12 @@ class StreamRunner:
         new = [(s, index) for s in frame["instrument"].to_list() if s not in self._known]
         self._known.update(s for s, _ in new)
         names = self.online.names
-        matrix = features.select(names).to_numpy() if names and features.height else None
-        nan_rate = float(np.isnan(matrix).mean()) if matrix is not None and matrix.size else 0.0
+        # missing values are nulls (``as_series``), whose counts Arrow keeps: no copy
+        cells = len(names) * features.height
+        missing = (
+            features.select(pl.sum_horizontal(pl.col(names).null_count())).item() if cells else 0
+        )
+        nan_rate = missing / cells if cells else 0.0
         version, outputs = None, {}
         if self.champion is not None and self._due(when):
             version, packaged = self.champion.current()
@@ -369,16 +373,20 @@ class StreamRunner:
         from quarry.portfolio._topk import topk_dropout_day
 
         strategy = self.config.strategy
-        universe = list(dict.fromkeys([*names, *sorted(self.held)]))
-        by_name = dict(zip(names, scores.tolist(), strict=True))
-        s = np.array([by_name.get(n, np.nan) for n in universe], dtype=np.float64)
-        held = np.array([n in self.held for n in universe])
-        days = np.array([self.held.get(n, 0) for n in universe], dtype=np.int64)
+        # The bar's instruments, then those held that it lacks (unscored): whole-array work,
+        # as the bar holds thousands and the book a few dozen.
+        extra = sorted(set(self.held).difference(names))
+        universe = [*names, *extra]
+        s = np.concatenate([scores, np.full(len(extra), np.nan)])
+        held = np.concatenate([pl.Series(names).is_in(list(self.held)).to_numpy(),
+                               np.ones(len(extra), dtype=bool)])  # fmt: skip
+        days = np.zeros(len(universe), dtype=np.int64)
+        for i in np.flatnonzero(held):
+            days[i] = self.held[universe[i]]
         sell, buy = topk_dropout_day(s, held, days, topk=strategy.topk, n_drop=strategy.n_drop)
         after = (held & ~sell) | buy
         weight = 1.0 / strategy.topk
-        self.held = {n: self.held.get(n, 0) + 1 for n, keep in zip(universe, after, strict=True)
-                     if keep}  # fmt: skip
+        self.held = {universe[i]: int(days[i]) + 1 for i in np.flatnonzero(after)}
         scores_frame = pl.DataFrame(
             {"bar_time": key, "instrument": names, "score": scores, "model_version": version},
             schema_overrides={"model_version": pl.Int64},
@@ -388,8 +396,8 @@ class StreamRunner:
              "days_held": list(self.held.values()), "model_version": version},
             schema_overrides={"model_version": pl.Int64, "days_held": pl.Int64},
         )  # fmt: skip
-        traded = [(n, "buy", weight) for n, b in zip(universe, buy, strict=True) if b]
-        traded += [(n, "sell", 0.0) for n, x in zip(universe, sell, strict=True) if x]
+        traded = [(universe[i], "buy", weight) for i in np.flatnonzero(buy)]
+        traded += [(universe[i], "sell", 0.0) for i in np.flatnonzero(sell)]
         orders = pl.DataFrame(
             [(key, n, side, w, version) for n, side, w in traded],
             schema={"bar_time": pl.String, "instrument": pl.String, "side": pl.String,
