@@ -40,8 +40,8 @@ from quarry.exceptions import DataError, ExpressionError, UsageError
 from quarry.features._compile import (
     _BUILD,
     LEAVES,
+    Build,
     Plan,
-    Value,
     _Chunk,
     _quantiles,
     _window,
@@ -208,6 +208,18 @@ class _Instruments:
         return rows
 
 
+@dataclass(frozen=True)
+class _Step:
+    """One node of a bar's evaluation (or a fused group of Quantile and Med nodes)."""
+
+    node: Expr
+    width: int  # how many of its inputs' newest columns it reads
+    build: Build
+    ring: _Ring
+    inputs: tuple[_Ring | float, ...]
+    group: tuple[Expr, ...] = ()
+
+
 def _widths(plan: Plan) -> tuple[dict[Expr, int], dict[Expr, int]]:
     """The nodes the outputs depend on, each with how many of its inputs' newest columns it
     reads to compute its own newest value (1 for an element-wise node, N + 1 for a running
@@ -266,6 +278,32 @@ class OnlineFeatures:
         # the window nodes whose kernels compute their newest column alone (``_kernels``)
         self._newest = frozenset(n for n in self._width if n.op in _NEWEST)
         self._names: pl.Series | None = None  # the instruments as a series (Mask reads it)
+        self._steps = self._plan_steps()
+
+    def _plan_steps(self) -> list[_Step]:
+        """The nodes to compute a bar, in order, each with its builder, its ring and its
+        inputs (a ring, or a number): looked up once, not on every bar for every node."""
+
+        def source(a: Expr) -> _Ring | float:
+            if a.op in ("#", "'"):
+                return a.value if a.op == "#" else np.nan
+            return self._rings[a]
+
+        steps: list[_Step] = []
+        grouped: set[Expr] = set()
+        for node, width in self._width.items():
+            if node in grouped:
+                continue
+            group: tuple[Expr, ...] = ()
+            inputs = self.plan.inputs(node)
+            if node in self.plan.fused:
+                group = tuple(n for n in self.plan.fused[node] if n in self._width)
+                grouped.update(group)
+                inputs = node.args[:1]
+            build = _BUILD[node.op]
+            sources = tuple(source(a) for a in inputs)
+            steps.append(_Step(node, width, build, self._rings[node], sources, group))
+        return steps
 
     def _state_key(self, node: Expr) -> Expr:
         """The node under which a resuming node's state is kept: Quantile and Med nodes of
@@ -347,7 +385,7 @@ class OnlineFeatures:
         """Each node's newest column, through the plan's own operator builders and kernels,
         on a grid as wide as the node reads of its inputs' rings; the column then goes into
         the node's own ring, which its users read."""
-        seen, plan, rings = self._seen, self.plan, self._rings
+        seen, rings = self._seen, self._rings
         count = len(seen.names)
         newest = self.bars - 1  # the newest column's bar number
         grids: dict[int, _Chunk] = {}  # by width: nodes of one width share masks and spans
@@ -370,29 +408,21 @@ class OnlineFeatures:
             grids[width] = _Chunk(g, 0, count, {}, states=states, newest=self._newest, order="F")
             return grids[width]
 
-        def value(node: Expr, width: int) -> Value:
-            if node.op == "#":
-                return node.value
-            if node.op == "'":
-                return np.nan
-            return rings[node].panel(newest, width, count)
-
-        done: set[Expr] = set()
         with np.errstate(all="ignore"):
-            for node, width in self._width.items():
-                if node in done:
+            for step in self._steps:
+                width = step.width
+                chunk = grids[width] if width in grids else grid(width)
+                args = [
+                    a.panel(newest, width, count) if isinstance(a, _Ring) else a
+                    for a in step.inputs
+                ]
+                if step.group:  # Quantile and Med of one series and window, in one pass
+                    fused = _quantiles(list(step.group), chunk.full(args[0]), chunk)
+                    for n, panel in fused.items():
+                        rings[n].put(newest, count, panel[:, -1])
                     continue
-                chunk = grid(width)
-                if node in plan.fused:
-                    group = [n for n in plan.fused[node] if n in self._width]
-                    x = chunk.full(value(node.args[0], width))
-                    for n, fused in _quantiles(group, x, chunk).items():
-                        rings[n].put(newest, count, fused[:, -1])
-                        done.add(n)
-                    continue
-                args = [value(a, width) for a in plan.inputs(node)]
-                result = chunk.full(_BUILD[node.op](args, node, chunk))
-                rings[node].put(newest, count, result[:, -1])
+                result = chunk.full(step.build(args, step.node, chunk))
+                step.ring.put(newest, count, result[:, -1])
         values: dict[str, pl.Series] = {}
         for e, names in self._by_expr.items():
             if e.op in ("#", "'"):  # a number as a feature
