@@ -90,10 +90,13 @@ class PackagedModel:
         transform = (pipeline.array_transformer(names, inference=True) if pipeline is not None
                      else np.asarray)  # fmt: skip
         picked = np.asarray([index[c] for c in self.columns], dtype=np.intp)
+        # the model's columns in the matrix's own order (a stream's, a table's): no copy
+        every = np.array_equal(picked, np.arange(len(names)))
         predict = self.estimator.predict
 
         def score(matrix: np.ndarray) -> np.ndarray:
-            x = transform(matrix)[:, picked].astype(INPUT_DTYPE)
+            x = transform(matrix)
+            x = (x if every else x[:, picked]).astype(INPUT_DTYPE)
             return np.asarray(predict(x), dtype=np.float64).reshape(-1)
 
         return score
