@@ -463,9 +463,10 @@ class Fillna(Processor):
         value = self.value
 
         def step(x: np.ndarray) -> None:
-            part = x[:, at]
+            part = x[:, at]  # a view when every column is filled: written in place
             np.copyto(part, value, where=np.isnan(part))
-            x[:, at] = part
+            if not isinstance(at, slice):
+                x[:, at] = part
 
         return step
 

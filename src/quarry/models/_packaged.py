@@ -115,7 +115,7 @@ class PackagedModel:
             if frame.height == 0:
                 return np.empty(0, dtype=np.float64)
             return np.concatenate([
-                score(part.select(pl.col(names).cast(pl.Float64)).to_numpy())
+                score(part.select(pl.col(names).cast(pl.Float64)).to_numpy(order="c"))
                 for part in frame.iter_slices(CHUNK_ROWS)
             ])  # fmt: skip
         if self.recipe.processors is not None:
