@@ -13,6 +13,9 @@ For each bar time, in order:
    so a copy published again after a restart is dropped by the broker;
 5. only then are the bar's messages acknowledged.
 
+Steps 3 to 5 run on a thread of their own (``_committer``), bar after bar in order, while
+the next bar's features are computed; the health counts a bar once it is committed.
+
 A restart (even after kill -9) rebuilds the features' state from the kept bars and resumes
 from the consumer's last acknowledged message: a redelivered bar already stored is
 published again only if its record says it was not, and never processed twice.
@@ -38,6 +41,7 @@ import polars as pl
 
 from quarry.exceptions import DataError, UsageError
 from quarry.stream._brokers import Broker, Message, Subscription, connect
+from quarry.stream._committer import Committer
 from quarry.stream._config import StreamConfig
 from quarry.stream._outputs import BarRecord, OutputStore
 from quarry.stream._snapshots import Bars, Malformed, decode, encode_frame
@@ -150,6 +154,10 @@ class StreamRunner:
         self._known: set[str] = set()  # instruments whose first bar is stored
         self._last_features: tuple[str, pl.DataFrame] | None = None
         self._restore()
+        # bars processed, and those of them not yet committed (stored, published, acked)
+        self._processed = 0
+        self._inflight: set[str] = set()
+        self._committer = Committer(config.outputs)
 
     # -- restart -----------------------------------------------------------------------------
 
@@ -201,7 +209,7 @@ class StreamRunner:
         shown = time.monotonic()
         try:
             while not (stop is not None and stop.is_set()):
-                if max_bars is not None and self.health.bars >= max_bars:
+                if max_bars is not None and self._processed >= max_bars:
                     break
                 # a few at a time: a snapshot of the whole market is megabytes, and what is
                 # fetched but not processed waits out the broker's ack deadline
@@ -224,10 +232,14 @@ class StreamRunner:
         return self.health
 
     def _close(self, sub: Subscription) -> None:
-        sub.close()
-        self.store.close()
-        if self.own_broker:
-            self.broker.close()
+        try:
+            self._committer.drain()  # every processed bar committed before the stop
+        finally:
+            self._committer.close()
+            sub.close()
+            self.store.close()
+            if self.own_broker:
+                self.broker.close()
 
     def _take(
         self, messages: list[Message], max_bars: int | None, stop: threading.Event | None
@@ -235,7 +247,7 @@ class StreamRunner:
         for m in messages:
             # a stop (or the bar limit) leaves the rest unacknowledged: redelivered next time
             if (stop is not None and stop.is_set()) or (
-                max_bars is not None and self.health.bars >= max_bars
+                max_bars is not None and self._processed >= max_bars
             ):
                 return
             try:
@@ -274,6 +286,8 @@ class StreamRunner:
         sent again) is acknowledged and the bar's outputs published if they were not; any
         other message at or before the last bar is late, and goes to the dead letters."""
         key = bars.time.isoformat()
+        if key in self._inflight:  # its bar is being committed: decide on what is stored
+            self._committer.drain()
         record = self.store.record(key)
         if record is not None and self.store.seen(key, _digest(m)):
             if not record.published:
@@ -335,18 +349,41 @@ class StreamRunner:
             scores = np.asarray(packaged.score(features), dtype=np.float64).reshape(-1)
             outputs = self._decide(key, features["instrument"].to_list(), scores, version)
             self.last_scored = when
-        self.store.keep_bar(index, key, frame.select("instrument", *self.fields))
         record = BarRecord(key, index, frame.height, version, bool(outputs), False)
-        self.store.store(record, outputs, new, [_digest(m) for m in messages])
-        self.store.prune_bars(index, self.online.depth)
+        kept = frame.select("instrument", *self.fields)
+        digests = [_digest(m) for m in messages]
         headers = _first_headers(messages)
-        self._publish(key, outputs, headers, features if self.config.subjects.features else None)
-        self.store.mark_published(key)
-        for m in messages:
-            m.ack()
+        published = features if self.config.subjects.features else None
+        depth = self.online.depth
+
+        def commit(store: OutputStore) -> None:
+            store.keep_bar(index, key, kept)
+            store.store(record, outputs, new, digests)
+            store.prune_bars(index, depth)
+            self._publish(key, outputs, headers, published)
+            store.mark_published(key)
+            for m in messages:
+                m.ack()
+            self._inflight.discard(key)
+            self._count(key, version, bool(outputs), nan_rate, took, headers)
+
+        self._processed += 1
+        self._inflight.add(key)
+        self._committer.submit(commit)
+
+    def _count(
+        self,
+        key: str,
+        version: int | None,
+        scored: bool,
+        nan_rate: float,
+        took: float,
+        headers: dict[str, str],
+    ) -> None:
+        """A committed bar in the health."""
         h = self.health
         h.bars += 1
-        h.scored += bool(outputs)
+        h.scored += scored
         h.last_bar = key
         h.model_version = version if version is not None else h.model_version
         h.nan_rate = nan_rate
