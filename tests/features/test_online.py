@@ -86,6 +86,23 @@ def test_nested_operators_bar_by_bar_equal_batch_as_instruments_list_and_pause()
     assert parity_failures(compute(bars, NESTED), streamed, list(NESTED)) == []
 
 
+def test_rings_and_states_grow_for_listings_and_keep_what_they_held() -> None:
+    # Half the instruments list at bar 10, more than the room kept for listings: every ring
+    # and state is copied into a larger one mid-stream, and the values go on as research's.
+    bars = minute_bars(100, sessions=1, minutes=40, seed=8)
+    bars = bars.filter(pl.col("date").max().over("instrument") == bars["date"].max())
+    times = bars["date"].unique(maintain_order=True)
+    late = pl.col("instrument").str.slice(1).cast(pl.Int64) % 2 == 0  # S00001 (Mask) is early
+    bars = bars.filter(~late | (pl.col("date") >= times[10]))
+    online = OnlineFeatures(NESTED)
+    first = stream_through(online, bars.filter(pl.col("date") == times[0]))
+    room = online._capacity
+    rest = stream_through(online, bars.filter(pl.col("date") > times[0]))
+    assert room < len(online.instruments) <= online._capacity
+    streamed = pl.concat([first, rest])
+    assert parity_failures(compute(bars, NESTED), streamed, list(NESTED)) == []
+
+
 def test_a_resumed_stream_equals_the_uninterrupted_one_after_its_replay() -> None:
     # A restart: a fresh OnlineFeatures told how many bars came before and when each
     # instrument began, then fed the last ``depth`` bars again, goes on as if never stopped.

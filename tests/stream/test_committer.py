@@ -40,13 +40,16 @@ def test_after_a_failure_nothing_later_is_committed_and_the_error_reaches_the_ru
 ) -> None:
     committer = Committer(tmp_path / "out")
     done: list[str] = []
+    queued = threading.Event()
 
     def fail(store: OutputStore) -> None:
+        queued.wait(5)  # "after" is queued behind this bar before it fails
         raise RuntimeError("the broker refused the scores")
 
     committer.submit(lambda store: done.append("before"))
     committer.submit(fail)
-    committer.submit(lambda store: done.append("after"))  # queued before the failure is seen
+    committer.submit(lambda store: done.append("after"))
+    queued.set()
     with pytest.raises(RuntimeError, match="refused the scores"):
         committer.drain()
     assert done == ["before"]

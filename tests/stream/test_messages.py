@@ -4,14 +4,21 @@ late ones (the dead-letter subject, with the reason), and a redelivered bar."""
 from __future__ import annotations
 
 import json
+import sqlite3
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
+import pytest
 
+from quarry.exceptions import DataError
 from quarry.features import compute
 from quarry.stream import Broker, StreamConfig, StreamRunner, encode
 from quarry.stream._brokers import connect
+from quarry.stream._outputs import OutputStore
 from tests.stream.conftest import BROKER_URLS, Subjects
 
 FEATURES = {"M3": "Mean($close, 3)", "D1": "$close / Ref($close, 1)"}
@@ -138,3 +145,63 @@ def test_a_dead_letter_redelivered_is_published_and_counted_once(
     assert len(read(broker, subjects.dead_letter)) == 1
     assert acks == ["7", "7"]  # acknowledged both times, so it is not delivered a third
     runner.store.close()
+
+
+def test_a_bar_sent_again_while_it_is_being_committed_is_a_redelivery_not_a_late_bar(
+    broker: Broker, subjects: Subjects, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The committer stores a bar while the runner reads the next message: the same bytes
+    # again must wait for that commit and be acknowledged as done, not sent to dead letters
+    # as a bar older than the stream's last.
+    slow = OutputStore.store
+
+    def store_slowly(self: OutputStore, *args: Any, **kwargs: Any) -> None:
+        time.sleep(0.5)
+        slow(self, *args, **kwargs)
+
+    monkeypatch.setattr(OutputStore, "store", store_slowly)
+    broker.publish(subjects.bars, snapshot(0, {"A": 10.0}), msg_id="0")
+    broker.publish(subjects.bars, snapshot(0, {"A": 10.0}), msg_id="0-again")
+    broker.publish(subjects.bars, snapshot(1, {"A": 11.0}), msg_id="1")
+    health = StreamRunner(config(broker, subjects, tmp_path), broker=broker).run(idle_exit=0.5)
+    assert (health.bars, health.redelivered, health.dead_letters) == (2, 1, 0)
+    times = [h["bar-time"] for _, h in read(broker, subjects.features)]
+    assert times == [at(0).isoformat(), at(1).isoformat()]
+
+
+def test_a_bar_that_cannot_be_stored_stops_the_stream_with_the_reason(
+    broker: Broker, subjects: Subjects, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stream that can no longer store its bars must not go on fetching as if all were
+    # well (nothing would tell): it stops, raising why; the bar stays unacknowledged.
+    stored = OutputStore.store
+
+    def store_once(self: OutputStore, record: Any, *args: Any, **kwargs: Any) -> None:
+        if record.bar_index > 0:
+            raise sqlite3.OperationalError("database or disk is full")
+        stored(self, record, *args, **kwargs)
+
+    monkeypatch.setattr(OutputStore, "store", store_once)
+    for m in range(2):
+        broker.publish(subjects.bars, snapshot(m, {"A": 10.0 + m}), msg_id=str(m))
+    runner = StreamRunner(config(broker, subjects, tmp_path), broker=broker)
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            runner.run()  # no idle exit: only the failure ends it
+        except BaseException as e:
+            raised.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "the stream went on after a bar could not be stored"
+    assert len(raised) == 1 and isinstance(raised[0], DataError)
+    assert str(raised[0]) == (
+        f"bar {at(1).isoformat()}: could not be stored in {tmp_path / 'out'}: database or disk "
+        "is full; its messages stay unacknowledged, so the stream processes it again once "
+        "restarted"
+    )
+    assert runner.health.bars == 1
+    assert [h["bar-time"] for _, h in read(broker, subjects.features)] == [at(0).isoformat()]

@@ -45,6 +45,11 @@ class Committer:
         self._raise()
         self._jobs.put(job)
 
+    def check(self) -> None:
+        """Raise the failure of a commit, if one failed (the runner asks on every pass, so a
+        stream that can no longer commit stops at once instead of going on fetching)."""
+        self._raise()
+
     def drain(self) -> None:
         """Wait until every bar handed over is committed (or one failed: raised here)."""
         self._jobs.join()

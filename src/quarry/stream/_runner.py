@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -209,6 +210,7 @@ class StreamRunner:
         shown = time.monotonic()
         try:
             while not (stop is not None and stop.is_set()):
+                self._committer.check()
                 if max_bars is not None and self._processed >= max_bars:
                     break
                 # a few at a time: a snapshot of the whole market is megabytes, and what is
@@ -357,9 +359,15 @@ class StreamRunner:
         depth = self.online.depth
 
         def commit(store: OutputStore) -> None:
-            store.keep_bar(index, key, kept)
-            store.store(record, outputs, new, digests)
-            store.prune_bars(index, depth)
+            try:
+                store.keep_bar(index, key, kept)
+                store.store(record, outputs, new, digests)
+                store.prune_bars(index, depth)
+            except (sqlite3.Error, OSError) as e:
+                raise DataError(
+                    f"bar {key}: could not be stored in {store.folder}: {e}; its messages "
+                    "stay unacknowledged, so the stream processes it again once restarted"
+                ) from e
             self._publish(key, outputs, headers, published)
             store.mark_published(key)
             for m in messages:
@@ -415,7 +423,7 @@ class StreamRunner:
         extra = sorted(set(self.held).difference(names))
         universe = [*names, *extra]
         s = np.concatenate([scores, np.full(len(extra), np.nan)])
-        held = np.concatenate([pl.Series(names).is_in(list(self.held)).to_numpy(),
+        held = np.concatenate([pl.Series(names, dtype=pl.String).is_in(list(self.held)).to_numpy(),
                                np.ones(len(extra), dtype=bool)])  # fmt: skip
         days = np.zeros(len(universe), dtype=np.int64)
         for i in np.flatnonzero(held):
