@@ -15,7 +15,7 @@ import pytest
 from quarry.data._minute_bars import minute_bars
 from quarry.features import compute
 from quarry.portfolio import topk_dropout
-from quarry.stream import OutputStore, StreamConfig, StreamRunner, connect, encode
+from quarry.stream import Health, OutputStore, StreamConfig, StreamRunner, connect, encode
 from quarry.tracking import register, set_alias
 from tests.stream.conftest import FEATURES, Champion, Subjects
 
@@ -24,7 +24,7 @@ T0 = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 
 def run_stream(
     tmp_path: Path, subjects: Subjects, bars: pl.DataFrame, **extra: object
-) -> OutputStore:
+) -> tuple[OutputStore, Health]:
     url = f"memory://{uuid.uuid4().hex}"
     broker = connect(url)
     for (when,), part in bars.group_by(["date"], maintain_order=True):
@@ -33,8 +33,8 @@ def run_stream(
         {"broker": url, "model": "s-lgb@champion", "outputs": str(tmp_path / "out"),
          "subjects": subjects.config(), "strategy": {"topk": 2, "n_drop": 1}, **extra}
     )  # fmt: skip
-    StreamRunner(config, broker=broker).run(idle_exit=0.5)
-    return OutputStore(tmp_path / "out")
+    health = StreamRunner(config, broker=broker).run(idle_exit=0.5)
+    return OutputStore(tmp_path / "out"), health
 
 
 @pytest.mark.parametrize(
@@ -45,7 +45,8 @@ def test_scores_come_on_the_schedule_and_only_for_the_universe(
     tracking: Champion, subjects: Subjects, tmp_path: Path, schedule: str, scored: list[int]
 ) -> None:
     bars = minute_bars(6, sessions=1, minutes=6, missing=0.0)
-    store = run_stream(tmp_path, subjects, bars, schedule=schedule, universe=["S00001", "S00004"])
+    universe = ["S00001", "S00004"]
+    store, _ = run_stream(tmp_path, subjects, bars, schedule=schedule, universe=universe)
     scores = store.table("scores")
     expected = [(T0 + timedelta(minutes=m)).isoformat() for m in scored]
     assert sorted(scores["bar_time"].unique().to_list()) == expected
@@ -96,16 +97,7 @@ def test_the_health_gives_the_last_bars_share_of_missing_features(
     # Four bars: REV5 has no value yet (it reads 5 bars back), the others have, so the share
     # is neither 0 nor 1; the reference is research's features of that bar.
     bars = minute_bars(12, sessions=1, minutes=4, seed=2)
-    url = f"memory://{uuid.uuid4().hex}"
-    broker = connect(url)
-    for (when,), part in bars.group_by(["date"], maintain_order=True):
-        broker.publish(subjects.bars, encode(when, part.drop("date")))
-    config = StreamConfig.model_validate(
-        {"broker": url, "model": "s-lgb@champion", "outputs": str(tmp_path / "out"),
-         "subjects": subjects.config()}
-    )  # fmt: skip
-    runner = StreamRunner(config, broker=broker)
-    health = runner.run(idle_exit=0.5)
+    _, health = run_stream(tmp_path, subjects, bars)
     batch = compute(bars, FEATURES).filter(pl.col("date") == bars["date"].max())
     values = batch.select(list(FEATURES)).to_numpy()
     expected = float(np.isnan(values).mean())
