@@ -100,8 +100,9 @@ _STATE = {
 
 
 # Operators whose builders can compute the newest column alone: window kernels, from the
-# newest window, and shifts, which read one column.
-_NEWEST = ("Max", "Min", "IdxMax", "IdxMin", "Rank", "Quantile", "Med", "Ref", "Delta")
+# newest window, and shifts, which read one column. (Quantile and Med resume from a kept
+# sorted window instead: ``_STATE``.)
+_NEWEST = ("Max", "Min", "IdxMax", "IdxMin", "Rank", "Ref", "Delta")
 
 
 def needs(plan: Plan) -> dict[Expr, int]:
