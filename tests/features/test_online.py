@@ -86,6 +86,32 @@ def test_nested_operators_bar_by_bar_equal_batch_as_instruments_list_and_pause()
     assert parity_failures(compute(bars, NESTED), streamed, list(NESTED)) == []
 
 
+def test_a_bars_instruments_may_come_in_any_order_and_the_matrix_is_the_frame() -> None:
+    # A feed lists every instrument in its usual order (each output's newest column is then
+    # read as one slice) or some of them in any order (gathered by row): both give research's
+    # values, and ``update_matrix`` gives the very numbers ``update`` does.
+    bars = minute_bars(60, sessions=1, minutes=40, seed=5, missing=0.0)
+    bars = bars.filter(pl.len().over("instrument") == bars["date"].n_unique())  # never absent
+    rng = np.random.default_rng(1)
+    shuffled, framed = OnlineFeatures(NESTED), OnlineFeatures(NESTED)
+    parts, wholes = [], 0
+    for t, ((when,), part) in enumerate(bars.group_by(["date"], maintain_order=True)):
+        if t % 3 == 2:  # a third of the bars: a shuffled subset
+            keep = np.sort(rng.choice(part.height, part.height - 5, replace=False))
+            part = part[rng.permutation(keep)]
+        wholes += part.height == len(shuffled.instruments) and t % 3 != 2
+        names, matrix = shuffled.update_matrix(when, part.drop("date"))
+        frame = framed.update(when, part.drop("date"))
+        assert names == part["instrument"].to_list() == frame["instrument"].to_list()
+        as_frame = frame.select(shuffled.names).fill_null(np.nan).to_numpy()
+        np.testing.assert_array_equal(matrix, as_frame)
+        parts.append(frame)
+    assert wholes > 20
+    fed = bars.join(pl.concat(parts).select("instrument", "date"), on=["instrument", "date"])
+    assert fed.height < bars.height  # the bars' absent instruments are gaps in research too
+    assert parity_failures(compute(fed, NESTED), pl.concat(parts), list(NESTED)) == []
+
+
 def test_rings_and_states_grow_for_listings_and_keep_what_they_held() -> None:
     # Half the instruments list at bar 10, more than the room kept for listings: every ring
     # and state is copied into a larger one mid-stream, and the values go on as research's.

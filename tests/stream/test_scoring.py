@@ -17,7 +17,8 @@ from quarry.features import compute
 from quarry.portfolio import topk_dropout
 from quarry.stream import Health, OutputStore, StreamConfig, StreamRunner, connect, encode
 from quarry.tracking import register, set_alias
-from tests.stream.conftest import FEATURES, Champion, Subjects
+from quarry.tracking._models import load_packaged
+from tests.stream.conftest import FEATURES, ROW_WISE, Champion, Subjects
 
 T0 = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 
@@ -52,6 +53,30 @@ def test_scores_come_on_the_schedule_and_only_for_the_universe(
     assert sorted(scores["bar_time"].unique().to_list()) == expected
     assert set(scores["instrument"]) == {"S00001", "S00004"}
     assert store.table("bars_done").height == 6  # every bar updates the features
+
+
+@pytest.mark.parametrize("model", ["s-lgb", ROW_WISE])
+def test_each_bars_scores_are_the_models_scores_of_researchs_features(
+    tracking: Champion, subjects: Subjects, tmp_path: Path, model: str
+) -> None:
+    # The served model scores, bar by bar, what research computes from the same bars: s-lgb
+    # through a frame (its processors read the bar's cross-section), ROW_WISE through the
+    # stream's matrix of features. Bars with gaps list a changing subset of instruments.
+    bars = minute_bars(30, sessions=1, minutes=14, seed=4, missing=0.2)
+    store, _ = run_stream(tmp_path, subjects, bars, model=f"{model}@champion")
+    scores = store.table("scores")
+    packaged = load_packaged(model, 1)
+    batch = compute(bars, FEATURES).join(bars.select("instrument", "date"),
+                                          on=["instrument", "date"])  # fmt: skip
+    times = batch["date"].unique().sort()
+    assert scores["bar_time"].n_unique() == len(times) == 14
+    for when in times:
+        part = batch.filter(pl.col("date") == when)
+        expected = dict(zip(part["instrument"], packaged.score(part), strict=True))
+        told_apart = len(set(expected.values())) > 1  # the last bars' are, at least
+        got = scores.filter(pl.col("bar_time") == when.isoformat())
+        assert dict(zip(got["instrument"], got["score"], strict=True)) == pytest.approx(expected)
+    assert told_apart  # a model that gives every instrument one score would test nothing
 
 
 def test_the_stream_follows_the_alias_to_a_new_version(

@@ -263,10 +263,7 @@ class OnlineFeatures:
         self._seen = _Instruments([], {}, np.zeros(0, dtype=np.int64))
         self.bars = 0  # bar times seen
         self.last_time: object | None = None
-        by_expr: dict[Expr, list[str]] = {}
-        for name, e in self.plan.outputs.items():
-            by_expr.setdefault(e, []).append(name)
-        self._by_expr = by_expr
+        self._outputs = [self.plan.outputs[name] for name in self.names]
         self._width, depth = _widths(self.plan)
         self._capacity = 0
         self._rings = {node: _Ring(d, 0) for node, d in depth.items()}
@@ -335,10 +332,20 @@ class OnlineFeatures:
         self.bars = bars
 
     def update(self, time: object, bars: pl.DataFrame) -> pl.DataFrame:
-        """The features at ``time`` of the instruments in ``bars``, in their order.
+        """The features at ``time`` of the instruments in ``bars``, in their order: columns
+        instrument, date and the features (null for missing).
 
         Bar times must increase; an instrument may appear once per bar.
         """
+        names, matrix = self.update_matrix(time, bars)
+        out = pl.DataFrame({BY_INSTRUMENT: names}).with_columns(pl.lit(time).alias(BY_DATE))
+        # columns over the matrix's own memory (F-ordered: each feature contiguous)
+        return out.with_columns(as_series(matrix[:, j], name) for j, name in enumerate(self.names))
+
+    def update_matrix(self, time: object, bars: pl.DataFrame) -> tuple[list[str], np.ndarray]:
+        """``update`` without the frame: the instruments of ``bars`` in their order, and
+        their features as a matrix (a row per instrument, a column per name of ``names``,
+        NaN for missing), as a model scores them (``PackagedModel.matrix_scorer``)."""
         if self.last_time is not None and not time > self.last_time:  # type: ignore[operator]
             raise DataError(
                 f"bar time {time} does not come after the last one ({self.last_time}); "
@@ -357,9 +364,8 @@ class OnlineFeatures:
             self._rings[Expr("$", name=f)].put(self.bars, len(self._seen.names), column, rows)
         self.bars += 1
         self.last_time = time
-        values = self._evaluate(rows)
-        out = pl.DataFrame({BY_INSTRUMENT: names}).with_columns(pl.lit(time).alias(BY_DATE))
-        return out.with_columns(values[name].alias(name) for name in self.names)
+        self._evaluate()
+        return names, self._newest_rows(rows)
 
     def _grow(self) -> None:
         """Room in every ring and state for the instruments seen; a new instrument's state is
@@ -382,7 +388,7 @@ class OnlineFeatures:
             self._names = pl.Series(BY_INSTRUMENT, names)
         return self._names
 
-    def _evaluate(self, rows: np.ndarray) -> dict[str, pl.Series]:
+    def _evaluate(self) -> None:
         """Each node's newest column, through the plan's own operator builders and kernels,
         on a grid as wide as the node reads of its inputs' rings; the column then goes into
         the node's own ring, which its users read."""
@@ -424,13 +430,21 @@ class OnlineFeatures:
                     continue
                 result = chunk.full(step.build(args, step.node, chunk))
                 step.ring.put(newest, count, result[:, -1])
-        values: dict[str, pl.Series] = {}
-        for e, names in self._by_expr.items():
+
+    def _newest_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The outputs' newest column at ``rows``: (rows, outputs), F-ordered (each output's
+        column gathered into contiguous memory at once)."""
+        count, newest = len(self._seen.names), self.bars - 1
+        out = np.empty((len(self._outputs), len(rows)))
+        # a feed's snapshots mostly list every instrument in the order first seen: a slice
+        whole = len(rows) == count and np.array_equal(rows, np.arange(count))
+        for j, e in enumerate(self._outputs):
             if e.op in ("#", "'"):  # a number as a feature
-                column = np.full(len(rows), e.value if e.op == "#" else np.nan)
+                out[j] = e.value if e.op == "#" else np.nan
+                continue
+            column = self._rings[e].panel(newest, 1, count)[:, 0]
+            if whole:
+                out[j] = column
             else:
-                column = rings[e].panel(newest, 1, count)[rows, 0]
-            series = as_series(column)
-            for name in names:
-                values[name] = series.alias(name)
-        return values
+                np.take(column, rows, out=out[j])
+        return out.T

@@ -8,7 +8,7 @@ For each bar time, in order:
    serving follows it), TopK-Dropout turns the scores into target positions, and the
    change from the last positions into paper orders;
 3. the bar is kept on disk (the state's bars) and its outputs stored with its record, in
-   one transaction;
+   one transaction (the scores as the one Arrow record that is published);
 4. the outputs are published, each message with an id made of its subject and bar time,
    so a copy published again after a restart is dropped by the broker;
 5. only then are the bar's messages acknowledged.
@@ -41,6 +41,7 @@ import numpy as np
 import polars as pl
 
 from quarry.exceptions import DataError, UsageError
+from quarry.features._compile import as_series
 from quarry.stream._brokers import Broker, Message, Subscription, connect
 from quarry.stream._committer import Committer
 from quarry.stream._config import StreamConfig
@@ -154,6 +155,7 @@ class StreamRunner:
         self._pending: dict[datetime, list[tuple[pl.DataFrame, Message]]] = {}
         self._known: set[str] = set()  # instruments whose first bar is stored
         self._last_features: tuple[str, pl.DataFrame] | None = None
+        self._scorer: tuple[int, Callable[[np.ndarray], np.ndarray]] | None = None
         self._restore()
         # bars processed, and those of them not yet committed (stored, published, acked)
         self._processed = 0
@@ -293,10 +295,10 @@ class StreamRunner:
         record = self.store.record(key)
         if record is not None and self.store.seen(key, _digest(m)):
             if not record.published:
-                outputs = self.store.outputs(key) if record.scored else {}
+                bodies = self.store.bodies(key) if record.scored else {}
                 kept = self._last_features
                 features = kept[1] if kept is not None and kept[0] == key else None
-                self._publish(key, outputs, m.headers, features)
+                self._publish(key, bodies, m.headers, features)
                 self.store.mark_published(key)
             self.health.redelivered += 1
             m.ack()
@@ -330,46 +332,46 @@ class StreamRunner:
         index = self.online.bars
         t0 = time.perf_counter()
         try:
-            features = self.online.update(when, frame)
+            # a matrix, as the model scores it: no frame of 158 columns built and taken apart
+            instruments, matrix = self.online.update_matrix(when, frame)
         except DataError as e:  # refused before any state changed: the stream goes on
             for m in messages:
                 self._dead(m, str(e))
             return
         took = (time.perf_counter() - t0) * 1000
         # instruments first seen in this bar (a set difference in C, not a loop over 16,000)
-        new = [(s, index) for s in sorted(set(frame["instrument"]).difference(self._known))]
+        new = [(s, index) for s in sorted(set(instruments).difference(self._known))]
         self._known.update(s for s, _ in new)
-        names = self.online.names
-        # missing values are nulls (``as_series``), whose counts Arrow keeps: no copy
-        cells = len(names) * features.height
-        missing = (
-            features.select(pl.sum_horizontal(pl.col(names).null_count())).item() if cells else 0
-        )
-        nan_rate = missing / cells if cells else 0.0
+        nan_rate = float(np.isnan(matrix).mean()) if matrix.size else 0.0
+        features = None
+        if self.config.subjects.features:
+            features = self._frame(when, instruments, matrix)
         version, outputs = None, {}
         if self.champion is not None and self._due(when):
             version, packaged = self.champion.current()
-            scores = np.asarray(packaged.score(features), dtype=np.float64).reshape(-1)
-            outputs = self._decide(key, features["instrument"].to_list(), scores, version)
+            scores = self._score(version, packaged, when, instruments, matrix)
+            outputs = self._decide(key, instruments, scores, version)
             self.last_scored = when
         record = BarRecord(key, index, frame.height, version, bool(outputs), False)
         kept = frame.select("instrument", *self.fields)
         digests = [_digest(m) for m in messages]
         headers = _first_headers(messages)
-        published = features if self.config.subjects.features else None
+        published = features
         depth = self.online.depth
 
         def commit(store: OutputStore) -> None:
+            # each output encoded once: the scores are stored as they are published
+            bodies = {name: encode_frame(frame) for name, frame in outputs.items()}
             try:
                 store.keep_bar(index, key, kept)
-                store.store(record, outputs, new, digests)
+                store.store(record, outputs, new, digests, bodies)
                 store.prune_bars(index, depth)
             except (sqlite3.Error, OSError) as e:
                 raise DataError(
                     f"bar {key}: could not be stored in {store.folder}: {e}; its messages "
                     "stay unacknowledged, so the stream processes it again once restarted"
                 ) from e
-            self._publish(key, outputs, headers, published)
+            self._publish(key, bodies, headers, published)
             store.mark_published(key)
             for m in messages:
                 m.ack()
@@ -379,6 +381,25 @@ class StreamRunner:
         self._processed += 1
         self._inflight.add(key)
         self._committer.submit(commit)
+
+    def _frame(self, when: datetime, instruments: list[str], matrix: np.ndarray) -> pl.DataFrame:
+        """The features as ``OnlineFeatures.update`` gives them: instrument, date, features."""
+        out = pl.DataFrame({"instrument": instruments}).with_columns(pl.lit(when).alias("date"))
+        return out.with_columns(
+            as_series(np.ascontiguousarray(matrix[:, j]), name)
+            for j, name in enumerate(self.online.names)
+        )
+
+    def _score(self, version: int, packaged: Any, when: datetime, instruments: list[str],
+               matrix: np.ndarray) -> np.ndarray:  # fmt: skip
+        """The champion's scores of the bar: from the matrix when its processors are
+        row-wise (prepared once per version), else from a frame of the bar's features."""
+        if not packaged.row_wise:
+            frame = self._frame(when, instruments, matrix)
+            return np.asarray(packaged.score(frame), dtype=np.float64).reshape(-1)
+        if self._scorer is None or self._scorer[0] != version:
+            self._scorer = (version, packaged.matrix_scorer(self.online.names))
+        return self._scorer[1](matrix)
 
     def _count(
         self,
@@ -455,10 +476,12 @@ class StreamRunner:
     def _publish(
         self,
         key: str,
-        outputs: dict[str, pl.DataFrame],
+        bodies: dict[str, bytes],
         headers: dict[str, str],
         features: pl.DataFrame | None = None,
     ) -> None:
+        """A bar's outputs (Arrow IPC, by output name) and features out to the broker, each
+        with an id of its subject and bar time."""
         subjects = self.config.subjects
         extra = {"bar-time": key}
         if PUBLISHED_AT in headers:
@@ -467,10 +490,9 @@ class StreamRunner:
             body = encode_frame(features)
             self.broker.publish(subjects.features, body, msg_id=f"f:{key}", headers=extra)
         for name in ("scores", "positions", "orders"):
-            if name in outputs:
+            if name in bodies:
                 subject = getattr(subjects, name)
-                body = encode_frame(outputs[name])
-                self.broker.publish(subject, body, msg_id=f"{name}:{key}", headers=extra)
+                self.broker.publish(subject, bodies[name], msg_id=f"{name}:{key}", headers=extra)
 
 
 def _digest(m: Message) -> str:

@@ -20,7 +20,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-__all__ = ["Bars", "Malformed", "as_time", "decode", "encode", "encode_frame"]
+__all__ = ["Bars", "Malformed", "as_time", "decode", "decode_frame", "encode", "encode_frame"]
 
 TIME_KEY = b"quarry.time"
 TIME = pl.Datetime("us", "UTC")
@@ -67,6 +67,13 @@ def encode_frame(table: pa.Table | pl.DataFrame) -> bytes:
     with ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     return sink.getvalue()
+
+
+def decode_frame(data: bytes) -> pl.DataFrame:
+    """A table ``encode_frame`` wrote."""
+    frame = pl.from_arrow(ipc.open_stream(io.BytesIO(data)).read_all())
+    assert isinstance(frame, pl.DataFrame)
+    return frame
 
 
 def decode(data: bytes, fields: tuple[str, ...]) -> Bars:
