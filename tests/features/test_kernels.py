@@ -90,10 +90,6 @@ QS = np.array([0.2, 0.5, 0.8])
 
 # each window kernel as f(x, n, start, end, last) -> the output panel
 WINDOWS: dict[str, Callable[..., np.ndarray]] = {
-    "max": lambda x, n, s, e, last: k.rolling_extreme(x, n, s, e, True, last, np.empty(x.shape)),
-    "min": lambda x, n, s, e, last: k.rolling_extreme(x, n, s, e, False, last, np.empty(x.shape)),
-    "idxmax": lambda x, n, s, e, last: k.idx_extreme(x, n, s, e, True, last, np.empty(x.shape)),
-    "idxmin": lambda x, n, s, e, last: k.idx_extreme(x, n, s, e, False, last, np.empty(x.shape)),
     "rank": lambda x, n, s, e, last: k.rolling_rank(x, n, s, e, last, np.empty(x.shape)),
     "quantiles": lambda x, n, s, e, last: np.concatenate(
         k.rolling_quantile(x, n, s, e, QS, last, k.NO_STATE, False)
@@ -115,6 +111,29 @@ def test_the_newest_column_alone_equals_one_pass(name: str, n: int) -> None:
         # one output panel a quantile, stacked: the newest column of each; zeros to the sign
         np.testing.assert_array_equal(newest[:, -1], whole[:, t], err_msg=f"column {t}")
         np.testing.assert_array_equal(np.signbit(newest[:, -1]), np.signbit(whole[:, t]))
+
+
+@pytest.mark.parametrize("largest", [True, False])
+def test_extremes_of_several_windows_in_one_scan_equal_one_pass_each(largest: bool) -> None:
+    # Max and IdxMax (Min and IdxMin) over windows of one series, the newest column alone,
+    # as a stream scans them: each equals its own kernel's pass over the whole panel, with
+    # ties (the newest for Max, which tells -0.0 from 0.0; the oldest for IdxMax), missing
+    # values and histories shorter than the windows.
+    x = _panel(5)
+    x[1, 60:66] = x[1, 59]
+    start = np.array([0, 0, 17, 0, 55, 0, 80], dtype=np.int64)
+    end = np.full(ROWS, COLS, dtype=np.int64)
+    windows = np.array([1, 3, 5, 13, 30], dtype=np.int64)
+    values = {n: k.rolling_extreme(x, n, start, end, largest, np.empty(x.shape)) for n in windows}
+    places = {n: k.idx_extreme(x, n, start, end, largest, np.empty(x.shape)) for n in windows}
+    for t in range(COLS):
+        got = np.empty((ROWS, len(windows))), np.empty((ROWS, len(windows)))
+        k.newest_extremes(x[:, : t + 1], windows, np.minimum(start, t + 1),
+                          np.full(ROWS, t + 1, dtype=np.int64), largest, *got)  # fmt: skip
+        for j, n in enumerate(windows):
+            np.testing.assert_array_equal(got[0][:, j], values[n][:, t], err_msg=f"{n} at {t}")
+            np.testing.assert_array_equal(np.signbit(got[0][:, j]), np.signbit(values[n][:, t]))
+            np.testing.assert_array_equal(got[1][:, j], places[n][:, t], err_msg=f"{n} at {t}")
 
 
 @pytest.mark.parametrize("n", [1, 4, 13])

@@ -102,7 +102,7 @@ def test_a_bars_instruments_may_come_in_any_order_and_the_matrix_is_the_frame() 
         wholes += part.height == len(shuffled.instruments) and t % 3 != 2
         names, matrix = shuffled.update_matrix(when, part.drop("date"))
         frame = framed.update(when, part.drop("date"))
-        assert names == part["instrument"].to_list() == frame["instrument"].to_list()
+        assert names.to_list() == part["instrument"].to_list() == frame["instrument"].to_list()
         as_frame = frame.select(shuffled.names).fill_null(np.nan).to_numpy()
         np.testing.assert_array_equal(matrix, as_frame)
         parts.append(frame)

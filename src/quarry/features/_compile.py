@@ -533,8 +533,7 @@ def _var(std: bool) -> Build:
 def _extreme(largest: bool) -> Build:
     def build(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
         x = chunk.full(args[0])
-        last = node in chunk.newest
-        return k.rolling_extreme(x, _length(node, chunk), *chunk.span, largest, last, chunk.alloc())  # type: ignore[no-any-return]
+        return k.rolling_extreme(x, _length(node, chunk), *chunk.span, largest, chunk.alloc())  # type: ignore[no-any-return]
 
     return build
 
@@ -542,8 +541,7 @@ def _extreme(largest: bool) -> Build:
 def _idx(largest: bool) -> Build:
     def build(args: list[Value], node: Expr, chunk: _Chunk) -> Value:
         x = chunk.full(args[0])
-        last = node in chunk.newest
-        return k.idx_extreme(x, _window(node), *chunk.span, largest, last, chunk.alloc())  # type: ignore[no-any-return]
+        return k.idx_extreme(x, _window(node), *chunk.span, largest, chunk.alloc())  # type: ignore[no-any-return]
 
     return build
 

@@ -50,6 +50,7 @@ __all__ = [
     "cs_rank",
     "ewm_mean",
     "idx_extreme",
+    "newest_extremes",
     "rolling_corr_cov",
     "rolling_extreme",
     "rolling_mad",
@@ -212,24 +213,13 @@ def _newest_window(start_i, end_i, n):
 
 
 @njit(**_OPTS)
-def rolling_extreme(x, n, start, end, largest, last, out):
-    """Max (or min) of the valid values in each window, with a monotonic queue; with
-    ``last``, of the newest column's window only, by one scan of it (the same value)."""
+def rolling_extreme(x, n, start, end, largest, out):
+    """Max (or min) of the valid values in each window, with a monotonic queue (the newest
+    of equals kept, which tells -0.0 from 0.0). A stream's newest column alone:
+    ``newest_extremes``."""
     rows, _cols = x.shape
     for i in prange(rows):
-        _clear(out, i, last)
-        if last:
-            first, t = _newest_window(start[i], end[i], n)
-            best = np.nan
-            for u in range(first, t + 1):
-                v = x[i, u]
-                # an equal value replaces the best, as the queue keeps the newest of equals
-                # (which tells -0.0 from 0.0)
-                if math.isfinite(v) and not (v < best if largest else v > best):
-                    best = v
-            if t >= 0 and best == best:
-                out[i, t] = best
-            continue
+        out[i, :] = np.nan
         queue = np.empty(end[i] - start[i] + 1, dtype=np.int64)
         head = 0
         tail = 0
@@ -250,28 +240,14 @@ def rolling_extreme(x, n, start, end, largest, last, out):
 
 
 @njit(**_OPTS)
-def idx_extreme(x, n, start, end, largest, last, out):
+def idx_extreme(x, n, start, end, largest, out):
     """Qlib's IdxMax/IdxMin: the 1-based position, from the oldest row of the window, of
     its largest (smallest) value, the oldest on ties. A window holding a missing value gives
     the position of its oldest missing value, as numpy's argmax does inside Qlib. NaN when
-    the window has no valid value. ``last``: the newest column only, by one scan."""
+    the window has no valid value. A stream's newest column alone: ``newest_extremes``."""
     rows, _cols = x.shape
     for i in prange(rows):
-        _clear(out, i, last)
-        if last:
-            first, t = _newest_window(start[i], end[i], n)
-            at = -1
-            missing = -1
-            for u in range(first, t + 1):
-                v = x[i, u]
-                if not math.isfinite(v):
-                    if missing < 0:
-                        missing = u
-                elif at < 0 or (v > x[i, at] if largest else v < x[i, at]):
-                    at = u  # strictly better: an older equal value stays
-            if t >= 0 and at >= 0:
-                out[i, t] = (missing if missing >= 0 else at) - first + 1
-            continue
+        out[i, :] = np.nan
         size = end[i] - start[i] + 1
         queue = np.empty(size, dtype=np.int64)
         nans = np.empty(size, dtype=np.int64)
@@ -302,6 +278,50 @@ def idx_extreme(x, n, start, end, largest, last, out):
             at = nans[nan_head] if nan_tail > nan_head else queue[head]
             out[i, t] = at - first + 1
     return out
+
+
+@njit(**_OPTS)
+def newest_extremes(x, windows, start, end, largest, values, positions):
+    """The newest column of Max (or Min) and of IdxMax (IdxMin) over each of ``windows``
+    (ascending) of one series, by one backward scan of the largest window: the last column
+    of ``rolling_extreme`` and ``idx_extreme``, value for value.
+    ``values[i, k]``/``positions[i, k]``: instrument i's over ``windows[k]`` (NaN: none).
+
+    A live stream's Alpha158 reads Max and IdxMax of $high (Min and IdxMin of $low) over
+    five windows: scanned once here instead of ten times. Scanning from the newest row
+    back, an older value replaces the best only when strictly better (Max: the newest of
+    equals, as the queue keeps it), and the position only when at least as good (IdxMax:
+    the oldest of equals); the oldest missing value is the last one met."""
+    rows = x.shape[0]
+    count = windows.shape[0]
+    for i in prange(rows):
+        for k in range(count):
+            values[i, k] = np.nan
+            positions[i, k] = np.nan
+        t = end[i] - 1
+        if t < start[i]:
+            continue
+        best = np.nan
+        at = -1
+        missing = -1
+        k = 0
+        u = t
+        while k < count:
+            v = x[i, u]
+            if not math.isfinite(v):
+                missing = u
+            else:
+                if best != best or (v > best if largest else v < best):
+                    best = v
+                if at < 0 or (v >= x[i, at] if largest else v <= x[i, at]):
+                    at = u
+            # every window whose oldest row this is ends here (several, for a short history)
+            while k < count and u == max(start[i], t - windows[k] + 1):
+                if at >= 0:
+                    values[i, k] = best
+                    positions[i, k] = (missing if missing >= 0 else at) - u + 1
+                k += 1
+            u -= 1
 
 
 @njit(inline="always")

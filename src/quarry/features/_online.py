@@ -31,7 +31,7 @@ with a bar are reported.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -50,6 +50,7 @@ from quarry.features._compile import (
 )
 from quarry.features._expr import Expr
 from quarry.features._grid import BY_DATE, BY_INSTRUMENT, Grid
+from quarry.features._kernels import newest_extremes
 from quarry.features._registry import OPERATORS
 
 __all__ = ["OnlineFeatures", "lookback"]
@@ -101,8 +102,9 @@ _STATE = {
 
 # Operators whose builders can compute the newest column alone: window kernels, from the
 # newest window, and shifts, which read one column. (Quantile and Med resume from a kept
-# sorted window instead: ``_STATE``.)
-_NEWEST = ("Max", "Min", "IdxMax", "IdxMin", "Rank", "Ref", "Delta")
+# sorted window instead: ``_STATE``; Max, Min, IdxMax and IdxMin are scanned a series at a
+# time: ``_EXTREMES``.)
+_NEWEST = ("Rank", "Ref", "Delta")
 
 
 def needs(plan: Plan) -> dict[Expr, int]:
@@ -190,28 +192,39 @@ class _Instruments:
     names: list[str]
     index: dict[str, int]
     first: np.ndarray  # each instrument's first bar, as a count of bars since the stream began
+    added: list[str] = field(default_factory=list)  # those first seen in the last bar
     # The last bar's instruments and their rows: a feed's snapshots mostly list the same
-    # instruments in the same order, and one comparison of the lists is then all it costs.
-    _last: tuple[list[str], np.ndarray] | None = None
+    # instruments in the same order, and one comparison of the columns (in Arrow) is then
+    # all it costs, with no Python string made.
+    _last: tuple[pl.Series, np.ndarray] | None = None
 
-    def rows_of(self, instruments: list[str], bar: int) -> np.ndarray:
-        """Each instrument's row, adding rows (history starting at ``bar``) for new ones."""
-        if self._last is not None and self._last[0] == instruments:
+    def rows_of(self, instruments: pl.Series, bar: int) -> np.ndarray:
+        """Each instrument's row, adding rows (history starting at ``bar``) for new ones;
+        DataError for an instrument listed twice."""
+        self.added = []
+        if self._last is not None and self._last[0].equals(instruments):
             return self._last[1]
-        if not self.index.keys() >= set(instruments):  # set operations run in C
-            new = [s for s in dict.fromkeys(instruments) if s not in self.index]
-            for s in new:
+        if instruments.n_unique() < len(instruments):
+            dup = instruments.filter(instruments.is_duplicated())[0]
+            raise DataError(f"the bar repeats instrument {dup!r}: give it once")
+        names = instruments.to_list()
+        if not self.index.keys() >= set(names):  # set operations run in C
+            self.added = [s for s in names if s not in self.index]
+            for s in self.added:
                 self.index[s] = len(self.names)
                 self.names.append(s)
-            self.first = np.concatenate([self.first, np.full(len(new), bar, dtype=np.int64)])
-        rows = np.fromiter(map(self.index.__getitem__, instruments), np.int64, len(instruments))
+            more = np.full(len(self.added), bar, dtype=np.int64)
+            self.first = np.concatenate([self.first, more])
+        rows = np.fromiter(map(self.index.__getitem__, names), np.int64, len(names))
         self._last = (instruments, rows)
         return rows
 
 
 @dataclass(frozen=True)
 class _Step:
-    """One node of a bar's evaluation (or a fused group of Quantile and Med nodes)."""
+    """One node of a bar's evaluation, or a fused group: Quantile and Med nodes of one
+    series and window (``group``), or Max/IdxMax (Min/IdxMin) nodes of one series
+    (``extremes``: largest or not, and the windows, ascending)."""
 
     node: Expr
     width: int  # how many of its inputs' newest columns it reads
@@ -219,6 +232,11 @@ class _Step:
     ring: _Ring
     inputs: tuple[_Ring | float, ...]
     group: tuple[Expr, ...] = ()
+    extremes: tuple[bool, np.ndarray] | None = None
+
+
+# Max and IdxMax (Min and IdxMin) nodes of one series share one scan (``newest_extremes``).
+_EXTREMES = {"Max": True, "IdxMax": True, "Min": False, "IdxMin": False}
 
 
 def _widths(plan: Plan) -> tuple[dict[Expr, int], dict[Expr, int]]:
@@ -287,20 +305,33 @@ class OnlineFeatures:
                 return a.value if a.op == "#" else np.nan
             return self._rings[a]
 
+        extremes: dict[tuple[Expr, bool], list[Expr]] = {}
+        for node in self._width:
+            if node.op in _EXTREMES:
+                extremes.setdefault((node.args[0], _EXTREMES[node.op]), []).append(node)
         steps: list[_Step] = []
         grouped: set[Expr] = set()
         for node, width in self._width.items():
             if node in grouped:
                 continue
             group: tuple[Expr, ...] = ()
+            fused: tuple[bool, np.ndarray] | None = None
             inputs = self.plan.inputs(node)
             if node in self.plan.fused:
                 group = tuple(n for n in self.plan.fused[node] if n in self._width)
                 grouped.update(group)
                 inputs = node.args[:1]
+            elif node.op in _EXTREMES:
+                largest = _EXTREMES[node.op]
+                group = tuple(sorted(extremes[node.args[0], largest], key=_window))
+                grouped.update(group)
+                windows = sorted({_window(n) for n in group})
+                fused = (largest, np.array(windows, dtype=np.int64))
+                inputs = node.args[:1]
+                width = windows[-1]
             build = _BUILD[node.op]
             sources = tuple(source(a) for a in inputs)
-            steps.append(_Step(node, width, build, self._rings[node], sources, group))
+            steps.append(_Step(node, width, build, self._rings[node], sources, group, fused))
         return steps
 
     def _state_key(self, node: Expr) -> Expr:
@@ -326,7 +357,7 @@ class OnlineFeatures:
         if self.bars:
             raise RuntimeError("resume() is for a fresh OnlineFeatures")
         names = sorted(first, key=lambda s: (first[s], s))
-        self._seen.rows_of(names, 0)
+        self._seen.rows_of(pl.Series(BY_INSTRUMENT, names, dtype=pl.String), 0)
         self._seen.first = np.fromiter((first[s] for s in names), np.int64, len(names))
         self._grow()
         self.bars = bars
@@ -338,14 +369,15 @@ class OnlineFeatures:
         Bar times must increase; an instrument may appear once per bar.
         """
         names, matrix = self.update_matrix(time, bars)
-        out = pl.DataFrame({BY_INSTRUMENT: names}).with_columns(pl.lit(time).alias(BY_DATE))
+        out = names.to_frame().with_columns(pl.lit(time).alias(BY_DATE))
         # columns over the matrix's own memory (F-ordered: each feature contiguous)
         return out.with_columns(as_series(matrix[:, j], name) for j, name in enumerate(self.names))
 
-    def update_matrix(self, time: object, bars: pl.DataFrame) -> tuple[list[str], np.ndarray]:
-        """``update`` without the frame: the instruments of ``bars`` in their order, and
-        their features as a matrix (a row per instrument, a column per name of ``names``,
-        NaN for missing), as a model scores them (``PackagedModel.matrix_scorer``)."""
+    def update_matrix(self, time: object, bars: pl.DataFrame) -> tuple[pl.Series, np.ndarray]:
+        """``update`` without the frame: the instruments of ``bars`` in their order (a
+        String series), and their features as a matrix (a row per instrument, a column per
+        name of ``names``, NaN for missing), as a model scores them
+        (``PackagedModel.matrix_scorer``)."""
         if self.last_time is not None and not time > self.last_time:  # type: ignore[operator]
             raise DataError(
                 f"bar time {time} does not come after the last one ({self.last_time}); "
@@ -353,19 +385,25 @@ class OnlineFeatures:
             )
         if not self._fields_set <= set(bars.columns):
             self.plan.check_fields(bars.columns)  # names the missing one
-        if bars[BY_INSTRUMENT].is_duplicated().any():
-            dup = bars.filter(pl.col(BY_INSTRUMENT).is_duplicated())[BY_INSTRUMENT][0]
-            raise DataError(f"the bar at {time} repeats instrument {dup!r}: give it once")
-        names = bars[BY_INSTRUMENT].cast(pl.String).to_list()
-        rows = self._seen.rows_of(names, self.bars)
+        names = bars[BY_INSTRUMENT].cast(pl.String).alias(BY_INSTRUMENT)
+        try:
+            rows = self._seen.rows_of(names, self.bars)
+        except DataError as e:
+            raise DataError(f"the bar at {time}: {e}") from None
         self._grow()
         for f in self.fields:
-            column = bars[f].cast(pl.Float64).fill_null(np.nan).to_numpy()
+            column = bars[f]  # a float column's nulls come out of numpy as NaN
+            column = (column if column.dtype == pl.Float64 else column.cast(pl.Float64)).to_numpy()
             self._rings[Expr("$", name=f)].put(self.bars, len(self._seen.names), column, rows)
         self.bars += 1
         self.last_time = time
         self._evaluate()
         return names, self._newest_rows(rows)
+
+    @property
+    def added(self) -> list[str]:
+        """The instruments first seen in the last bar, in their order in it."""
+        return self._seen.added
 
     def _grow(self) -> None:
         """Room in every ring and state for the instruments seen; a new instrument's state is
@@ -423,6 +461,9 @@ class OnlineFeatures:
                     a.panel(newest, width, count) if isinstance(a, _Ring) else a
                     for a in step.inputs
                 ]
+                if step.extremes is not None:  # Max and IdxMax of one series, one scan
+                    self._extremes(step, chunk.full(args[0]), chunk, newest, count)
+                    continue
                 if step.group:  # Quantile and Med of one series and window, in one pass
                     fused = _quantiles(list(step.group), chunk.full(args[0]), chunk)
                     for n, panel in fused.items():
@@ -430,6 +471,21 @@ class OnlineFeatures:
                     continue
                 result = chunk.full(step.build(args, step.node, chunk))
                 step.ring.put(newest, count, result[:, -1])
+
+    def _extremes(self, step: _Step, x: np.ndarray, chunk: _Chunk, newest: int, count: int) -> None:
+        """A fused group of Max/IdxMax (Min/IdxMin) nodes: each node's newest column into
+        its ring, from one scan of the series' largest window."""
+        assert step.extremes is not None
+        largest, windows = step.extremes
+        # (windows, instruments) in memory: each window's column is contiguous for its ring
+        values = np.empty((len(windows), count)).T
+        positions = np.empty((len(windows), count)).T
+        newest_extremes(x, windows, chunk.start, chunk.end, largest, values, positions)
+        at = {int(w): k for k, w in enumerate(windows)}
+        for node in step.group:
+            k = at[_window(node)]
+            out = positions if node.op.startswith("Idx") else values
+            self._rings[node].put(newest, count, out[:, k])
 
     def _newest_rows(self, rows: np.ndarray) -> np.ndarray:
         """The outputs' newest column at ``rows``: (rows, outputs), F-ordered (each output's

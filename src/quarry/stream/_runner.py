@@ -153,7 +153,6 @@ class StreamRunner:
         self.held: dict[str, int] = {}
         self.last_scored: datetime | None = None
         self._pending: dict[datetime, list[tuple[pl.DataFrame, Message]]] = {}
-        self._known: set[str] = set()  # instruments whose first bar is stored
         self._last_features: tuple[str, pl.DataFrame] | None = None
         self._scorer: tuple[int, Callable[[np.ndarray], np.ndarray]] | None = None
         self._restore()
@@ -182,7 +181,6 @@ class StreamRunner:
                 f"{self.online.depth}; start the stream with a new outputs folder"
             )
         first = self.store.first_bars()
-        self._known = set(first)
         self.online.resume(indices[0], first)
         for _, when, frame in kept:
             features = self.online.update(datetime.fromisoformat(when), frame)
@@ -339,9 +337,7 @@ class StreamRunner:
                 self._dead(m, str(e))
             return
         took = (time.perf_counter() - t0) * 1000
-        # instruments first seen in this bar (a set difference in C, not a loop over 16,000)
-        new = [(s, index) for s in sorted(set(instruments).difference(self._known))]
-        self._known.update(s for s, _ in new)
+        new = [(s, index) for s in sorted(self.online.added)]  # instruments first seen
         nan_rate = float(np.isnan(matrix).mean()) if matrix.size else 0.0
         features = None
         if self.config.subjects.features:
@@ -354,7 +350,6 @@ class StreamRunner:
             self.last_scored = when
         record = BarRecord(key, index, frame.height, version, bool(outputs), False)
         kept = frame.select("instrument", *self.fields)
-        digests = [_digest(m) for m in messages]
         headers = _first_headers(messages)
         published = features
         depth = self.online.depth
@@ -362,6 +357,7 @@ class StreamRunner:
         def commit(store: OutputStore) -> None:
             # each output encoded once: the scores are stored as they are published
             bodies = {name: encode_frame(frame) for name, frame in outputs.items()}
+            digests = [_digest(m) for m in messages]  # here: off the runner's thread
             try:
                 store.keep_bar(index, key, kept)
                 store.store(record, outputs, new, digests, bodies)
@@ -382,15 +378,15 @@ class StreamRunner:
         self._inflight.add(key)
         self._committer.submit(commit)
 
-    def _frame(self, when: datetime, instruments: list[str], matrix: np.ndarray) -> pl.DataFrame:
+    def _frame(self, when: datetime, instruments: pl.Series, matrix: np.ndarray) -> pl.DataFrame:
         """The features as ``OnlineFeatures.update`` gives them: instrument, date, features."""
-        out = pl.DataFrame({"instrument": instruments}).with_columns(pl.lit(when).alias("date"))
+        out = instruments.to_frame().with_columns(pl.lit(when).alias("date"))
         return out.with_columns(
             as_series(np.ascontiguousarray(matrix[:, j]), name)
             for j, name in enumerate(self.online.names)
         )
 
-    def _score(self, version: int, packaged: Any, when: datetime, instruments: list[str],
+    def _score(self, version: int, packaged: Any, when: datetime, instruments: pl.Series,
                matrix: np.ndarray) -> np.ndarray:  # fmt: skip
         """The champion's scores of the bar: from the matrix when its processors are
         row-wise (prepared once per version), else from a frame of the bar's features."""
@@ -434,37 +430,41 @@ class StreamRunner:
         return True
 
     def _decide(
-        self, key: str, names: list[str], scores: np.ndarray, version: int
+        self, key: str, names: pl.Series | list[str], scores: np.ndarray, version: int
     ) -> dict[str, pl.DataFrame]:
         """Scores, TopK-Dropout's target positions and the orders that reach them."""
         from quarry.portfolio._topk import topk_dropout_day
 
         strategy = self.config.strategy
-        # The bar's instruments, then those held that it lacks (unscored): whole-array work,
-        # as the bar holds thousands and the book a few dozen.
-        extra = sorted(set(self.held).difference(names))
-        universe = [*names, *extra]
+        names = pl.Series("instrument", names, dtype=pl.String)
+        # The bar's instruments, then those held that it lacks (unscored): whole-array work
+        # (in Arrow, no Python string per instrument), as the bar holds thousands and the
+        # book a few dozen.
+        inside = names.is_in(pl.Series(list(self.held), dtype=pl.String))
+        present = set(names.filter(inside).to_list())  # a few dozen at most
+        extra = sorted(set(self.held).difference(present))
         s = np.concatenate([scores, np.full(len(extra), np.nan)])
-        held = np.concatenate([pl.Series(names, dtype=pl.String).is_in(list(self.held)).to_numpy(),
-                               np.ones(len(extra), dtype=bool)])  # fmt: skip
-        days = np.zeros(len(universe), dtype=np.int64)
-        for i in np.flatnonzero(held):
-            days[i] = self.held[universe[i]]
+        held = np.concatenate([inside.to_numpy(), np.ones(len(extra), dtype=bool)])
+        days = np.zeros(len(s), dtype=np.int64)
+        at = np.flatnonzero(held)
+        days[at] = [self.held[n] for n in self._names_at(names, extra, at)]
         sell, buy = topk_dropout_day(s, held, days, topk=strategy.topk, n_drop=strategy.n_drop)
-        after = (held & ~sell) | buy
+        after = np.flatnonzero((held & ~sell) | buy)
         weight = 1.0 / strategy.topk
-        self.held = {universe[i]: int(days[i]) + 1 for i in np.flatnonzero(after)}
+        self.held = dict(zip(self._names_at(names, extra, after), (days[after] + 1).tolist(),
+                             strict=True))  # fmt: skip
         scores_frame = pl.DataFrame(
-            {"bar_time": key, "instrument": names, "score": scores, "model_version": version},
+            {"bar_time": pl.repeat(key, len(names), dtype=pl.String, eager=True),
+             "instrument": names, "score": scores, "model_version": version},
             schema_overrides={"model_version": pl.Int64},
-        )
+        )  # fmt: skip
         positions = pl.DataFrame(
             {"bar_time": key, "instrument": list(self.held), "weight": weight,
              "days_held": list(self.held.values()), "model_version": version},
             schema_overrides={"model_version": pl.Int64, "days_held": pl.Int64},
         )  # fmt: skip
-        traded = [(universe[i], "buy", weight) for i in np.flatnonzero(buy)]
-        traded += [(universe[i], "sell", 0.0) for i in np.flatnonzero(sell)]
+        traded = [(n, "buy", weight) for n in self._names_at(names, extra, np.flatnonzero(buy))]
+        traded += [(n, "sell", 0.0) for n in self._names_at(names, extra, np.flatnonzero(sell))]
         orders = pl.DataFrame(
             [(key, n, side, w, version) for n, side, w in traded],
             schema={"bar_time": pl.String, "instrument": pl.String, "side": pl.String,
@@ -472,6 +472,15 @@ class StreamRunner:
             orient="row",
         )  # fmt: skip
         return {"scores": scores_frame, "positions": positions, "orders": orders}
+
+    @staticmethod
+    def _names_at(names: pl.Series, extra: list[str], at: np.ndarray) -> list[str]:
+        """The names at positions ``at`` of the bar's instruments followed by ``extra``."""
+        inside = at[at < len(names)]
+        return [
+            *names.gather(inside).to_list(),
+            *(extra[i - len(names)] for i in at[len(inside) :]),
+        ]
 
     def _publish(
         self,
