@@ -392,8 +392,8 @@ class OnlineFeatures:
             raise DataError(f"the bar at {time}: {e}") from None
         self._grow()
         for f in self.fields:
-            column = bars[f]  # a float column's nulls come out of numpy as NaN
-            column = (column if column.dtype == pl.Float64 else column.cast(pl.Float64)).to_numpy()
+            series = bars[f]  # a float column's nulls come out of numpy as NaN
+            column = (series if series.dtype == pl.Float64 else series.cast(pl.Float64)).to_numpy()
             self._rings[Expr("$", name=f)].put(self.bars, len(self._seen.names), column, rows)
         self.bars += 1
         self.last_time = time
