@@ -6,15 +6,16 @@ For each bar time, in order:
    online features (``quarry.features._online``: research's plan and kernels);
 2. on the schedule, the champion scores them (the served model at its alias, followed as
    serving follows it), TopK-Dropout turns the scores into target positions, and the
-   change from the last positions into paper orders;
+   change from the last positions into paper orders (on the committer's thread, below);
 3. the bar is kept on disk (the state's bars) and its outputs stored with its record, in
    one transaction (the scores as the one Arrow record that is published);
 4. the outputs are published, each message with an id made of its subject and bar time,
    so a copy published again after a restart is dropped by the broker;
 5. only then are the bar's messages acknowledged.
 
-Steps 3 to 5 run on a thread of their own (``_committer``), bar after bar in order, while
-the next bar's features are computed; the health counts a bar once it is committed.
+Steps 2 (once the model is chosen) to 5 run on a thread of their own (``_committer``), bar
+after bar in order, while the next bar's features are computed; the health counts a bar
+once it is committed. The positions are that thread's alone.
 
 A restart (even after kill -9) rebuilds the features' state from the kept bars and resumes
 from the consumer's last acknowledged message: a redelivered bar already stored is
@@ -338,26 +339,31 @@ class StreamRunner:
             return
         took = (time.perf_counter() - t0) * 1000
         new = [(s, index) for s in sorted(self.online.added)]  # instruments first seen
-        nan_rate = float(np.isnan(matrix).mean()) if matrix.size else 0.0
-        features = None
-        if self.config.subjects.features:
-            features = self._frame(when, instruments, matrix)
-        version, outputs = None, {}
+        version, packaged = None, None
         if self.champion is not None and self._due(when):
             version, packaged = self.champion.current()
-            scores = self._score(version, packaged, when, instruments, matrix)
-            outputs = self._decide(key, instruments, scores, version)
             self.last_scored = when
-        record = BarRecord(key, index, frame.height, version, bool(outputs), False)
         kept = frame.select("instrument", *self.fields)
         headers = _first_headers(messages)
-        published = features
         depth = self.online.depth
+        count = frame.height
 
         def commit(store: OutputStore) -> None:
+            # Scored and decided here, after the bars before it, while the runner's thread
+            # goes on with the next bar's features: the features are the stream's longest
+            # step, and they take a core's worth of the bar's time on their own.
+            outputs = {}
+            if packaged is not None and version is not None:
+                scores = self._score(version, packaged, when, instruments, matrix)
+                outputs = self._decide(key, instruments, scores, version)
+            nan_rate = float(np.isnan(matrix).mean()) if matrix.size else 0.0
+            features = None
+            if self.config.subjects.features:
+                features = self._frame(when, instruments, matrix)
+            record = BarRecord(key, index, count, version, bool(outputs), False)
             # each output encoded once: the scores are stored as they are published
             bodies = {name: encode_frame(frame) for name, frame in outputs.items()}
-            digests = [_digest(m) for m in messages]  # here: off the runner's thread
+            digests = [_digest(m) for m in messages]
             try:
                 store.keep_bar(index, key, kept)
                 store.store(record, outputs, new, digests, bodies)
@@ -367,7 +373,7 @@ class StreamRunner:
                     f"bar {key}: could not be stored in {store.folder}: {e}; its messages "
                     "stay unacknowledged, so the stream processes it again once restarted"
                 ) from e
-            self._publish(key, bodies, headers, published)
+            self._publish(key, bodies, headers, features)
             store.mark_published(key)
             for m in messages:
                 m.ack()
