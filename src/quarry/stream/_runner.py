@@ -33,9 +33,9 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -156,7 +156,8 @@ class StreamRunner:
         self._pending: dict[datetime, list[tuple[pl.DataFrame, Message]]] = {}
         self._last_features: tuple[str, pl.DataFrame] | None = None
         self._scorer: tuple[int, Callable[[np.ndarray], np.ndarray]] | None = None
-        self._restore()
+        if not self._restore():
+            self._warm_up(features)
         # bars processed, and those of them not yet committed (stored, published, acked)
         self._processed = 0
         self._inflight: set[str] = set()
@@ -164,10 +165,30 @@ class StreamRunner:
 
     # -- restart -----------------------------------------------------------------------------
 
-    def _restore(self) -> None:
+    def _warm_up(self, features: Mapping[str, Any]) -> None:
+        """Two made-up bars of three instruments through a throwaway copy of the features,
+        and the champion's scorer: the kernels' stream modes are loaded (or compiled) and the
+        model readied now, before the first real bar, which would otherwise wait a second
+        or more, and the bars queued behind it with it. (A restart's replay does the same.)"""
+        from quarry.features._online import OnlineFeatures
+
+        trial = OnlineFeatures(features)
+        names = ["warm-up-a", "warm-up-b", "warm-up-c"]
+        for bar in range(2):
+            values = np.arange(1.0, 4.0) + bar
+            frame = pl.DataFrame({"instrument": names, **dict.fromkeys(trial.fields, values)})
+            instruments, matrix = trial.update_matrix(datetime(2000, 1, 1, 0, bar, tzinfo=UTC),
+                                                      frame)  # fmt: skip
+        if self.champion is not None:
+            version, packaged = self.champion.current()
+            self._score(version, packaged, datetime(2000, 1, 1, tzinfo=UTC), instruments, matrix)
+
+    def _restore(self) -> bool:
+        """Rebuild the state of a stream that ran before in this outputs folder (False:
+        none did)."""
         last = self.store.last()
         if last is None:
-            return
+            return False
         kept = self.store.kept_bars(last.bar_index)
         indices = [i for i, _, _ in kept]
         if not kept or indices != list(range(indices[0], last.bar_index + 1)):
@@ -192,6 +213,7 @@ class StreamRunner:
         self.last_scored = None if scored is None else datetime.fromisoformat(scored)
         self.health.last_bar = last.bar_time
         _log.info("resumed after bar %s (number %d)", last.bar_time, last.bar_index)
+        return True
 
     # -- the loop --------------------------------------------------------------------------
 
