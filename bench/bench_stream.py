@@ -8,7 +8,7 @@ every snapshot), encoded beforehand as Arrow IPC snapshots, so that the publishe
 the broker's.
 
 For each broker and each --rates rate: the stream is started (``quarry stream run --config``,
-its own process, as a user starts it) and, once it has subscribed, snapshots are published at
+its own process, as a user starts it, told how many instruments to make room for) and, once it has subscribed, snapshots are published at
 that rate for --seconds seconds, each stamped with its publication time. Then the stream gets
 --drain seconds more to finish, and is stopped (SIGTERM), printing its health as JSON:
 
@@ -114,7 +114,8 @@ def one_run(kind: str, rate: float, bodies: list[bytes], args: argparse.Namespac
     outputs = root / tag
     config = root / f"{tag}.yaml"
     lines = [f"broker: {URLS[kind]}", f"durable: {tag}", "model: bench-lgb@champion",
-             f"outputs: {outputs}", "strategy: {topk: 50, n_drop: 5}", "subjects:"]  # fmt: skip
+             f"outputs: {outputs}", "strategy: {topk: 50, n_drop: 5}",
+             f"instruments: {args.instruments}", "subjects:"]  # fmt: skip
     config.write_text("\n".join(lines + [f"  {k}: {v}" for k, v in subjects.items()]) + "\n")
     broker = connect(URLS[kind])
     broker.subscribe(subjects["bars"], "warm").close()  # the stream/group exists before

@@ -129,6 +129,21 @@ def test_rings_and_states_grow_for_listings_and_keep_what_they_held() -> None:
     assert parity_failures(compute(bars, NESTED), streamed, list(NESTED)) == []
 
 
+def test_room_reserved_at_start_is_used_without_growing() -> None:
+    # A stream told how many instruments to expect makes their room before the first bar:
+    # the bars then never grow a ring, and the values are research's.
+    bars = minute_bars(100, sessions=1, minutes=30, seed=9)
+    bars = bars.filter(pl.col("date").max().over("instrument") == bars["date"].max())
+    online = OnlineFeatures(NESTED)
+    online.reserve(100)
+    room = online._capacity
+    assert room >= 100 and all(r.data.shape[1] == room for r in online._rings.values())
+    assert all(s.shape[0] == room for s in online._states.values())
+    streamed = stream_through(online, bars)
+    assert online._capacity == room
+    assert parity_failures(compute(bars, NESTED), streamed, list(NESTED)) == []
+
+
 def test_a_resumed_stream_equals_the_uninterrupted_one_after_its_replay() -> None:
     # A restart: a fresh OnlineFeatures told how many bars came before and when each
     # instrument began, then fed the last ``depth`` bars again, goes on as if never stopped.

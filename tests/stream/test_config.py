@@ -34,6 +34,7 @@ def test_a_good_file_reads_with_outputs_beside_it(tmp_path: Path) -> None:
         ("features: alpha158\nstrategy: {topk: 0}\n", "strategy.topk: Input should be greater"),
         ("features: alpha158\nsubjects: {bars: 'a b'}\n", "subjects.bars: String should match"),
         ("features: {M5: Mean($close, 5)}\n", "features: give a feature set's name (alpha158)"),
+        ("features: alpha158\ninstruments: 0\n", "instruments: Input should be greater than 0"),
     ],
 )
 def test_problems_name_their_place(tmp_path: Path, text: str, message: str) -> None:

@@ -79,6 +79,23 @@ def test_each_bars_scores_are_the_models_scores_of_researchs_features(
     assert told_apart  # a model that gives every instrument one score would test nothing
 
 
+def test_room_for_the_expected_instruments_is_made_before_the_first_bar(
+    tracking: Champion, subjects: Subjects, tmp_path: Path
+) -> None:
+    config = {"broker": "memory://room", "model": "s-lgb@champion", "subjects": subjects.config()}
+    sized = StreamRunner(StreamConfig.model_validate(
+        {**config, "outputs": str(tmp_path / "a"), "instruments": 5000}))  # fmt: skip
+    universe = StreamRunner(StreamConfig.model_validate(
+        {**config, "outputs": str(tmp_path / "b"), "universe": ["S00001", "S00002"]}))  # fmt: skip
+    grown = StreamRunner(StreamConfig.model_validate({**config, "outputs": str(tmp_path / "c")}))
+    assert sized.online._capacity >= 5000
+    assert 2 <= universe.online._capacity < 5000
+    assert grown.online._capacity == 0 and grown.online.instruments == []  # the warm-up's own
+    for runner in (sized, universe, grown):
+        runner._committer.close()
+        runner.store.close()
+
+
 def test_the_stream_follows_the_alias_to_a_new_version(
     tracking: Champion, subjects: Subjects, tmp_path: Path
 ) -> None:

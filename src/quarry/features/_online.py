@@ -405,10 +405,16 @@ class OnlineFeatures:
         """The instruments first seen in the last bar, in their order in it."""
         return self._seen.added
 
-    def _grow(self) -> None:
-        """Room in every ring and state for the instruments seen; a new instrument's state is
-        a row of NaN (no history yet), its past columns NaN (before its history)."""
-        count = len(self._seen.names)
+    def reserve(self, count: int) -> None:
+        """Room for ``count`` instruments made now (the memory allocated and written), not
+        when the bars bring them."""
+        self._grow(count)
+
+    def _grow(self, count: int | None = None) -> None:
+        """Room in every ring and state for the instruments seen (or ``count``); a new
+        instrument's state is a row of NaN (no history yet), its past columns NaN (before
+        its history)."""
+        count = max(len(self._seen.names), count or 0)
         capacity = _capacity(count, self._capacity)
         if capacity == self._capacity:
             return

@@ -158,6 +158,9 @@ class StreamRunner:
         self._scorer: tuple[int, Callable[[np.ndarray], np.ndarray]] | None = None
         if not self._restore():
             self._warm_up(features)
+        room = config.instruments or (len(config.universe) if config.universe else None)
+        if room:
+            self.online.reserve(room)
         # bars processed, and those of them not yet committed (stored, published, acked)
         self._processed = 0
         self._inflight: set[str] = set()
