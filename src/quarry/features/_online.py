@@ -190,12 +190,14 @@ class _Instruments:
     """The instruments seen, in the order they were first seen, and their first bars."""
 
     names: list[str]
-    index: dict[str, int]
     first: np.ndarray  # each instrument's first bar, as a count of bars since the stream began
     added: list[str] = field(default_factory=list)  # those first seen in the last bar
+    # each name's row, looked up by a join in Arrow: no Python string per instrument a bar
+    _rows: pl.DataFrame = field(
+        default_factory=lambda: pl.DataFrame(schema={BY_INSTRUMENT: pl.String, "row": pl.Int64})
+    )
     # The last bar's instruments and their rows: a feed's snapshots mostly list the same
-    # instruments in the same order, and one comparison of the columns (in Arrow) is then
-    # all it costs, with no Python string made.
+    # instruments in the same order, and one comparison of the columns is then all it costs.
     _last: tuple[pl.Series, np.ndarray] | None = None
 
     def rows_of(self, instruments: pl.Series, bar: int) -> np.ndarray:
@@ -207,17 +209,24 @@ class _Instruments:
         if instruments.n_unique() < len(instruments):
             dup = instruments.filter(instruments.is_duplicated())[0]
             raise DataError(f"the bar repeats instrument {dup!r}: give it once")
-        names = instruments.to_list()
-        if not self.index.keys() >= set(names):  # set operations run in C
-            self.added = [s for s in names if s not in self.index]
-            for s in self.added:
-                self.index[s] = len(self.names)
-                self.names.append(s)
-            more = np.full(len(self.added), bar, dtype=np.int64)
+        found = self._find(instruments)
+        if found.null_count():
+            new = instruments.filter(found.is_null())
+            self.added = new.to_list()
+            rows = np.arange(len(self.names), len(self.names) + len(new))
+            self._rows = pl.concat([self._rows, pl.DataFrame({BY_INSTRUMENT: new, "row": rows})])
+            self.names.extend(self.added)
+            more = np.full(len(new), bar, dtype=np.int64)
             self.first = np.concatenate([self.first, more])
-        rows = np.fromiter(map(self.index.__getitem__, names), np.int64, len(names))
+            found = self._find(instruments)
+        rows = found.to_numpy()
         self._last = (instruments, rows)
         return rows
+
+    def _find(self, instruments: pl.Series) -> pl.Series:
+        """Each instrument's row, null for one not seen yet."""
+        bar = instruments.alias(BY_INSTRUMENT).to_frame()
+        return bar.join(self._rows, on=BY_INSTRUMENT, how="left", maintain_order="left")["row"]
 
 
 @dataclass(frozen=True)
@@ -278,7 +287,7 @@ class OnlineFeatures:
         self.depth = lookback(self.plan) + 1
         self.fields = tuple(sorted(self.plan.fields))
         self._fields_set = set(self.fields)
-        self._seen = _Instruments([], {}, np.zeros(0, dtype=np.int64))
+        self._seen = _Instruments([], np.zeros(0, dtype=np.int64))
         self.bars = 0  # bar times seen
         self.last_time: object | None = None
         self._outputs = [self.plan.outputs[name] for name in self.names]
@@ -508,5 +517,5 @@ class OnlineFeatures:
             if whole:
                 out[j] = column
             else:
-                np.take(column, rows, out=out[j])
+                np.take(column, rows, out=out[j], mode="clip")  # rows are in range: no checks
         return out.T
