@@ -8,9 +8,10 @@ every snapshot), encoded beforehand as Arrow IPC snapshots, so that the publishe
 the broker's.
 
 For each broker and each --rates rate: the stream is started (``quarry stream run --config``,
-its own process, as a user starts it, told how many instruments to make room for) and, once it has subscribed, snapshots are published at
-that rate for --seconds seconds, each stamped with its publication time. Then the stream gets
---drain seconds more to finish, and is stopped (SIGTERM), printing its health as JSON:
+its own process, as a user starts it, told how many instruments to make room for) and, once
+it has subscribed, snapshots are published at that rate for --seconds seconds, each stamped
+with its publication time. Then the stream gets --drain seconds more to finish, and is
+stopped (SIGTERM), printing its health as JSON:
 
 - sustained: every snapshot processed by the end of the drain, with the lag bounded (p99
   under 1 s);
