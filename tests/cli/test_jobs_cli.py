@@ -65,7 +65,10 @@ def test_show_list_and_cancel_read_as_sentences(api: Any, tmp_path: Path) -> Non
     code, out, err = run("jobs", "submit", _write(tmp_path, "ok"))
     assert code == 0, err
     assert out.strip() == "job 1 queued: ok (project alpha); see quarry jobs show 1"
-    run("jobs", "submit", _write(tmp_path, "bad", run="{command: [python3, -c, 'exit(3)']}"))
+    # it runs a moment before it fails, so that its memory is sampled: an attempt that ends
+    # before the worker's first look at it has no peak to show
+    fail = "{command: [python3, -c, 'import time; time.sleep(0.5); exit(3)']}"
+    run("jobs", "submit", _write(tmp_path, "bad", run=fail))
     _work(store, tmp_path)
     code, out, _ = run("jobs", "show", "2")
     lines = out.splitlines()

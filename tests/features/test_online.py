@@ -225,6 +225,11 @@ def test_bars_out_of_time_order_or_repeated_are_refused() -> None:
     online.update(t0, pl.DataFrame({"instrument": ["A"], "close": [1.0]}))
     with pytest.raises(DataError, match="does not come after"):
         online.update(t0, pl.DataFrame({"instrument": ["A"], "close": [2.0]}))
-    with pytest.raises(DataError, match="repeats instrument 'A'"):
+    later = t0 + timedelta(1)
+    with pytest.raises(DataError) as caught:
         twice = pl.DataFrame({"instrument": ["A", "A"], "close": [1.0, 2]})
-        online.update(t0 + timedelta(1), twice)
+        online.update(later, twice)
+    assert str(caught.value) == f"the bar at {later} repeats instrument 'A': give it once"
+    with pytest.raises(DataError, match=r"the bar at .* lists an instrument without a name"):
+        online.update(later, pl.DataFrame({"instrument": ["A", None], "close": [1.0, 2]}))
+    assert online.instruments == ["A"]  # refused whole: nothing was added

@@ -28,6 +28,7 @@ BROKER_URLS = {
 # every instrument would get one score, and no test could tell a wrong score from a right one
 PARAMS = {"num_boost_round": 10, "lambda_l1": 0.0, "lambda_l2": 1.0, "num_leaves": 15}
 ROW_WISE = "s-lgb-rows"  # a second model, whose processors are all row-wise
+LINEAR = "s-linear"  # a ridge regression, row-wise too
 # Features the champion reads: windows over minute bars as over days.
 FEATURES = {
     "REV5": "-($close / Ref($close, 5) - 1)",
@@ -97,8 +98,8 @@ class Champion:
 @pytest.fixture(scope="package")
 def champion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Champion]:
     """A LightGBM model on FEATURES (cross-sectionally normalized), trained on a synthetic
-    daily market and registered as s-lgb at its champion; and one with Fillna alone,
-    registered as ROW_WISE at its champion."""
+    daily market and registered as s-lgb at its champion; and with Fillna alone, a LightGBM
+    model registered as ROW_WISE and a linear one as LINEAR, each at its champion."""
     root = tmp_path_factory.mktemp("stream-model")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as mp:
@@ -141,6 +142,11 @@ def champion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Champion]:
                        recipe=Recipe(FEATURES, DEFAULT_LABEL, rows))  # fmt: skip
         assert result.run_id is not None
         set_alias(ROW_WISE, "champion", register(result.run_id, ROW_WISE, meta))
+        result = train(rows.fit_transform(frame), segments, model="linear", experiment="stream",
+                       recipe=Recipe(FEATURES, DEFAULT_LABEL, rows))  # fmt: skip
+        assert result.run_id is not None
+        linear = {**meta, "model_type": "linear"}
+        set_alias(LINEAR, "champion", register(result.run_id, LINEAR, linear))
         yield Champion("s-lgb", version, uri, result.run_id, meta)
 
 

@@ -18,7 +18,7 @@ from quarry.portfolio import topk_dropout
 from quarry.stream import Health, OutputStore, StreamConfig, StreamRunner, connect, encode
 from quarry.tracking import register, set_alias
 from quarry.tracking._models import load_packaged
-from tests.stream.conftest import FEATURES, ROW_WISE, Champion, Subjects
+from tests.stream.conftest import FEATURES, LINEAR, ROW_WISE, Champion, Subjects
 
 T0 = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 
@@ -77,6 +77,25 @@ def test_each_bars_scores_are_the_models_scores_of_researchs_features(
         got = scores.filter(pl.col("bar_time") == when.isoformat())
         assert dict(zip(got["instrument"], got["score"], strict=True)) == pytest.approx(expected)
     assert told_apart  # a model that gives every instrument one score would test nothing
+
+
+@pytest.mark.parametrize("model", ["s-lgb", ROW_WISE, LINEAR])
+def test_a_bar_with_none_of_the_universe_is_processed_with_no_scores(
+    tracking: Champion, subjects: Subjects, tmp_path: Path, model: str
+) -> None:
+    # The third bar lists no instrument of the universe: it is processed (its record, no
+    # scores), whatever the model; a scikit-learn model refuses to predict no rows.
+    bars = minute_bars(6, sessions=1, minutes=5, missing=0.0)
+    third = bars["date"].unique().sort()[2]
+    bars = bars.filter((pl.col("date") != third) | (pl.col("instrument") != "S00001"))
+    store, health = run_stream(tmp_path, subjects, bars, universe=["S00001"],
+                               model=f"{model}@champion")  # fmt: skip
+    assert health.bars == health.scored == 5
+    records = store.table("bars_done").sort("bar_index")
+    assert records["instruments"].to_list() == [1, 1, 0, 1, 1]
+    scores = store.table("scores")
+    assert scores.height == 4 and set(scores["instrument"]) == {"S00001"}
+    assert third.isoformat() not in set(scores["bar_time"])
 
 
 def test_room_for_the_expected_instruments_is_made_before_the_first_bar(

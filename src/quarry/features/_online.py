@@ -206,9 +206,11 @@ class _Instruments:
         self.added = []
         if self._last is not None and self._last[0].equals(instruments):
             return self._last[1]
+        if instruments.null_count():
+            raise DataError("lists an instrument without a name (null): name every one")
         if instruments.n_unique() < len(instruments):
             dup = instruments.filter(instruments.is_duplicated())[0]
-            raise DataError(f"the bar repeats instrument {dup!r}: give it once")
+            raise DataError(f"repeats instrument {dup!r}: give it once")
         found = self._find(instruments)
         if found.null_count():
             new = instruments.filter(found.is_null())
@@ -398,7 +400,7 @@ class OnlineFeatures:
         try:
             rows = self._seen.rows_of(names, self.bars)
         except DataError as e:
-            raise DataError(f"the bar at {time}: {e}") from None
+            raise DataError(f"the bar at {time} {e}") from None
         self._grow()
         for f in self.fields:
             series = bars[f]  # a float column's nulls come out of numpy as NaN

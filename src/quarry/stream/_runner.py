@@ -156,8 +156,14 @@ class StreamRunner:
         self._pending: dict[datetime, list[tuple[pl.DataFrame, Message]]] = {}
         self._last_features: tuple[str, pl.DataFrame] | None = None
         self._scorer: tuple[int, Callable[[np.ndarray], np.ndarray]] | None = None
-        if not self._restore():
-            self._warm_up(features)
+        try:
+            restored = self._restore()
+            self._warm_up(features, kernels=not restored)
+        except BaseException:
+            self.store.close()
+            if self.own_broker:
+                self.broker.close()
+            raise
         room = config.instruments or (len(config.universe) if config.universe else None)
         if room:
             self.online.reserve(room)
@@ -168,23 +174,26 @@ class StreamRunner:
 
     # -- restart -----------------------------------------------------------------------------
 
-    def _warm_up(self, features: Mapping[str, Any]) -> None:
-        """Two made-up bars of three instruments through a throwaway copy of the features,
-        and the champion's scorer: the kernels' stream modes are loaded (or compiled) and the
-        model readied now, before the first real bar, which would otherwise wait a second
-        or more, and the bars queued behind it with it. (A restart's replay does the same.)"""
+    def _warm_up(self, features: Mapping[str, Any], *, kernels: bool) -> None:
+        """Two made-up bars of three instruments through a throwaway copy of the features
+        (``kernels``: a restart's replay has run the real ones), then the champion's scorer:
+        the kernels' stream modes are loaded (or compiled) and the model readied now,
+        before the first real bar, which would otherwise wait a second or more, and the bars
+        queued behind it with it. A model that cannot score these features fails here."""
         from quarry.features._online import OnlineFeatures
 
-        trial = OnlineFeatures(features)
-        names = ["warm-up-a", "warm-up-b", "warm-up-c"]
-        for bar in range(2):
-            values = np.arange(1.0, 4.0) + bar
-            frame = pl.DataFrame({"instrument": names, **dict.fromkeys(trial.fields, values)})
-            instruments, matrix = trial.update_matrix(datetime(2000, 1, 1, 0, bar, tzinfo=UTC),
-                                                      frame)  # fmt: skip
+        names = pl.Series("instrument", ["warm-up-a", "warm-up-b", "warm-up-c"])
+        matrix = np.ones((len(names), len(self.online.names)))
+        if kernels:
+            trial = OnlineFeatures(features)
+            for bar in range(2):
+                values = np.arange(1.0, 4.0) + bar
+                frame = pl.DataFrame({"instrument": names, **dict.fromkeys(trial.fields, values)})
+                when = datetime(2000, 1, 1, 0, bar, tzinfo=UTC)
+                names, matrix = trial.update_matrix(when, frame)
         if self.champion is not None:
             version, packaged = self.champion.current()
-            self._score(version, packaged, datetime(2000, 1, 1, tzinfo=UTC), instruments, matrix)
+            self._score(version, packaged, datetime(2000, 1, 1, tzinfo=UTC), names, matrix)
 
     def _restore(self) -> bool:
         """Rebuild the state of a stream that ran before in this outputs folder (False:
@@ -421,6 +430,8 @@ class StreamRunner:
                matrix: np.ndarray) -> np.ndarray:  # fmt: skip
         """The champion's scores of the bar: from the matrix when its processors are
         row-wise (prepared once per version), else from a frame of the bar's features."""
+        if matrix.shape[0] == 0:  # a bar of none of the universe: some models refuse no rows
+            return np.empty(0, dtype=np.float64)
         if not packaged.row_wise:
             frame = self._frame(when, instruments, matrix)
             return np.asarray(packaged.score(frame), dtype=np.float64).reshape(-1)
