@@ -146,3 +146,18 @@ def test_predict_before_fit_is_a_not_fitted_error(name: str) -> None:
     model = make_model(name)
     with pytest.raises(NotFittedError, match=r"^the model is not trained yet: call fit first$"):
         model.predict(np.zeros((3, 2)))
+
+
+@pytest.mark.parametrize("name", ["lightgbm", "linear", "mlp"])
+def test_a_thread_count_changes_no_score(name: str) -> None:
+    # A stream scores on one thread beside its features: the scores are the same ones, for a
+    # matrix large enough that LightGBM would otherwise take every thread.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3_000, 4))
+    y = x @ np.array([0.5, -1.0, 0.0, 2.0]) + rng.normal(scale=0.1, size=3_000)
+    params = {"num_boost_round": 20} if name == "lightgbm" else None
+    model = make_model(name, params).fit(x[:2_000], y[:2_000], x[2_000:], y[2_000:])
+    many = np.concatenate([x] * 2)  # 6,000 rows: past the few that LightGBM scores alone
+    scores = model.predict(many)
+    assert np.corrcoef(scores, np.concatenate([y] * 2))[0, 1] > 0.9  # a model that learned
+    np.testing.assert_array_equal(model.predict(many, threads=1), scores)

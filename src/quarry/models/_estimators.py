@@ -47,7 +47,11 @@ class Model(Protocol):
         self, x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray
     ) -> Model: ...
 
-    def predict(self, x: np.ndarray) -> np.ndarray: ...
+    def predict(self, x: np.ndarray, *, threads: int | None = None) -> np.ndarray:
+        """Scores of the rows of ``x``; ``threads``: at most that many threads where the
+        library takes a count per call (LightGBM; the others run as they do), None: as many
+        as it likes."""
+        ...
 
     def params(self) -> dict[str, Any]: ...
 
@@ -142,14 +146,16 @@ class LightGBMModel:
     def best_iteration(self) -> int:
         return int(self.booster_.best_iteration) if self.booster_ is not None else 0
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def predict(self, x: np.ndarray, *, threads: int | None = None) -> np.ndarray:
         if self.booster_ is None:
             raise NotFittedError("the model is not trained yet: call fit first")
         # A few rows (a served request) on one thread: LightGBM's threads cost such a call
-        # milliseconds to start and gain nothing; a large matrix gets them all.
-        threads = {"num_threads": 1} if x.shape[0] <= SMALL_PREDICT_ROWS else {}
+        # milliseconds to start and gain nothing; a large matrix gets them all (or those given).
+        if x.shape[0] <= SMALL_PREDICT_ROWS:
+            threads = 1
+        count = {"num_threads": threads} if threads else {}
         out: np.ndarray = self.booster_.predict(
-            x, num_iteration=self.booster_.best_iteration, **threads
+            x, num_iteration=self.booster_.best_iteration, **count
         )
         return out
 
@@ -221,7 +227,7 @@ class LinearModel:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "on_progress": None}
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def predict(self, x: np.ndarray, *, threads: int | None = None) -> np.ndarray:
         if self.pipeline_ is None:
             raise NotFittedError("the model is not trained yet: call fit first")
         out: np.ndarray = self.pipeline_.predict(_finite(x))

@@ -117,7 +117,8 @@ class MLPModel:
         self.net_ = net
         return self
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def predict(self, x: np.ndarray, *, threads: int | None = None) -> np.ndarray:
+        # torch's thread count is the process's, not a call's: ``threads`` is not applied
         if self.net_ is None:
             raise NotFittedError("the model is not trained yet: call fit first")
         torch = _torch()

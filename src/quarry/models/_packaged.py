@@ -71,9 +71,12 @@ class PackagedModel:
         only for a ``row_wise`` model."""
         return self.matrix_scorer(names)(matrix)
 
-    def matrix_scorer(self, names: Sequence[str]) -> Callable[[np.ndarray], np.ndarray]:
+    def matrix_scorer(
+        self, names: Sequence[str], *, threads: int | None = None
+    ) -> Callable[[np.ndarray], np.ndarray]:
         """``score_matrix`` for matrices of ``names``, prepared once (the processors' steps,
-        the columns picked): a server keeps one per loaded version."""
+        the columns picked): a server keeps one per loaded version. ``threads``: the most
+        the estimator may use (``Model.predict``)."""
         pipeline = self.recipe.processors
         if pipeline is not None and not pipeline.is_row_wise(inference=True):
             raise UsageError(
@@ -97,7 +100,7 @@ class PackagedModel:
         def score(matrix: np.ndarray) -> np.ndarray:
             x = transform(matrix)
             x = (x if every else x[:, picked]).astype(INPUT_DTYPE)
-            return np.asarray(predict(x), dtype=np.float64).reshape(-1)
+            return np.asarray(predict(x, threads=threads), dtype=np.float64).reshape(-1)
 
         return score
 
