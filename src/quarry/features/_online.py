@@ -379,10 +379,15 @@ class OnlineFeatures:
 
         Bar times must increase; an instrument may appear once per bar.
         """
-        names, matrix = self.update_matrix(time, bars)
-        out = names.to_frame().with_columns(pl.lit(time).alias(BY_DATE))
-        # columns over the matrix's own memory (F-ordered: each feature contiguous)
-        return out.with_columns(as_series(matrix[:, j], name) for j, name in enumerate(self.names))
+        return self.frame(time, *self.update_matrix(time, bars))
+
+    def frame(self, time: object, instruments: pl.Series, matrix: np.ndarray) -> pl.DataFrame:
+        """``update_matrix``'s output as ``update`` gives it: instrument, date, features."""
+        out = instruments.to_frame().with_columns(pl.lit(time).alias(BY_DATE))
+        # columns over the matrix's own memory where each is contiguous (an F-ordered matrix)
+        return out.with_columns(
+            as_series(np.ascontiguousarray(matrix[:, j]), name) for j, name in enumerate(self.names)
+        )
 
     def update_matrix(self, time: object, bars: pl.DataFrame) -> tuple[pl.Series, np.ndarray]:
         """``update`` without the frame: the instruments of ``bars`` in their order (a

@@ -42,7 +42,6 @@ import numpy as np
 import polars as pl
 
 from quarry.exceptions import DataError, UsageError
-from quarry.features._compile import as_series
 from quarry.stream._brokers import Broker, Message, Subscription, connect
 from quarry.stream._committer import Committer
 from quarry.stream._config import StreamConfig
@@ -393,7 +392,7 @@ class StreamRunner:
             nan_rate = float(np.isnan(matrix).mean()) if matrix.size else 0.0
             features = None
             if self.config.subjects.features:
-                features = self._frame(when, instruments, matrix)
+                features = self.online.frame(when, instruments, matrix)
             record = BarRecord(key, index, count, version, bool(outputs), False)
             # each output encoded once: the scores are stored as they are published
             bodies = {name: encode_frame(frame) for name, frame in outputs.items()}
@@ -418,14 +417,6 @@ class StreamRunner:
         self._inflight.add(key)
         self._committer.submit(commit)
 
-    def _frame(self, when: datetime, instruments: pl.Series, matrix: np.ndarray) -> pl.DataFrame:
-        """The features as ``OnlineFeatures.update`` gives them: instrument, date, features."""
-        out = instruments.to_frame().with_columns(pl.lit(when).alias("date"))
-        return out.with_columns(
-            as_series(np.ascontiguousarray(matrix[:, j]), name)
-            for j, name in enumerate(self.online.names)
-        )
-
     def _score(self, version: int, packaged: Any, when: datetime, instruments: pl.Series,
                matrix: np.ndarray) -> np.ndarray:  # fmt: skip
         """The champion's scores of the bar: from the matrix when its processors are
@@ -433,7 +424,7 @@ class StreamRunner:
         if matrix.shape[0] == 0:  # a bar of none of the universe: some models refuse no rows
             return np.empty(0, dtype=np.float64)
         if not packaged.row_wise:
-            frame = self._frame(when, instruments, matrix)
+            frame = self.online.frame(when, instruments, matrix)
             return np.asarray(packaged.score(frame), dtype=np.float64).reshape(-1)
         if self._scorer is None or self._scorer[0] != version:
             # One thread: this runs beside the features, whose kernels take both cores of a
