@@ -482,14 +482,18 @@ class StreamRunner:
         extra = sorted(set(self.held).difference(present))
         s = np.concatenate([scores, np.full(len(extra), np.nan)])
         held = np.concatenate([inside.to_numpy(), np.ones(len(extra), dtype=bool)])
+        universe = pl.concat([names, pl.Series("instrument", extra, dtype=pl.String)])
+
+        def named(at: np.ndarray) -> list[str]:
+            return universe.gather(at).to_list()
+
         days = np.zeros(len(s), dtype=np.int64)
         at = np.flatnonzero(held)
-        days[at] = [self.held[n] for n in self._names_at(names, extra, at)]
+        days[at] = [self.held[n] for n in named(at)]
         sell, buy = topk_dropout_day(s, held, days, topk=strategy.topk, n_drop=strategy.n_drop)
         after = np.flatnonzero((held & ~sell) | buy)
         weight = 1.0 / strategy.topk
-        self.held = dict(zip(self._names_at(names, extra, after), (days[after] + 1).tolist(),
-                             strict=True))  # fmt: skip
+        self.held = dict(zip(named(after), (days[after] + 1).tolist(), strict=True))
         scores_frame = pl.DataFrame(
             {"bar_time": pl.repeat(key, len(names), dtype=pl.String, eager=True),
              "instrument": names, "score": scores, "model_version": version},
@@ -500,8 +504,8 @@ class StreamRunner:
              "days_held": list(self.held.values()), "model_version": version},
             schema_overrides={"model_version": pl.Int64, "days_held": pl.Int64},
         )  # fmt: skip
-        traded = [(n, "buy", weight) for n in self._names_at(names, extra, np.flatnonzero(buy))]
-        traded += [(n, "sell", 0.0) for n in self._names_at(names, extra, np.flatnonzero(sell))]
+        traded = [(n, "buy", weight) for n in named(np.flatnonzero(buy))]
+        traded += [(n, "sell", 0.0) for n in named(np.flatnonzero(sell))]
         orders = pl.DataFrame(
             [(key, n, side, w, version) for n, side, w in traded],
             schema={"bar_time": pl.String, "instrument": pl.String, "side": pl.String,
@@ -509,15 +513,6 @@ class StreamRunner:
             orient="row",
         )  # fmt: skip
         return {"scores": scores_frame, "positions": positions, "orders": orders}
-
-    @staticmethod
-    def _names_at(names: pl.Series, extra: list[str], at: np.ndarray) -> list[str]:
-        """The names at positions ``at`` of the bar's instruments followed by ``extra``."""
-        inside = at[at < len(names)]
-        return [
-            *names.gather(inside).to_list(),
-            *(extra[i - len(names)] for i in at[len(inside) :]),
-        ]
 
     def _publish(
         self,
