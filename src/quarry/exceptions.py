@@ -14,6 +14,7 @@ what to do about it::
     │   ├── YamlError           a file a user wrote that Quarry cannot read as YAML (its line)
     │   ├── WorkflowError       a workflow file with problems (one line each, with its place)
     │   ├── ManifestError       a job manifest that cannot be queued (``problems``: path, message)
+    │   ├── AccessDenied        a dataset the caller may not read or write (the APIs' 403)
     │   └── NotFittedError      an estimator or processor used before ``fit``
     ├── LookaheadError          a feature that reads data from after its date
     └── JobServiceError         the job service answered an error, or could not be reached
@@ -31,6 +32,7 @@ from collections.abc import Sequence
 from typing import Any, TypedDict
 
 __all__ = [
+    "AccessDenied",
     "AuthenticationError",
     "BadInputError",
     "ConflictError",
@@ -161,6 +163,10 @@ class ManifestError(UsageError):
     def lines(self) -> list[str]:
         prefix = f"{self.source}: " if self.source else ""
         return [prefix + p["message"] for p in self.problems]
+
+
+class AccessDenied(UsageError):
+    """A dataset the caller may not read or write: the reason names it (the APIs' 403)."""
 
 
 class JobServiceError(QuarryError):

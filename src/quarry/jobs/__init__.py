@@ -13,12 +13,16 @@ backends, the watchdog, and the REST API (``_api.create_app``).
   heartbeats, cancels.
 - ``Watchdog``: ends attempts whose heartbeat stopped as ``lost``, so that they are retried
   (one on Ray as Ray says it ended, stopped first if it still runs there).
+- Datasets (``DatasetInfo``, ``Identity``, ``refusal``): named stores with an owner and a
+  visibility, the rules of who may read and write them (a job's own token: only what its
+  manifest declared), and the audit log of their reads, in the same database.
 - ``Client``: the REST API's client (the CLI's, the tests', other services'), with its
   errors (``JobServiceError`` and below, defined in ``quarry.exceptions`` with
   ``ManifestError`` and re-exported here).
 """
 
 from quarry.exceptions import (
+    AccessDenied,
     AuthenticationError,
     InvalidRequest,
     JobConflict,
@@ -38,6 +42,7 @@ from quarry.jobs._backends import (
     backend,
 )
 from quarry.jobs._client import Client
+from quarry.jobs._datasets import DatasetInfo, Identity, refusal
 from quarry.jobs._loops import LoopHealth
 from quarry.jobs._manifest import (
     Manifest,
@@ -51,18 +56,30 @@ from quarry.jobs._manifest import (
     readable_memory,
 )
 from quarry.jobs._ray import RayBackend
-from quarry.jobs._store import Claimed, JobStore, TokenInfo, VariableInfo, default_url, migrate
+from quarry.jobs._store import (
+    DATA_TOKEN_VARIABLE,
+    Claimed,
+    JobStore,
+    TokenInfo,
+    VariableInfo,
+    default_url,
+    migrate,
+)
 from quarry.jobs._watchdog import Watchdog
 from quarry.jobs._worker import Worker
 
 __all__ = [
     "BACKENDS",
+    "DATA_TOKEN_VARIABLE",
     "DEFAULT_PASS_ENV",
+    "AccessDenied",
     "AuthenticationError",
     "Backend",
     "Claimed",
     "Client",
+    "DatasetInfo",
     "Ended",
+    "Identity",
     "InvalidRequest",
     "JobConflict",
     "JobNotFound",
@@ -91,4 +108,5 @@ __all__ = [
     "parse_duration",
     "parse_memory",
     "readable_memory",
+    "refusal",
 ]

@@ -31,6 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from quarry.exceptions import AccessDenied
 from quarry.jobs._loops import LoopHealth
 from quarry.jobs._manifest import (
     ManifestError,
@@ -207,8 +208,10 @@ def create_app(
                                 f"{manifest.project!r}")  # fmt: skip
         try:  # after the membership check: only a member learns a project's variable names
             job_id = store.submit(manifest, owner=caller[0])
-        except ManifestError as exc:  # its env names one of the project's variables
+        except ManifestError as exc:  # its env names a project's variable, an unknown dataset
             raise HTTPException(422, list(exc.problems)) from exc
+        except AccessDenied as exc:  # a dataset its submitter may not use so
+            raise HTTPException(403, str(exc)) from exc
         job = store.job(job_id)
         assert job is not None
         return job_view(job)

@@ -8,11 +8,24 @@ from datetime import datetime
 from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["STATUSES", "Attempt", "Base", "Job", "Member", "ProjectVariable", "Token"]
+__all__ = [
+    "STATUSES",
+    "VISIBILITIES",
+    "Attempt",
+    "Base",
+    "DataRead",
+    "Dataset",
+    "Job",
+    "Member",
+    "ProjectVariable",
+    "Token",
+]
 
 # A job's life: queued -> running -> succeeded | failed | cancelled (a retried attempt puts
 # it back to queued, with ``not_before`` for the backoff).
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+# Who may read a dataset: every user (market data), its project's members, or its owner.
+VISIBILITIES = ("public", "project", "private")
 
 
 class Base(DeclarativeBase):
@@ -84,6 +97,9 @@ class Token(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # A job's own token (its attempts read data with it): limited to what its manifest's
+    # ``data`` declares, revoked when the attempt ends.
+    job_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class ProjectVariable(Base):
@@ -97,3 +113,36 @@ class ProjectVariable(Base):
     value: Mapped[str] = mapped_column(Text)
     set_by: Mapped[str] = mapped_column(String(100))
     set_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Dataset(Base):
+    """A named store: where it lives, whose it is and who may read it (``VISIBILITIES``)."""
+
+    __tablename__ = "datasets"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    location: Mapped[str] = mapped_column(Text)
+    owner: Mapped[str] = mapped_column(String(100))
+    project: Mapped[str] = mapped_column(String(100))
+    visibility: Mapped[str] = mapped_column(String(20))
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DataRead(Base):
+    """One read of a dataset through the data service: the audit log its owner reads."""
+
+    __tablename__ = "data_reads"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True, autoincrement=True)  # fmt: skip
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    user: Mapped[str] = mapped_column(String(100))
+    job_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    dataset: Mapped[str] = mapped_column(String(100))
+    route: Mapped[str] = mapped_column(String(40))
+    commit: Mapped[str] = mapped_column(Text)
+    as_of: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    rows: Mapped[int] = mapped_column(BigInteger)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    query: Mapped[str] = mapped_column(Text)

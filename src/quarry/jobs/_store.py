@@ -42,11 +42,22 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, aliased
 
-from quarry.exceptions import ManifestError, UsageError
+from quarry.exceptions import AccessDenied, ManifestError, UsageError
+from quarry.jobs._datasets import DatasetInfo, Identity, check_dataset_name, refusal
 from quarry.jobs._manifest import Manifest, manifest_from_dict, readable_memory
-from quarry.jobs._schema import Attempt, Job, Member, ProjectVariable, Token
+from quarry.jobs._schema import (
+    VISIBILITIES,
+    Attempt,
+    DataRead,
+    Dataset,
+    Job,
+    Member,
+    ProjectVariable,
+    Token,
+)
 
 __all__ = [
+    "DATA_TOKEN_VARIABLE",
     "RESERVED_VARIABLES",
     "Claimed",
     "JobStore",
@@ -66,7 +77,9 @@ _RETRY_KIND = {"failed": "failed", "timed_out": "failed", "oom_killed": "oom", "
 
 _VARIABLE_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 # Set by the service for each attempt: a project variable of that name would mislead its jobs.
-RESERVED_VARIABLES = ("QUARRY_JOB_ID", "QUARRY_JOB_OUT")
+# The variable an attempt of a job that declares ``data`` finds its own token in.
+DATA_TOKEN_VARIABLE = "QUARRY_DATA_TOKEN"  # noqa: S105 (a variable's name, not a secret)
+RESERVED_VARIABLES = ("QUARRY_JOB_ID", "QUARRY_JOB_OUT", DATA_TOKEN_VARIABLE)
 
 
 def check_variable_name(name: str) -> str:
@@ -285,9 +298,31 @@ class JobStore:
                          "its project's variables; remove it from env"}
                         for name in sorted(taken)
                     ])  # fmt: skip
+            if manifest.data:
+                self._check_mounts(s, manifest, owner)
             s.add(job)
             s.flush()
             return int(job.id)
+
+    def _check_mounts(self, s: Session, manifest: Manifest, owner: str | None) -> None:
+        """Every dataset the manifest declares exists, and its submitter may use it so
+        (``ManifestError`` for an unknown one, ``AccessDenied`` for one they may not)."""
+        names = [m.dataset for m in manifest.data]
+        known = {d.name: DatasetInfo.of(d)
+                 for d in s.scalars(select(Dataset).where(Dataset.name.in_(names)))}  # fmt: skip
+        missing = [(k, m.dataset) for k, m in enumerate(manifest.data) if m.dataset not in known]
+        if missing:
+            raise ManifestError([
+                {"path": f"data[{k}].dataset", "message": f"data[{k}].dataset: no dataset "
+                 f"{name!r} is registered; `quarry datasets list` shows them"}
+                for k, name in missing
+            ])  # fmt: skip
+        projects = frozenset(s.scalars(select(Member.project).where(Member.user == owner)))
+        who = Identity(owner or "", projects)
+        for m in manifest.data:
+            why = refusal(who, known[m.dataset], m.mode)
+            if why is not None:
+                raise AccessDenied(f"data: {why}")
 
     def job(self, job_id: int) -> Job | None:
         with self.session() as s:
@@ -369,9 +404,15 @@ class JobStore:
                 ):
                     envs.setdefault(v.project, {})[v.name] = v.value
             for job, attempt in admitted:
-                taken.append(Claimed(job.id, attempt.id, attempt.number,
-                                     Manifest.from_json(job.manifest), job.cpus, job.memory,
-                                     job.gpus, envs.get(job.project, {}), now))  # fmt: skip
+                manifest = Manifest.from_json(job.manifest)
+                env = envs.get(job.project, {})
+                if manifest.data:  # its own token, for the datasets it declared
+                    token = "qt_" + secrets.token_urlsafe(32)
+                    s.add(Token(user=job.owner or "", digest=_digest(token), created_at=now,
+                                job_id=job.id))  # fmt: skip
+                    env = {**env, DATA_TOKEN_VARIABLE: token}
+                taken.append(Claimed(job.id, attempt.id, attempt.number, manifest, job.cpus,
+                                     job.memory, job.gpus, env, now))  # fmt: skip
         return taken
 
     def attempt_stats(self) -> tuple[dict[str, int], tuple[float, int]]:
@@ -539,6 +580,9 @@ class JobStore:
             return job.status if job else "unknown"
         attempt.outcome, attempt.reason, attempt.finished_at = outcome, reason, now
         attempt.exit_code, attempt.peak_memory = exit_code, peak_memory
+        # the attempt's data token ends with it (a retry is given a new one)
+        s.execute(update(Token).where(Token.job_id == attempt.job_id, Token.revoked_at.is_(None))
+                  .values(revoked_at=now))  # fmt: skip
         job = s.get(Job, attempt.job_id, with_for_update=self.postgres)
         assert job is not None
         if job.status == "cancelled":
@@ -644,6 +688,12 @@ class JobStore:
     def authenticate(self, token: str) -> tuple[str, set[str]] | None:
         """The token's user and their projects, or None for an unknown or revoked token; its
         last use is recorded (to the minute: a busy client does not write on every call)."""
+        who = self.identify(token)
+        return None if who is None else (who.user, set(who.projects))
+
+    def identify(self, token: str) -> Identity | None:
+        """Who ``token`` speaks for (a job's own token: with its job and the datasets its
+        manifest declared), or None for an unknown or revoked token."""
         now = _now()
         with self.session() as s:
             found = s.scalar(select(Token).where(Token.digest == _digest(token)))
@@ -654,8 +704,94 @@ class JobStore:
                 last = last.replace(tzinfo=UTC)
             if last is None or now - last > timedelta(minutes=1):
                 found.last_used_at = now
-            projects = s.scalars(select(Member.project).where(Member.user == found.user))
-            return found.user, set(projects)
+            projects = frozenset(
+                s.scalars(select(Member.project).where(Member.user == found.user))
+            )
+            if found.job_id is None:
+                return Identity(found.user, projects)
+            job = s.get(Job, found.job_id)
+            declared = ({m.dataset: m.mode for m in Manifest.from_json(job.manifest).data}
+                        if job is not None else {})  # fmt: skip
+            return Identity(found.user, projects, found.job_id, declared)
+
+    # -- datasets and their audit log ----------------------------------------------------------
+
+    def add_dataset(
+        self,
+        name: str,
+        location: str,
+        *,
+        owner: str,
+        project: str,
+        visibility: str = "project",
+        description: str | None = None,
+        replace: bool = False,
+    ) -> DatasetInfo:
+        """Register the store at ``location`` as dataset ``name`` (``UsageError`` when the
+        name is taken, unless ``replace``)."""
+        try:
+            check_dataset_name(name)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        _check_project(project)
+        if visibility not in VISIBILITIES:
+            raise UsageError(f"--visibility {visibility!r}: choose one of "
+                             f"{', '.join(VISIBILITIES)}")  # fmt: skip
+        with self.session() as s:
+            row = s.get(Dataset, name)
+            if row is not None and not replace:
+                raise UsageError(f"dataset {name!r} is already registered (at {row.location}); "
+                                 "give --replace to change it")  # fmt: skip
+            if row is None:
+                row = Dataset(name=name, created_at=_now())
+                s.add(row)
+            row.location, row.owner, row.project = location, owner, project
+            row.visibility, row.description = visibility, description
+            s.flush()
+            return DatasetInfo.of(row)
+
+    def remove_dataset(self, name: str) -> bool:
+        """Forget dataset ``name`` (its store and audit log are kept); whether it existed."""
+        with self.session() as s:
+            row = s.get(Dataset, name)
+            if row is not None:
+                s.delete(row)
+            return row is not None
+
+    def dataset(self, name: str) -> DatasetInfo | None:
+        with self.session() as s:
+            row = s.get(Dataset, name)
+            return DatasetInfo.of(row) if row is not None else None
+
+    def datasets(self) -> list[DatasetInfo]:
+        """Every registered dataset, by name."""
+        with self.session() as s:
+            return [DatasetInfo.of(d) for d in s.scalars(select(Dataset).order_by(Dataset.name))]
+
+    def record_read(
+        self,
+        who: Identity,
+        dataset: str,
+        *,
+        route: str,
+        commit: str,
+        as_of: str | None,
+        rows: int,
+        size: int,
+        query: str,
+    ) -> None:
+        """Write one read to the audit log."""
+        with self.session() as s:
+            s.add(DataRead(at=_now(), user=who.user, job_id=who.job_id, dataset=dataset,
+                           route=route, commit=commit, as_of=as_of, rows=rows, bytes=size,
+                           query=query))  # fmt: skip
+
+    def reads(self, dataset: str, *, limit: int = 100, offset: int = 0) -> list[DataRead]:
+        """A dataset's audit log, newest first."""
+        with self.session() as s:
+            query = (select(DataRead).where(DataRead.dataset == dataset)
+                     .order_by(DataRead.id.desc()).limit(limit).offset(offset))  # fmt: skip
+            return list(s.scalars(query))
 
     def tokens(self) -> list[TokenInfo]:
         """Every API token, oldest first, with its user's projects."""

@@ -24,9 +24,7 @@ answered directly rather than redirected. /healthz and /metrics (Prometheus) nee
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import hashlib
 import json
 import re
 import time
@@ -51,9 +49,10 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from quarry._json import strict_json
-from quarry.exceptions import ManifestError, QuarryError, UsageError
+from quarry.exceptions import AccessDenied, ManifestError, QuarryError, UsageError
 from quarry.jobs import JobStore, manifest_from_dict
 from quarry.jobs._api import answer_errors, job_view
+from quarry.jobs._tokens import TokenCache
 from quarry.serve._catalog import Catalog, Served, Version
 from quarry.serve._inputs import (
     ARROW,
@@ -127,65 +126,12 @@ def _job_name(name: str) -> str:
 Found = tuple[str, set[str]]  # a token's user and their projects
 
 
-class _Tokens:
-    """The job database's tokens, each accepted one trusted for ``ttl`` seconds (a busy
-    client would otherwise cost a database read per prediction). Unknown tokens are not
-    remembered: a new token works at once.
-
-    Used on the event loop. A token is asked of the database (in a thread) once at a time,
-    however many requests carry it: when the trust ran out under load, every request in
-    flight asked at once, and their reads held the server for a third of a second. A token
-    in use is asked again in the background once half its time has passed, so a busy
-    client never waits for the database; an answer is never used past ``ttl``."""
-
-    def __init__(self, store: JobStore, ttl: float) -> None:
-        self.store, self.ttl = store, ttl
-        self._seen: dict[str, tuple[float, Found]] = {}
-        # by event loop too: a read left behind by a loop that has ended is not awaited
-        self._asking: dict[tuple[int, str], asyncio.Future[Found | None]] = {}
-
-    async def caller(self, token: str) -> Found | None:
-        key = hashlib.sha256(token.encode()).hexdigest()
-        hit = self._seen.get(key)
-        age = time.monotonic() - hit[0] if hit is not None else None
-        if hit is not None and age is not None and age < self.ttl:
-            if age > self.ttl / 2:
-                self._ask(key, token)  # in the background: this answer is still good
-            return hit[1]
-        return await asyncio.shield(self._ask(key, token))
-
-    def _ask(self, key: str, token: str) -> asyncio.Future[Found | None]:
-        slot = (id(asyncio.get_running_loop()), key)
-        asking = self._asking.get(slot)
-        if asking is None:
-            asking = asyncio.ensure_future(self._read(slot, token))
-            self._asking[slot] = asking
-            # an answer nobody awaits (a background one) must not warn when it failed
-            asking.add_done_callback(lambda f: f.cancelled() or f.exception())
-        return asking
-
-    async def _read(self, slot: tuple[int, str], token: str) -> Found | None:
-        key = slot[1]
-        asked = time.monotonic()  # trusted from the question, not the answer: at most ttl
-        try:
-            found = await anyio.to_thread.run_sync(self.store.authenticate, token)
-        finally:
-            self._asking.pop(slot, None)
-        if found is None:
-            self._seen.pop(key, None)  # revoked: at once
-        elif self.ttl > 0:
-            if len(self._seen) > 10_000:  # a bound; entries are cheap to make again
-                self._seen.clear()
-            self._seen[key] = (asked, found)
-        return found
-
-
 async def _caller(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> tuple[str, set[str]]:
-    """The token's user and their projects; 401 without a valid token (see ``_Tokens``:
+    """The token's user and their projects; 401 without a valid token (see ``TokenCache``:
     no request waits behind another's database read)."""
-    tokens: _Tokens = request.app.state.tokens
+    tokens: TokenCache[Found] = request.app.state.tokens
     scheme, _, token = (authorization or "").partition(" ")
     found = None
     if scheme.lower() == "bearer" and token.strip():
@@ -284,7 +230,7 @@ def create_app(
         "service. Paths are also answered with a trailing slash.",
     )  # fmt: skip
     app.router.redirect_slashes = False
-    app.state.tokens = _Tokens(jobs, auth_ttl)
+    app.state.tokens = TokenCache(jobs.authenticate, auth_ttl)
     started = time.monotonic()
     load = _Load(max_in_flight)
     # predictions get their own threads, so that they never wait behind other routes' work
@@ -461,6 +407,8 @@ def create_app(
             job_id = jobs.submit(manifest_from_dict(manifest, source="request"), owner=caller[0])
         except ManifestError as exc:
             raise HTTPException(422, list(exc.problems)) from exc
+        except AccessDenied as exc:  # its data names a dataset its user may not use
+            raise HTTPException(403, str(exc)) from exc
         job = jobs.job(job_id)
         assert job is not None
         return {"model": name, "version": served.version, **job_view(job)}
