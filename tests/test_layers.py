@@ -28,6 +28,10 @@ LAYERS: dict[str, int] = {
     "models": 5, "backtest": 5,
     "workflows": 6, "jobs": 6,
     "api": 7, "serve": 7, "ui": 7,
+    # backups and restores of the job database, tracking and a store: above what they copy
+    "admin": 7,
+    # the data service: the store over HTTP and Flight, behind the job database's tokens
+    "dataservice": 7,
     # a live stream scores with the served models' catalog (alias following)
     "stream": 8,
     # the command line starts the services (quarry serve, quarry stream): it sits above them

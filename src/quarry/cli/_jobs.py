@@ -115,9 +115,26 @@ def start_cmd(
             "from (default $QUARRY_STORE, else $QUARRY_HOME/store)."
         ),
     ] = None,
+    only: Annotated[
+        str | None,
+        typer.Option(
+            "--only",
+            help="Serve only this part: data (the data service alone: no workers, no job "
+            "API).",
+        ),
+    ] = None,
+    flight_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve the datasets over Arrow Flight on this port too (grpc://HOST:PORT), "
+            "for bulk readers; default: no Flight.",
+        ),
+    ] = None,
 ) -> None:
-    """Run the job service: the REST API (docs at /docs), the workers and the watchdog;
-    with --serve-models, the model-serving API (quarry serve's /v2 routes) on the same port.
+    """Run the job service: the REST API (docs at /docs), the workers and the watchdog,
+    and the data service (/v1/datasets: the registered datasets, point in time, as Arrow or
+    Parquet; Flight too with --flight-port); with --serve-models, the model-serving API
+    (quarry serve's /v2 routes) on the same port. --only data serves the data alone.
 
     Stop it with SIGTERM or Ctrl-C: running jobs are queued again without spending a retry;
     on Ray they go on running, and the next server adopts them.
@@ -126,6 +143,18 @@ def start_cmd(
     """
     from quarry.jobs._backends import DEFAULT_PASS_ENV
     from quarry.jobs._server import serve
+
+    if flight_port is not None and not 0 < flight_port < 65536:
+        raise UsageError(f"--flight-port {flight_port}: give a port from 1 to 65535")
+    if only is not None:
+        if only != "data":
+            raise UsageError(f"--only {only!r}: the part that runs alone is data")
+        if serve_models:
+            raise UsageError("--serve-models: not with --only data")
+        from quarry.dataservice import serve_data
+
+        serve_data(host=host, port=port, db=db, flight_port=flight_port)
+        return
 
     if workers < 1:
         raise UsageError(f"--workers {workers}: give 1 or more")
@@ -143,21 +172,31 @@ def start_cmd(
         "pass_env": [*DEFAULT_PASS_ENV, *extra], "backend": backend,
         "ray_address": ray_address, "cpus": cpus, "memory": size, "gpus": gpus,
     }  # fmt: skip
-    if not serve_models:
-        serve(**settings)
-        return
-    from quarry.serve import ModelRef
-    from quarry.serve._server import build_models
+    from quarry.dataservice import build_data
 
-    refs = None
-    if models:
-        refs = [ModelRef.parse(part) for text in models for part in text.split(",") if part]
-    service = build_models(models=refs, store=store, db=db)
+    data = build_data(db=db, host=host, flight_port=flight_port)
     try:
-        serve(**settings, mount=service.app, background=[service.follow],
-              loops=[service.watcher.health], collectors=[service.app.state.metrics])  # fmt: skip
+        if not serve_models:
+            serve(**settings, mount=data.app, background=[data.run_flight],
+                  collectors=data.collectors())  # fmt: skip
+            return
+        from quarry.serve import ModelRef
+        from quarry.serve._server import build_models
+
+        refs = None
+        if models:
+            refs = [ModelRef.parse(part) for text in models for part in text.split(",") if part]
+        service = build_models(models=refs, store=store, db=db)
+        # the data API answers its paths and hands the rest to the model API
+        data.app.mount("/", service.app)
+        try:
+            serve(**settings, mount=data.app, background=[service.follow, data.run_flight],
+                  loops=[service.watcher.health],
+                  collectors=[service.app.state.metrics, *data.collectors()])  # fmt: skip
+        finally:
+            service.close()
     finally:
-        service.close()
+        data.close()
 
 
 @tokens_app.command("create")

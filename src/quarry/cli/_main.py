@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "server": "quarry.cli._jobs:server_app",
     "tokens": "quarry.cli._jobs:tokens_app",
     "projects": "quarry.cli._jobs:projects_app",
+    "datasets": "quarry.cli._datasets:app",
     "jobs": "quarry.cli._jobs:jobs_app",
     "models": "quarry.cli._models:app",
     "serve": "quarry.cli._serve:serve_cmd",

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from quarry.data._health import HealthCheck, HealthReport, check_health
     from quarry.data._ingest import IngestResult, ingest_file, ingest_frame
     from quarry.data._location import Location, parse_location
+    from quarry.data._query import DataQuery
     from quarry.data._read import (
         Panel,
         adjustment_factors,
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
         read_bars,
         to_panel,
     )
+    from quarry.data._readcache import CacheStats, ReadCache
+    from quarry.data._remote import DataClient, connect
     from quarry.data._samples import SAMPLES, SampleSummary, load_sample
     from quarry.data._schemas import TABLES, TableSpec, table_spec
     from quarry.data._store import Commit, Store
@@ -34,6 +37,9 @@ _MODULES = {
     "_health": "HealthCheck HealthReport check_health",
     "_ingest": "IngestResult ingest_file ingest_frame",
     "_location": "Location parse_location",
+    "_query": "DataQuery",
+    "_readcache": "CacheStats ReadCache",
+    "_remote": "DataClient connect",
     "_read": "Panel adjustment_factors fundamental_fields industries members read_bars to_panel",
     "_samples": "SAMPLES SampleSummary load_sample",
     "_schemas": "TABLES TableSpec table_spec",
@@ -45,18 +51,23 @@ _MODULES = {
 __all__ = [
     "SAMPLES",
     "TABLES",
+    "CacheStats",
     "Commit",
+    "DataClient",
+    "DataQuery",
     "GenerateSummary",
     "HealthCheck",
     "HealthReport",
     "IngestResult",
     "Location",
     "Panel",
+    "ReadCache",
     "SampleSummary",
     "Store",
     "TableSpec",
     "adjustment_factors",
     "check_health",
+    "connect",
     "first_timed",
     "fundamental_fields",
     "generate",

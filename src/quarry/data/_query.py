@@ -57,9 +57,7 @@ class DataQuery:
     instruments: tuple[str, ...] = field(default=())
 
     @classmethod
-    def parse(
-        cls, kind: str, dataset: str, params: Mapping[str, str | Sequence[str]]
-    ) -> DataQuery:
+    def parse(cls, kind: str, dataset: str, params: Mapping[str, str | Sequence[str]]) -> DataQuery:
         """A query from request parameters (a value may be repeated: ``expr``); one-line
         ``UsageError`` for an unknown parameter or a bad value."""
         if kind not in KINDS:
@@ -67,8 +65,9 @@ class DataQuery:
         known = _KEYS[kind]
         for key in params:
             if key not in known:
-                raise UsageError(f"{key}: not a parameter of a {kind} read; give "
-                                 f"{', '.join(sorted(known))}")  # fmt: skip
+                raise UsageError(
+                    f"{key}: not a parameter of a {kind} read; give {', '.join(sorted(known))}"
+                )
 
         def one(key: str) -> str | None:
             value = params.get(key)
@@ -88,7 +87,7 @@ class DataQuery:
         if adjust not in ("raw", "adjusted"):
             raise UsageError(f"adjust {adjust!r}: choose raw or adjusted")
         query = cls(
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
             dataset=dataset,
             fields=_items(one("fields")),
             feature_set=one("set"),

@@ -64,12 +64,24 @@ class DatasetInfo:
 
     @classmethod
     def of(cls, row: Dataset) -> DatasetInfo:
-        return cls(row.name, row.location, row.owner, row.project, row.visibility,
-                   row.description, row.created_at)  # fmt: skip
+        return cls(
+            row.name,
+            row.location,
+            row.owner,
+            row.project,
+            row.visibility,
+            row.description,
+            row.created_at,
+        )
 
     def view(self) -> dict[str, object]:
-        return {"name": self.name, "owner": self.owner, "project": self.project,
-                "visibility": self.visibility, "description": self.description}  # fmt: skip
+        return {
+            "name": self.name,
+            "owner": self.owner,
+            "project": self.project,
+            "visibility": self.visibility,
+            "description": self.description,
+        }
 
 
 def refusal(who: Identity, dataset: DatasetInfo, mode: Mode = "ro") -> str | None:
@@ -79,8 +91,10 @@ def refusal(who: Identity, dataset: DatasetInfo, mode: Mode = "ro") -> str | Non
     if who.job_id is not None:
         declared = who.declared.get(name)
         if declared is None:
-            return (f"job {who.job_id} did not declare dataset {name!r} in its manifest's data; "
-                    f"add {{dataset: {name}, mode: {mode}}} to it")  # fmt: skip
+            return (
+                f"job {who.job_id} did not declare dataset {name!r} in its manifest's data; "
+                f"add {{dataset: {name}, mode: {mode}}} to it"
+            )
         if mode == "rw" and declared != "rw":
             return f"job {who.job_id} declared dataset {name!r} read-only (mode: ro)"
     if mode == "ro":
@@ -90,13 +104,18 @@ def refusal(who: Identity, dataset: DatasetInfo, mode: Mode = "ro") -> str | Non
             return None
         if dataset.visibility == "private" and dataset.owner == who.user:
             return None
-        whose = (f"the members of project {dataset.project!r}" if dataset.visibility == "project"
-                 else f"its owner {dataset.owner!r}")  # fmt: skip
+        whose = (
+            f"the members of project {dataset.project!r}"
+            if dataset.visibility == "project"
+            else f"its owner {dataset.owner!r}"
+        )
         return f"dataset {name!r} is {dataset.visibility}: only {whose} may read it"
     if dataset.owner == who.user:
         return None
     if dataset.visibility != "private" and dataset.project in who.projects:
         return None
-    return (f"dataset {name!r} is written only by its owner {dataset.owner!r}"
-            + ("" if dataset.visibility == "private"
-               else f" and the members of project {dataset.project!r}"))  # fmt: skip
+    return f"dataset {name!r} is written only by its owner {dataset.owner!r}" + (
+        ""
+        if dataset.visibility == "private"
+        else f" and the members of project {dataset.project!r}"
+    )

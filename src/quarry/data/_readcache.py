@@ -1,0 +1,152 @@
+"""The read-through cache of a machine that reads through the data service: answers on local
+disk, keyed by dataset, query and the commit the service said they read, bounded in size,
+least recently used first out.
+
+An entry is valid only for its commit: the client asks the service with ``If-None-Match``
+naming it, and uses the entry only on 304, so a vendor correction (a new commit) is never
+answered from the cache. Many processes share one cache: the index is a SQLite file (WAL, a
+busy timeout), entries are written to a temporary file and renamed into place, and the
+counters (hits, misses, bytes) live in the index too, for /metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["CacheStats", "ReadCache", "default_cache_bytes"]
+
+_SCHEMA = """
+create table if not exists entries (
+    key text primary key, dataset text not null, commit_id text not null,
+    rows integer not null, size integer not null, used real not null);
+create table if not exists counters (name text primary key, value integer not null);
+"""
+
+
+def default_cache_bytes() -> int:
+    """``$QUARRY_DATA_CACHE_BYTES``, else 10 GiB."""
+    text = os.environ.get("QUARRY_DATA_CACHE_BYTES")
+    return int(text) if text else 10 << 30
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    hits: int
+    misses: int
+    hit_bytes: int
+    miss_bytes: int
+    entries: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: Path
+    commit: str
+    rows: int
+
+
+class ReadCache:
+    """Entries under ``root`` (default ``$QUARRY_HOME/cache/data``), ``max_bytes`` in all."""
+
+    def __init__(self, root: Path | None = None, max_bytes: int | None = None) -> None:
+        from quarry.settings import quarry_home
+
+        self.root = root if root is not None else quarry_home() / "cache" / "data"
+        self.max_bytes = max_bytes if max_bytes is not None else default_cache_bytes()
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._db() as db:
+            db.executescript(_SCHEMA)
+
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.root / "index.db", timeout=60, isolation_level=None)
+        try:
+            db.execute("pragma journal_mode=wal")
+            db.execute("pragma synchronous=normal")
+            yield db
+        finally:
+            db.close()
+
+    @staticmethod
+    def key(server: str, dataset: str, query: str) -> str:
+        return hashlib.sha256(f"{server}\n{dataset}\n{query}".encode()).hexdigest()
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.arrows"
+
+    def lookup(self, key: str) -> Entry | None:
+        """The entry of ``key`` and the commit it holds, if any (not yet counted a hit)."""
+        with self._db() as db:
+            row = db.execute("select commit_id, rows from entries where key = ?", (key,)).fetchone()
+        if row is None or not self._path(key).exists():
+            return None
+        return Entry(self._path(key), row[0], int(row[1]))
+
+    def hit(self, key: str, size: int) -> None:
+        """The service confirmed the entry's commit: count it, and mark it used now."""
+        with self._db() as db:
+            db.execute("update entries set used = ? where key = ?", (time.time(), key))
+            self._count(db, hits=1, hit_bytes=size)
+
+    def miss(self, key: str, dataset: str, commit: str, rows: int, data: bytes) -> None:
+        """Keep a fresh answer, then evict the least recently used past the bound."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        with self._db() as db:
+            db.execute("begin immediate")
+            db.execute(
+                "insert or replace into entries values (?, ?, ?, ?, ?, ?)",
+                (key, dataset, commit, rows, len(data), time.time()),
+            )
+            self._count(db, misses=1, miss_bytes=len(data))
+            self._evict(db, keep=key)
+            db.execute("commit")
+
+    def _evict(self, db: sqlite3.Connection, keep: str) -> None:
+        total = int(db.execute("select coalesce(sum(size), 0) from entries").fetchone()[0])
+        if total <= self.max_bytes:
+            return
+        for key, size in db.execute(
+            "select key, size from entries where key != ? order by used", (keep,)
+        ).fetchall():
+            db.execute("delete from entries where key = ?", (key,))
+            with contextlib.suppress(FileNotFoundError):
+                self._path(key).unlink()
+            total -= int(size)
+            if total <= self.max_bytes:
+                break
+
+    @staticmethod
+    def _count(db: sqlite3.Connection, **add: int) -> None:
+        for name, value in add.items():
+            db.execute(
+                "insert into counters values (?, ?) on conflict(name) do update set "
+                "value = value + excluded.value",
+                (name, value),
+            )
+
+    def stats(self) -> CacheStats:
+        with self._db() as db:
+            counts = dict(db.execute("select name, value from counters").fetchall())
+            entries, size = db.execute(
+                "select count(*), coalesce(sum(size), 0) from entries"
+            ).fetchone()
+        return CacheStats(
+            int(counts.get("hits", 0)),
+            int(counts.get("misses", 0)),
+            int(counts.get("hit_bytes", 0)),
+            int(counts.get("miss_bytes", 0)),
+            int(entries),
+            int(size),
+        )
