@@ -25,7 +25,6 @@ from quarry.data import Store, generate
 from quarry.dataservice import DataStack, build_data
 from quarry.jobs import JobStore
 
-
 AUTH_TTL = 0.5  # seconds a server trusts a token it has seen
 
 
@@ -58,8 +57,10 @@ def service(market: Path, tmp_path: Path) -> Iterator[Service]:
 
     db = f"sqlite:///{tmp_path / 'jobs.db'}"
     jobs = JobStore(db)
-    tokens = {user: jobs.create_token(user, project)
-              for user, project in (("ann", "alpha"), ("carl", "alpha"), ("bob", "beta"))}  # fmt: skip
+    tokens = {
+        user: jobs.create_token(user, project)
+        for user, project in (("ann", "alpha"), ("carl", "alpha"), ("bob", "beta"))
+    }
     jobs.add_dataset("market", str(market), owner="ann", project="alpha", visibility="public")
     jobs.add_dataset("alpha", str(market), owner="ann", project="alpha", visibility="project")
     jobs.add_dataset("annsown", str(market), owner="ann", project="alpha", visibility="private")
@@ -78,8 +79,14 @@ def service(market: Path, tmp_path: Path) -> Iterator[Service]:
         assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
         time.sleep(0.02)
     try:
-        yield Service(f"http://127.0.0.1:{server.config.port}", f"grpc://127.0.0.1:{flight_port}",
-                      jobs, stack, tokens, market)  # fmt: skip
+        yield Service(
+            f"http://127.0.0.1:{server.config.port}",
+            f"grpc://127.0.0.1:{flight_port}",
+            jobs,
+            stack,
+            tokens,
+            market,
+        )
     finally:
         server.should_exit = True
         stop.set()

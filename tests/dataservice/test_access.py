@@ -70,7 +70,9 @@ def test_the_audit_log_records_each_read_for_the_owner_only(service: Service) ->
     http, flight = reads[1], reads[0]
     assert (http["user"], http["route"], http["rows"]) == ("bob", "bars", got.height)
     assert http["as_of"] == "2015-06-01"
-    assert http["query"] == "adjust=raw&as_of=2015-06-01&end=2015-03-06&fields=close&start=2015-03-02"
+    assert (
+        http["query"] == "adjust=raw&as_of=2015-06-01&end=2015-03-06&fields=close&start=2015-03-02"
+    )
     assert http["commit"] == service.stack.service.catalog.commit(service.jobs.dataset("market"))
     assert "bars@" in http["commit"]
     assert flight["user"] == "bob" and flight["route"].startswith("bars (flight 1/")
@@ -82,9 +84,13 @@ def test_the_audit_log_records_each_read_for_the_owner_only(service: Service) ->
 def _run_job(service: Service, user: str, data: list[dict[str, str]]) -> tuple[int, str]:
     """Submit a job declaring ``data`` as ``user`` and claim it: its id and its own token."""
     manifest = Manifest.model_validate(
-        {"name": "reader", "project": "alpha" if user != "bob" else "beta",
-         "run": {"command": ["true"]}, "data": data}
-    )  # fmt: skip
+        {
+            "name": "reader",
+            "project": "alpha" if user != "bob" else "beta",
+            "run": {"command": ["true"]},
+            "data": data,
+        }
+    )
     job_id = service.jobs.submit(manifest, owner=user)
     (claimed,) = service.jobs.claim("w", cpus=64, memory=1 << 40)
     assert claimed.job_id == job_id
@@ -116,8 +122,9 @@ def test_a_job_cannot_declare_what_its_user_may_not_use(service: Service) -> Non
     with pytest.raises(AccessDenied, match="dataset 'alpha' is project"):
         service.jobs.submit({**manifest, "data": [{"dataset": "alpha"}]}, owner="bob")
     with pytest.raises(AccessDenied, match="written only by its owner 'ann' and the members"):
-        service.jobs.submit({**manifest, "data": [{"dataset": "market", "mode": "rw"}]},
-                            owner="bob")  # fmt: skip
+        service.jobs.submit(
+            {**manifest, "data": [{"dataset": "market", "mode": "rw"}]}, owner="bob"
+        )
     with pytest.raises(ManifestError, match=r"data\[0\].dataset: no dataset 'nope'"):
         service.jobs.submit({**manifest, "data": [{"dataset": "nope"}]}, owner="bob")
     service.jobs.submit({**manifest, "data": [{"dataset": "market"}]}, owner="bob")
@@ -135,9 +142,13 @@ def test_the_job_api_answers_403_for_a_dataset_the_user_may_not_use(service: Ser
     with TestClient(app) as client:
         answer = client.post(
             "/v1/jobs",
-            json={"name": "x", "project": "beta", "run": {"command": ["true"]},
-                  "data": [{"dataset": "annsown"}]},
+            json={
+                "name": "x",
+                "project": "beta",
+                "run": {"command": ["true"]},
+                "data": [{"dataset": "annsown"}],
+            },
             headers={"Authorization": f"Bearer {service.tokens['bob']}"},
-        )  # fmt: skip
+        )
     assert answer.status_code == 403
     assert "dataset 'annsown' is private" in answer.json()["detail"]
