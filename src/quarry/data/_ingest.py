@@ -58,6 +58,7 @@ def ingest_frame(
     correction, stored as a new version (nothing is overwritten); an identical row is skipped.
     A snapshot table (universe) commits the whole frame when it differs from the last snapshot.
     """
+    store.require_writable()
     kt = to_utc(knowledge_time) or datetime.now(UTC)
     if spec.name == "bars":
         spec = _frame_bars_spec(store, frame)

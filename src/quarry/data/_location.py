@@ -15,6 +15,8 @@ class Location:
 
     uri: str
     storage_options: dict[str, str] = field(default_factory=dict)
+    # a local mirror of a data service's dataset (``quarry+http://...``): read only
+    origin: str | None = None
 
     @property
     def is_local(self) -> bool:
@@ -51,12 +53,20 @@ def _s3_options() -> dict[str, str]:
 
 
 def parse_location(store: str | os.PathLike[str]) -> Location:
-    """Parse ``--store``: a directory (created on first write) or ``s3://bucket/prefix``."""
+    """Parse ``--store``: a directory (created on first write), ``s3://bucket/prefix``, or a
+    data service's dataset, ``quarry+http://HOST:PORT/NAME``, mirrored here to read."""
     text = os.fspath(store)
+    if text.startswith(("quarry+http://", "quarry+https://")):
+        from quarry.data._mirror import mirrored
+
+        return Location(str(mirrored(text)), origin=text)
     if text.startswith("s3://") or text.startswith("s3a://"):
         return Location(text.replace("s3a://", "s3://", 1).rstrip("/"), _s3_options())
     if "://" in text:
         from quarry.exceptions import UsageError
 
-        raise UsageError(f"unsupported store {text!r}: give a directory or an s3://bucket/prefix")
+        raise UsageError(
+            f"unsupported store {text!r}: give a directory, an "
+            "s3://bucket/prefix or quarry+http://HOST:PORT/DATASET"
+        )
     return Location(str(Path(text).expanduser().resolve()))

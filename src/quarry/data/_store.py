@@ -33,7 +33,7 @@ from quarry.data._schemas import (
     TableSpec,
     table_spec,
 )
-from quarry.exceptions import ConflictError, DataError, StoreNotFoundError
+from quarry.exceptions import ConflictError, DataError, StoreNotFoundError, UsageError
 
 __all__ = ["Commit", "Store", "commits_of", "to_utc"]
 
@@ -157,6 +157,12 @@ class Store:
         """Whether any table of the store has a commit."""
         return any(self.table(name) is not None for name in TABLES)
 
+    def require_writable(self) -> None:
+        """Raise UsageError for a store that is a mirror of a data service's dataset."""
+        if self.location.origin is not None:
+            raise UsageError(f"{self.location.origin}: a data service's dataset is read here "
+                             "from a mirror; write to its own store on the server")  # fmt: skip
+
     def require(self) -> None:
         """Raise StoreNotFoundError unless the store holds data."""
         if not self.exists():
@@ -192,6 +198,7 @@ class Store:
         such a commit; in a snapshot table (universe) the rows sharing a ``_kt`` are the
         snapshot known from that time.
         """
+        self.require_writable()
         version = 0 if base is None else base.version() + 1
         frame = (
             batches

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -26,12 +27,12 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Res
 from fastapi.responses import StreamingResponse
 from prometheus_client import CollectorRegistry, Counter
 
-from quarry.data import DataQuery
+from quarry.data import TABLES, DataQuery
 from quarry.dataservice._catalog import DataCatalog, NoSuchDataset
 from quarry.dataservice._encode import PARQUET, media_type, to_ipc, to_parquet
 from quarry.dataservice._reads import run_query
 from quarry.dataservice._results import ResultCache
-from quarry.exceptions import AccessDenied, QuarryError
+from quarry.exceptions import AccessDenied, QuarryError, UsageError
 from quarry.jobs import DatasetInfo, Identity, JobStore
 from quarry.jobs._api import answer_errors
 from quarry.jobs._tokens import TokenCache
@@ -139,6 +140,36 @@ class DataService:
         return {**info.view(), "commit": self.catalog.commit(info), "coverage": self.coverage(info)}
 
 
+def store_files(info: DatasetInfo) -> list[dict[str, Any]]:
+    """Every file of a local store's tables, relative to the store, with its size."""
+    root = Path(info.location)
+    if "://" in info.location:
+        raise UsageError(
+            f"dataset {info.name!r} lives at {info.location}: read it from there "
+            "(mirroring is for stores on the service's disk)"
+        )
+    out = []
+    for table in TABLES:
+        base = root / table
+        if not base.is_dir():
+            continue
+        for path in sorted(base.rglob("*")):
+            if path.is_file() and not path.name.startswith("."):
+                out.append({"path": path.relative_to(root).as_posix(), "size": path.stat().st_size})
+    return out
+
+
+def store_file(info: DatasetInfo, relative: str) -> Path | None:
+    """A file of the store by its relative path; None outside its tables (no ``..``)."""
+    root = Path(info.location).resolve()
+    found = (root / relative).resolve()
+    if "://" in info.location or not found.is_relative_to(root) or not found.is_file():
+        return None
+    if found.relative_to(root).parts[0] not in TABLES:
+        return None
+    return found
+
+
 def _size(value: Any) -> int:
     if isinstance(value, tuple) and value and isinstance(value[0], bytes):
         return len(value[0])
@@ -231,6 +262,44 @@ def create_data_app(service: DataService, *, standalone: bool = False) -> FastAP
                 for r in rows
             ],
         }
+
+    @app.get("/v1/datasets/{name}/files")
+    async def list_files(name: str, who: Caller) -> dict[str, Any]:
+        """The store's files (Delta logs and data) with their sizes: what a reader mirrors
+        to open the dataset as a local store (``--store quarry+http://...``)."""
+        info = await anyio.to_thread.run_sync(readable, name, who)
+
+        def listing() -> tuple[list[dict[str, Any]], str]:
+            files, commit = catalog.at_one_commit(info, lambda: store_files(info))
+            return files, commit
+
+        try:
+            files, commit = await anyio.to_thread.run_sync(listing)
+        except QuarryError as exc:
+            raise HTTPException(422, str(exc)) from None
+        query = DataQuery("bars", name)
+        await anyio.to_thread.run_sync(
+            lambda: service.audit(
+                who,
+                query,
+                route="files",
+                commit=commit,
+                rows=len(files),
+                size=sum(f["size"] for f in files),
+            )
+        )
+        return {"dataset": name, "commit": commit, "files": files}
+
+    @app.get("/v1/datasets/{name}/files/{path:path}", response_model=None)
+    async def get_file(name: str, path: str, who: Caller) -> Response:
+        """One file of the store (immutable: Delta never rewrites a file)."""
+        from fastapi.responses import FileResponse
+
+        info = await anyio.to_thread.run_sync(readable, name, who)
+        found = store_file(info, path)
+        if found is None:
+            raise HTTPException(404, f"dataset {name!r} has no file {path!r}")
+        return FileResponse(found, media_type="application/octet-stream")
 
     @app.get("/v1/datasets/{name}/{kind}", response_model=None)
     async def read(
