@@ -119,8 +119,7 @@ def start_cmd(
         str | None,
         typer.Option(
             "--only",
-            help="Serve only this part: data (the data service alone: no workers, no job "
-            "API).",
+            help="Serve only this part: data (the data service alone: no workers, no job API).",
         ),
     ] = None,
     flight_port: Annotated[

@@ -704,9 +704,7 @@ class JobStore:
                 last = last.replace(tzinfo=UTC)
             if last is None or now - last > timedelta(minutes=1):
                 found.last_used_at = now
-            projects = frozenset(
-                s.scalars(select(Member.project).where(Member.user == found.user))
-            )
+            projects = frozenset(s.scalars(select(Member.project).where(Member.user == found.user)))
             if found.job_id is None:
                 return Identity(found.user, projects)
             job = s.get(Job, found.job_id)
