@@ -161,3 +161,19 @@ def test_the_cache_keeps_its_bound_least_recently_used_first(tmp_path: Path) -> 
     assert cache.lookup("k1") is None
     assert cache.lookup("k0") is not None and cache.lookup("k2") is not None
     assert cache.stats().size == 200
+
+
+def test_readers_of_one_machine_share_its_cache_at_once(service: Service, tmp_path: Path) -> None:
+    """Threads reading the same bars together into one cache (as jobs on one machine do):
+    every one gets the answer, and the cache keeps one entry."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cache = ReadCache(tmp_path / "cache")
+    client = connect(service.url, service.tokens["bob"], cache=cache)
+    with ThreadPoolExecutor(8) as pool:
+        frames = list(pool.map(lambda _: client.bars("market", ["close"]), range(8)))
+    expected = read_bars(Store(service.store), ["close"])
+    for frame in frames:
+        assert_frame_equal(frame, expected)
+    assert cache.stats().entries == 1
+    assert not list((tmp_path / "cache").rglob("*.tmp"))

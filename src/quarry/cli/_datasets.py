@@ -54,9 +54,10 @@ def add_cmd(
     from quarry.data import Store
     from quarry.jobs import JobStore
 
-    Store(store).require()  # a name for nothing would answer every read with an error
-    with JobStore(db) as jobs:
-        info = jobs.add_dataset(name, store, owner=owner, project=project,
+    opened = Store(store)
+    opened.require()  # a name for nothing would answer every read with an error
+    with JobStore(db) as jobs:  # the store's absolute place: the server may run elsewhere
+        info = jobs.add_dataset(name, str(opened.location), owner=owner, project=project,
                                 visibility=visibility, description=description,
                                 replace=replace)  # fmt: skip
     if as_json:

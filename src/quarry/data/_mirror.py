@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -86,9 +87,10 @@ def mirror(url: str, token: str | None = None, root: Path | None = None) -> Path
         )
         local = folder / relative
         local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_name(f".{local.name}.{os.getpid()}.part")
+        # a name of its own: two processes may bring the same mirror up to date at once
+        fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name}.", suffix=".part")
         with urllib.request.urlopen(request, timeout=client.timeout) as response:  # noqa: S310
-            with open(tmp, "wb") as out:
+            with os.fdopen(fd, "wb") as out:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
         os.replace(tmp, local)

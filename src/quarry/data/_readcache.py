@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import os
 import sqlite3
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -100,8 +101,10 @@ class ReadCache:
         """Keep a fresh answer, then evict the least recently used past the bound."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(data)
+        # a name of its own: threads and processes sharing the cache fetch the same answer
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:16]}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
         os.replace(tmp, path)
         with self._db() as db:
             db.execute("begin immediate")
