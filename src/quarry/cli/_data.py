@@ -38,8 +38,9 @@ StoreOpt = Annotated[
         "--store",
         "-s",
         help="Store location: a directory, or s3://bucket/prefix (endpoint and keys from "
-        "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY). Default: $QUARRY_STORE, "
-        "else $QUARRY_HOME/store (QUARRY_HOME defaults to ~/.quarry).",
+        "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), or a data service's "
+        "dataset, quarry+http://HOST:PORT/NAME (read through it, token in $QUARRY_TOKEN). "
+        "Default: $QUARRY_STORE, else $QUARRY_HOME/store (QUARRY_HOME defaults to ~/.quarry).",
         envvar="QUARRY_STORE",
         show_default=False,
     ),

@@ -123,8 +123,9 @@ class DataSpec(StrictModel):
 
     store: str | None = Field(
         default=None,
-        description="The store: a directory or `s3://bucket/prefix`; default "
-        "`$QUARRY_HOME/store`. A relative path is read from the workflow file's folder "
+        description="The store: a directory, `s3://bucket/prefix`, or a data service's "
+        "dataset, `quarry+http://HOST:PORT/NAME` (read through the service with "
+        "`$QUARRY_DATA_TOKEN` or `$QUARRY_TOKEN`); default `$QUARRY_HOME/store`. A relative path is read from the workflow file's folder "
         "(`load_workflow` resolves it there), not from the folder the run starts in; "
         "`quarry run --store PATH` runs the file on another store.",
     )
