@@ -59,6 +59,10 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str
     assert out.strip() == f"dataset market (project, project alpha, owner ann) at {store}"
     code, out, _ = run("datasets", "list", "--db", db, "--json")
     assert [(d["name"], d["visibility"]) for d in json.loads(out)] == [("market", "project")]
+    assert json.loads(out)[0]["location"] == str(store.resolve())
+    code, _, err = run("datasets", "add", "other", "--store", str(store), "--owner", "ann",
+                       "--project", "alpha", "--db", db)  # fmt: skip
+    assert code == 0, err
     code, token, _ = run("tokens", "create", "--user", "ann", "--project", "alpha", "--db", db)
     port = _port()
     proc = subprocess.Popen(
@@ -119,19 +123,20 @@ def test_a_job_reads_through_the_service_with_its_own_token(server: dict[str, st
     out = Path(str(client.job(int(done["id"]))["output"])) / "bars.parquet"  # type: ignore[call-overload]
     expected = read_bars(Store(server["store"]), ["close"], as_of="2015-03-01")
     assert_frame_equal(pl.read_parquet(out), expected)
-    # the same command in a job that did not declare the dataset: refused
-    undeclared = _job(client, "sneaky", read, [])
+    # the same command in a job that declared another dataset: it has a token, for that one
+    undeclared = _job(client, "sneaky", read, [{"dataset": "other", "mode": "ro"}])
     assert undeclared["status"] == "failed"
     log = client.logs(int(undeclared["id"]))  # type: ignore[call-overload]
-    assert "401 give a valid API token" in log
+    assert "403 job" in log and "did not declare dataset 'market'" in log
     os.environ["QUARRY_TOKEN"] = server["token"]
     try:
         code, out, err = run("datasets", "audit", "market", "--server", server["url"], "--json")
     finally:
         del os.environ["QUARRY_TOKEN"]
     assert code == 0, err
-    (listing,) = json.loads(out)
-    assert (listing["user"], listing["job_id"], listing["route"]) == ("ann", done["id"], "files")
+    reads = json.loads(out)
+    assert {(r["user"], r["job_id"]) for r in reads} == {("ann", done["id"])}
+    assert reads[-1]["route"] == "files" and {r["route"] for r in reads[:-1]} == {"file"}
 
 
 def test_warm_fills_the_cache_and_metrics_count_it(
@@ -190,7 +195,7 @@ def test_the_data_service_alone(tmp_path: Path, server: dict[str, str]) -> None:
             except Exception:
                 assert time.monotonic() < deadline and proc.poll() is None
                 time.sleep(0.3)
-        assert names == ["market"]
+        assert names == ["market", "other"]
         jobs_api = urllib.request.Request(
             f"http://127.0.0.1:{port}/v1/jobs",
             headers={"Authorization": f"Bearer {server['token']}"},

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -152,3 +153,111 @@ def test_the_job_api_answers_403_for_a_dataset_the_user_may_not_use(service: Ser
         )
     assert answer.status_code == 403
     assert "dataset 'annsown' is private" in answer.json()["detail"]
+
+
+def test_a_jobs_token_opens_no_other_api(service: Service) -> None:
+    """A job's own token reads data; it is not its user's token on the job API (it could
+    otherwise submit a job declaring what its own manifest left out)."""
+    from pathlib import Path
+
+    from fastapi.testclient import TestClient
+
+    from quarry.jobs import Resources
+    from quarry.jobs._api import create_app
+
+    _, token = _run_job(service, "carl", [{"dataset": "alpha", "mode": "ro"}])
+    assert service.jobs.authenticate(token) is None
+    assert service.jobs.identify(token) is not None
+    app = create_app(service.jobs, capacity=Resources(cpus=4), logs=Path("/nonexistent"))
+    with TestClient(app) as client:
+        answer = client.get("/v1/jobs", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 401
+    assert service.jobs.tokens()[-1].user == "bob"  # job tokens are not listed
+
+
+@pytest.mark.parametrize("end", ["requeue", "cancel", "fail"])
+def test_a_jobs_token_ends_however_its_attempt_does(service: Service, end: str) -> None:
+    job_id, token = _run_job(service, "carl", [{"dataset": "alpha", "mode": "ro"}])
+    assert service.jobs.identify(token) is not None
+    attempt = service.jobs.attempts(job_id)[0].id
+    if end == "requeue":
+        service.jobs.requeue(attempt, "the server stopped")
+    elif end == "cancel":
+        service.jobs.cancel(job_id)
+    else:
+        service.jobs.finish(attempt, "failed", exit_code=1)
+    assert service.jobs.identify(token) is None
+    if end == "requeue":  # claimed again: a new token, and the old one stays dead
+        (again,) = service.jobs.claim("w", cpus=64, memory=1 << 40)
+        assert service.jobs.identify(again.env[DATA_TOKEN_VARIABLE]) is not None
+        assert service.jobs.identify(token) is None
+
+
+def test_an_owner_reads_their_dataset_outside_its_project(service: Service) -> None:
+    service.jobs.add_dataset("dans", str(service.store), owner="dan", project="alpha",
+                             visibility="project")  # fmt: skip
+    dan = service.jobs.create_token("dan", "gamma")
+    time.sleep(AUTH_TTL)
+    assert status(service, "dans", dan) == 200
+    assert status(service, "dans", service.tokens["bob"]) == 403
+
+
+def test_files_and_the_cache_check_follow_the_rules(service: Service) -> None:
+    bob, ann = service.tokens["bob"], service.tokens["ann"]
+    base = service.url + "/v1/datasets"
+    assert raw_get(f"{base}/annsown/files", bob)[0] == 403
+    code, _, body = raw_get(f"{base}/market/files", bob)
+    assert code == 200
+    first = json.loads(body)["files"][0]["path"]
+    assert raw_get(f"{base}/annsown/files/{first}", bob)[0] == 403
+    assert raw_get(f"{base}/market/files/{first}", bob)[0] == 200
+    for sneaky in ("..%2F..%2Fjobs.db", "bars/..%2F..%2Fjobs.db", "%2e%2e/%2e%2e/etc/passwd"):
+        assert raw_get(f"{base}/market/files/{sneaky}", bob)[0] == 404, sneaky
+    commit = service.stack.service.catalog.commit(service.jobs.dataset("annsown"))
+    # a 304 is an answer too: not for a caller who may not read the dataset
+    code, _, _ = raw_get(f"{base}/annsown/bars", bob, {"If-None-Match": f'"{commit}"'})
+    assert code == 403
+    assert raw_get(f"{base}/annsown/bars", ann, {"If-None-Match": f'"{commit}"'})[0] == 304
+    routes = [r.route for r in service.jobs.reads("market")]
+    assert routes[:2] == ["file", "files"]  # the download was audited, newest first
+
+
+def test_a_hand_made_flight_ticket_follows_the_rules(service: Service) -> None:
+    import pyarrow.flight as flight
+
+    client = flight.FlightClient(service.flight.replace("grpc://", "grpc+tcp://"))
+    commit = service.stack.service.catalog.commit(service.jobs.dataset("annsown"))
+    ticket = flight.Ticket(f"0/1 {commit}\n/v1/datasets/annsown/bars".encode())
+    options = flight.FlightCallOptions(
+        headers=[(b"authorization", f"Bearer {service.tokens['bob']}".encode())]
+    )
+    with pytest.raises(flight.FlightUnauthorizedError, match="dataset 'annsown' is private"):
+        client.do_get(ticket, options).read_all()
+    for bad in (f"0/100000 {commit}", f"3/2 {commit}", "x"):
+        forged = flight.Ticket(f"{bad}\n/v1/datasets/market/bars".encode())
+        with pytest.raises(flight.FlightServerError, match="not one of ours"):
+            client.do_get(forged, options).read_all()
+    client.close()
+
+
+def test_a_store_made_again_in_the_same_place_is_a_new_commit(
+    service: Service, tmp_path: Path
+) -> None:
+    """Versions start again from 0 in a store made again where one was: the commit must
+    still differ, or a reader's cache would answer with the old store's data."""
+    import shutil
+
+    from quarry.data import Store, generate
+
+    place = tmp_path / "again"
+    generate(Store(place), instruments=3, days=40, seed=1)
+    service.jobs.add_dataset("again", str(place), owner="ann", project="alpha",
+                             visibility="public")  # fmt: skip
+    catalog = service.stack.service.catalog
+    first = catalog.commit(service.jobs.dataset("again"))
+    shutil.rmtree(place)
+    time.sleep(0.01)
+    generate(Store(place), instruments=3, days=40, seed=2)
+    second = catalog.commit(service.jobs.dataset("again"))
+    assert first.split("#")[0] == second.split("#")[0]  # the same versions...
+    assert first != second  # ...of another store

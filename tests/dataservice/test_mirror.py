@@ -73,5 +73,11 @@ def test_the_command_line_reads_through_the_service(service: Service, tmp_path: 
     assert done.returncode == 0, done.stderr
     expected = read_bars(Store(service.store), ["close"], as_of="2015-03-08")
     assert_frame_equal(pl.read_parquet(out), expected)
-    (listing,) = service.jobs.reads("alpha")
+    *files, listing = service.jobs.reads("alpha")  # newest first: the listing, then each file
     assert (listing.user, listing.route) == ("carl", "files")
+    assert files and {(r.user, r.route) for r in files} == {("carl", "file")}
+    assert sum(r.bytes for r in files) == sum(
+        p.stat().st_size
+        for p in (tmp_path / "cache").rglob("*")
+        if p.is_file() and p.suffix in (".json", ".parquet") and not p.name.startswith(".")
+    )

@@ -177,3 +177,12 @@ def test_readers_of_one_machine_share_its_cache_at_once(service: Service, tmp_pa
         assert_frame_equal(frame, expected)
     assert cache.stats().entries == 1
     assert not list((tmp_path / "cache").rglob("*.tmp"))
+    # the entry's file holds the answer of the commit its row names
+    (entry,) = [cache.lookup(k) for k in [cache.key(service.url, "market",
+                                                   "bars?adjust=raw&fields=close")]]  # fmt: skip
+    assert entry is not None
+    assert entry.commit == service.stack.service.catalog.commit(service.jobs.dataset("market"))
+    import pyarrow as pa
+
+    with pa.memory_map(str(entry.path)) as source:
+        assert_frame_equal(pl.from_arrow(pa.ipc.open_stream(source).read_all()), expected)  # type: ignore[arg-type]

@@ -11,28 +11,33 @@ to the dataset's audit log. The mirror is for reading: a commit to it is refused
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from quarry.exceptions import UsageError
+from quarry.exceptions import DataError, ServerUnreachable, UsageError
 
 __all__ = ["SCHEMES", "mirror", "mirrored", "split_url"]
 
 SCHEMES = ("quarry+http://", "quarry+https://")
+# a dataset's name, as the registry allows it (no "." or ".." reaching outside the mirrors)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def split_url(url: str) -> tuple[str, str]:
     """``quarry+http://HOST:PORT/NAME`` -> (``http://HOST:PORT``, ``NAME``)."""
     parts = urllib.parse.urlsplit(url.removeprefix("quarry+"))
     name = parts.path.strip("/").removeprefix("v1/datasets/").strip("/")
-    if not parts.netloc or not name or "/" in name:
+    if not parts.netloc or not _NAME.fullmatch(name):
         raise UsageError(f"store {url!r}: write quarry+http://HOST:PORT/DATASET, e.g. "
                          "quarry+http://127.0.0.1:8765/us_equities")  # fmt: skip
     return f"{parts.scheme}://{parts.netloc}", name
@@ -78,6 +83,12 @@ def mirror(url: str, token: str | None = None, root: Path | None = None) -> Path
     data = [f for f in wanted if "/_delta_log/" not in f"/{f['path']}"]
     logs = sorted((f for f in wanted if f not in data), key=lambda f: str(f["path"]))
 
+    root_dir = folder.resolve()
+    for entry in listing["files"]:  # the server's paths stay inside the mirror
+        if not (root_dir / str(entry["path"])).resolve().is_relative_to(root_dir):
+            raise DataError(f"{server}: dataset {name!r} lists a file outside its store "
+                            f"({entry['path']!r}); nothing was fetched")  # fmt: skip
+
     def fetch(entry: dict[str, object]) -> None:
         relative = str(entry["path"])
         quoted = urllib.parse.quote(relative)
@@ -89,11 +100,23 @@ def mirror(url: str, token: str | None = None, root: Path | None = None) -> Path
         local.parent.mkdir(parents=True, exist_ok=True)
         # a name of its own: two processes may bring the same mirror up to date at once
         fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name}.", suffix=".part")
-        with urllib.request.urlopen(request, timeout=client.timeout) as response:  # noqa: S310
+        try:
             with os.fdopen(fd, "wb") as out:
-                while chunk := response.read(1 << 20):
-                    out.write(chunk)
-        os.replace(tmp, local)
+                with urllib.request.urlopen(request, timeout=client.timeout) as response:  # noqa: S310
+                    while chunk := response.read(1 << 20):
+                        out.write(chunk)
+            os.replace(tmp, local)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            raise DataError(f"{server}: dataset {name!r}: fetching {relative} answered "
+                            f"{exc.code} {exc.reason}; open the store again") from None  # fmt: skip
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ServerUnreachable(f"{server}: cannot fetch {relative} of dataset {name!r} "
+                                    f"({reason})", url=server) from None  # fmt: skip
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(fetch, data))

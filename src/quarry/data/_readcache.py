@@ -32,9 +32,20 @@ create table if not exists counters (name text primary key, value integer not nu
 
 
 def default_cache_bytes() -> int:
-    """``$QUARRY_DATA_CACHE_BYTES``, else 10 GiB."""
-    text = os.environ.get("QUARRY_DATA_CACHE_BYTES")
-    return int(text) if text else 10 << 30
+    """``$QUARRY_DATA_CACHE_BYTES`` (bytes), else 10 GiB."""
+    text = os.environ.get("QUARRY_DATA_CACHE_BYTES", "").strip()
+    if not text:
+        return 10 << 30
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        from quarry.exceptions import UsageError
+
+        raise UsageError(f"QUARRY_DATA_CACHE_BYTES={text!r}: give the read cache's size in "
+                         "bytes, e.g. 10737418240 for 10 GiB")  # fmt: skip
+    return value
 
 
 @dataclass(frozen=True)
@@ -80,16 +91,19 @@ class ReadCache:
     def key(server: str, dataset: str, query: str) -> str:
         return hashlib.sha256(f"{server}\n{dataset}\n{query}".encode()).hexdigest()
 
-    def _path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.arrows"
+    def _path(self, key: str, commit: str) -> Path:
+        """An answer's file, named by its key and its commit: two writers of different
+        commits never write one file, so a row and its file always agree."""
+        tag = hashlib.sha256(commit.encode()).hexdigest()[:16]
+        return self.root / key[:2] / f"{key}-{tag}.arrows"
 
     def lookup(self, key: str) -> Entry | None:
         """The entry of ``key`` and the commit it holds, if any (not yet counted a hit)."""
         with self._db() as db:
             row = db.execute("select commit_id, rows from entries where key = ?", (key,)).fetchone()
-        if row is None or not self._path(key).exists():
+        if row is None or not self._path(key, row[0]).exists():
             return None
-        return Entry(self._path(key), row[0], int(row[1]))
+        return Entry(self._path(key, row[0]), row[0], int(row[1]))
 
     def hit(self, key: str, size: int) -> None:
         """The service confirmed the entry's commit: count it, and mark it used now."""
@@ -99,7 +113,7 @@ class ReadCache:
 
     def miss(self, key: str, dataset: str, commit: str, rows: int, data: bytes) -> None:
         """Keep a fresh answer, then evict the least recently used past the bound."""
-        path = self._path(key)
+        path = self._path(key, commit)
         path.parent.mkdir(parents=True, exist_ok=True)
         # a name of its own: threads and processes sharing the cache fetch the same answer
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:16]}.", suffix=".tmp")
@@ -108,6 +122,7 @@ class ReadCache:
         os.replace(tmp, path)
         with self._db() as db:
             db.execute("begin immediate")
+            before = db.execute("select commit_id from entries where key = ?", (key,)).fetchone()
             db.execute(
                 "insert or replace into entries values (?, ?, ?, ?, ?, ?)",
                 (key, dataset, commit, rows, len(data), time.time()),
@@ -115,17 +130,20 @@ class ReadCache:
             self._count(db, misses=1, miss_bytes=len(data))
             self._evict(db, keep=key)
             db.execute("commit")
+        if before is not None and before[0] != commit:  # the answer of an older commit
+            with contextlib.suppress(FileNotFoundError):
+                self._path(key, before[0]).unlink()
 
     def _evict(self, db: sqlite3.Connection, keep: str) -> None:
         total = int(db.execute("select coalesce(sum(size), 0) from entries").fetchone()[0])
         if total <= self.max_bytes:
             return
-        for key, size in db.execute(
-            "select key, size from entries where key != ? order by used", (keep,)
+        for key, commit, size in db.execute(
+            "select key, commit_id, size from entries where key != ? order by used", (keep,)
         ).fetchall():
             db.execute("delete from entries where key = ?", (key,))
             with contextlib.suppress(FileNotFoundError):
-                self._path(key).unlink()
+                self._path(key, commit).unlink()
             total -= int(size)
             if total <= self.max_bytes:
                 break

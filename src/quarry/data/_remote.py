@@ -201,9 +201,15 @@ class DataClient:
                 headers["X-Quarry-Cached-Rows"] = str(entry.rows)
         status, answer, data = self._get(query.path, headers)
         if status == 304 and entry is not None and self.cache is not None and key is not None:
-            self.cache.hit(key, entry.path.stat().st_size)
-            with pa.memory_map(str(entry.path)) as source:
-                return pa.ipc.open_stream(source).read_all()
+            try:
+                with pa.memory_map(str(entry.path)) as source:
+                    table = pa.ipc.open_stream(source).read_all()
+            except FileNotFoundError:  # evicted by another reader meanwhile: fetch it
+                headers.pop("If-None-Match")
+                status, answer, data = self._get(query.path, headers)
+            else:
+                self.cache.hit(key, entry.path.stat().st_size)
+                return table
         table = pa.ipc.open_stream(data).read_all()
         if self.cache is not None and key is not None:
             commit = answer.get("ETag", "").strip('"')

@@ -17,8 +17,10 @@ commit, as of when, rows, bytes.
 
 from __future__ import annotations
 
+import asyncio
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,7 +30,7 @@ from fastapi.responses import StreamingResponse
 from prometheus_client import CollectorRegistry, Counter
 
 from quarry.data import TABLES, DataQuery
-from quarry.dataservice._catalog import DataCatalog, NoSuchDataset
+from quarry.dataservice._catalog import DataCatalog, NoSuchDataset, StillChanging
 from quarry.dataservice._encode import PARQUET, media_type, to_ipc, to_parquet
 from quarry.dataservice._reads import run_query
 from quarry.dataservice._results import ResultCache
@@ -40,6 +42,8 @@ from quarry.jobs._tokens import TokenCache
 __all__ = ["DataService", "create_data_app"]
 
 _CHUNK = 1 << 20
+# Reads at once per process (each a thread); more wait their turn.
+READ_THREADS = 16
 
 
 class DataService:
@@ -94,8 +98,17 @@ class DataService:
         return out
 
     def audit(
-        self, who: Identity, query: DataQuery, *, route: str, commit: str, rows: int, size: int
+        self,
+        who: Identity,
+        query: DataQuery,
+        *,
+        route: str,
+        commit: str,
+        rows: int,
+        size: int,
+        text: str | None = None,
     ) -> None:
+        """Write a read to the audit log (``text``: what was read, default the query's)."""
         self.jobs.record_read(
             who,
             query.dataset,
@@ -104,7 +117,7 @@ class DataService:
             as_of=query.as_of,
             rows=rows,
             size=size,
-            query=query.text,
+            query=query.text if text is None else text,
         )
         self.reads.labels(query.dataset, route).inc()
         self.rows.labels(query.dataset).inc(max(rows, 0))
@@ -154,9 +167,24 @@ def store_files(info: DatasetInfo) -> list[dict[str, Any]]:
         if not base.is_dir():
             continue
         for path in sorted(base.rglob("*")):
-            if path.is_file() and not path.name.startswith("."):
-                out.append({"path": path.relative_to(root).as_posix(), "size": path.stat().st_size})
+            if path.is_file() and _store_file(path):
+                try:
+                    size = path.stat().st_size
+                except FileNotFoundError:  # a temporary file renamed meanwhile
+                    continue
+                out.append({"path": path.relative_to(root).as_posix(), "size": size})
     return out
+
+
+_LOG_FILE = re.compile(r"\d{20}\.(json|checkpoint(\.\d+\.\d+)?\.parquet)|_last_checkpoint")
+
+
+def _store_file(path: Path) -> bool:
+    """A file a reader of the store needs: a log entry or checkpoint, or a data file (not
+    delta-rs's temporary files, which are renamed or removed)."""
+    if path.parent.name == "_delta_log":
+        return bool(_LOG_FILE.fullmatch(path.name))
+    return path.suffix == ".parquet" and not path.name.startswith(".")
 
 
 def store_file(info: DatasetInfo, relative: str) -> Path | None:
@@ -165,7 +193,7 @@ def store_file(info: DatasetInfo, relative: str) -> Path | None:
     found = (root / relative).resolve()
     if "://" in info.location or not found.is_relative_to(root) or not found.is_file():
         return None
-    if found.relative_to(root).parts[0] not in TABLES:
+    if found.relative_to(root).parts[0] not in TABLES or not _store_file(found):
         return None
     return found
 
@@ -205,6 +233,25 @@ def create_data_app(service: DataService, *, standalone: bool = False) -> FastAP
     app = FastAPI(title="Quarry data", version="1")
     app.state.data = service
     catalog = service.catalog
+    limiters: dict[int, anyio.CapacityLimiter] = {}
+
+    async def work(fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` in a thread of the data API's own (reads must not take every thread
+        of the process: token lookups and the job API share anyio's), its errors as
+        answers: 403, 404, 422 (a bad read, in one line), 503 (commits kept landing)."""
+        loop = id(asyncio.get_running_loop())
+        if loop not in limiters:
+            limiters[loop] = anyio.CapacityLimiter(READ_THREADS)
+        try:
+            return await anyio.to_thread.run_sync(fn, *args, limiter=limiters[loop])
+        except StillChanging as exc:
+            raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from None
+        except AccessDenied as exc:
+            raise HTTPException(403, str(exc)) from None
+        except NoSuchDataset as exc:
+            raise HTTPException(404, str(exc)) from None
+        except QuarryError as exc:
+            raise HTTPException(422, str(exc)) from None
 
     def readable(name: str, who: Identity) -> DatasetInfo:
         try:
@@ -221,13 +268,14 @@ def create_data_app(service: DataService, *, standalone: bool = False) -> FastAP
         def view() -> list[dict[str, Any]]:
             return [service.describe(d) for d in catalog.readable(who)]
 
-        return {"datasets": await anyio.to_thread.run_sync(view)}
+        return {"datasets": await work(view)}
 
     @app.get("/v1/datasets/{name}")
     async def show_dataset(name: str, who: Caller) -> dict[str, Any]:
         """One dataset: owner, project, visibility, commit and coverage."""
-        info = await anyio.to_thread.run_sync(readable, name, who)
-        return await anyio.to_thread.run_sync(service.describe, info)
+        info = await work(readable, name, who)
+        described: dict[str, Any] = await work(service.describe, info)
+        return described
 
     @app.get("/v1/datasets/{name}/audit")
     async def audit_log(
@@ -237,14 +285,12 @@ def create_data_app(service: DataService, *, standalone: bool = False) -> FastAP
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, Any]:
         """The dataset's reads, newest first: for its owner only."""
-        info = await anyio.to_thread.run_sync(readable, name, who)
+        info = await work(readable, name, who)
         if info.owner != who.user:
             raise HTTPException(
                 403, f"dataset {name!r}: only its owner {info.owner!r} reads its audit log"
             )
-        rows = await anyio.to_thread.run_sync(
-            lambda: service.jobs.reads(name, limit=limit, offset=offset)
-        )
+        rows = await work(lambda: service.jobs.reads(name, limit=limit, offset=offset))
         return {
             "dataset": name,
             "reads": [
@@ -267,18 +313,18 @@ def create_data_app(service: DataService, *, standalone: bool = False) -> FastAP
     async def list_files(name: str, who: Caller) -> dict[str, Any]:
         """The store's files (Delta logs and data) with their sizes: what a reader mirrors
         to open the dataset as a local store (``--store quarry+http://...``)."""
-        info = await anyio.to_thread.run_sync(readable, name, who)
+        info = await work(readable, name, who)
 
         def listing() -> tuple[list[dict[str, Any]], str]:
             files, commit = catalog.at_one_commit(info, lambda: store_files(info))
             return files, commit
 
         try:
-            files, commit = await anyio.to_thread.run_sync(listing)
+            files, commit = await work(listing)
         except QuarryError as exc:
             raise HTTPException(422, str(exc)) from None
         query = DataQuery("bars", name)
-        await anyio.to_thread.run_sync(
+        await work(
             lambda: service.audit(
                 who,
                 query,
@@ -295,10 +341,15 @@ def create_data_app(service: DataService, *, standalone: bool = False) -> FastAP
         """One file of the store (immutable: Delta never rewrites a file)."""
         from fastapi.responses import FileResponse
 
-        info = await anyio.to_thread.run_sync(readable, name, who)
+        info = await work(readable, name, who)
         found = store_file(info, path)
         if found is None:
             raise HTTPException(404, f"dataset {name!r} has no file {path!r}")
+        size = found.stat().st_size
+        query = DataQuery("bars", name)
+        commit = await work(catalog.commit, info)
+        await work(lambda: service.audit(who, query, route="file", commit=commit, rows=0,
+                                         size=size, text=path))  # fmt: skip
         return FileResponse(found, media_type="application/octet-stream")
 
     @app.get("/v1/datasets/{name}/{kind}", response_model=None)
@@ -319,12 +370,12 @@ def create_data_app(service: DataService, *, standalone: bool = False) -> FastAP
             query = DataQuery.parse(kind, name, params)
         except QuarryError as exc:
             raise HTTPException(422, str(exc)) from None
-        info = await anyio.to_thread.run_sync(readable, name, who)
+        info = await work(readable, name, who)
         encoding = media_type(accept)
         if if_none_match:
-            commit = await anyio.to_thread.run_sync(catalog.commit, info)
+            commit = await work(catalog.commit, info)
             if if_none_match.strip().strip('"') == commit:
-                await anyio.to_thread.run_sync(
+                await work(
                     lambda: service.audit(
                         who,
                         query,
@@ -337,12 +388,10 @@ def create_data_app(service: DataService, *, standalone: bool = False) -> FastAP
                 return Response(status_code=304, headers={"ETag": f'"{commit}"'})
         began = time.perf_counter()
         try:
-            data, rows, commit = await anyio.to_thread.run_sync(
-                service.encoded, info, query, encoding
-            )
+            data, rows, commit = await work(service.encoded, info, query, encoding)
         except QuarryError as exc:
             raise HTTPException(422, str(exc)) from None
-        await anyio.to_thread.run_sync(
+        await work(
             lambda: service.audit(who, query, route=kind, commit=commit, rows=rows, size=len(data))
         )
 

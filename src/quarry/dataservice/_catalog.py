@@ -8,6 +8,7 @@ see.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import threading
@@ -18,14 +19,18 @@ from quarry.data import TABLES, Store
 from quarry.exceptions import AccessDenied
 from quarry.jobs import DatasetInfo, Identity, JobStore, refusal
 
-__all__ = ["DataCatalog", "NoSuchDataset"]
+__all__ = ["DataCatalog", "NoSuchDataset", "StillChanging"]
 
 T = TypeVar("T")
 _LOG_ENTRY = re.compile(r"(\d{20})\.json")
 
 
 class NoSuchDataset(LookupError):
-    """No dataset of that name, or one the caller may not know of (the APIs' 404)."""
+    """No dataset of that name (the APIs' 404)."""
+
+
+class StillChanging(RuntimeError):
+    """Commits kept landing during a read: no answer can be labelled (the APIs' 503)."""
 
 
 class DataCatalog:
@@ -62,35 +67,52 @@ class DataCatalog:
             return self._stores[key]
 
     def commit(self, info: DatasetInfo) -> str:
-        """Every table's latest version, e.g. ``bars@12 fundamentals@3`` (empty: no data)."""
+        """Every table's latest version and the store's generation, e.g. ``bars@12
+        fundamentals@3 #1a2b3c4d``. The generation tells a store made again at the same
+        place (its versions start again from 0) from the one it replaced: it digests where
+        the dataset lives, when it was registered and when each table's first commit was
+        written (on S3: each table's id)."""
         store = self.store(info)
-        parts = []
+        parts, born = [], [info.location, info.created_at.isoformat()]
         for table in TABLES:
-            version = _version(store, table)
+            version, first = _version(store, table)
             if version is not None:
                 parts.append(f"{table}@{version}")
-        return " ".join(parts)
+                born.append(f"{table}:{first}")
+        generation = hashlib.sha256("\n".join(born).encode()).hexdigest()[:8]
+        return " ".join([*parts, f"#{generation}"])
 
     def at_one_commit(self, info: DatasetInfo, read: Callable[[], T]) -> tuple[T, str]:
-        """``read()`` and the commit it saw: read again if a commit landed meanwhile."""
+        """``read()`` and the commit it saw: read again if a commit landed meanwhile;
+        ``StillChanging`` when commits kept landing (a label must name what was read)."""
         for _ in range(3):
             before = self.commit(info)
             out = read()
             if self.commit(info) == before:
                 return out, before
-        return out, self.commit(info)  # a store committed to without pause: the latest
+        raise StillChanging(f"dataset {info.name!r} received a commit during each of three "
+                            "reads; read again in a moment")  # fmt: skip
 
 
-def _version(store: Store, table: str) -> int | None:
-    """A table's latest version: from its log's file names on a local disk (no log is
-    parsed), else from Delta Lake."""
+def _version(store: Store, table: str) -> tuple[int | None, str]:
+    """A table's latest version and when its first commit was written: from its log's file
+    names on a local disk (no log is parsed), else from Delta Lake."""
     location = store.location
     if location.is_local:
+        log = os.path.join(location.child(table), "_delta_log")
         try:
-            names = os.listdir(os.path.join(location.child(table), "_delta_log"))
+            names = os.listdir(log)
         except FileNotFoundError:
-            return None
+            return None, ""
         versions = [int(m.group(1)) for n in names if (m := _LOG_ENTRY.fullmatch(n))]
-        return max(versions) if versions else None
+        if not versions:
+            return None, ""
+        try:
+            first = str(os.stat(os.path.join(log, f"{min(versions):020d}.json")).st_mtime_ns)
+        except FileNotFoundError:
+            first = ""
+        return max(versions), first
     dt = store.table(table)
-    return None if dt is None else int(dt.version())
+    if dt is None:
+        return None, ""
+    return int(dt.version()), str(dt.metadata().id)  # a table's id is made with it

@@ -21,13 +21,14 @@ import pyarrow.flight as flight
 
 from quarry.data import DataQuery
 from quarry.dataservice._app import DataService
-from quarry.dataservice._catalog import NoSuchDataset
+from quarry.dataservice._catalog import NoSuchDataset, StillChanging
 from quarry.exceptions import AccessDenied, QuarryError
 from quarry.jobs import Identity
 
 __all__ = ["FlightFront"]
 
 _MIN_SLICE = 64 * 1024  # rows: smaller reads are one stream
+MAX_STREAMS = 64
 
 
 class _Auth(flight.ServerMiddleware):  # type: ignore[misc]
@@ -80,7 +81,7 @@ class FlightFront(flight.FlightServerBase):  # type: ignore[misc]
         self, service: DataService, location: str, *, streams: int = 4, auth_ttl: float = 5.0
     ) -> None:
         super().__init__(location, middleware={"auth": _AuthFactory(service, auth_ttl)})
-        self.service, self.streams = service, streams
+        self.service, self.streams = service, min(max(streams, 1), MAX_STREAMS)
 
     def _who(self, context: Any) -> Identity:
         auth: _Auth = context.get_middleware("auth")
@@ -93,7 +94,7 @@ class FlightFront(flight.FlightServerBase):  # type: ignore[misc]
             table, commit = self.service.table(info, query)
         except AccessDenied as exc:
             raise flight.FlightUnauthorizedError(str(exc)) from None
-        except (NoSuchDataset, QuarryError) as exc:
+        except (NoSuchDataset, StillChanging, QuarryError) as exc:
             raise flight.FlightServerError(str(exc)) from None
         return query, info, table, commit
 
@@ -121,7 +122,7 @@ class FlightFront(flight.FlightServerBase):  # type: ignore[misc]
         part, _, wanted = head.partition(" ")
         try:
             k, n = (int(x) for x in part.split("/"))
-            if not 0 <= k < n:
+            if not 0 <= k < n <= MAX_STREAMS:
                 raise ValueError
         except ValueError:
             raise flight.FlightServerError(f"ticket {head!r}: not one of ours") from None

@@ -4,7 +4,7 @@ A dataset is a named store with an owner (a user), a project and a visibility:
 
 - ``public``: every user with a token reads it (market data every project needs);
 - ``project``: the members of its project read it;
-- ``private``: only its owner reads it.
+- ``private``: only its owner reads it (an owner reads their datasets whatever they are).
 
 Writing is for its owner, and for its project's members unless it is private. A job's own
 token (``Identity.job_id``) narrows this to what the job's manifest declared under ``data``:
@@ -98,7 +98,7 @@ def refusal(who: Identity, dataset: DatasetInfo, mode: Mode = "ro") -> str | Non
         if mode == "rw" and declared != "rw":
             return f"job {who.job_id} declared dataset {name!r} read-only (mode: ro)"
     if mode == "ro":
-        if dataset.visibility == "public":
+        if dataset.visibility == "public" or dataset.owner == who.user:
             return None
         if dataset.visibility == "project" and dataset.project in who.projects:
             return None

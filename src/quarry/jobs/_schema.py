@@ -99,7 +99,7 @@ class Token(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # A job's own token (its attempts read data with it): limited to what its manifest's
     # ``data`` declares, revoked when the attempt ends.
-    job_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    job_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
 
 
 class ProjectVariable(Base):

@@ -109,6 +109,15 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _revoke_job_tokens(s: Session, job_id: int, now: datetime) -> None:
+    """End a job's data tokens: its attempt ended, was put back or cancelled."""
+    s.execute(
+        update(Token)
+        .where(Token.job_id == job_id, Token.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+
+
 def _why(outcome: str, reason: str | None) -> str:
     return f"{outcome}: {reason}" if reason else outcome
 
@@ -407,6 +416,7 @@ class JobStore:
                 manifest = Manifest.from_json(job.manifest)
                 env = envs.get(job.project, {})
                 if manifest.data:  # its own token, for the datasets it declared
+                    _revoke_job_tokens(s, job.id, now)  # an earlier attempt's, if any
                     token = "qt_" + secrets.token_urlsafe(32)
                     s.add(Token(user=job.owner or "", digest=_digest(token), created_at=now,
                                 job_id=job.id))  # fmt: skip
@@ -580,9 +590,7 @@ class JobStore:
             return job.status if job else "unknown"
         attempt.outcome, attempt.reason, attempt.finished_at = outcome, reason, now
         attempt.exit_code, attempt.peak_memory = exit_code, peak_memory
-        # the attempt's data token ends with it (a retry is given a new one)
-        s.execute(update(Token).where(Token.job_id == attempt.job_id, Token.revoked_at.is_(None))
-                  .values(revoked_at=now))  # fmt: skip
+        _revoke_job_tokens(s, attempt.job_id, now)  # the attempt's data token ends with it
         job = s.get(Job, attempt.job_id, with_for_update=self.postgres)
         assert job is not None
         if job.status == "cancelled":
@@ -687,13 +695,18 @@ class JobStore:
 
     def authenticate(self, token: str) -> tuple[str, set[str]] | None:
         """The token's user and their projects, or None for an unknown or revoked token; its
-        last use is recorded (to the minute: a busy client does not write on every call)."""
+        last use is recorded (to the minute: a busy client does not write on every call).
+        A job's own token is not a user's: it reads data, and opens no other API (a job
+        could otherwise submit another declaring what its own manifest left out)."""
         who = self.identify(token)
-        return None if who is None else (who.user, set(who.projects))
+        if who is None or who.job_id is not None:
+            return None
+        return who.user, set(who.projects)
 
     def identify(self, token: str) -> Identity | None:
         """Who ``token`` speaks for (a job's own token: with its job and the datasets its
-        manifest declared), or None for an unknown or revoked token."""
+        manifest declared), or None for an unknown or revoked token, or a job's token whose
+        job is not running."""
         now = _now()
         with self.session() as s:
             found = s.scalar(select(Token).where(Token.digest == _digest(token)))
@@ -708,8 +721,9 @@ class JobStore:
             if found.job_id is None:
                 return Identity(found.user, projects)
             job = s.get(Job, found.job_id)
-            declared = ({m.dataset: m.mode for m in Manifest.from_json(job.manifest).data}
-                        if job is not None else {})  # fmt: skip
+            if job is None or job.status != "running":  # its attempt ended, however it did
+                return None
+            declared = {m.dataset: m.mode for m in Manifest.from_json(job.manifest).data}
             return Identity(found.user, projects, found.job_id, declared)
 
     # -- datasets and their audit log ----------------------------------------------------------
@@ -792,9 +806,10 @@ class JobStore:
             return list(s.scalars(query))
 
     def tokens(self) -> list[TokenInfo]:
-        """Every API token, oldest first, with its user's projects."""
+        """Every user's API token, oldest first, with its user's projects (jobs' own tokens,
+        made and ended by the service, are not listed)."""
         with self.session() as s:
-            rows = list(s.scalars(select(Token).order_by(Token.id)))
+            rows = list(s.scalars(select(Token).where(Token.job_id.is_(None)).order_by(Token.id)))
             members: dict[str, list[str]] = {}
             for m in s.scalars(select(Member).order_by(Member.project)):
                 members.setdefault(m.user, []).append(m.project)
@@ -846,6 +861,7 @@ class JobStore:
             if attempt is None or attempt.outcome is not None:
                 return False
             attempt.outcome, attempt.reason, attempt.finished_at = "requeued", reason, _now()
+            _revoke_job_tokens(s, attempt.job_id, _now())
             job = s.get(Job, attempt.job_id, with_for_update=self.postgres)
             if job is not None and job.status == "running":
                 job.status, job.reason, job.not_before = "queued", reason, None
@@ -863,6 +879,7 @@ class JobStore:
                 return False
             was = job.status
             job.status, job.finished_at = "cancelled", _now()
+            _revoke_job_tokens(s, job_id, job.finished_at)
             job.reason = f"while {was}"  # shown after the status: "cancelled while running"
             return True
 

@@ -125,9 +125,10 @@ class DataSpec(StrictModel):
         default=None,
         description="The store: a directory, `s3://bucket/prefix`, or a data service's "
         "dataset, `quarry+http://HOST:PORT/NAME` (read through the service with "
-        "`$QUARRY_DATA_TOKEN` or `$QUARRY_TOKEN`); default `$QUARRY_HOME/store`. A relative path is read from the workflow file's folder "
-        "(`load_workflow` resolves it there), not from the folder the run starts in; "
-        "`quarry run --store PATH` runs the file on another store.",
+        "`$QUARRY_DATA_TOKEN` or `$QUARRY_TOKEN`); default `$QUARRY_HOME/store`. A relative "
+        "path is read from the workflow file's folder (`load_workflow` resolves it there), "
+        "not from the folder the run starts in; `quarry run --store PATH` runs the file on "
+        "another store.",
     )
     universe: str | None = Field(
         default=None,

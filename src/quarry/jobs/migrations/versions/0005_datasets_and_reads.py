@@ -45,10 +45,12 @@ def upgrade() -> None:
     op.create_index("ix_data_reads_dataset_at", "data_reads", ["dataset", "at"])
     with op.batch_alter_table("tokens") as batch:
         batch.add_column(sa.Column("job_id", sa.BigInteger(), nullable=True))
+        batch.create_index("ix_tokens_job_id", ["job_id"])
 
 
 def downgrade() -> None:
     with op.batch_alter_table("tokens") as batch:
+        batch.drop_index("ix_tokens_job_id")
         batch.drop_column("job_id")
     op.drop_index("ix_data_reads_dataset_at", "data_reads")
     op.drop_table("data_reads")
