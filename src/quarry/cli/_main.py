@@ -28,6 +28,7 @@ SUBCOMMANDS = {
     "models": "quarry.cli._models:app",
     "serve": "quarry.cli._serve:serve_cmd",
     "stream": "quarry.cli._stream:app",
+    "admin": "quarry.cli._admin:app",
 }
 
 app = typer.Typer(
