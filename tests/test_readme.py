@@ -28,6 +28,7 @@ import empyrical
 import polars as pl
 import pytest
 import typer
+from polars.testing import assert_frame_equal
 
 from quarry.cli import app
 from tests.cli.helpers import run
@@ -265,6 +266,21 @@ def check_jobs(ran: Ran, root: Path) -> None:
     assert re.search(r"^Rank IC +[-+]?\d", ran.stdout, re.M)  # the workflow's results, followed
 
 
+def check_data_service(ran: Ran, root: Path) -> None:
+    """Reads through the service (a mirror, and Flight) are the store's own reads."""
+    from quarry.data import Store, read_bars
+
+    (as_of,) = set(ran.block.option("as-of"))
+    expected = read_bars(Store(root / "runs" / "demo" / "store"), ["close"], as_of=as_of)
+    assert expected.height > 0
+    assert_frame_equal(pl.read_parquet(root / "close.parquet"), expected)
+    assert f"({expected.height}, 3)" in ran.stdout, ran.stdout  # Flight's frame, printed
+    assert re.search(r"^warmed demo: [\d,]+ rows, fetched", ran.stdout, re.M), ran.stdout
+    # the owner's audit log: the warm-up, the mirror's listing and its files, Flight's streams
+    for route in (" bars ", " files ", " file ", "(flight"):
+        assert route in ran.stdout, (route, ran.stdout)
+
+
 def check_models(ran: Ran, root: Path) -> None:
     # the three example workflows register one model; its champion was moved by the gate
     assert "alpha158_lightgbm" in ran.stdout
@@ -325,7 +341,8 @@ CHECKS: dict[str, Check] = {  # a block is recognised by what it runs
     "quarry data ingest bars examples/data/minute_bars.csv ": check_minutes,
     "from quarry.data import": check_python,
     "quarry run examples/workflows/": check_workflows,
-    "quarry server start ": check_jobs,
+    "quarry jobs submit ": check_jobs,
+    "quarry datasets add ": check_data_service,
     "quarry models show ": check_models,
     "quarry stream run ": check_stream,
 }

@@ -124,8 +124,20 @@ def audit_cmd(
     if not reads:
         console.print(f"no reads of {name} yet", highlight=False)
         return
-    table = Table("WHEN", "USER", "JOB", "ROUTE", "COMMIT", "AS OF", "ROWS", "QUERY", box=None)
+    table = Table("WHEN (UTC)", "USER", "JOB", "ROUTE", "COMMIT", "AS OF", "ROWS", "WHAT",
+                  box=None)  # fmt: skip
     for r in reads:
-        table.add_row(r["at"][:19], r["user"], str(r["job_id"] or "-"), r["route"], r["commit"],
-                      r["as_of"] or "-", f"{r['rows']:,}", r["query"])  # fmt: skip
+        table.add_row(r["at"][5:19].replace("T", " "), r["user"], str(r["job_id"] or "-"),
+                      r["route"], _short(r["commit"]), r["as_of"] or "-", f"{r['rows']:,}",
+                      r["query"])  # fmt: skip
     console.print(table, highlight=False)
+    console.print("(COMMIT: the bars table's version and the store's generation; --json "
+                  "gives every table's)", highlight=False)  # fmt: skip
+
+
+def _short(commit: str) -> str:
+    """``bars@12 fundamentals@3 ... #1a2b3c4d`` -> ``bars@12 #1a2b``: what a person compares."""
+    parts = commit.split()
+    bars = next((p for p in parts if p.startswith("bars@")), parts[0] if parts else "-")
+    generation = next((p for p in parts if p.startswith("#")), "")
+    return f"{bars} {generation[:5]}".strip()

@@ -332,6 +332,7 @@ def create_data_app(service: DataService, *, standalone: bool = False) -> FastAP
                 commit=commit,
                 rows=len(files),
                 size=sum(f["size"] for f in files),
+                text=f"the list of its {len(files)} files (a mirror)",
             )
         )
         return {"dataset": name, "commit": commit, "files": files}
