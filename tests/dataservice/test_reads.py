@@ -10,12 +10,15 @@ import io
 import shutil
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 from polars.testing import assert_frame_equal
 
 from quarry.data import ReadCache, Store, connect, read_bars, table_spec
 from quarry.data._ingest import ingest_frame
+from quarry.dataservice._app import etag
 from quarry.features import FeatureCache, materialize
 from quarry.features._tables import read_frame
 from tests.dataservice.conftest import Service, raw_get
@@ -153,14 +156,25 @@ def test_the_cache_answers_again_until_a_correction(service: Service, tmp_path: 
 
 
 def test_the_cache_keeps_its_bound_least_recently_used_first(tmp_path: Path) -> None:
-    cache = ReadCache(tmp_path, max_bytes=250)
+    answer = pa.table({"x": np.arange(1000)})
+    probe = ReadCache(tmp_path / "probe")
+    probe.miss("p", "d", "c1", answer)
+    one = probe.stats().size  # an entry's bytes on disk
+    cache = ReadCache(tmp_path / "c", max_bytes=int(2.5 * one))
     for k in range(3):
-        cache.miss(f"k{k}", "d", "c1", 10, bytes(100))
+        cache.miss(f"k{k}", "d", "c1", answer)
         if k == 1:
-            cache.hit("k0", 100)  # k0 used after k1: k1 is the least recently used
+            cache.hit("k0", one)  # k0 used after k1: k1 is the least recently used
     assert cache.lookup("k1") is None
-    assert cache.lookup("k0") is not None and cache.lookup("k2") is not None
-    assert cache.stats().size == 200
+    k0 = cache.lookup("k0")
+    assert k0 is not None and cache.lookup("k2") is not None
+    assert cache.stats().size == 2 * one
+    assert k0.read().equals(answer)
+    # a new commit of one key replaces its answer and its file
+    cache.miss("k0", "d", "c2", answer.slice(0, 10))
+    again = cache.lookup("k0")
+    assert again is not None and again.commit == "c2" and again.read().num_rows == 10
+    assert not k0.path.exists()
 
 
 def test_readers_of_one_machine_share_its_cache_at_once(service: Service, tmp_path: Path) -> None:
@@ -181,8 +195,6 @@ def test_readers_of_one_machine_share_its_cache_at_once(service: Service, tmp_pa
     (entry,) = [cache.lookup(k) for k in [cache.key(service.url, "market",
                                                    "bars?adjust=raw&fields=close")]]  # fmt: skip
     assert entry is not None
-    assert entry.commit == service.stack.service.catalog.commit(service.jobs.dataset("market"))
-    import pyarrow as pa
-
-    with pa.memory_map(str(entry.path)) as source:
-        assert_frame_equal(pl.from_arrow(pa.ipc.open_stream(source).read_all()), expected)  # type: ignore[arg-type]
+    commit = service.stack.service.catalog.commit(service.jobs.dataset("market"))
+    assert entry.commit == etag(commit)
+    assert_frame_equal(pl.from_arrow(entry.read()), expected)  # type: ignore[arg-type]

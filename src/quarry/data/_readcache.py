@@ -3,10 +3,11 @@ disk, keyed by dataset, query and the commit the service said they read, bounded
 least recently used first out.
 
 An entry is valid only for its commit: the client asks the service with ``If-None-Match``
-naming it, and uses the entry only on 304, so a vendor correction (a new commit) is never
-answered from the cache. Many processes share one cache: the index is a SQLite file (WAL, a
-busy timeout), entries are written to a temporary file and renamed into place, and the
-counters (hits, misses, bytes) live in the index too, for /metrics.
+naming the commit's tag (the ``ETag`` it was answered with), and uses the entry only on
+304, so a vendor correction (a new commit) is never answered from the cache. Many processes
+share one cache: the index is a SQLite file (WAL, a busy timeout), entries are written to a
+temporary file and renamed into place, and the counters (hits, misses, bytes) live in the
+index too, for /metrics.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the index's users import Arrow; the cache's stats do not need it
+    import pyarrow as pa
 
 __all__ = ["CacheStats", "ReadCache", "default_cache_bytes"]
 
@@ -60,9 +65,17 @@ class CacheStats:
 
 @dataclass(frozen=True)
 class Entry:
+    """A kept answer: its file, its commit's tag, its rows."""
+
     path: Path
     commit: str
     rows: int
+
+    def read(self) -> pa.Table:
+        """The answer, mapped from its file (FileNotFoundError: evicted meanwhile)."""
+        import pyarrow as pa
+
+        return pa.ipc.open_file(pa.memory_map(str(self.path))).read_all()
 
 
 class ReadCache:
@@ -95,7 +108,7 @@ class ReadCache:
         """An answer's file, named by its key and its commit: two writers of different
         commits never write one file, so a row and its file always agree."""
         tag = hashlib.sha256(commit.encode()).hexdigest()[:16]
-        return self.root / key[:2] / f"{key}-{tag}.arrows"
+        return self.root / key[:2] / f"{key}-{tag}.arrow"
 
     def lookup(self, key: str) -> Entry | None:
         """The entry of ``key`` and the commit it holds, if any (not yet counted a hit)."""
@@ -111,23 +124,31 @@ class ReadCache:
             db.execute("update entries set used = ? where key = ?", (time.time(), key))
             self._count(db, hits=1, hit_bytes=size)
 
-    def miss(self, key: str, dataset: str, commit: str, rows: int, data: bytes) -> None:
-        """Keep a fresh answer, then evict the least recently used past the bound."""
+    def miss(self, key: str, dataset: str, tag: str, table: pa.Table) -> None:
+        """Keep a fresh answer (``tag``: its commit's, as the service names it), then evict
+        the least recently used past the bound. It is kept as an uncompressed Arrow file, so
+        that a hit maps it and reads no byte it does not use (a warm read costs no decoding:
+        disk is traded for the CPU of every read after the first)."""
+        import pyarrow as pa
+
+        commit, rows = tag, table.num_rows
         path = self._path(key, commit)
         path.parent.mkdir(parents=True, exist_ok=True)
         # a name of its own: threads and processes sharing the cache fetch the same answer
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:16]}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as out:
-            out.write(data)
+            with pa.ipc.new_file(out, table.schema) as writer:
+                writer.write_table(table)
+        size = os.path.getsize(tmp)
         os.replace(tmp, path)
         with self._db() as db:
             db.execute("begin immediate")
             before = db.execute("select commit_id from entries where key = ?", (key,)).fetchone()
             db.execute(
                 "insert or replace into entries values (?, ?, ?, ?, ?, ?)",
-                (key, dataset, commit, rows, len(data), time.time()),
+                (key, dataset, commit, rows, size, time.time()),
             )
-            self._count(db, misses=1, miss_bytes=len(data))
+            self._count(db, misses=1, miss_bytes=size)
             self._evict(db, keep=key)
             db.execute("commit")
         if before is not None and before[0] != commit:  # the answer of an older commit

@@ -202,8 +202,7 @@ class DataClient:
         status, answer, data = self._get(query.path, headers)
         if status == 304 and entry is not None and self.cache is not None and key is not None:
             try:
-                with pa.memory_map(str(entry.path)) as source:
-                    table = pa.ipc.open_stream(source).read_all()
+                table = entry.read()
             except FileNotFoundError:  # evicted by another reader meanwhile: fetch it
                 headers.pop("If-None-Match")
                 status, answer, data = self._get(query.path, headers)
@@ -212,8 +211,8 @@ class DataClient:
                 return table
         table = pa.ipc.open_stream(data).read_all()
         if self.cache is not None and key is not None:
-            commit = answer.get("ETag", "").strip('"')
-            self.cache.miss(key, query.dataset, commit, table.num_rows, data)
+            tag = answer.get("ETag", "").strip('"')
+            self.cache.miss(key, query.dataset, tag, table)
         return table
 
     def _get(self, path: str, headers: dict[str, str]) -> tuple[int, Any, bytes]:

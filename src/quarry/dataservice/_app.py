@@ -5,7 +5,8 @@ reads them, answered as an Arrow IPC stream (zstd) or Parquet by the ``Accept`` 
 - ``GET /v1/datasets/{name}``: one of them.
 - ``GET /v1/datasets/{name}/bars?fields=&start=&end=&universe=&as_of=&adjust=&instruments=``,
   ``.../features?set=|expr=...``, ``.../fundamentals?fields=...``: the rows (``DataQuery``).
-  The answer's ``ETag`` is the commit it read; a request with ``If-None-Match`` naming the
+  The answer's ``ETag`` is a digest of the commit it read (``X-Quarry-Commit`` the commit
+  itself); a request with ``If-None-Match`` naming the
   current commit gets 304 (the reader's cache holds that answer), audited like any read.
 - ``GET /v1/datasets/{name}/audit``: who read the dataset, for its owner only.
 
@@ -18,6 +19,7 @@ commit, as of when, rows, bytes.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -198,6 +200,11 @@ def store_file(info: DatasetInfo, relative: str) -> Path | None:
     return found
 
 
+def etag(commit: str) -> str:
+    """A commit as an entity tag: a digest (an ETag may hold no space)."""
+    return hashlib.sha256(commit.encode()).hexdigest()[:32]
+
+
 def _size(value: Any) -> int:
     if isinstance(value, tuple) and value and isinstance(value[0], bytes):
         return len(value[0])
@@ -375,7 +382,7 @@ def create_data_app(service: DataService, *, standalone: bool = False) -> FastAP
         encoding = media_type(accept)
         if if_none_match:
             commit = await work(catalog.commit, info)
-            if if_none_match.strip().strip('"') == commit:
+            if if_none_match.strip().strip('"') == etag(commit):
                 await work(
                     lambda: service.audit(
                         who,
@@ -386,7 +393,7 @@ def create_data_app(service: DataService, *, standalone: bool = False) -> FastAP
                         size=0,
                     )
                 )
-                return Response(status_code=304, headers={"ETag": f'"{commit}"'})
+                return Response(status_code=304, headers={"ETag": f'"{etag(commit)}"'})
         began = time.perf_counter()
         try:
             data, rows, commit = await work(service.encoded, info, query, encoding)
@@ -402,7 +409,7 @@ def create_data_app(service: DataService, *, standalone: bool = False) -> FastAP
                 yield bytes(view[at : at + _CHUNK])
 
         headers = {
-            "ETag": f'"{commit}"',
+            "ETag": f'"{etag(commit)}"',
             "X-Quarry-Rows": str(rows),
             "X-Quarry-Commit": commit,
             "Content-Length": str(len(data)),
