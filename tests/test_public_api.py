@@ -22,6 +22,8 @@ import pytest
         "quarry.jobs",
         "quarry.executors",
         "quarry.serve",
+        "quarry.dataservice",
+        "quarry.admin",
         "quarry.cli",
     ],
 )
@@ -61,6 +63,9 @@ def test_data_layer_does_not_import_upper_layers() -> None:
         ("quarry.backtest", ("quarry.cli", "quarry.models", "mlflow", "empyrical")),
         # Ray only when a Ray executor is made (quarry[ray] is optional)
         ("quarry.executors", ("quarry.cli", "ray", "mlflow", "lightgbm")),
+        # the data service starts with every `quarry server start`: the store's libraries
+        # load with its first read, and Flight only with --flight-port
+        ("quarry.dataservice", ("quarry.cli", "polars", "pyarrow", "deltalake", "numpy")),
     ],
 )
 def test_research_layers_import_nothing_above_them_or_heavy_at_import(

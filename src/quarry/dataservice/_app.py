@@ -31,10 +31,9 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Res
 from fastapi.responses import StreamingResponse
 from prometheus_client import CollectorRegistry, Counter
 
-from quarry.data import TABLES, DataQuery
+from quarry.data import DataQuery
 from quarry.dataservice._catalog import DataCatalog, NoSuchDataset, StillChanging
 from quarry.dataservice._encode import PARQUET, media_type, to_ipc, to_parquet
-from quarry.dataservice._reads import run_query
 from quarry.dataservice._results import ResultCache
 from quarry.exceptions import AccessDenied, QuarryError, UsageError
 from quarry.jobs import DatasetInfo, Identity, JobStore
@@ -78,6 +77,7 @@ class DataService:
         commit = self.catalog.commit(info)
         key = ("table", info.name, info.location, commit, query.kind, query.text)
         store = self.catalog.store(info)
+        from quarry.dataservice._reads import run_query  # the library's reads, on first use
 
         def read() -> Any:
             table, seen = self.catalog.at_one_commit(info, lambda: run_query(store, query))
@@ -157,6 +157,8 @@ class DataService:
 
 def store_files(info: DatasetInfo) -> list[dict[str, Any]]:
     """Every file of a local store's tables, relative to the store, with its size."""
+    from quarry.data import TABLES
+
     root = Path(info.location)
     if "://" in info.location:
         raise UsageError(
@@ -191,6 +193,8 @@ def _store_file(path: Path) -> bool:
 
 def store_file(info: DatasetInfo, relative: str) -> Path | None:
     """A file of the store by its relative path; None outside its tables (no ``..``)."""
+    from quarry.data import TABLES
+
     root = Path(info.location).resolve()
     found = (root / relative).resolve()
     if "://" in info.location or not found.is_relative_to(root) or not found.is_file():

@@ -13,11 +13,13 @@ import os
 import re
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from quarry.data import TABLES, Store
 from quarry.exceptions import AccessDenied
 from quarry.jobs import DatasetInfo, Identity, JobStore, refusal
+
+if TYPE_CHECKING:  # the store's libraries load with the first read, not the server's start
+    from quarry.data import Store
 
 __all__ = ["DataCatalog", "NoSuchDataset", "StillChanging"]
 
@@ -60,6 +62,8 @@ class DataCatalog:
         return found
 
     def store(self, info: DatasetInfo) -> Store:
+        from quarry.data import Store
+
         key = (info.name, info.location)
         with self._lock:
             if key not in self._stores:
@@ -72,6 +76,8 @@ class DataCatalog:
         place (its versions start again from 0) from the one it replaced: it digests where
         the dataset lives, when it was registered and when each table's first commit was
         written (on S3: each table's id)."""
+        from quarry.data import TABLES
+
         store = self.store(info)
         parts, born = [], [info.location, info.created_at.isoformat()]
         for table in TABLES:

@@ -4,9 +4,10 @@ batch at a time; or a Parquet file (zstd)."""
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:  # Arrow loads with the first answer, not with the server
+    import pyarrow as pa
 
 __all__ = ["ARROW", "BATCH_ROWS", "PARQUET", "media_type", "to_ipc", "to_parquet"]
 
@@ -26,6 +27,8 @@ def media_type(accept: str | None) -> str:
 
 def to_ipc(table: pa.Table) -> bytes:
     """``table`` as an Arrow IPC stream of zstd-compressed record batches."""
+    import pyarrow as pa
+
     sink = pa.BufferOutputStream()
     options = pa.ipc.IpcWriteOptions(compression="zstd")
     with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
@@ -37,6 +40,8 @@ def to_ipc(table: pa.Table) -> bytes:
 
 def to_parquet(table: pa.Table) -> bytes:
     """``table`` as one Parquet file (zstd)."""
+    import pyarrow.parquet as pq
+
     out = io.BytesIO()
     pq.write_table(table, out, compression="zstd", row_group_size=BATCH_ROWS)
     return out.getvalue()
