@@ -32,9 +32,10 @@ def _token(db: str) -> str:
 
 
 def _listed(client: Client) -> dict[int, tuple[str, str]]:
-    """Every job the server lists: id -> (name, status)."""
+    """Every job the server lists: id -> (name, status). (Its ``total`` is not compared
+    with the page: jobs arrive meanwhile, and the count and the page are two statements.)"""
     page = client.jobs(limit=500)
-    assert page["total"] == len(page["jobs"])
+    assert len(page["jobs"]) < 500  # one page holds them all
     return {j["id"]: (j["name"], j["status"]) for j in page["jobs"]}
 
 
