@@ -72,19 +72,20 @@ class DataService:
         """A token's identity, off the event loop (Flight's handlers are threads)."""
         return self.jobs.identify(token)
 
-    def table(self, info: DatasetInfo, query: DataQuery) -> tuple[Any, str]:
-        """The Arrow table of ``query`` and the commit it read (kept in memory by commit)."""
-        commit = self.catalog.commit(info)
+    def table(
+        self, info: DatasetInfo, query: DataQuery, commit: str | None = None
+    ) -> tuple[Any, str]:
+        """The Arrow table of ``query`` and the commit it read (kept in memory by commit;
+        ``commit``: the dataset's current one, when the caller has just taken it)."""
+        commit = commit if commit is not None else self.catalog.commit(info)
         key = ("table", info.name, info.location, commit, query.kind, query.text)
         store = self.catalog.store(info)
         from quarry.dataservice._reads import run_query  # the library's reads, on first use
 
-        def read() -> Any:
-            table, seen = self.catalog.at_one_commit(info, lambda: run_query(store, query))
-            return table, seen
-
-        table, seen = self.answers.get(key, read)
-        return table, seen
+        found: tuple[Any, str] = self.answers.get(
+            key, lambda: self.catalog.at_one_commit(info, lambda: run_query(store, query))
+        )
+        return found
 
     def encoded(self, info: DatasetInfo, query: DataQuery, kind: str) -> tuple[bytes, int, str]:
         """``query``'s answer encoded as ``kind`` (ARROW or PARQUET): bytes, rows, commit."""
@@ -92,7 +93,7 @@ class DataService:
         key = (kind, info.name, info.location, commit, query.kind, query.text)
 
         def encode() -> tuple[bytes, int, str]:
-            table, seen = self.table(info, query)
+            table, seen = self.table(info, query, commit)
             data = to_parquet(table) if kind == PARQUET else to_ipc(table)
             return data, table.num_rows, seen
 
@@ -125,9 +126,8 @@ class DataService:
         self.rows.labels(query.dataset).inc(max(rows, 0))
         self.sent.labels(query.dataset).inc(size)
 
-    def coverage(self, info: DatasetInfo) -> dict[str, Any]:
-        """First and last bar, instruments and rows known now (kept by commit)."""
-        commit = self.catalog.commit(info)
+    def coverage(self, info: DatasetInfo, commit: str) -> dict[str, Any]:
+        """First and last bar, instruments and rows known at ``commit`` (kept by it)."""
         key = ("coverage", info.name, info.location, commit)
 
         def measure() -> dict[str, Any]:
@@ -152,7 +152,8 @@ class DataService:
         return out
 
     def describe(self, info: DatasetInfo) -> dict[str, Any]:
-        return {**info.view(), "commit": self.catalog.commit(info), "coverage": self.coverage(info)}
+        commit = self.catalog.commit(info)
+        return {**info.view(), "commit": commit, "coverage": self.coverage(info, commit)}
 
 
 def store_files(info: DatasetInfo) -> list[dict[str, Any]]:
@@ -330,10 +331,7 @@ def create_data_app(service: DataService, *, standalone: bool = False) -> FastAP
             files, commit = catalog.at_one_commit(info, lambda: store_files(info))
             return files, commit
 
-        try:
-            files, commit = await work(listing)
-        except QuarryError as exc:
-            raise HTTPException(422, str(exc)) from None
+        files, commit = await work(listing)  # a store on S3 is a one-line 422
         query = DataQuery("bars", name)
         await work(
             lambda: service.audit(
@@ -399,10 +397,7 @@ def create_data_app(service: DataService, *, standalone: bool = False) -> FastAP
                 )
                 return Response(status_code=304, headers={"ETag": f'"{etag(commit)}"'})
         began = time.perf_counter()
-        try:
-            data, rows, commit = await work(service.encoded, info, query, encoding)
-        except QuarryError as exc:
-            raise HTTPException(422, str(exc)) from None
+        data, rows, commit = await work(service.encoded, info, query, encoding)
         await work(
             lambda: service.audit(who, query, route=kind, commit=commit, rows=rows, size=len(data))
         )

@@ -52,46 +52,50 @@ class _Registry:
         self.service = service
 
     def collect(self) -> Any:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        from prometheus_client.core import GaugeMetricFamily
+
+        from quarry.data import ReadCache
 
         yield from self.service.registry.collect()
         answers = self.service.answers
         yield GaugeMetricFamily(
             "quarry_data_answers_bytes", "Answers kept in memory.", answers.used
         )
-        hits = CounterMetricFamily(
+        yield _hit_or_miss(
             "quarry_data_answers",
             "Reads answered from memory (hit) or read from the store (miss).",
-            labels=["result"],
+            answers.hits,
+            answers.misses,
         )
-        hits.add_metric(["hit"], answers.hits)
-        hits.add_metric(["miss"], answers.misses)
-        yield hits
-        from quarry.data import ReadCache
-
         stats = ReadCache().stats()
-        cache = CounterMetricFamily(
+        yield _hit_or_miss(
             "quarry_read_cache",
-            "This machine's read-through cache: "
-            "reads answered from local disk (hit) or fetched (miss).",
-            labels=["result"],
+            "This machine's read-through cache: reads "
+            "answered from local disk (hit) or fetched (miss).",
+            stats.hits,
+            stats.misses,
         )
-        cache.add_metric(["hit"], stats.hits)
-        cache.add_metric(["miss"], stats.misses)
-        yield cache
-        size = CounterMetricFamily(
+        yield _hit_or_miss(
             "quarry_read_cache_bytes",
             "Bytes the read-through cache answered (hit) or fetched (miss).",
-            labels=["result"],
+            stats.hit_bytes,
+            stats.miss_bytes,
         )
-        size.add_metric(["hit"], stats.hit_bytes)
-        size.add_metric(["miss"], stats.miss_bytes)
-        yield size
         yield GaugeMetricFamily(
             "quarry_read_cache_size_bytes",
             "Bytes the read-through cache holds on disk.",
             stats.size,
         )
+
+
+def _hit_or_miss(name: str, documentation: str, hits: int, misses: int) -> Any:
+    """A counter of two series, ``result="hit"`` and ``result="miss"``."""
+    from prometheus_client.core import CounterMetricFamily
+
+    family = CounterMetricFamily(name, documentation, labels=["result"])
+    family.add_metric(["hit"], hits)
+    family.add_metric(["miss"], misses)
+    return family
 
 
 def build_data(
