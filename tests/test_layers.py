@@ -17,6 +17,8 @@ LAYERS: dict[str, int] = {
     # an ASGI app on a port until a signal (both servers), names imported on first use, numba
     "quarry": 0, "exceptions": 0, "settings": 0, "_yaml": 0, "_json": 0, "_dates": 0,
     "_memory": 0, "_listen": 0, "_lazy": 0, "_jit": 0,
+    # inline SVG charts and HTML tables: the dashboard's and the notebooks' rich views
+    "_svg": 0, "_html": 0,
     # where research steps run (local, Ray tasks): used by features, models and workflows
     "executors": 0,
     "data": 1,
@@ -27,13 +29,15 @@ LAYERS: dict[str, int] = {
     "portfolio": 4,
     "models": 5, "backtest": 5,
     "workflows": 6, "jobs": 6,
-    "api": 7, "serve": 7, "ui": 7,
+    "api": 7, "serve": 7,
     # backups and restores of the job database, tracking and a store: above what they copy
     "admin": 7,
     # the data service: the store over HTTP and Flight, behind the job database's tokens
     "dataservice": 7,
     # a live stream scores with the served models' catalog (alias following)
     "stream": 8,
+    # the dashboard shows the jobs, the runs, the models (served ones too) and the datasets
+    "ui": 8,
     # the command line starts the services (quarry serve, quarry stream): it sits above them
     "cli": 9,
 }  # fmt: skip

@@ -18,3 +18,9 @@ def default_store() -> str | Path:
     """The store a command or workflow reads when none is given: ``$QUARRY_STORE``, else
     ``$QUARRY_HOME/store``."""
     return os.environ.get("QUARRY_STORE") or quarry_home() / "store"
+
+
+def streams_dir() -> Path:
+    """Where each running live stream keeps its status (``NAME.json``, rewritten every
+    second), which the dashboard shows."""
+    return quarry_home() / "streams"

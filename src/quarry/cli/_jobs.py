@@ -131,6 +131,7 @@ def start_cmd(
     ] = None,
 ) -> None:
     """Run the job service: the REST API (docs at /docs), the workers and the watchdog,
+    the dashboard (http://HOST:PORT/, sign in with a token of quarry tokens create),
     and the data service (/v1/datasets: the registered datasets, point in time, as Arrow or
     Parquet; Flight too with --flight-port); with --serve-models, the model-serving API
     (quarry serve's /v2 routes) on the same port. --only data serves the data alone.
@@ -172,12 +173,13 @@ def start_cmd(
         "ray_address": ray_address, "cpus": cpus, "memory": size, "gpus": gpus,
     }  # fmt: skip
     from quarry.dataservice import build_data
+    from quarry.ui import add_dashboard
 
     data = build_data(db=db, host=host, flight_port=flight_port)
     try:
         if not serve_models:
             serve(**settings, mount=data.app, background=[data.run_flight],
-                  collectors=data.collectors())  # fmt: skip
+                  collectors=data.collectors(), extend=add_dashboard)  # fmt: skip
             return
         from quarry.serve import ModelRef
         from quarry.serve._server import build_models
@@ -191,7 +193,8 @@ def start_cmd(
         try:
             serve(**settings, mount=data.app, background=[service.follow, data.run_flight],
                   loops=[service.watcher.health],
-                  collectors=[service.app.state.metrics, *data.collectors()])  # fmt: skip
+                  collectors=[service.app.state.metrics, *data.collectors()],
+                  extend=lambda app: add_dashboard(app, served=service.catalog))  # fmt: skip
         finally:
             service.close()
     finally:

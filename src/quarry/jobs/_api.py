@@ -43,7 +43,7 @@ from quarry.jobs._manifest import (
 from quarry.jobs._schema import STATUSES, Attempt, Job
 from quarry.jobs._store import JobStore
 
-__all__ = ["create_app", "job_view"]
+__all__ = ["attempt_view", "create_app", "job_view", "waiting"]
 
 FINISHED = ("succeeded", "failed", "cancelled")
 # Seconds from submission to start, the histogram's upper bounds.
@@ -132,6 +132,31 @@ class _StoreCollector(Collector):
         yield errors
 
 
+def waiting(
+    store: JobStore, job: Job, free: Callable[[], list[tuple[float, int]]] | None
+) -> dict[str, Any] | None:
+    """A queued job's place in the queue and why it has not started (``free``: each local
+    worker's free cpus and memory now)."""
+    position = store.queue_position(job.id)
+    if position is None:
+        return None
+    not_before = job.not_before
+    if not_before is not None and not_before.tzinfo is None:
+        not_before = not_before.replace(tzinfo=UTC)
+    now = datetime.now(UTC)
+    workers = free() if free is not None else []
+    why = f"behind {position} queued job{'s' if position != 1 else ''}" if position else ""
+    if not_before is not None and not_before > now:
+        why = f"waiting out its retry backoff until {not_before:%H:%M:%S} UTC"
+    elif workers and not any(c >= job.cpus for c, _ in workers):
+        most = max(c for c, _ in workers)
+        why = f"no worker has {job.cpus:g} free cpus (most free now: {most:g})"
+    elif workers and not any(c >= job.cpus and m >= job.memory for c, m in workers):
+        why = (f"no worker has {job.cpus:g} cpus and {readable_memory(job.memory)} of "
+               "memory free at once")  # fmt: skip
+    return {"position": position, "why": why or "next to start"}
+
+
 def create_app(
     store: JobStore,
     *,
@@ -148,7 +173,9 @@ def create_app(
     of the jobs' own folders, ``collectors`` more for /metrics (another service's in
     the same process)."""
     app = FastAPI(title="Quarry jobs", version="1")
-    app.state.store = store
+    # what another layer's routes added to this app (the dashboard's) read too
+    app.state.store, app.state.capacity, app.state.logs = store, capacity, logs
+    app.state.outputs, app.state.free = outputs, free
     started = time.monotonic()
     registry = CollectorRegistry()
     registry.register(_StoreCollector(store, loops))
@@ -170,27 +197,6 @@ def create_app(
         if job is None or job.project not in caller[1]:  # the same answer: nothing leaks
             raise HTTPException(404, f"no job {job_id} in your projects")
         return job
-
-    def waiting(job: Job) -> dict[str, Any] | None:
-        """A queued job's place in the queue and why it has not started."""
-        position = store.queue_position(job.id)
-        if position is None:
-            return None
-        not_before = job.not_before
-        if not_before is not None and not_before.tzinfo is None:
-            not_before = not_before.replace(tzinfo=UTC)
-        now = datetime.now(UTC)
-        workers = free() if free is not None else []
-        why = f"behind {position} queued job{'s' if position != 1 else ''}" if position else ""
-        if not_before is not None and not_before > now:
-            why = f"waiting out its retry backoff until {not_before:%H:%M:%S} UTC"
-        elif workers and not any(c >= job.cpus for c, _ in workers):
-            most = max(c for c, _ in workers)
-            why = f"no worker has {job.cpus:g} free cpus (most free now: {most:g})"
-        elif workers and not any(c >= job.cpus and m >= job.memory for c, m in workers):
-            why = (f"no worker has {job.cpus:g} cpus and {readable_memory(job.memory)} of "
-                   "memory free at once")  # fmt: skip
-        return {"position": position, "why": why or "next to start"}
 
     @app.post("/v1/jobs", status_code=201)
     def submit(
@@ -240,7 +246,7 @@ def create_app(
         job = visible(job_id, caller)
         view = job_view(job, store.attempts(job_id))
         view["output"] = str(outputs / str(job_id) / "out") if outputs is not None else None
-        view["waiting"] = waiting(job) if job.status == "queued" else None
+        view["waiting"] = waiting(store, job, free) if job.status == "queued" else None
         return view
 
     @app.post("/v1/jobs/{job_id}/cancel")

@@ -160,6 +160,7 @@ def serve(
     background: Sequence[Callable[[threading.Event], None]] = (),
     loops: Sequence[LoopHealth] = (),
     collectors: Sequence[Any] = (),
+    extend: Callable[[Any], None] | None = None,
 ) -> None:
     """Run the service until SIGTERM or SIGINT. ``workers`` share ``cpus``, ``memory`` and
     ``gpus`` equally (default: all of this machine's, or of the Ray cluster's live nodes with
@@ -171,8 +172,11 @@ def serve(
     job service's); each of ``background`` runs in a thread of its own, started with the
     workers and given the event that stops them; ``loops`` are shown on /healthz and
     /metrics beside the workers' and the watchdog's, and ``collectors`` (Prometheus', such as
-    the mounted app's registry) on /metrics. (``quarry server start --serve-models``
-    serves the models this way; this layer knows nothing of them.)"""
+    the mounted app's registry) on /metrics. ``extend`` is called with the job API's app
+    before anything is mounted, to add routes of a layer above (the dashboard's), which
+    read the store, capacity, logs and outputs from its ``state``. (``quarry server start``
+    serves the dashboard, the datasets and, with ``--serve-models``, the models this way;
+    this layer knows nothing of them.)"""
     from quarry._listen import listening
     from quarry.settings import quarry_home
 
@@ -207,6 +211,8 @@ def serve(
                          loops=[*(w.health for w in pool), watchdog.health, *loops],
                          free=lambda: [w.free for w in pool], outputs=outputs,
                          collectors=collectors)  # fmt: skip
+        if extend is not None:
+            extend(app)
         if mount is not None:
             # after the job API's routes, so it gets only the paths they do not answer
             app.mount("/", mount)

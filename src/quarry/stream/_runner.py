@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -92,6 +93,35 @@ class Health:
             f"{lag} | features {self.feature_ms:.0f} ms | {model} | NaN {self.nan_rate:.1%} | "
             f"dead letters {self.dead_letters} | redelivered {self.redelivered}"
         )
+
+
+class _StatusFile:
+    """The stream's health in ``$QUARRY_HOME/streams/DURABLE.json``, rewritten at most once a
+    second (and once more when it stops), for the dashboard: a file, because the stream is a
+    process of its own that the server does not start."""
+
+    def __init__(self, name: str) -> None:
+        from quarry.settings import streams_dir
+
+        self.path = streams_dir() / f"{name}.json"
+        self.written = 0.0
+
+    def write(self, health: Health, *, stopped: bool = False) -> None:
+        now = time.monotonic()
+        if not stopped and now - self.written < 1.0:
+            return
+        self.written = now
+        from quarry._json import dumps
+
+        view = {**health.view(), "name": self.path.stem, "pid": os.getpid(),
+                "updated_at": datetime.now(UTC).isoformat(), "stopped": stopped}  # fmt: skip
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self.path.with_suffix(f".{os.getpid()}.tmp")
+            temporary.write_text(dumps(view))
+            temporary.replace(self.path)
+        except OSError as exc:  # the stream goes on: its status is a convenience
+            _log.warning("could not write the stream's status to %s: %s", self.path, exc)
 
 
 def _pct(values: Iterable[float], q: float) -> float | None:
@@ -242,8 +272,10 @@ class StreamRunner:
         sub = self.broker.subscribe(self.config.subjects.bars, self.config.durable)
         idle_since = time.monotonic()
         shown = time.monotonic()
+        status = _StatusFile(self.config.durable)
         try:
             while not (stop is not None and stop.is_set()):
+                status.write(self.health)
                 self._committer.check()
                 if max_bars is not None and self._processed >= max_bars:
                     break
@@ -264,7 +296,10 @@ class StreamRunner:
                     progress(self.health)
             # single bars still gathering stay unacknowledged: delivered again next time
         finally:
-            self._close(sub)
+            try:
+                self._close(sub)
+            finally:
+                status.write(self.health, stopped=True)
         return self.health
 
     def _close(self, sub: Subscription) -> None:

@@ -78,6 +78,7 @@ DEFAULT_ALIAS = "champion"
 EVENT_PREFIX = "quarry.alias_event."
 # The figures a run of `quarry train` or a workflow logs that say most about a model, the
 # most telling first.
+GATE_PREFIX = "quarry.gate."  # the tags the promotion gate leaves on a run
 KEY_FIGURES = (
     "test_rank_ic",
     "backtest_sharpe",
@@ -143,6 +144,8 @@ class VersionInfo:
     # what it was registered with (``model_metadata``); None for a version registered
     # before Quarry recorded metadata, or outside Quarry
     metadata: dict[str, Any] | None = None
+    # the promotion gate's decision in its run (``promoted``, ``reason``), when a gate ran
+    gate: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -695,6 +698,11 @@ def _int(value: str | None) -> int | None:
     return int(value) if value is not None and value.isdigit() else None
 
 
+def _gate(tags: Mapping[str, str]) -> dict[str, str] | None:
+    found = {k.removeprefix(GATE_PREFIX): v for k, v in tags.items() if k.startswith(GATE_PREFIX)}
+    return found or None
+
+
 def _version_info(
     registry: MlflowClient, version: ModelVersion, aliases: Mapping[str, int]
 ) -> VersionInfo:
@@ -712,6 +720,7 @@ def _version_info(
         aliases=[a for a, v in aliases.items() if v == int(version.version)],
         metrics=dict(run.data.metrics) if run else {},
         metadata=decode(version.name, int(version.version), text) if text else None,
+        gate=_gate(tags),
     )
 
 
