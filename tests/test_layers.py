@@ -18,7 +18,7 @@ LAYERS: dict[str, int] = {
     "quarry": 0, "exceptions": 0, "settings": 0, "_yaml": 0, "_json": 0, "_dates": 0,
     "_memory": 0, "_listen": 0, "_lazy": 0, "_jit": 0,
     # inline SVG charts and HTML tables: the dashboard's and the notebooks' rich views
-    "_svg": 0, "_html": 0,
+    "_svg": 0, "_html": 0, "_apidocs": 0,
     # where research steps run (local, Ray tasks): used by features, models and workflows
     "executors": 0,
     "data": 1,

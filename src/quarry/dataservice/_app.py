@@ -31,6 +31,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Res
 from fastapi.responses import StreamingResponse
 from prometheus_client import CollectorRegistry, Counter
 
+from quarry._apidocs import add_docs
 from quarry.data import DataQuery
 from quarry.dataservice._catalog import DataCatalog, NoSuchDataset, StillChanging
 from quarry.dataservice._encode import PARQUET, media_type, to_ipc, to_parquet
@@ -242,7 +243,8 @@ Caller = Annotated[Identity, Depends(_caller)]
 def create_data_app(service: DataService, *, standalone: bool = False) -> FastAPI:
     """The data API over ``service``; ``standalone`` adds /healthz and /metrics of its own
     (``quarry server start --only data``; mounted in the job service, those are its)."""
-    app = FastAPI(title="Quarry data", version="1")
+    app = FastAPI(title="Quarry data", version="1", docs_url=None, redoc_url=None)
+    add_docs(app)  # FastAPI's own /docs would load Swagger UI from a CDN
     app.state.data = service
     catalog = service.catalog
     limiters: dict[int, anyio.CapacityLimiter] = {}

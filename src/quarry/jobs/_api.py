@@ -31,6 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from quarry._apidocs import add_docs
 from quarry.exceptions import AccessDenied
 from quarry.jobs._loops import LoopHealth
 from quarry.jobs._manifest import (
@@ -172,7 +173,8 @@ def create_app(
     local worker's free cpus and memory now (why a queued job waits), ``outputs`` the folder
     of the jobs' own folders, ``collectors`` more for /metrics (another service's in
     the same process)."""
-    app = FastAPI(title="Quarry jobs", version="1")
+    app = FastAPI(title="Quarry jobs", version="1", docs_url=None, redoc_url=None)
+    add_docs(app)  # FastAPI's own /docs would load Swagger UI from a CDN
     # what another layer's routes added to this app (the dashboard's) read too
     app.state.store, app.state.capacity, app.state.logs = store, capacity, logs
     app.state.outputs, app.state.free = outputs, free

@@ -48,6 +48,7 @@ from prometheus_client.registry import Collector
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from quarry._apidocs import add_docs
 from quarry._json import strict_json
 from quarry.exceptions import AccessDenied, ManifestError, QuarryError, UsageError
 from quarry.jobs import JobStore, manifest_from_dict
@@ -228,7 +229,9 @@ def create_app(
         title="Quarry models", version="2",
         description="Every served model's catalog, predictions, and training through the job "
         "service. Paths are also answered with a trailing slash.",
+        docs_url=None, redoc_url=None,
     )  # fmt: skip
+    add_docs(app)  # FastAPI's own /docs would load Swagger UI from a CDN
     app.router.redirect_slashes = False
     app.state.tokens = TokenCache(jobs.authenticate, auth_ttl)
     started = time.monotonic()

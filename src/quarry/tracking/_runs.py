@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from quarry.exceptions import UsageError
 from quarry.tracking._mlflow import client
 
 if TYPE_CHECKING:
@@ -92,11 +93,20 @@ def search_runs(
     ids = [i for i, name in experiments.items() if experiment is None or name == experiment]
     if not ids:
         return RunPage([], None, sorted(experiments.values()))
-    found = client().search_runs(
-        ids, max_results=max_results, page_token=page_token,
-        order_by=["attributes.start_time DESC"],
-    )  # fmt: skip
-    return RunPage([_summary(r, experiments) for r in found], found.token or None,
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client().search_runs(
+            ids, max_results=max_results, page_token=page_token,
+            order_by=["attributes.start_time DESC"],
+        )  # fmt: skip
+    except MlflowException as exc:
+        if page_token is None:
+            raise
+        raise UsageError(f"page token {page_token[:40]!r}: not a page of this listing "
+                         f"({exc.message}); start again from the first page") from None  # fmt: skip
+    token = found.token.decode() if isinstance(found.token, bytes) else found.token
+    return RunPage([_summary(r, experiments) for r in found], token or None,
                    sorted(experiments.values()))  # fmt: skip
 
 

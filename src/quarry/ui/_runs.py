@@ -18,6 +18,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, Response
 
 from quarry._svg import line_chart
+from quarry.exceptions import UsageError
 from quarry.tracking._runs import RUN_FIGURES, RunSummary, get_run, run_artifact, search_runs
 from quarry.ui._render import page
 from quarry.ui._routes import pages
@@ -63,8 +64,11 @@ def runs_page(
     after: Annotated[str | None, Query(max_length=4096)] = None,
 ) -> Response:  # fmt: skip
     """Tracked runs, newest first, a page at a time; tick two to compare them."""
-    found = search_runs(experiment=experiment or None, max_results=PER_PAGE,
-                        page_token=after or None)  # fmt: skip
+    try:
+        found = search_runs(experiment=experiment or None, max_results=PER_PAGE,
+                            page_token=after or None)  # fmt: skip
+    except UsageError as exc:
+        raise HTTPException(422, str(exc)) from exc
     if experiment and experiment not in found.experiments:
         raise HTTPException(404, f"no experiment {experiment!r}; there are: "
                             f"{', '.join(found.experiments) or 'none'}")  # fmt: skip
