@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: demo test lint typecheck unit coverage install clean bench
+.PHONY: demo test lint typecheck unit coverage install browser clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,17 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The dashboard's browser tests drive Debian's chromium through Playwright (which is never
+# let download a browser of its own): installed here when the machine lacks it.
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+$(CHROMIUM):
+	@echo "installing Debian's chromium for the browser tests"
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium
+
+browser: $(CHROMIUM)
 
 # The main job: a market with a planted alpha (made once, so that a second run finds every
 # step in the cache), then the Alpha158 + LightGBM workflow: features, training tracked in
@@ -46,17 +57,18 @@ TEST_WORKERS ?= 2
 # Two workers on two cores: an OpenMP thread (LightGBM's) that spins while it waits for work
 # takes the core the other worker needs; sleeping instead made two trainings side by side 25%
 # faster here (27 s against 34 s) and one alone no slower.
-PYTEST := OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile \
+PYTEST := OMP_WAIT_POLICY=PASSIVE QUARRY_CHROMIUM=$(CHROMIUM) QUARRY_REQUIRE_BROWSER=1 \
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile \
 	--no-loadscope-reorder --max-worker-restart 0
 
-unit: $(STAMP)
+unit: $(STAMP) $(CHROMIUM)
 	$(PYTEST) --durations=25
 
 # The suite under coverage, held to the floor in pyproject.toml. Not part of `make test`: from
 # a fresh clone, where numba compiles every kernel and its compiler (Python) runs under the
 # tracer, the suite took 17 min against 7 here, past the 20-minute budget on a slow day; with
 # numba's cache warm it takes about as long as `make test` (7 min 25 s, 89% on 2026-12-03).
-coverage: $(STAMP)
+coverage: $(STAMP) $(CHROMIUM)
 	$(PYTEST) --cov --cov-report=term
 
 test: lint typecheck unit

@@ -43,7 +43,9 @@ def _login(client: TestClient, token: str) -> None:
     assert r.status_code == 303, r.text
 
 
-def _manifest(name: str = "hello", project: str = "alpha", code: str = "print('hi')") -> dict[str, Any]:  # fmt: skip
+def _manifest(
+    name: str = "hello", project: str = "alpha", code: str = "print('hi')"
+) -> dict[str, Any]:
     return {"name": name, "project": project, "resources": {"cpus": 1, "memory": "256Mi"},
             "run": {"command": ["python3", "-c", code]}}  # fmt: skip
 
@@ -163,7 +165,8 @@ def test_a_job_page_shows_its_attempts_its_log_and_cancels(site: Any) -> None:
     assert 'data-status="failed"' in page and "Cancel</button>" not in page
     log = client.get(f"/jobs/{job_id}/log?offset=0&attempt=0")
     assert log.text == "out line\n" and log.headers["x-attempt"] == "2"
-    assert log.headers["x-offset"] == str(len(b"out line\n")) and log.headers["x-status"] == "failed"
+    assert log.headers["x-offset"] == str(len(b"out line\n"))
+    assert log.headers["x-status"] == "failed"
     rest = client.get(f"/jobs/{job_id}/log?offset=4&attempt=2")
     assert rest.text == "line\n"  # from where the script had read
     restart = client.get(f"/jobs/{job_id}/log?offset=4&attempt=1")
@@ -340,8 +343,8 @@ def test_a_models_versions_gate_decisions_and_alias_history(site: Any, tracked: 
     for run_id in (tracked["first"], tracked["second"]):
         registry.create_model_version("alpha-model", f"runs:/{run_id}/model", run_id=run_id)
     with mlflow.start_run(run_id=tracked["second"]):
-        mlflow.set_tags({"quarry.gate.promoted": "true",
-                         "quarry.gate.reason": "beat the champion (version 1) on every rule"})  # fmt: skip
+        reason = "beat the champion (version 1) on every rule"
+        mlflow.set_tags({"quarry.gate.promoted": "true", "quarry.gate.reason": reason})
         mlflow.log_metrics({"gate_challenger_sharpe": 1.7, "gate_champion_sharpe": 0.9,
                             "gate_challenger_ic": 0.04, "gate_champion_ic": 0.03})  # fmt: skip
     move_alias("alpha-model", "champion", 1, expected=None, by="ann", reason="first one")
@@ -361,7 +364,9 @@ def test_a_models_versions_gate_decisions_and_alias_history(site: Any, tracked: 
     assert figures == {"ic": ["0.04", "0.03"], "sharpe": ["1.7", "0.9"]}
     history = _cells(page, "history")
     assert [(h[1], h[2], h[3], h[4], h[6]) for h in history] == [
-        ("champion", "v1", "v2", "gate", "beat it"), ("champion", "-", "v1", "ann", "first one")]
+        ("champion", "v1", "v2", "gate", "beat it"),
+        ("champion", "-", "v1", "ann", "first one"),
+    ]
     assert client_.get("/models/beta-model").status_code == 404
     assert client_.get("/models/none-such").status_code == 404
 
@@ -387,7 +392,8 @@ def test_datasets_their_commits_coverage_and_health(site: Any, tmp_path: Path) -
     assert 'data-load="/datasets/market/coverage"' in page
     cover = client.get("/datasets/market/coverage").text
     bars = Store(location).scan("bars").collect()
-    daily = bars.group_by(pl.col("date").cast(pl.Date)).agg(pl.col("instrument").n_unique()).sort("date")  # fmt: skip
+    daily = (bars.group_by(pl.col("date").cast(pl.Date))
+             .agg(pl.col("instrument").n_unique()).sort("date"))  # fmt: skip
     dates, counts = _series(cover, "instruments")
     assert dates == [str(d) for d in daily["date"]]
     np.testing.assert_array_equal(counts, daily["instrument"].to_numpy())
@@ -408,7 +414,8 @@ def test_live_streams_are_the_ones_writing_their_status(site: Any) -> None:
     folder.mkdir(parents=True)
     now = datetime.now(UTC)
     base = {"bars": 1234, "bars_per_second": 2.5, "lag_p50_ms": 41.0, "lag_p99_ms": 90.0,
-            "model": "alpha", "model_version": 7, "dead_letters": 0, "last_bar": now.isoformat()}  # fmt: skip
+            "model": "alpha", "model_version": 7, "dead_letters": 0,
+            "last_bar": now.isoformat()}  # fmt: skip
     for name, age, stopped in (("live", 1, False), ("old", 60, False), ("done", 1, True)):
         status = base | {"name": name, "updated_at": (now - timedelta(seconds=age)).isoformat(),
                          "stopped": stopped}  # fmt: skip
@@ -416,7 +423,8 @@ def test_live_streams_are_the_ones_writing_their_status(site: Any) -> None:
     (folder / "broken.json").write_text("{not json")
     rows = _cells(client.get("/streams").text, "streams")
     assert [(r[0], r[2], r[3], r[4], r[6]) for r in rows] == [
-        ("live", "1,234", "2.5", "41 ms", "alpha v7")]
+        ("live", "1,234", "2.5", "41 ms", "alpha v7")
+    ]
 
 
 def test_a_stream_writes_its_status_for_the_dashboard() -> None:
