@@ -9,7 +9,10 @@ and answers, with the schemas' names; ``/openapi.json`` is the machine-readable 
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 __all__ = ["DOCS_CSP", "add_docs", "docs_page"]
 
@@ -88,7 +91,7 @@ def docs_page(openapi: dict[str, Any]) -> str:
             f"create).</p>{sections}<h2>Schemas</h2><p>{listed}</p></body></html>")  # fmt: skip
 
 
-def add_docs(app: Any) -> None:
+def add_docs(app: FastAPI) -> None:
     """Serve ``docs_page`` of ``app``'s own document at ``/docs`` (made with
     ``docs_url=None, redoc_url=None``)."""
     from fastapi.responses import HTMLResponse

@@ -45,7 +45,7 @@ def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     raw = (high - low) / max(count - 1, 1)
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    # whole multiples of the step: zero is exactly 0, not a sum's residue (5.6e-17)
+    # whole multiples of the step, from the first at or above low to the last at or below high
     first, last = math.ceil(low / step - 1e-9), math.floor(high / step + 1e-9)
     return [k * step for k in range(first, last + 1)]
 
@@ -112,9 +112,9 @@ def line_chart(
     if len(ticks) < 2:  # less than two years: the first and last dates
         ticks = [first, last] if last > first else [first]
     step = max(1, math.ceil(len(ticks) / 8))
-    for tick in ticks[::step]:
-        x = px(float(tick.astype("int64")))
-        text = str(tick)[:4] if len(ticks) > 2 else str(tick)
+    for day in ticks[::step]:
+        x = px(float(day.astype("int64")))
+        text = str(day)[:4] if len(ticks) > 2 else str(day)
         # a full date at either end of the axis is anchored inside the chart, not cut off
         near = 4 * len(text)
         anchor = "start" if x - left < near else "end" if left + plot_w - x < near else "middle"

@@ -37,3 +37,10 @@ class BacktestResult:
     decisions: pl.DataFrame | None = None
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: warnings and notes, the metrics net and gross, the trading and
+        signal figures, and charts of the cumulative return and drawdown (``_html_view``)."""
+        from quarry.backtest._html_view import backtest_html
+
+        return backtest_html(self.metrics, self.returns, warnings=self.warnings, notes=self.notes)

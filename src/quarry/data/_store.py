@@ -125,6 +125,13 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({self.location.uri!r})"
 
+    def _repr_html_(self) -> str:
+        """A notebook's view: each table's rows, dates and latest commit, from the Delta logs
+        and file statistics (quick on a big store); no store there is said, not raised."""
+        from quarry.data._html_view import store_html
+
+        return store_html(self)
+
     # -- tables ------------------------------------------------------------------------------
 
     def table(self, name: str) -> DeltaTable | None:

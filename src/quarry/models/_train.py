@@ -50,6 +50,16 @@ class TrainResult:
     constant: bool = False
     warnings: tuple[str, ...] = ()
 
+    def _repr_html_(self) -> str:
+        """A notebook's view: the model, its MLflow run, each segment's IC, ICIR, Rank IC and
+        Rank ICIR, and the warnings (``_html_view``)."""
+        from quarry.models._html_view import train_html
+
+        return train_html(
+            self.model.name, self.metrics, self.predictions, run_id=self.run_id,
+            seconds=self.seconds, warnings=self.warnings,
+        )  # fmt: skip
+
 
 def feature_columns(frame: pl.DataFrame, label: str) -> list[str]:
     """The numeric columns that are neither keys nor labels (``LABEL*``)."""

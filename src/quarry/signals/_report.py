@@ -133,6 +133,14 @@ class SignalReport:
         out["turnover_mean"] = _mean(self.turnover["top_turnover"])
         return out
 
+    def _repr_html_(self) -> str:
+        """A notebook's view: the summary, a chart of the IC and Rank IC (rolling means) and
+        each quantile group's mean return (``_html_view``)."""
+        from quarry.signals._html_view import signal_html
+
+        figures = {**self.summary, **self.as_dict()}
+        return signal_html(figures, self.daily_ic, self.quantile_returns, self.long_short)
+
 
 def _positive_int(value: object, what: str, least: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < least:

@@ -61,6 +61,13 @@ class RunResult:
     results: dict[str, Any]
     steps: dict[str, str] = field(default_factory=dict)  # step -> "ran" or "cached"
 
+    def _repr_html_(self) -> str:
+        """A notebook's view: the results' figures, the gate's decision, the model version
+        and MLflow run, the steps run or cached, warnings and notes (``_html_view``)."""
+        from quarry.workflows._html_view import run_html
+
+        return run_html(self.results, self.steps)
+
 
 def _store(spec: Workflow) -> Any:
     from quarry.data import Store
@@ -449,7 +456,7 @@ def _search(
 
 
 def _log_backtest(run_id: str, metrics: dict[str, Any], folder: Path) -> None:
-    """The backtest's figures and report in the training's MLflow run."""
+    """The backtest's figures, report and daily returns in the training's MLflow run."""
     import mlflow
 
     from quarry.tracking import client
@@ -459,8 +466,9 @@ def _log_backtest(run_id: str, metrics: dict[str, Any], folder: Path) -> None:
     flat |= {f"backtest_gross_{k}": v for k, v in metrics.get("gross", {}).items()}
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({k: float(v) for k, v in flat.items() if math.isfinite(float(v))})
-        mlflow.log_artifact(str(folder / "report.html"), artifact_path="backtest")
-        mlflow.log_artifact(str(folder / "metrics.json"), artifact_path="backtest")
+        # the day-by-day returns too: the dashboard draws the equity curve from them
+        for name in ("report.html", "metrics.json", "returns.parquet"):
+            mlflow.log_artifact(str(folder / name), artifact_path="backtest")
 
 
 def _results(
