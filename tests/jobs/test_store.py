@@ -55,7 +55,7 @@ def test_the_schema_comes_from_the_migrations(store: JobStore) -> None:
     assert {"jobs", "attempts", "members", "tokens", "project_variables",
             "alembic_version"} <= tables  # fmt: skip
     with store.engine.connect() as conn:
-        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0005"
+        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0006"
     with JobStore(store.url):  # opening again migrates nothing and fails nothing
         pass
 

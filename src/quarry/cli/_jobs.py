@@ -179,7 +179,8 @@ def start_cmd(
     try:
         if not serve_models:
             serve(**settings, mount=data.app, background=[data.run_flight],
-                  collectors=data.collectors(), extend=add_dashboard)  # fmt: skip
+                  collectors=data.collectors(),
+                  extend=lambda app: add_dashboard(app, warm=True))  # fmt: skip
             return
         from quarry.serve import ModelRef
         from quarry.serve._server import build_models
@@ -194,7 +195,8 @@ def start_cmd(
             serve(**settings, mount=data.app, background=[service.follow, data.run_flight],
                   loops=[service.watcher.health],
                   collectors=[service.app.state.metrics, *data.collectors()],
-                  extend=lambda app: add_dashboard(app, served=service.catalog))  # fmt: skip
+                  extend=lambda app: add_dashboard(app, served=service.catalog,
+                                                   warm=True))  # fmt: skip
         finally:
             service.close()
     finally:

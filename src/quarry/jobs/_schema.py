@@ -54,7 +54,10 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
-    __table_args__ = (Index("ix_jobs_status_priority", "status", "priority", "id"),)
+    __table_args__ = (
+        Index("ix_jobs_status_priority", "status", "priority", "id"),
+        Index("ix_jobs_project_status", "project", "status", "id"),  # a user's pages
+    )
 
 
 class Attempt(Base):

@@ -77,11 +77,13 @@ def home(request: Request, viewer: ViewerDep) -> Response:
                 total=total, statuses=STATUSES, streams=_datasets.live_streams())  # fmt: skip
 
 
-def add_dashboard(app: FastAPI, *, served: Any | None = None) -> None:
+def add_dashboard(app: FastAPI, *, served: Any | None = None, warm: bool = False) -> None:
     """Add the dashboard's pages to the job service's ``app`` (whose ``state`` holds the job
     store, the workers' capacity, logs and outputs); ``served``: the model service's catalog
-    when this server serves models too."""
+    when this server serves models too; ``warm``: open the tracking store in a thread at
+    the first page asked for (the login's, usually), so the runs page is quick at once."""
     app.state.served = served
+    app.state.ui_warm_pending = warm
     for part in (router, _jobs.router, _runs.router, _models.router, _datasets.router):
         app.include_router(part)
     app.mount("/static", StaticFiles(packages=[("quarry.ui", "static")]), name="static")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -15,11 +17,30 @@ from quarry.ui._session import LoginNeeded, login_url
 
 __all__ = ["PageRoute", "pages"]
 
+_log = logging.getLogger("quarry.ui")
+
 
 def _error(request: Request, status_code: int, message: str) -> HTMLResponse:
     body = render("error.html", request=request, path=request.url.path, viewer=None,
                   title=f"{status_code}", status_code=status_code, message=message)  # fmt: skip
     return HTMLResponse(body, status_code=status_code, headers=SECURITY_HEADERS)
+
+
+def _warm() -> None:
+    """Import MLflow and open its store (3.5 s here), so the first runs page does not."""
+    from quarry.tracking._runs import search_runs
+
+    try:
+        search_runs(max_results=1)
+    except Exception as exc:  # the runs page says what is wrong when it is asked for
+        _log.warning("could not open the tracking store ahead of the runs page: %s", exc)
+
+
+def _warm_once(request: Request) -> None:
+    state = request.app.state
+    if getattr(state, "ui_warm_pending", False):
+        state.ui_warm_pending = False
+        threading.Thread(target=_warm, name="dashboard-warm", daemon=True).start()
 
 
 class PageRoute(APIRoute):
@@ -30,6 +51,7 @@ class PageRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def answer(request: Request) -> Response:
+            _warm_once(request)
             try:
                 return await handler(request)
             except LoginNeeded as need:

@@ -45,7 +45,7 @@ def _run(run_id: str) -> RunSummary:
 
 def curves(run: RunSummary) -> dict[str, Any] | None:
     """The run's backtest, day by day: cumulative net return, the benchmark's, drawdown."""
-    path = run_artifact(run.run_id, RETURNS)
+    path = run_artifact(run.run_id, RETURNS, run.artifact_uri)
     if path is None:
         return None
     import polars as pl
@@ -135,7 +135,7 @@ def run_page(request: Request, run_id: RunId, viewer: ViewerDep) -> Response:
             if k.startswith("quarry.gate.")}  # fmt: skip
     return page(request, "run.html", viewer=viewer, title=f"Run {run.name}", run=run,
                 rows=_figure_rows([run]), charts=charts, gate=gate,
-                report=run_artifact(run.run_id, REPORT) is not None)  # fmt: skip
+                report=run_artifact(run.run_id, REPORT, run.artifact_uri) is not None)  # fmt: skip
 
 
 @router.get("/runs/{run_id}/report")
