@@ -20,6 +20,8 @@ import numpy.typing as npt
 
 __all__ = ["PALETTE", "line_chart"]
 
+_CHAR_WIDTH = 6.5  # px, about, of an 11 px label
+
 # Colour-blind safe (Okabe and Ito)
 PALETTE = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000")
 
@@ -122,6 +124,7 @@ def line_chart(
                    f'text-anchor="{anchor}" fill="#555">{text}</text>')  # fmt: skip
     out.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" '
                'stroke="#bbb"/>')  # fmt: skip
+    legend_x = left + 8.0
     for k, (name, (x, y)) in enumerate(lines.items()):
         colour = PALETTE[k % len(PALETTE)]
         xs, ys = px(x), py(y)
@@ -139,9 +142,10 @@ def line_chart(
         out.append(f'<path d="{"".join(parts)}" fill="none" stroke="{colour}" '
                    f'stroke-width="1.5" data-name="{html.escape(name)}" '
                    f'data-series="{data}"/>')  # fmt: skip
-        lx = left + 8 + k * 150
-        out.append(f'<rect x="{lx}" y="{height - 14}" width="10" height="10" fill="{colour}"/>'
-                   f'<text x="{lx + 14}" y="{height - 5}" font-size="11" '
+        lx = legend_x
+        legend_x += 14 + len(name) * _CHAR_WIDTH + 18  # each label as wide as its text
+        out.append(f'<rect x="{lx:.0f}" y="{height - 14}" width="10" height="10" '
+                   f'fill="{colour}"/><text x="{lx + 14:.0f}" y="{height - 5}" font-size="11" '
                    f'fill="#222">{html.escape(name)}</text>')  # fmt: skip
     out.append("</svg>")
     return "".join(out)

@@ -67,6 +67,6 @@ def test_the_sql_pages_are_mlflows_own(runs: list[str], monkeypatch: pytest.Monk
 
 def test_a_token_not_of_this_listing_says_so(runs: list[str]) -> None:
     with pytest.raises(UsageError, match="start again from the first page"):
-        search_runs(page_token="not base64!")
+        search_runs(page_token="not base64!")  # noqa: S106
     with pytest.raises(UsageError, match="not a page"):
-        search_runs(page_token="eyJvZmZzZXQiOiAtMX0=")  # {"offset": -1}
+        search_runs(page_token="eyJvZmZzZXQiOiAtMX0=")  # noqa: S106 ({"offset": -1})

@@ -175,7 +175,7 @@ class Dashboard:
         deadline = time.monotonic() + seconds
         while True:
             job: dict[str, Any] = self.api("GET", f"/v1/jobs/{job_id}").json()
-            if job["attempts"] and job["attempts"][-1]["outcome"] is not None:
+            if job["attempts"] and job["attempts"][-1]["outcome"] != "running":  # the API's word
                 return job
             assert time.monotonic() < deadline, (job, self.server_log())
             time.sleep(0.25)

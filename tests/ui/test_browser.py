@@ -290,6 +290,8 @@ def test_a_workflow_job_from_the_form_to_its_run_and_a_comparison(
     watch.shoot(other, "sleeper-cancelled")
     ended = dashboard.wait_attempt(sleeper)  # its worker stops the process
     assert (ended["status"], ended["attempts"][-1]["outcome"]) == ("cancelled", "cancelled")
+    # the page goes on refreshing until the attempt's end is recorded, then shows it
+    expect(other.locator("#attempts tbody tr td:nth-child(2)")).to_have_text(["cancelled"])
     other.close()
 
     # the workflow's page follows it to the end by itself: no reload from here
@@ -429,10 +431,12 @@ def test_the_models_and_datasets_pages(watch: Watch, dashboard: Dashboard) -> No
             )
         }
         theirs = gate.get("champion") or {}  # no champion for the first: "-"
-        for figure in ("ic", "rank_ic", "sharpe", "information_ratio"):
+        labels = {"ic": "IC", "rank_ic": "Rank IC", "sharpe": "Sharpe",
+                  "information_ratio": "Information ratio"}  # fmt: skip
+        for figure, label in labels.items():
             mine = as_num(gate["challenger"][figure])
             champion_text = as_num(theirs[figure]) if figure in theirs else "-"
-            assert figures[figure] == [mine, champion_text], figure
+            assert figures[label] == [mine, champion_text], figure
     history = page.locator("#history tbody tr").evaluate_all(
         "rows => rows.map(r => [...r.cells].map(c => c.textContent.trim()))"
     )

@@ -361,7 +361,7 @@ def test_a_models_versions_gate_decisions_and_alias_history(site: Any, tracked: 
     decision = page.split('class="decision" data-version="2"', 1)[1].split("</section>", 1)[0]
     assert "promoted" in decision and "beat the champion (version 1) on every rule" in decision
     figures = {r[0]: r[1:] for r in _cells(decision.replace("<table", '<table id="d"', 1), "d")}
-    assert figures == {"ic": ["0.04", "0.03"], "sharpe": ["1.7", "0.9"]}
+    assert figures == {"IC": ["0.04", "0.03"], "Sharpe": ["1.7", "0.9"]}
     history = _cells(page, "history")
     assert [(h[1], h[2], h[3], h[4], h[6]) for h in history] == [
         ("champion", "v1", "v2", "gate", "beat it"),
@@ -462,3 +462,27 @@ def test_every_page_runs_no_inline_script_or_style(site: Any, tracked: Any, tmp_
         assert not re.search(r"<script(?![^>]*\bsrc=)", html), url
         assert not re.search(r"\sstyle=|<style", html), url
         assert not re.search(r"\son[a-z]+=", html), url
+
+
+def test_a_failing_page_says_so_in_one_line(site: Any, monkeypatch: Any) -> None:
+    from quarry.exceptions import DataError
+    from quarry.ui import _models
+
+    client, _, tokens, _ = site
+    _login(client, tokens["ann"])
+
+    def broken() -> None:
+        raise RuntimeError("the registry is away")
+
+    monkeypatch.setattr(_models, "list_models", broken)
+    r = client.get("/models")
+    assert r.status_code == 500 and r.headers["content-type"].startswith("text/html")
+    assert "this page failed (RuntimeError: the registry is away)" in r.text
+    assert "Traceback" not in r.text
+
+    def refused() -> None:
+        raise DataError("store ./x: not a store")
+
+    monkeypatch.setattr(_models, "list_models", refused)
+    r = client.get("/models")
+    assert r.status_code == 422 and "store ./x: not a store" in r.text

@@ -18,6 +18,7 @@ import binascii
 import functools
 import json
 import math
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,10 +28,19 @@ from quarry.exceptions import UsageError
 from quarry.tracking._mlflow import client, tracking_uri
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
     from mlflow.entities import Run
     from sqlalchemy import Engine
 
-__all__ = ["RUN_FIGURES", "RunPage", "RunSummary", "get_run", "run_artifact", "search_runs"]
+__all__ = [
+    "RUN_FIGURES",
+    "RunPage",
+    "RunSummary",
+    "get_run",
+    "open_store",
+    "run_artifact",
+    "search_runs",
+]
 
 #: the runs table's figures: (label, the metric's key, how it reads)
 RUN_FIGURES = (
@@ -89,10 +99,28 @@ def _summary(run: Run, experiments: dict[str, str]) -> RunSummary:
     )
 
 
+_first_open = threading.Lock()
+_opened: set[str] = set()
+
+
+def open_store() -> MlflowClient:
+    """MLflow's client, the tracking store opened by one thread at a time the first time:
+    opening a new SQLite store creates its tables, and two threads doing it at once (the
+    dashboard's warm-up and its first page) fail with "table already exists"."""
+    uri = tracking_uri()
+    if uri in _opened:
+        return client()
+    with _first_open:
+        found = client()
+        found.search_experiments(max_results=1)  # creates the store's tables when new
+        _opened.add(uri)
+        return found
+
+
 def _experiments() -> dict[str, str]:
     from mlflow.entities import ViewType
 
-    found = client().search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=1000)
+    found = open_store().search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=1000)
     return {e.experiment_id: e.name for e in found}
 
 
@@ -211,7 +239,7 @@ def get_run(run_id: str) -> RunSummary | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        run = client().get_run(run_id)
+        run = open_store().get_run(run_id)
     except MlflowException:
         return None
     name = client().get_experiment(run.info.experiment_id).name

@@ -124,7 +124,10 @@ def _detail(request: Request, job: Job) -> dict[str, Any]:
     store = _store(request)
     attempts = store.attempts(job.id)
     results = _results(request, job.id) if job.status in FINISHED else None
+    # the job ends (cancelled) a moment before its worker records its attempt's end
+    settled = job.status in FINISHED and all(a.outcome for a in attempts)
     return {"job": job, "attempts": attempts, "finished": job.status in FINISHED,
+            "settled": settled,
             "waiting": waiting(store, job, request.app.state.free) if job.status == "queued"
             else None, "results": results, "output": _output(request, job.id),
             "manifest": json.dumps(json.loads(job.manifest), indent=2)}  # fmt: skip

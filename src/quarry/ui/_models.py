@@ -17,6 +17,7 @@ from fastapi.responses import Response
 
 from quarry.exceptions import UsageError
 from quarry.tracking import KEY_FIGURES, describe_model, list_models
+from quarry.tracking._runs import open_store
 from quarry.ui._render import page
 from quarry.ui._routes import pages
 from quarry.ui._session import Viewer, ViewerDep
@@ -49,9 +50,12 @@ def _served(request: Request) -> list[dict[str, Any]]:
 @router.get("/models")
 def models_page(request: Request, viewer: ViewerDep) -> Response:
     """Registered models, their aliases and their champion's key figures; the served ones."""
-    models = [m for m in list_models() if _visible(viewer, m.project)]
+    open_store()  # the first time, by one thread: the warm-up may be opening it too
+    every = list_models()
+    models = [m for m in every if _visible(viewer, m.project)]
     served = [s for s in _served(request) if _visible(viewer, s.get("project") or None)]
     return page(request, "models.html", viewer=viewer, title="Models", models=models,
+                elsewhere=len(every) - len(models),
                 figures=KEY_FIGURES, served=served,
                 serving=getattr(request.app.state, "served", None) is not None)  # fmt: skip
 
@@ -77,6 +81,7 @@ def decisions(versions: list[Any]) -> list[dict[str, Any]]:
 @router.get("/models/{name}")
 def model_page(request: Request, name: Name, viewer: ViewerDep) -> Response:
     """A model: versions, aliases, the gate's decisions and the aliases' history."""
+    open_store()
     try:
         detail = describe_model(name)
     except UsageError as exc:

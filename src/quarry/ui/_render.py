@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-__all__ = ["CSP", "SECURITY_HEADERS", "fragment", "page"]
+__all__ = ["CSP", "SECURITY_HEADERS", "figure_is_pct", "figure_label", "fragment", "page"]
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; frame-src 'self'; frame-ancestors 'self'; form-action 'self'; "
@@ -43,6 +43,32 @@ def _pct(value: Any, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
     return f"{value:.{digits}%}"
+
+
+# what a tracked figure is called on the pages (else its key)
+FIGURE_LABELS = {
+    "test_ic": "IC", "test_rank_ic": "Rank IC", "test_icir": "ICIR", "test_rank_icir": "Rank ICIR",
+    "backtest_sharpe": "Sharpe", "backtest_excess_annualized_return": "Excess return",
+    "backtest_max_drawdown": "Max drawdown", "backtest_information_ratio": "Information ratio",
+    "backtest_annualized_return": "Annualized return", "backtest_turnover": "Turnover",
+    # the gate's, as its decision names them
+    "ic": "IC", "rank_ic": "Rank IC", "icir": "ICIR", "rank_icir": "Rank ICIR", "sharpe": "Sharpe",
+    "information_ratio": "Information ratio", "excess_annualized_return": "Excess return",
+    "max_drawdown": "Max drawdown",
+}  # fmt: skip
+
+
+def figure_label(key: str) -> str:
+    return FIGURE_LABELS.get(key, key)
+
+
+def figure_is_pct(key: str) -> bool:
+    """A return or a drawdown reads as a percentage; IC, Sharpe and the rest as numbers."""
+    return "return" in key or "drawdown" in key
+
+
+def _figure(value: Any, key: str) -> str:
+    return _pct(value) if figure_is_pct(key) else _num(value)
 
 
 def _when(value: datetime | str | None) -> str:
@@ -101,7 +127,8 @@ def _env() -> Environment:
     env = Environment(loader=PackageLoader("quarry.ui", "templates"),
                       autoescape=select_autoescape(default=True), trim_blocks=True,
                       lstrip_blocks=True)  # fmt: skip
-    env.filters.update(num=_num, pct=_pct, when=_when, bytes=_bytes)
+    env.filters.update(num=_num, pct=_pct, when=_when, bytes=_bytes, figure=_figure,
+                       label=figure_label)  # fmt: skip
     env.globals.update(duration=_duration, query=_query, Markup=Markup)
     return env
 

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 
+from quarry.exceptions import QuarryError
 from quarry.ui._render import SECURITY_HEADERS, render
 from quarry.ui._session import LoginNeeded, login_url
 
@@ -64,6 +65,12 @@ class PageRoute(APIRoute):
                     for e in exc.errors()
                 )  # fmt: skip
                 return _error(request, 422, f"bad request: {where}")
+            except QuarryError as exc:  # what the library says is wrong, as it says it
+                return _error(request, 422, str(exc))
+            except Exception as exc:  # a bug: logged with its traceback, told in one line
+                _log.exception("page %s failed", request.url.path)
+                return _error(request, 500, f"this page failed ({type(exc).__name__}: "
+                              f"{exc}); the server's log has the details")  # fmt: skip
 
         return answer
 

@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse, Response
 from quarry._svg import line_chart
 from quarry.exceptions import UsageError
 from quarry.tracking._runs import RUN_FIGURES, RunSummary, get_run, run_artifact, search_runs
-from quarry.ui._render import page
+from quarry.ui._render import figure_is_pct, figure_label, page
 from quarry.ui._routes import pages
 from quarry.ui._session import ViewerDep
 
@@ -86,8 +86,7 @@ def _figure_rows(runs: list[RunSummary]) -> list[dict[str, Any]]:
     rows = []
     for key in [*keys, *rest]:
         values = [r.figure(key) for r in runs]
-        label, how = labels.get(key, (key, "pct" if "return" in key or "drawdown" in key
-                                      else "num"))  # fmt: skip
+        label, how = labels.get(key, (figure_label(key), "pct" if figure_is_pct(key) else "num"))
         rows.append({"key": key, "label": label, "how": how, "values": values})
     return rows
 
@@ -104,9 +103,11 @@ def compare_page(
     series, drawdowns = {}, {}
     for r in (a, b):
         c = curves(r)
+        # two runs of one name (a search's trials) are told apart by their ids
+        name = r.name if a.name != b.name else f"{r.name} {r.run_id[:6]}"
         if c is not None:
-            series[f"{r.name} (net)"] = (c["dates"], c["net"])
-            drawdowns[r.name] = (c["dates"], c["drawdown"])
+            series[f"{name} (net)"] = (c["dates"], c["net"])
+            drawdowns[name] = (c["dates"], c["drawdown"])
     charts = []
     if series:
         charts = [line_chart(series, title="Cumulative return", y_format="pct"),

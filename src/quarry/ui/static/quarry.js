@@ -1,6 +1,7 @@
 // Quarry's dashboard script: the only one its pages load (CSP 'self', nothing inline).
 // [data-refresh]: swapped for the fragment at its URL every data-every ms; with
-// data-until-final it stops, and the page reloads once, when the job has ended.
+// data-until-final it stops, and the page reloads once, when the job and its last attempt
+// have ended (data-settled).
 // [data-log]: a job's log, followed from where it was read to until the job ends.
 // [data-load]: a fragment fetched once after the page shows (slow figures, e.g. a health check).
 "use strict";
@@ -24,7 +25,7 @@
         if (response && response.ok) {
           node.innerHTML = await response.text();
           const state = node.querySelector("[data-status]");
-          if (node.hasAttribute("data-until-final") && state && FINAL.includes(state.dataset.status)) {
+          if (node.hasAttribute("data-until-final") && state && state.dataset.settled === "true") {
             window.location.reload();
             return;
           }
