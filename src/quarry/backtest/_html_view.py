@@ -19,33 +19,13 @@ import polars as pl
 
 from quarry._html import chart, figure, items, paragraph, table, view
 from quarry._svg import line_chart
+from quarry.backtest._labels import METRIC_LABELS, TRADING_LABELS
 
 __all__ = ["backtest_html", "curves"]
 
 Array = npt.NDArray[np.float64]
 
-# The report's rows (``_report``, which imports ``_result``, as ``_result`` imports this)
-_LABELS = {
-    "annualized_return": ("Annualized return", "pct"),
-    "excess_annualized_return": ("Excess annualized return", "pct"),
-    "sharpe": ("Sharpe", "num"),
-    "information_ratio": ("Information ratio", "num"),
-    "max_drawdown": ("Max drawdown", "pct"),
-    "annualized_volatility": ("Annualized volatility", "pct"),
-    "turnover": ("Average daily turnover", "pct"),
-    "calmar": ("Calmar", "num"),
-    "hit_rate": ("Hit rate", "pct"),
-}
-_TRADING_LABELS = {
-    "days": "Days of returns",
-    "days_without_position": "Days ending without a position",
-    "orders_filled": "Orders filled",
-    "orders_suspended": "Orders blocked: suspended",
-    "orders_limit": "Orders blocked: price limit",
-    "orders_delisted": "Holdings closed at delisting",
-    "signal_rows": "Signal rows",
-    "signal_rows_matched": "Signal rows on the store's market",
-}
+# the signal's headline figures (the report shows more of them, in a section of its own)
 _SIGNAL_LABELS = {
     "ic": ("Mean IC", "ic"),
     "icir": ("ICIR", "num"),
@@ -85,7 +65,7 @@ def curves(returns: pl.DataFrame) -> pl.DataFrame:
 def _metrics_rows(metrics: Mapping[str, Any]) -> list[list[str]]:
     gross = metrics.get("gross")
     rows = []
-    for key, (label, kind) in _LABELS.items():
+    for key, (label, kind) in METRIC_LABELS.items():
         row = [label, figure(metrics.get(key), kind)]
         if isinstance(gross, Mapping):
             row.append(figure(gross.get(key), kind))
@@ -120,7 +100,7 @@ def backtest_html(
     parts.append(table(_metrics_rows(metrics), header=header, name="metrics"))
     trading = [
         [label, figure(metrics[key], "int")]
-        for key, label in _TRADING_LABELS.items()
+        for key, label in TRADING_LABELS.items()
         if key in metrics
     ]
     if isinstance(metrics.get("optimizer"), Mapping):

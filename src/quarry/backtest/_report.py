@@ -32,6 +32,8 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from quarry.backtest._labels import METRIC_LABELS, TRADING_LABELS
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -53,17 +55,6 @@ _SMOOTH = 20  # days in the IC's and turnover's rolling mean
 _DPI = 100
 _CLIP = 98.0  # exposure colors saturate beyond this percentile of the absolute active weight
 
-_LABELS = {
-    "annualized_return": ("Annualized return", "pct"),
-    "annualized_volatility": ("Annualized volatility", "pct"),
-    "sharpe": ("Sharpe", "num"),
-    "max_drawdown": ("Max drawdown", "pct"),
-    "excess_annualized_return": ("Excess annualized return", "pct"),
-    "information_ratio": ("Information ratio", "num"),
-    "turnover": ("Average daily turnover", "pct"),
-    "calmar": ("Calmar", "num"),
-    "hit_rate": ("Hit rate", "pct"),
-}
 _SIGNAL_LABELS = {
     "ic": ("Mean IC", "num"),
     "icir": ("ICIR", "num"),
@@ -252,7 +243,7 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
     rows = "".join(
         f"<tr><td>{label}</td><td>{_fmt(metrics.get(key), kind)}</td>"
         f"<td>{_fmt(gross.get(key), kind)}</td></tr>"
-        for key, (label, kind) in _LABELS.items()
+        for key, (label, kind) in METRIC_LABELS.items()
     )
     return (
         "<table><thead><tr><th></th><th>net of costs</th><th>gross</th></tr></thead>"
@@ -271,23 +262,10 @@ def _signal_table(summary: dict[str, float], long_short_mean: float) -> str:
     return f"<table><tbody>{''.join(rows)}</tbody></table>"
 
 
-_TRADING_LABELS = {
-    "days": "Days (rows of returns.parquet)",
-    "days_without_position": "Days ending without a position",
-    "orders_filled": "Orders filled",
-    "orders_suspended": "Orders blocked: suspended",
-    "orders_limit": "Orders blocked: price limit",
-    "orders_delisted": "Holdings closed at delisting",
-    "signal_rows": "Signal rows",
-    "signal_rows_matched": "Signal rows on the store's market",
-    "signal_scores_used": "Scores the strategy read",
-}
-
-
 def _trading_table(metrics: dict[str, Any]) -> str:
     rows = "".join(
         f"<tr><td>{label}</td><td>{_fmt(metrics[key], 'int')}</td></tr>"
-        for key, label in _TRADING_LABELS.items()
+        for key, label in TRADING_LABELS.items()
         if key in metrics
     )
     return f"<table><tbody>{rows}</tbody></table>"

