@@ -25,8 +25,10 @@ import httpx2
 import pytest
 import yaml
 
+from tests.workflows.helpers import small_spec
+
 QUARRY = [sys.executable, "-m", "quarry.cli"]
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("QUARRY_CHROMIUM", "/usr/bin/chromium"))  # make test sets it
 USER, PROJECT = "ann", "alpha"
 DATASET = "ui_market"
 MODEL = "ui-small"
@@ -125,29 +127,12 @@ class Dashboard:
 
     def workflow(self, name: str, columns: list[str]) -> Path:
         """A small workflow over the market that registers ``MODEL`` through the gate."""
-        spec = {
-            "name": name,
-            "data": {"store": str(self.store)},
-            "features": FEATURES,
-            "model": {
-                "type": "lightgbm",
-                "params": {"num_boost_round": 30},
-                "seed": 0,
-                "columns": columns,
-            },
-            "segments": {
-                "train": "2015-01-02:2015-08-31",
-                "valid": "2015-09-08:2015-10-30",
-                "test": "2015-11-06:2016-02-26",
-            },
-            "backtest": {"topk": 8, "n_drop": 2},
-            "tracking": {
-                "experiment": EXPERIMENT,
-                "register": MODEL,
-                "project": PROJECT,
-                "description": "The dashboard tests' small model.",
-            },
-        }
+        spec = small_spec(
+            self.store, name=name, features=FEATURES,
+            model={"columns": columns},
+            tracking={"experiment": EXPERIMENT, "register": MODEL, "project": PROJECT,
+                      "description": "The dashboard tests' small model."},
+        )  # fmt: skip
         path = self.root / f"{name}.yaml"
         path.write_text(yaml.safe_dump(spec))
         return path
