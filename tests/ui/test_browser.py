@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -152,9 +153,14 @@ class Watch:
         page.evaluate("window.scrollTo(0, 0)")
         page.wait_for_timeout(200)
 
-    def forgive(self, text: str) -> None:
-        """Drop the one problem logged that contains ``text`` (it must be there)."""
+    def forgive(self, text: str, page: Any) -> None:
+        """Drop the one problem logged that contains ``text`` (it must come, within 10 s:
+        the browser reports its console's messages after the page has moved on)."""
+        deadline = time.monotonic() + 10.0
         found = [p for p in self.problems if text in p]
+        while not found and time.monotonic() < deadline:
+            page.wait_for_timeout(100)  # lets Playwright deliver the events it holds
+            found = [p for p in self.problems if text in p]
         assert len(found) == 1, self.problems
         self.problems.remove(found[0])
 
@@ -228,7 +234,7 @@ def test_signing_in_with_a_token_into_an_http_only_cookie(
     with page.expect_response(f"{dashboard.url}/login") as answer:
         page.click("form[action='/login'] button[type=submit]")
     assert answer.value.status == 401
-    watch.forgive("the server responded with a status of 401")
+    watch.forgive("the server responded with a status of 401", page)
     expect(page.locator("p.error[role=alert]")).to_contain_text("That token is unknown")
     assert page.evaluate("document.cookie") == ""
     assert [c["name"] for c in context.cookies()] == []
