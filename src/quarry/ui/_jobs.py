@@ -62,8 +62,7 @@ def _table(request: Request, projects: frozenset[str], project: str | None,
                                        limit=PER_PAGE, offset=(page_no - 1) * PER_PAGE)  # fmt: skip
     pages = max(1, -(-total // PER_PAGE))
     return {"jobs": jobs, "total": total, "page_no": page_no, "pages": pages,
-            "project": project, "status": status, "statuses": STATUSES,
-            "live": any(j.status in ("queued", "running") for j in jobs)}  # fmt: skip
+            "project": project, "status": status, "statuses": STATUSES}  # fmt: skip
 
 
 @router.get("/jobs")
