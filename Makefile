@@ -13,7 +13,7 @@ $(BIN)/python:
 
 # Reinstall only when the dependency list changes.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev,samples,mlp,ray,stream]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,samples,mlp,ray,stream,text]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 from deltalake import DeltaTable
 
+from quarry.data._events import prepare_events, retraction_checks
 from quarry.data._resolve import read_latest
 from quarry.data._schemas import ALL, BARS, INTRADAY_BARS, TableSpec, table_spec
 from quarry.data._steps import last_known
@@ -154,7 +155,7 @@ def ingest_file(
     universe: str | None = None,
     replace: bool = False,
 ) -> IngestResult:
-    """Validate a CSV or Parquet vendor file and ingest it as one commit.
+    """Validate a CSV, JSON lines or Parquet vendor file and ingest it as one commit.
 
     By default any bad row fails the whole ingest (BadInputError, nothing written). With
     ``skip_bad`` the good rows are committed and the bad ones are written, with their line
@@ -186,6 +187,8 @@ def ingest_file(
             "would shadow every correction made before then; give a past or present time"
         )
     raw, first_line = read_input(path)
+    if spec.name == "events":
+        raw = prepare_events(raw, kt)
     if spec.name == "bars":
         spec = _file_bars_spec(store, str(path), raw, first_line)
     checked = check_frame(
@@ -218,8 +221,11 @@ def ingest_file(
             f"{path}: --replace with --skip-bad would retract the rows that were skipped; "
             "fix the bad rows or drop one of the two options"
         )
+    good = checked.good
+    if spec.name == "events":
+        good = good.with_columns(pl.col("retracted").fill_null(False))
     result = ingest_frame(
-        store, spec, checked.good, knowledge_time=kt, source=Path(path).name, replace=replace
+        store, spec, good, knowledge_time=kt, source=Path(path).name, replace=replace
     )
     return IngestResult(
         result.table,
@@ -282,6 +288,8 @@ def _store_checks(store: Store, spec: TableSpec, typed: pl.DataFrame, kt: dateti
         return _dividends_against_closes(store, typed, kt)
     if spec.name == "bars":
         return _closes_against_dividends(store, typed, kt)
+    if spec.name == "events":
+        return retraction_checks(store, typed, kt)
     return []
 
 

@@ -17,6 +17,12 @@ from quarry.data._resolve import read_latest
 from quarry.data._schemas import ALL, BARS
 from quarry.data._steps import last_known
 from quarry.data._store import Store, to_utc
+from quarry.data._text_fields import (
+    check_text_fields,
+    is_text_field,
+    text_columns,
+    text_field_examples,
+)
 from quarry.data._times import key_bound, parse_bound
 from quarry.exceptions import DataError, UsageError
 
@@ -251,12 +257,15 @@ def read_bars(
 ) -> pl.DataFrame:
     """A long table of instrument, date and the requested fields, known at ``as_of``.
 
-    Fields are bar columns (open, high, low, close, volume, vwap, factor) or fundamental
-    fields, which carry their latest published value forward. With ``adjust="adjusted"``
-    prices are multiplied and volume divided by the cumulative factor of the actions up to
-    each date (``factor`` then returns that factor). With ``universe`` only rows on dates the
-    instrument was a member are kept; the built-in universe ``all`` is every instrument of the
-    store, delisted ones included on the dates they traded. Sorted by instrument, then date.
+    Fields are bar columns (open, high, low, close, volume, vwap, factor), fundamental
+    fields, which carry their latest published value forward, or text fields from the
+    stories known (``news_count``, ``news_sent``, ``text_decay_vader_hl10``; see
+    ``_text_fields``), each story counting from the first bar that decides after its
+    delivery. With ``adjust="adjusted"`` prices are multiplied and volume divided by the
+    cumulative factor of the actions up to each date (``factor`` then returns that factor).
+    With ``universe`` only rows on dates the instrument was a member are kept; the built-in
+    universe ``all`` is every instrument of the store, delisted ones included on the dates
+    they traded. Sorted by instrument, then date.
 
     Examples
     --------
@@ -276,7 +285,14 @@ def read_bars(
         return _empty(fields, pl.Date())
     intraday = store.spec("bars", dt).intraday
     bar_fields = [f for f in fields if f in BAR_FIELDS]
-    other = [f for f in fields if f not in BAR_FIELDS]
+    text = [f for f in fields if f not in BAR_FIELDS and is_text_field(f)]
+    other = [f for f in fields if f not in BAR_FIELDS and f not in text]
+    check_text_fields(text)
+    if text and start_d is not None:
+        # A story counts at the first bar after it: the bars before start decide which.
+        kept, start_d = start_d, None
+    else:
+        kept = None
     if other:
         # Fields are checked against all that was ever stored: a field not yet known at
         # as_of is a column of empty values, not an error.
@@ -284,9 +300,16 @@ def read_bars(
         for f in other:
             if f not in known:
                 valid = [*BAR_FIELDS, *known]
-                close = difflib.get_close_matches(f, valid, n=1)
+                texts = text_field_examples() if store.table("events") is not None else []
+                close = difflib.get_close_matches(f, [*valid, *texts], n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise UsageError(f"unknown field {f!r}{hint} (fields: {', '.join(valid)})")
+                stories = (
+                    "; text fields: KIND_STAT[_SCORER][_hlN], e.g. news_count, news_sent, "
+                    "text_decay_vader_hl10"
+                    if texts
+                    else ""
+                )
+                raise UsageError(f"unknown field {f!r}{hint} (fields: {', '.join(valid)}{stories})")
 
     # A bar dated (intraday: timed) after as_of cannot have been known then.
     ends = [key_bound(end_d, intraday, True), key_bound(when, intraday, True)]
@@ -307,6 +330,12 @@ def read_bars(
         when,
         between=(start_d, last) if (start_d or last) else None,
     )
+    if text:
+        # Before the universe's filter: a story on a day out of the index counts on that
+        # day's bar, not on the next day the instrument is a member.
+        df = df.with_columns(**text_columns(store, df, text, when))
+        if kept is not None:
+            df = df.filter(pl.col("date") >= key_bound(kept, intraday, False))
     # The built-in universe "all" is every bar known: no row is outside it.
     if universe is not None and universe != ALL:
         df = df.filter(_membership(df, members(store, universe, when)))

@@ -12,6 +12,9 @@ __all__ = [
     "ALL",
     "BAR_TIME",
     "DELETED",
+    "EVENTS",
+    "EVENT_KINDS",
+    "EVENT_SCORES",
     "INTRADAY_BARS",
     "KT",
     "TABLES",
@@ -194,8 +197,49 @@ CORPORATE_ACTIONS = TableSpec(
     key=("instrument", "ex_date", "kind"),
 )
 
+# Text events (news, filings, research reports, social posts) about one or more instruments.
+# A row is one version of a story as the vendor delivered it: a correction is a new row of
+# the same event_id delivered later, a retraction a row with ``retracted`` set. Each version
+# is known from its ``delivered_at`` (when no file column gives it, the ingest's knowledge
+# time), never from its ``published_at``: a story that reached us late counts from then.
+EVENT_KINDS = ("news", "filing", "report", "social")
+EVENTS = TableSpec(
+    "events",
+    (
+        Column("event_id", pl.String),
+        Column("delivered_at", BAR_TIME, required=False),
+        # Sorted, comma-separated instrument codes (a list in JSONL or Parquet, or text with
+        # , ; or | between codes in CSV). These four are needed on a story, and a file of
+        # retractions only has none of them: their absence is checked row by row.
+        Column("instruments", pl.String, nullable=True, required=False),
+        Column("published_at", BAR_TIME, nullable=True, required=False),
+        Column("kind", pl.String, nullable=True, choices=EVENT_KINDS, required=False),
+        Column("title", pl.String, nullable=True, required=False),
+        Column("body", pl.String, required=False, nullable=True),
+        Column("source", pl.String, required=False, nullable=True),
+        Column("retracted", pl.Boolean, required=False, nullable=True),
+    ),
+    key=("event_id", "delivered_at"),
+)
+
+# Scores of event versions by a scorer at a version: a cache (scores are a pure function of
+# the text and the scorer, or, for a trained head, of the head's fit), written by
+# ``quarry data score`` and read by the text fields of ``read_bars``.
+EVENT_SCORES = TableSpec(
+    "event_scores",
+    (
+        Column("event_id", pl.String),
+        Column("delivered_at", BAR_TIME),
+        Column("scorer", pl.String),
+        Column("version", pl.String),
+        Column("score", pl.Float64, nullable=True),
+    ),
+    key=("event_id", "delivered_at", "scorer", "version"),
+)
+
 TABLES: dict[str, TableSpec] = {
-    t.name: t for t in (BARS, INSTRUMENTS, UNIVERSE, FUNDAMENTALS, CORPORATE_ACTIONS)
+    t.name: t
+    for t in (BARS, INSTRUMENTS, UNIVERSE, FUNDAMENTALS, CORPORATE_ACTIONS, EVENTS, EVENT_SCORES)
 }
 # The command line says "actions"; the table is corporate_actions.
 _ALIASES = {"actions": "corporate_actions"}

@@ -13,13 +13,17 @@ from quarry.data._schemas import BAR_TIME, TableSpec
 from quarry.data._times import TIME_HINT, parse_times
 from quarry.exceptions import BadInputError, DataError
 
-__all__ = ["ROW", "Check", "Checked", "check_frame", "read_input"]
+__all__ = ["JSON_LINES", "ROW", "Check", "Checked", "check_frame", "read_input", "unit_of"]
 
 ROW = "_row"
+JSON_LINES = (".jsonl", ".ndjson")
+_TRUE = ("true", "t", "yes", "y", "1")
+_FALSE = ("false", "f", "no", "n", "0")
 _DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d", "%Y/%m/%d")
 _MAX_SHOWN = 60  # an offending value is cut to this many characters in a message
 _MAX_LINES = 5  # line numbers listed per kind of problem
 _UNPARSED = {
+    "Boolean": "not true or false",
     "Float64": "not a number",
     "Date": "unparseable date",
     str(BAR_TIME): f"unparseable time (intraday bars need one: {TIME_HINT})",
@@ -63,17 +67,37 @@ def read_input(path: str | Path) -> tuple[pl.DataFrame, int]:
     try:
         if p.suffix.lower() in {".parquet", ".pq"}:
             return pl.read_parquet(p), 1
+        if p.suffix.lower() in JSON_LINES:
+            # Every record's values as written: strings stay text, lists stay lists (the
+            # instruments of an event); its line is its row plus one.
+            return pl.read_ndjson(p, infer_schema_length=None), 1
         if p.suffix.lower() in {".csv", ".txt", ".gz"} or p.suffix == "":
             return pl.read_csv(p, infer_schema=False), 2
     except (pl.exceptions.PolarsError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{p}: cannot read file: {first}") from exc
-    raise DataError(f"{p}: unsupported file type {p.suffix!r}; give a .csv or .parquet file")
+    raise DataError(
+        f"{p}: unsupported file type {p.suffix!r}; give a .csv, .jsonl or .parquet file"
+    )
+
+
+def unit_of(path: str | Path, first_line: int) -> str:
+    """What a file's records are called in messages: lines (CSV, JSON lines) or rows."""
+    return "line" if first_line == 2 or Path(path).suffix.lower() in JSON_LINES else "row"
 
 
 def _parse(name: str, source: pl.DataType, target: type[pl.DataType] | pl.DataType) -> pl.Expr:
     """Parse one column to its target type; values that do not parse become null."""
     col = pl.col(name)
+    if target == pl.Boolean:
+        if source == pl.Boolean:
+            return col
+        if source == pl.String:
+            word = col.str.strip_chars().str.to_lowercase()
+            return pl.when(word.is_in(_TRUE)).then(True).when(word.is_in(_FALSE)).then(False)
+        if source.is_integer():
+            return pl.when(col == 1).then(True).when(col == 0).then(False)
+        return pl.lit(None, pl.Boolean)
     if source == pl.Boolean or source.is_nested():
         return pl.lit(None, target)  # a flag or a list is not a value: reported as unparsed
     if source == pl.String:
@@ -144,6 +168,26 @@ def _cross_checks(spec: TableSpec, knowledge_time: datetime | None) -> list[Chec
                 num("period_end"),
             )
         ],
+        "events": [
+            *(
+                Check(
+                    "missing value (empty) on a story that is not a retraction",
+                    col,
+                    ~c("retracted").fill_null(False) & c(col).is_null(),
+                    "a story needs its instruments, published_at, kind and title; a "
+                    "retraction (retracted true) needs only its event_id",
+                )
+                for col in ("instruments", "published_at", "kind", "title")
+            ),
+            Check(
+                "delivered_at before published_at (delivered before it was published)",
+                "delivered_at",
+                c("delivered_at") < c("published_at"),
+                "a vendor cannot deliver a story before it exists: fix the times (both are "
+                "UTC unless they carry an offset)",
+                pl.format("published_at {}", c("published_at")),
+            ),
+        ],
         "corporate_actions": [
             Check("split without a ratio", "ratio", (c("kind") == "split") & c("ratio").is_null()),
             Check(
@@ -166,6 +210,17 @@ def _cross_checks(spec: TableSpec, knowledge_time: datetime | None) -> list[Chec
                     f"a bar cannot be known before its {'time' if spec.intraday else 'day'}: "
                     "give the --knowledge-time when the file was delivered, or fix the date",
                 )
+            )
+        if spec.name == "events":
+            out.extend(
+                Check(
+                    f"{col} after the knowledge time {when} (known after the file holding it "
+                    "was delivered)",
+                    col,
+                    c(col) > knowledge_time,
+                    "give the --knowledge-time when the file was delivered, or fix the time",
+                )
+                for col in ("published_at", "delivered_at")
             )
         if spec.name == "fundamentals":
             out.append(
@@ -218,6 +273,7 @@ def check_frame(
     *,
     knowledge_time: datetime | None = None,
     lookups: Callable[[pl.DataFrame], list[Check]] | None = None,
+    unit: str | None = None,
 ) -> Checked:
     """Validate a raw frame against a table spec.
 
@@ -229,7 +285,7 @@ def check_frame(
     (with their index in the file as ``ROW``) and returns checks whose masks and details are
     literal series aligned with those rows.
     """
-    unit = "line" if first_line == 2 else "row"
+    unit = unit or unit_of(path, first_line)
     allowed = [n for n in spec.names if n not in fixed]
     missing = [
         c.name

@@ -15,8 +15,8 @@ that fails or races another never leaves a half-written entry behind.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from quarry._json import digest
 from quarry.data import Store
 from quarry.data._store import to_utc
+from quarry.data._text_fields import TextField, is_text_field
 from quarry.features._expr import Expr
 from quarry.features._grid import BY_DATE, BY_INSTRUMENT
 from quarry.settings import quarry_home
@@ -55,13 +56,23 @@ class DataState:
 
     rows_key: str
     value_tables: dict[str, str | None]
+    # The version of each scorer a text field may read: its own, or the newest written.
+    scorer_versions: Mapping[str, str | None] = field(default_factory=dict)
 
     def expr_key(self, expr: Expr) -> str:
         """The cache key of one expression's values over these rows."""
         fields = {n.name for n in expr.walk() if n.op == "$"}
         tables = {"corporate_actions": self.value_tables.get("corporate_actions")}
-        if fields - BAR_FIELDS:
+        text = {f for f in fields if is_text_field(f)}
+        if fields - BAR_FIELDS - text:
             tables["fundamentals"] = self.value_tables.get("fundamentals")
+        if text:
+            # Stories and their cached scores, and the version of each scorer read (a
+            # dictionary scorer's new word list scores every story anew).
+            tables["events"] = self.value_tables.get("events")
+            tables["event_scores"] = self.value_tables.get("event_scores")
+            scorers = sorted({s for f in text if (s := TextField.parse(f).scorer)})
+            tables["scorers"] = ",".join(f"{s}={self.scorer_versions.get(s)}" for s in scorers)
         return digest({"expr": str(expr), "tables": tables})
 
 
@@ -85,8 +96,32 @@ def data_state(
         "start": start,
         "end": end,
     }
-    value_tables = {t: _commit_state(store, t, when) for t in ("corporate_actions", "fundamentals")}
-    return DataState(digest(rows), value_tables)
+    value_tables = {
+        t: _commit_state(store, t, when)
+        for t in ("corporate_actions", "fundamentals", "events", "event_scores")
+    }
+    return DataState(digest(rows), value_tables, _ScorerVersions(store))
+
+
+class _ScorerVersions(Mapping[str, "str | None"]):
+    """Scorer versions looked up when a text field asks (most reads have none)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._seen: dict[str, str | None] = {}
+
+    def __getitem__(self, name: str) -> str | None:
+        if name not in self._seen:
+            from quarry.data._event_scores import current_version
+
+            self._seen[name] = current_version(self._store, name)
+        return self._seen[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._seen)
+
+    def __len__(self) -> int:
+        return len(self._seen)
 
 
 class FeatureCache:

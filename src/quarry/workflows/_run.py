@@ -86,6 +86,18 @@ def _expressions(spec: Workflow) -> dict[str, str]:
     return exprs
 
 
+def _scorer_versions(state: Any, exprs: dict[str, str]) -> dict[str, str | None]:
+    """The version of each scorer the features' text fields read (none for most runs): a
+    new word list, or a newly fitted head, computes the features anew."""
+    import re
+
+    from quarry.data._text_fields import TextField, is_text_field
+
+    fields = {m for e in exprs.values() for m in re.findall(r"\$(\w+)", e)}
+    scorers = {TextField.parse(f).scorer for f in fields if is_text_field(f)}
+    return {s: state.scorer_versions[s] for s in sorted(x for x in scorers if x)}
+
+
 class _Executor:
     """The run's executor, started the first time a step has pieces to run, and the name
     it goes by in results.json."""
@@ -203,7 +215,8 @@ def _run(
     records: dict[str, dict[str, Any]] = {}
     exprs = _expressions(spec)
     features_key = digest({"rows": state.rows_key, "values": state.value_tables,
-                           "exprs": exprs, "label": spec.label})  # fmt: skip
+                           "exprs": exprs, "label": spec.label,
+                           "scorers": _scorer_versions(state, exprs)})  # fmt: skip
 
     def features(folder: Path, record: dict[str, Any]) -> None:
         from quarry.features import FeatureCache, materialize

@@ -1,0 +1,277 @@
+"""Text events as fields of bars, point in time: ``$news_count``, ``$news_sent``, ...
+
+A story counts for the first bar of its instrument whose decision time is at or after the
+story's knowledge time (its delivery): a daily bar decides at the close (16:00 in New York),
+so a story delivered after the close counts for the next trading day, and one delivered
+late counts from its delivery, not its publication. At that bar it counts with the version
+known then; a later correction or retraction does not rewrite what that bar knew, and moves
+a decayed sum only from the bar it is known at. A story about several instruments counts for
+each of them.
+
+Field names: ``{kind}_{stat}[_{scorer}][_hl{N}]``
+
+- kind: ``news``, ``filing``, ``report``, ``social``, or ``text`` for every kind;
+- stat: ``count`` (stories that count at the bar, 0 when none), ``sum`` (the sum of their
+  scores, 0 when none), ``sent`` (their mean score, empty when none), ``decay`` (every story
+  known so far, each score halved every N bars since the bar it counted for, N = 5 unless
+  ``_hlN`` says; a retracted story leaves the sum from the bar its retraction is known at);
+- scorer: a registered scorer (``lm``, Loughran-McDonald's finance words, the default;
+  ``vader``) or one whose scores ``quarry data score`` wrote (``embed``).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from quarry.data._events import event_versions
+from quarry.data._schemas import EVENT_KINDS
+from quarry.data._store import Store
+from quarry.exceptions import UsageError
+
+__all__ = [
+    "DEFAULT_SCORER",
+    "TextField",
+    "check_text_fields",
+    "decision_times",
+    "is_text_field",
+    "text_columns",
+    "text_field_examples",
+]
+
+DEFAULT_SCORER = "lm"
+DEFAULT_HALF_LIFE = 5
+ALL_KINDS = "text"
+STATS = ("count", "sent", "sum", "decay")
+# A daily bar's decision time: the close of the market it trades on.
+MARKET_CLOSE = "16h"
+MARKET_ZONE = "America/New_York"
+_NAME = re.compile(
+    rf"^(?P<kind>{'|'.join((*EVENT_KINDS, ALL_KINDS))})_(?P<stat>{'|'.join(STATS)})"
+    r"(?:_(?!hl\d+$)(?P<scorer>[a-z][a-z0-9]*?))?(?:_hl(?P<hl>\d+))?$"
+)
+
+
+@dataclass(frozen=True)
+class TextField:
+    """One text field, parsed from its name."""
+
+    name: str
+    kind: str
+    stat: str
+    scorer: str | None
+    half_life: int
+
+    @classmethod
+    def parse(cls, name: str) -> TextField:
+        m = _NAME.match(name)
+        if m is None:
+            raise UsageError(f"{name!r} is not a text field (kind_stat[_scorer][_hlN])")
+        stat = m["stat"]
+        scorer = m["scorer"]
+        if stat == "count" and scorer is not None:
+            raise UsageError(f"field {name!r}: a count reads no score; write {m['kind']}_count")
+        if m["hl"] is not None and stat != "decay":
+            raise UsageError(f"field {name!r}: a half-life (_hlN) applies to decay fields only")
+        half_life = int(m["hl"]) if m["hl"] is not None else DEFAULT_HALF_LIFE
+        if half_life < 1:
+            raise UsageError(f"field {name!r}: the half-life is a number of bars, at least 1")
+        if stat != "count" and scorer is None:
+            scorer = DEFAULT_SCORER
+        return cls(name, m["kind"], stat, scorer, half_life)
+
+
+def is_text_field(name: str) -> bool:
+    """Whether ``name`` reads the events table (``news_count``, ``text_sent_vader``, ...)."""
+    return _NAME.match(name) is not None
+
+
+def text_field_examples() -> list[str]:
+    """Every kind and stat with the default scorer: what an unknown field is matched to."""
+    kinds = (*EVENT_KINDS, ALL_KINDS)
+    return [f"{k}_{s}" for k in kinds for s in STATS]
+
+
+def decision_times(dates: pl.Series) -> pl.Series:
+    """When each bar decides, in UTC: a daily bar at the market's close on its day, an
+    intraday bar at its own time."""
+    if isinstance(dates.dtype, pl.Datetime):
+        zone = dates.dtype.time_zone
+        return (
+            dates.dt.replace_time_zone("UTC") if zone is None else dates.dt.convert_time_zone("UTC")
+        )
+    return (
+        dates.cast(pl.Datetime("us"))
+        .dt.offset_by(MARKET_CLOSE)
+        .dt.replace_time_zone(MARKET_ZONE)
+        .dt.convert_time_zone("UTC")
+    )
+
+
+def text_columns(
+    store: Store, bars: pl.DataFrame, names: Sequence[str], as_of: datetime | None
+) -> dict[str, pl.Series]:
+    """The text fields ``names`` on every row of ``bars`` (instrument, date; sorted by
+    instrument, then date), from the stories known at ``as_of``."""
+    fields = [TextField.parse(n) for n in names]
+    if store.table("events") is None:
+        raise UsageError(
+            f"{store.location}: fields {', '.join(names)} read stories, and the store has none; "
+            "ingest some with `quarry data ingest events FILE`"
+        )
+    versions = event_versions(store, as_of)
+    rows = _bar_keys(bars)
+    out: dict[str, pl.Series] = {}
+    scored: dict[str, pl.Series] = {}
+    for f in fields:
+        if f.scorer is not None and f.scorer not in scored:
+            from quarry.data._event_scores import score_versions
+
+            scored[f.scorer] = score_versions(store, versions, f.scorer)
+    for f in fields:
+        score = (
+            scored[f.scorer]
+            if f.scorer is not None
+            else pl.repeat(0.0, versions.height, eager=True)
+        )
+        pairs = _pairs(versions.with_columns(score.alias("score")), f.kind, rows)
+        out[f.name] = pl.Series(f.name, _aggregate(pairs, rows, f))
+    return out
+
+
+@dataclass(frozen=True)
+class _Bars:
+    """The bars' rows on one sorted integer line per instrument, for a binary search."""
+
+    keys: np.ndarray  # instrument code << 40 | seconds since ``origin`` of the decision time
+    instruments: pl.Series  # sorted, unique
+    codes: np.ndarray  # per row
+    origin: int  # seconds
+    calendar: np.ndarray  # per row: the index of its date among all dates of the bars
+
+
+_SHIFT = 40  # seconds fit below bit 40 for 34,000 years
+
+
+def _bar_keys(bars: pl.DataFrame) -> _Bars:
+    instruments = bars["instrument"].unique().sort()
+    codes = instruments.search_sorted(bars["instrument"]).to_numpy().astype(np.int64)
+    # Decision times fall on whole seconds; a story at 16:00:00.5 counts for the next bar.
+    secs = decision_times(bars["date"]).dt.epoch("s").to_numpy().astype(np.int64)
+    origin = int(secs.min()) if secs.size else 0
+    keys = (codes << _SHIFT) | (secs - origin + (1 << 39))
+    calendar = bars["date"].unique().sort().search_sorted(bars["date"]).to_numpy().astype(np.int64)
+    return _Bars(keys, instruments, codes, origin, calendar)
+
+
+def _pairs(versions: pl.DataFrame, kind: str, bars: _Bars) -> pl.DataFrame:
+    """Every (story, instrument) pair's versions at the bars they are known at: row (the bar
+    row), active (the story stands and names the instrument) and score; from the first bar
+    the pair is active at on. Sorted by pair, then row."""
+    v = versions.with_columns(pl.col("instruments").str.split(",").alias("__codes"))
+    # A story's kind is its first version's (a retraction carries none).
+    kinds = (
+        v.filter(~pl.col("retracted"))
+        .group_by("event_id")
+        .agg(pl.col("kind").sort_by("delivered_at").first().alias("__kind"))
+    )
+    if kind != ALL_KINDS:
+        kinds = kinds.filter(pl.col("__kind") == kind)
+    v = v.join(kinds.select("event_id"), on="event_id", how="semi")
+    named = (
+        v.select("event_id", pl.col("__codes").alias("instrument"))
+        .explode("instrument")
+        .drop_nulls()
+        .unique()
+        .filter(pl.col("instrument").is_in(bars.instruments.implode()))
+    )
+    pv = v.join(named, on="event_id").with_columns(
+        (~pl.col("retracted") & pl.col("__codes").list.contains(pl.col("instrument"))).alias(
+            "active"
+        )
+    )
+    code = bars.instruments.search_sorted(pv["instrument"]).to_numpy().astype(np.int64)
+    # Up to the next whole second: known at 16:00:00.5 is after a 16:00:00 decision.
+    known = (
+        (pv["delivered_at"].dt.epoch("us").to_numpy() + 999_999) // 1_000_000
+        - bars.origin
+        + (1 << 39)
+    )
+    known = np.clip(known, 0, (1 << 40) - 1)
+    at = np.searchsorted(bars.keys, (code << _SHIFT) | known, side="left")
+    inside = at < bars.keys.size
+    inside[inside] = bars.codes[at[inside]] == code[inside]
+    pv = pv.with_columns(pl.Series("row", np.where(inside, at, -1)))
+    pv = pv.filter(pl.col("row") >= 0)
+    pair = ["event_id", "instrument"]
+    # Of the versions known at one bar, the newest is what the bar sees.
+    seen = (
+        pv.sort([*pair, "row", "delivered_at"])
+        .group_by([*pair, "row"], maintain_order=True)
+        .agg(pl.col("active").last(), pl.col("score").last())
+    )
+    first = pl.col("row").filter(pl.col("active")).min().over(pair)
+    return seen.filter(pl.col("row") >= first)
+
+
+def _aggregate(pairs: pl.DataFrame, bars: _Bars, field: TextField) -> np.ndarray:
+    n = bars.keys.size
+    pair = ["event_id", "instrument"]
+    firsts = pairs.filter(pl.col("row") == pl.col("row").min().over(pair))
+    if field.stat in ("count", "sum", "sent"):
+        at = firsts["row"].to_numpy()
+        count = np.bincount(at, minlength=n).astype(np.float64)
+        if field.stat == "count":
+            return count
+        scores = firsts["score"].fill_null(0.0).fill_nan(0.0).to_numpy()
+        total = np.bincount(at, weights=scores, minlength=n)
+        if field.stat == "sum":
+            return total
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(count > 0, total / count, np.nan)
+    # decay: each change of a pair's standing score, discounted from the bar it counted for
+    lam = 0.5 ** (1.0 / field.half_life)
+    value = (
+        pl.when(pl.col("active")).then(pl.col("score").fill_null(0.0).fill_nan(0.0)).otherwise(0.0)
+    )
+    changes = pairs.with_columns(value.alias("__v")).with_columns(
+        (pl.col("__v") - pl.col("__v").shift(1).over(pair).fill_null(0.0)).alias("__d"),
+        pl.col("row").min().over(pair).alias("__b0"),
+    )
+    rows = changes["row"].to_numpy()
+    age = bars.calendar[rows] - bars.calendar[changes["__b0"].to_numpy()]
+    inc = np.bincount(rows, weights=changes["__d"].to_numpy() * lam**age, minlength=n)
+    decayed: np.ndarray = _decay_kernel()(inc, bars.codes, bars.calendar, lam)
+    # A retraction subtracts what its story added: leave no rounding residue behind.
+    decayed[np.abs(decayed) < 1e-12] = 0.0
+    return decayed
+
+
+@functools.cache
+def _decay_kernel() -> Any:
+    from quarry._jit import njit
+
+    @njit(cache=False)
+    def run(inc: np.ndarray, codes: np.ndarray, calendar: np.ndarray, lam: float) -> np.ndarray:
+        out = np.empty_like(inc)
+        for r in range(inc.size):
+            if r > 0 and codes[r] == codes[r - 1]:
+                out[r] = out[r - 1] * lam ** (calendar[r] - calendar[r - 1]) + inc[r]
+            else:
+                out[r] = inc[r]
+        return out
+
+    return run
+
+
+def check_text_fields(names: Sequence[str]) -> None:
+    """Parse every text field name (``UsageError`` for a malformed one)."""
+    for n in names:
+        TextField.parse(n)
