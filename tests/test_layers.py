@@ -21,6 +21,9 @@ LAYERS: dict[str, int] = {
     "_svg": 0, "_html": 0, "_apidocs": 0,
     # where research steps run (local, Ray tasks): used by features, models and workflows
     "executors": 0,
+    # scorers of text: pure functions of a headline, used by the data layer's text fields and
+    # the models' trained head
+    "text": 0,
     "data": 1,
     # MLflow set-up, the registry and model logging: infrastructure every layer above uses
     "tracking": 1,

@@ -12,12 +12,15 @@ import polars as pl
 import pytest
 
 from quarry.data import TABLES, Store, generate, ingest_frame, table_spec
+from quarry.data._event_scores import write_scores
+from quarry.data._events import event_versions
 from quarry.data._minute_bars import minute_bars
 from quarry.data._schemas import KT
 from tests.html_parsing import assert_safe
 
 DATES = {"bars": "date", "instruments": "list_date", "universe": "start",
-         "fundamentals": "period_end", "corporate_actions": "ex_date"}  # fmt: skip
+         "fundamentals": "period_end", "corporate_actions": "ex_date",
+         "events": "delivered_at", "event_scores": "delivered_at"}  # fmt: skip
 
 
 def _known(moment: datetime) -> str:
@@ -27,7 +30,9 @@ def _known(moment: datetime) -> str:
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> Store:
     store = Store(tmp_path_factory.mktemp("view") / "store")
-    generate(store, 30, 120, seed=4)
+    generate(store, 30, 120, seed=4, text_rate=0.3)
+    versions = event_versions(store)
+    write_scores(store, versions.select("event_id", "delivered_at", score=pl.lit(0.5)), "t", "1")
     return store
 
 

@@ -193,7 +193,7 @@ def test_a_retraction_leaves_the_bars_from_when_it_is_known(store: Store):
             "event_id": ["s"],
             "delivered_at": [datetime(2024, 1, 10, 15, tzinfo=UTC)],
             "retracted": [True],
-        }  # fmt: skip
+        }
     )
     ingest_frame(store, table_spec("events"), retraction, knowledge_time="2024-01-10T15:00:00")
     fields = ["news_count", "news_decay"]

@@ -62,6 +62,7 @@ class Kind(StrEnum):
     actions = "actions"
     instruments = "instruments"
     universe = "universe"
+    events = "events"
 
 
 class AdjustMode(StrEnum):
@@ -86,6 +87,25 @@ def generate_cmd(
             "day's idiosyncratic return (0 plants none)."
         ),
     ] = 0.0,
+    text_rate: Annotated[
+        float,
+        typer.Option(
+            help="Also write an events table: this many stories (headlines of news, filings, "
+            "reports, social posts about one instrument, a few about two) per instrument and "
+            "trading day on average, 0 to 20. Each is known from its delivery: some come "
+            "after the close or overnight (they count for the next day's bar), about 3% "
+            "late, 2% are corrected and 1% retracted days later (0 writes none)."
+        ),
+    ] = 0.0,
+    text_ic: Annotated[
+        float,
+        typer.Option(
+            help="Plant this correlation between a story's tone (its title's positive or "
+            "negative words) and the idiosyncratic return from close b+1 to close b+2, b "
+            "the first bar whose close (16:00 New York) is at or after the story's delivery "
+            "(Qlib's default label at b; 0 plants none; needs --text-rate)."
+        ),
+    ] = 0.0,
     json_out: JsonOpt = False,
 ) -> None:
     """Generate a realistic, seeded synthetic market into a new store.
@@ -94,15 +114,25 @@ def generate_cmd(
     dividends, lagged fundamentals, vendor corrections and an index universe ('large', the
     larger half by market value, reviewed each quarter). Each fact is known from when it
     would have been (a bar after its close, a fundamental when published, a correction days
-    later), so --as-of reads inside the history are point in time. Example:
-    quarry data generate --store ./store --instruments 300 --days 1500
+    later), so --as-of reads inside the history are point in time. With --text-rate, also
+    synthetic headlines whose tone leads returns by --text-ic. Example:
+    quarry data generate --store ./store --instruments 300 --days 1500 --text-rate 0.5
+    --text-ic 0.05
     """
     from quarry.data import generate
 
     s = _store(store)
     with progress_bar() as update:
         summary = generate(
-            s, instruments, days, seed=seed, start=start, alpha_ic=alpha_ic, progress=update
+            s,
+            instruments,
+            days,
+            seed=seed,
+            start=start,
+            alpha_ic=alpha_ic,
+            text_rate=text_rate,
+            text_ic=text_ic,
+            progress=update,
         )
     if json_out:
         print_json({"store": str(s.location), **vars(summary)})
@@ -117,7 +147,7 @@ def generate_cmd(
 @fail_cleanly
 def ingest_cmd(
     kind: Annotated[Kind, typer.Argument(help="Which table the file feeds.")],
-    file: Annotated[Path, typer.Argument(help="A CSV or Parquet file.")],
+    file: Annotated[Path, typer.Argument(help="A CSV, JSON lines (.jsonl) or Parquet file.")],
     store: StoreOpt = None,
     knowledge_time: Annotated[
         str | None,
@@ -156,7 +186,12 @@ def ingest_cmd(
     instrument, field, period_end, knowledge_date, value; actions = instrument, ex_date,
     kind (split|dividend), ratio or amount; instruments = instrument, list_date[, name,
     exchange, delist_date, industry, valid_from, valid_to]; universe = instrument, start[,
-    end] with --name.
+    end] with --name; events (stories: news, filings, reports, social posts; also JSON
+    lines, .jsonl) = event_id, instruments (a list, or codes separated by , ; or |),
+    published_at, kind (news|filing|report|social), title[, body, source, delivered_at,
+    retracted]: a version is known from its delivered_at (default: the knowledge time); a
+    correction is a later version of the same event_id, a retraction a version with
+    retracted true and only event_id and delivered_at.
     """
     from quarry.data import ingest_file
 
@@ -455,3 +490,150 @@ def warm_cmd(
     held = after.size / 1e6
     console.print(f"warmed {dataset}: {df.height:,} rows, {how} in {took:.1f} s; the cache "
                   f"holds {held:,.1f} MB at {client.cache.root}", highlight=False)  # fmt: skip
+
+
+@app.command("events")
+@fail_cleanly
+def events_cmd(
+    store: StoreOpt = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(help="The stories as known at this time (ISO 8601, UTC unless a zone)."),
+    ] = None,
+    instrument: Annotated[
+        list[str] | None, typer.Option(help="Stories about this instrument (repeatable).")
+    ] = None,
+    kind: Annotated[
+        list[str] | None, typer.Option(help="news, filing, report or social (repeatable).")
+    ] = None,
+    start: Annotated[str | None, typer.Option(help="First delivered at or after this.")] = None,
+    end: Annotated[str | None, typer.Option(help="First delivered at or before this.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Rows shown (not with --out).")] = 20,
+    out: Annotated[Path | None, typer.Option(help="Write them all to Parquet.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List the stories known at --as-of, each as its newest version then.
+
+    A story retracted by then is absent; a corrected one shows its correction and how many
+    versions it had. first_delivered_at is when it was first known: it counts for the first
+    bar that decides at or after it (16:00 New York for daily bars). Example:
+
+    quarry data events --store ./store --instrument SYN00001 --as-of 2019-06-30
+    """
+    from quarry.data._events import read_events
+
+    found = read_events(
+        _store(store), as_of=as_of, instruments=instrument, kinds=kind, start=start, end=end
+    )
+    if out is not None:
+        write_parquet(found, out)
+    if json_out:
+        rows = found.head(limit).to_dicts() if out is None else []
+        print_json({"stories": found.height, "out": str(out) if out else None, "rows": rows})
+        return
+    if out is not None:
+        console.print(f"wrote {out}: {found.height} stories")
+        return
+    if found.height == 0:
+        console.print("no stories match (as known then)")
+        return
+    t = Table(title=f"{found.height} stories" + (f" as of {as_of}" if as_of else ""))
+    for col in ("first_delivered_at", "instruments", "kind", "title", "versions"):
+        t.add_column(col.replace("_", " "))
+    for r in found.head(limit).iter_rows(named=True):
+        t.add_row(str(r["first_delivered_at"])[:19], r["instruments"] or "", r["kind"] or "",
+                  r["title"] or "", str(r["versions"]))  # fmt: skip
+    console.print(t)
+
+
+@app.command("score")
+@fail_cleanly
+def score_cmd(
+    store: StoreOpt = None,
+    scorer: Annotated[
+        str,
+        typer.Option(
+            help="lm (Loughran-McDonald finance words), vader (a general lexicon) or embed "
+            "(a sentence embedding with a ridge head fitted walk-forward on returns)."
+        ),
+    ] = "lm",
+    as_of: Annotated[
+        str | None, typer.Option(help="Score the stories known at this time (default: all).")
+    ] = None,
+    step: Annotated[
+        int, typer.Option(min=1, help="embed: trading days between refits of the head.")
+    ] = 63,
+    min_train_days: Annotated[
+        int, typer.Option(min=1, help="embed: trading days of stories before the first head.")
+    ] = 252,
+    json_out: JsonOpt = False,
+) -> None:
+    """Score every story version and keep the scores in the store (event_scores).
+
+    Text fields read them: news_sent (lm), news_sent_vader, news_decay_embed_hl10, ... A
+    dictionary scorer's scores are also computed on the fly when missing; this keeps them
+    so that later reads don't. The embed scorer's head learns which stories lead returns:
+    each window of --step days is scored by a head fitted only on stories whose returns were
+    known before it, so every score is out of sample. Example:
+
+    quarry data score --store ./store --scorer embed
+    """
+    import time
+
+    from quarry.data._event_scores import current_version, score_versions, write_scores
+    from quarry.data._events import event_versions
+
+    s = _store(store)
+    if scorer != "embed":
+        from quarry.text import get_scorer
+
+        get_scorer(scorer)  # an unknown name: one line with the known ones
+    started = time.perf_counter()
+    report: dict[str, object] = {"scorer": scorer}
+    if scorer == "embed":
+        import os
+
+        from quarry.models._text_head import fit_text_head
+
+        quiet = os.environ.get("QUARRY_NO_PROGRESS") == "1" or json_out
+        head = fit_text_head(
+            s, as_of=as_of, step=step, min_train_days=min_train_days,
+            progress=None if quiet else lambda message: err.print(message),
+        )  # fmt: skip
+        result = write_scores(s, head.scores, scorer, head.version)
+        version = head.version
+        report |= {"windows": head.windows, "trained_on": head.trained_on,
+                   "oos_rank_ic": head.oos_rank_ic, "oos_stories": head.oos_stories,
+                   "unscored_before_first_head": head.scores["score"].null_count()}  # fmt: skip
+    else:
+        if s.table("events") is None:
+            raise UsageError(
+                f"{s.location}: the store has no stories; ingest some with "
+                "`quarry data ingest events FILE`"
+            )
+        import polars as pl
+
+        versions = event_versions(s, as_of).filter(~pl.col("retracted"))
+        version = current_version(s, scorer) or ""
+        scores = score_versions(s, versions, scorer)
+        frame = versions.select("event_id", "delivered_at").with_columns(scores.alias("score"))
+        result = write_scores(s, frame, scorer, version)
+    report |= {
+        "version": version,
+        "stories": result.rows_in,
+        "written": result.new + result.corrected,
+        "unchanged": result.unchanged,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    if json_out:
+        print_json(report)
+        return
+    console.print(
+        f"{scorer} ({version}): {report['written']} scores written, {report['unchanged']} "
+        f"already kept, {report['stories']} story versions, {report['seconds']} s"
+    )
+    if scorer == "embed":
+        console.print(
+            f"head: {report['windows']} walk-forward windows; out of sample, rank IC "
+            f"{report['oos_rank_ic']:.4f} over {report['oos_stories']} stories"
+        )

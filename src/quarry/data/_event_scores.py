@@ -64,9 +64,12 @@ def score_versions(store: Store, versions: pl.DataFrame, scorer: str) -> pl.Seri
     a retraction, which has no text)."""
     version = current_version(store, scorer)
     if version is None:
+        from quarry.text import scorer_names
+
+        known = ", ".join(scorer_names())
         raise DataError(
-            f"{store.location}: no scores by {scorer!r}: it is not a dictionary scorer, so its "
-            f"scores come from `quarry data score --scorer {scorer}`; run that first"
+            f"{store.location}: no scores by {scorer!r}: the dictionary scorers are {known}, and "
+            f"a trained scorer's (embed) come from `quarry data score --scorer {scorer}`"
         )
     stories = versions.select(*_KEY, "title", "body", "retracted").with_row_index("__i")
     found = stories.join(stored_scores(store, scorer, version), on=_KEY, how="left")

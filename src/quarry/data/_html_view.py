@@ -31,6 +31,8 @@ DATE_COLUMNS = {
     "universe": "start",
     "fundamentals": "period_end",
     "corporate_actions": "ex_date",
+    "events": "delivered_at",
+    "event_scores": "delivered_at",
 }
 
 

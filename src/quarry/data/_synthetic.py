@@ -20,6 +20,10 @@ The planted alpha is a 5-day reversal: the signal on day t is the cross-sectiona
 minus the instrument's 5-day log return, and the idiosyncratic return from close t+1 to
 close t+2 (what Qlib's default label ``Ref($close, -2) / Ref($close, -1) - 1`` measures) has
 correlation ``alpha_ic`` with it.
+
+Optionally, text events: ``text_rate`` stories per instrument and trading day (headlines with
+a tone, some after the close, a few delivered late, corrected or retracted; see
+``_synthetic_text``), whose tone leads the same label by ``text_ic`` (see ``_returns``).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import polars as pl
 
 from quarry.data._schemas import KT, KT_DTYPE, table_spec
 from quarry.data._store import Store
+from quarry.data._synthetic_text import TextEvents, draw_events
 from quarry.exceptions import UsageError
 
 __all__ = ["GenerateSummary", "generate"]
@@ -72,7 +77,12 @@ class GenerateSummary:
     dividends: int
     fundamentals: int
     bar_corrections: int
+    # Text events (0 when text_rate is 0): stories as first delivered, and later versions.
+    stories: int
+    story_corrections: int
+    story_retractions: int
     alpha_ic: float
+    text_ic: float
     # The history as first delivered is known by this time (the day after its last date);
     # vendor corrections of it arrive up to two weeks later.
     knowledge_time: datetime
@@ -92,17 +102,40 @@ def _t(rng: np.random.Generator, df: float, size: tuple[int, ...]) -> np.ndarray
 
 
 def _returns(
-    rng: np.random.Generator, n: int, d: int, industry: np.ndarray, alive: np.ndarray, ic: float
+    rng: np.random.Generator,
+    n: int,
+    d: int,
+    industry: np.ndarray,
+    alive: np.ndarray,
+    ic: float,
+    text: TextEvents | None = None,
+    text_ic: float = 0.0,
 ) -> np.ndarray:
-    """Daily log returns, days x instruments, with the planted reversal alpha if ``ic``."""
+    """Daily log returns, days x instruments, with the planted reversal alpha if ``ic`` and
+    the planted effect of the stories' tone if ``text_ic``.
+
+    The tone's effect: the standardised net tone ``z`` of the stories counting at bar b moves
+    the idiosyncratic return from close b+1 to close b+2 by ``text_ic * z`` (in units of the
+    instrument's volatility). Where it does, the noise is scaled by sqrt(1 - text_ic^2), so
+    that the variance of a story's instrument on that day is what it would have been (``z``
+    has unit variance across the instruments it is set for) and the correlation is text_ic.
+    With the reversal alpha too, that noise is scaled by both: the variance grows by
+    (ic * text_ic)^2, negligible at the sizes allowed.
+    """
     market = _t(rng, 4, (d,)) * 0.010
     ind_f = _t(rng, 4, (d, len(INDUSTRIES))) * 0.006
     beta = rng.uniform(0.6, 1.4, n)
     vol = np.exp(rng.normal(np.log(0.017), 0.35, n))
     eps = _t(rng, 4, (d, n))
     common = market[:, None] * beta[None, :] + ind_f[:, industry]
+    lead = None
+    if text is not None and text_ic != 0.0:
+        lead = np.zeros((d, n))
+        lead[2:] = text_ic * text.z[:-2]
+        eps[2:][text.hit[:-2]] *= np.sqrt(1.0 - text_ic * text_ic)
     if ic == 0.0:
-        clipped: np.ndarray = np.clip(common + eps * vol, -_MAX_MOVE, _MAX_MOVE)
+        idio = eps if lead is None else eps + lead
+        clipped: np.ndarray = np.clip(common + idio * vol, -_MAX_MOVE, _MAX_MOVE)
         return clipped
     r = np.empty((d, n))
     logp = np.zeros((d, n))
@@ -110,7 +143,10 @@ def _returns(
     keep = np.sqrt(1.0 - ic * ic)
     for t in range(d):
         planted = signal[t - 2] if t >= 2 else 0.0
-        r[t] = np.clip(common[t] + vol * (ic * planted + keep * eps[t]), -_MAX_MOVE, _MAX_MOVE)
+        idio = ic * planted + keep * eps[t]
+        if lead is not None:
+            idio = idio + lead[t]
+        r[t] = np.clip(common[t] + vol * idio, -_MAX_MOVE, _MAX_MOVE)
         logp[t] = (logp[t - 1] if t else 0.0) + r[t]
         if t >= 5:
             s = -(logp[t] - logp[t - 5])
@@ -129,6 +165,8 @@ def generate(
     seed: int = 0,
     start: date | str = date(2015, 1, 2),
     alpha_ic: float = 0.0,
+    text_rate: float = 0.0,
+    text_ic: float = 0.0,
     progress: Progress | None = None,
 ) -> GenerateSummary:
     """Generate a synthetic market into an empty store.
@@ -138,6 +176,13 @@ def generate(
     published by then, the index members of the last review and values before the vendor
     corrected them. Universes: the built-in ``all`` and ``large`` (the larger half by market
     value, reviewed at each quarter end).
+
+    ``text_rate`` > 0 adds an ``events`` table: that many stories per instrument and trading
+    day on average, each known from its delivery (some after the close, a few late, corrected
+    or retracted), whose tone has correlation ``text_ic`` with the idiosyncratic return from
+    close b+1 to close b+2, b the first bar whose close (16:00 New York) is at or after the
+    story's delivery. Text draws from its own random stream: with ``text_ic`` 0 the prices
+    of a seed are the same with or without text.
     """
     if instruments < 2 or days < 30:
         raise UsageError("generate needs at least 2 instruments and 30 days")
@@ -145,6 +190,16 @@ def generate(
         raise UsageError(
             f"alpha_ic {alpha_ic} is not a small predictive power: keep it in [-0.5, 0.5]"
         )
+    if not -0.5 <= text_ic <= 0.5:
+        raise UsageError(
+            f"text_ic {text_ic} is not a small predictive power: keep it in [-0.5, 0.5]"
+        )
+    if not 0.0 <= text_rate <= 20.0:
+        raise UsageError(
+            f"text_rate {text_rate} is not a number of stories per instrument and day in [0, 20]"
+        )
+    if text_ic and not text_rate:
+        raise UsageError(f"text_ic {text_ic} plants nothing without stories: give text_rate > 0")
     if isinstance(start, str):
         try:
             start = date.fromisoformat(start)
@@ -176,8 +231,16 @@ def generate(
     )
     industry = rng.integers(0, len(INDUSTRIES), n)
 
+    kt = datetime.combine(dates[-1].item() + timedelta(days=1), datetime.min.time(), UTC)
+    text = None
+    if text_rate > 0:
+        # Text draws from its own stream, so that a seed's prices do not depend on it.
+        step("stories", 0, 1)
+        text = draw_events(np.random.default_rng([seed, 2]), text_rate, names, dates, alive, kt)
+        step("stories", 1, 1)
+
     step("returns", 0, 1)
-    r = _returns(rng, n, d, industry, alive, alpha_ic)
+    r = _returns(rng, n, d, industry, alive, alpha_ic, text, text_ic)
     step("returns", 1, 1)
 
     # Corporate actions as (instrument index, day index, kind, split ratio or dividend yield).
@@ -252,7 +315,6 @@ def generate(
             ).with_columns(_at(pl.col("date"), _AFTER_CLOSE).alias(KT))
             step("bars", hi, n)
 
-    kt = datetime.combine(dates[-1].item() + timedelta(days=1), datetime.min.time(), UTC)
     # Corrections arrive up to two weeks after the history's last day.
     kt_fix = kt + timedelta(days=14)
     # Knowledge times and the index draw from their own stream, so that a seed's prices,
@@ -410,6 +472,17 @@ def generate(
             source="generate:corrections",
         )
 
+    if text is not None and text.rows.height:
+        # Each version known from its delivery; none delivered after the history's end.
+        store.commit(
+            table_spec("events"),
+            text.rows,
+            knowledge_time=kt,
+            base=None,
+            corrections=text.corrections + text.retractions,
+            source="generate",
+        )
+
     return GenerateSummary(
         instruments=n,
         days=d,
@@ -422,7 +495,11 @@ def generate(
         dividends=int((~is_split).sum()),
         fundamentals=fund_known.height,
         bar_corrections=fix.corrections,
+        stories=text.stories if text is not None else 0,
+        story_corrections=text.corrections if text is not None else 0,
+        story_retractions=text.retractions if text is not None else 0,
         alpha_ic=alpha_ic,
+        text_ic=text_ic,
         knowledge_time=kt,
     )
 

@@ -42,6 +42,7 @@ __all__ = [
     "check_text_fields",
     "decision_times",
     "is_text_field",
+    "story_bars",
     "text_columns",
     "text_field_examples",
 ]
@@ -171,10 +172,38 @@ def _bar_keys(bars: pl.DataFrame) -> _Bars:
     return _Bars(keys, instruments, codes, origin, calendar)
 
 
+def story_bars(versions: pl.DataFrame, bars: pl.DataFrame) -> pl.DataFrame:
+    """Where each story version lands among ``bars`` (instrument, date; sorted): one row per
+    version and instrument it names, with ``row``, the index of the first bar of that
+    instrument deciding at or after the version's delivery, and ``first``, whether that is
+    the bar the story first counts for (the version a model of stories trains on)."""
+    rows = _bar_keys(bars)
+    placed = _placed(versions.with_columns(pl.lit(0.0).alias("score")), ALL_KINDS, rows)
+    pair = ["event_id", "instrument"]
+    first = pl.col("row").filter(pl.col("active")).min().over(pair)
+    return placed.filter(pl.col("active")).with_columns((pl.col("row") == first).alias("first"))
+
+
 def _pairs(versions: pl.DataFrame, kind: str, bars: _Bars) -> pl.DataFrame:
     """Every (story, instrument) pair's versions at the bars they are known at: row (the bar
     row), active (the story stands and names the instrument) and score; from the first bar
     the pair is active at on. Sorted by pair, then row."""
+    pv = _placed(versions, kind, bars)
+    pair = ["event_id", "instrument"]
+    # Of the versions known at one bar, the newest is what the bar sees.
+    seen = (
+        pv.sort([*pair, "row", "delivered_at"])
+        .group_by([*pair, "row"], maintain_order=True)
+        .agg(pl.col("active").last(), pl.col("score").last())
+    )
+    first = pl.col("row").filter(pl.col("active")).min().over(pair)
+    return seen.filter(pl.col("row") >= first)
+
+
+def _placed(versions: pl.DataFrame, kind: str, bars: _Bars) -> pl.DataFrame:
+    """Every version of each story of ``kind`` per instrument it ever named, with ``row``,
+    the bar it is known at (none after the last bar), and ``active``: the version stands and
+    names the instrument."""
     v = versions.with_columns(pl.col("instruments").str.split(",").alias("__codes"))
     # A story's kind is its first version's (a retraction carries none).
     kinds = (
@@ -209,16 +238,7 @@ def _pairs(versions: pl.DataFrame, kind: str, bars: _Bars) -> pl.DataFrame:
     inside = at < bars.keys.size
     inside[inside] = bars.codes[at[inside]] == code[inside]
     pv = pv.with_columns(pl.Series("row", np.where(inside, at, -1)))
-    pv = pv.filter(pl.col("row") >= 0)
-    pair = ["event_id", "instrument"]
-    # Of the versions known at one bar, the newest is what the bar sees.
-    seen = (
-        pv.sort([*pair, "row", "delivered_at"])
-        .group_by([*pair, "row"], maintain_order=True)
-        .agg(pl.col("active").last(), pl.col("score").last())
-    )
-    first = pl.col("row").filter(pl.col("active")).min().over(pair)
-    return seen.filter(pl.col("row") >= first)
+    return pv.filter(pl.col("row") >= 0).drop("__codes")
 
 
 def _aggregate(pairs: pl.DataFrame, bars: _Bars, field: TextField) -> np.ndarray:
