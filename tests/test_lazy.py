@@ -11,7 +11,14 @@ import pytest
 
 from quarry._lazy import homes, module
 
-LAZY = ["quarry.backtest", "quarry.data", "quarry.features", "quarry.tracking", "quarry.portfolio"]
+LAZY = [
+    "quarry.backtest",
+    "quarry.data",
+    "quarry.features",
+    "quarry.tracking",
+    "quarry.portfolio",
+    "quarry.text",
+]
 
 
 @pytest.mark.parametrize("name", LAZY)

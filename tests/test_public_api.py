@@ -21,6 +21,7 @@ import pytest
         "quarry.exceptions",
         "quarry.jobs",
         "quarry.executors",
+        "quarry.text",
         "quarry.serve",
         "quarry.dataservice",
         "quarry.admin",

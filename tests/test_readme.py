@@ -257,6 +257,17 @@ def check_workflows(ran: Ran, root: Path) -> None:
         assert _finite(results["rank_ic"]) and results["rank_ic"] > 0, (out, results)
 
 
+def check_text(ran: Ran, root: Path) -> None:
+    """The planted tone is in the fields and the workflow finds it out of sample."""
+    news = pl.read_parquet(root / "runs" / "text" / "news.parquet")
+    told = news.filter(pl.col("news_count") > 0)
+    assert told.height > 10_000 and told["news_sent"].is_not_null().all()
+    assert news.filter(pl.col("news_count") == 0)["news_sent"].is_null().all()
+    results = json.loads((root / "runs" / "text" / "wf" / "results.json").read_text())
+    assert _finite(results["rank_ic"]) and results["rank_ic"] > 0, results
+    assert re.search(r"lm \(lm-\d-[0-9a-f]{12}\): \d+ scores written", ran.stdout)
+
+
 def check_jobs(ran: Ran, root: Path) -> None:
     lines = ran.stdout.splitlines()
     last = max(i for i, line in enumerate(lines) if line == "{")  # `jobs show --json`
@@ -341,6 +352,7 @@ CHECKS: dict[str, Check] = {  # a block is recognised by what it runs
     "quarry data ingest bars examples/data/minute_bars.csv ": check_minutes,
     "from quarry.data import": check_python,
     "quarry run examples/workflows/": check_workflows,
+    "quarry data score --store runs/text/store ": check_text,
     "quarry jobs submit ": check_jobs,
     "quarry datasets add ": check_data_service,
     "quarry models show ": check_models,

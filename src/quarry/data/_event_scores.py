@@ -72,8 +72,10 @@ def score_versions(store: Store, versions: pl.DataFrame, scorer: str) -> pl.Seri
             f"a trained scorer's (embed) come from `quarry data score --scorer {scorer}`"
         )
     stories = versions.select(*_KEY, "title", "body", "retracted").with_row_index("__i")
-    found = stories.join(stored_scores(store, scorer, version), on=_KEY, how="left")
-    todo = found.filter(pl.col("score").is_null() & ~pl.col("retracted"))
+    kept = stored_scores(store, scorer, version).with_columns(pl.lit(True).alias("__kept"))
+    found = stories.join(kept, on=_KEY, how="left")
+    # A score kept empty is an answer (a trained head had no fit yet for that story).
+    todo = found.filter(pl.col("__kept").is_null() & ~pl.col("retracted"))
     if todo.height:
         registered = _registered(scorer)
         if registered is None:

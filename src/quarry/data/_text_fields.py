@@ -143,7 +143,8 @@ def text_columns(
             else pl.repeat(0.0, versions.height, eager=True)
         )
         pairs = _pairs(versions.with_columns(score.alias("score")), f.kind, rows)
-        out[f.name] = pl.Series(f.name, _aggregate(pairs, rows, f))
+        # No story, no mean: empty (null), as every missing value of a read.
+        out[f.name] = pl.Series(f.name, _aggregate(pairs, rows, f)).fill_nan(None)
     return out
 
 
