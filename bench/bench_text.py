@@ -15,10 +15,11 @@ Set-up, made once and reused (each with a NAME.ready marker beside it):
   takes about a minute and 0.5 GB);
 - the headlines (bench/_data/text-IxD-N/headlines.jsonl and .parquet), a vendor's feed of
   --stories rows about the store's instruments: news 75%, filings 10%, research notes 10%,
-  social posts 5%; a story names one instrument (95%), two (4%) or three (1%), chosen with
-  Zipf weights (large names are in the news more) among those trading that day; published
-  at any second of a trading day in New York, delivered 2 s to 15 min later (3%: 1 h to
-  3 days); titles of about 90 templates by kind and tone filled with the instrument's code,
+  social posts 5%; a story names one instrument (95%), two (4%) or three (1%): the first
+  drawn with Zipf weights (large names are in the news more), on a day it traded, the
+  others among those trading that day; published at any second of that day in New York,
+  delivered 2 s to 15 min later (3%: 1 h to 3 days); titles of 75 templates by kind and
+  tone (positive, neutral, negative) filled with the instruments' codes,
   numbers, quarters, cities, brokers, people and products, so that nearly every title is
   distinct (VADER scores each distinct text once); no body (headlines). 1% of the rows are
   corrections (a later version of a story, its title changed) and 0.5% retractions
@@ -26,8 +27,8 @@ Set-up, made once and reused (each with a NAME.ready marker beside it):
   the instruments as a list; the Parquet file the same, typed;
 - store-events: the bars store with the JSONL ingested (the untimed first ingest, which
   also warms the page cache), and store-scored: that with its ``lm`` scores kept;
-- the embedding store: ``quarry data generate --instruments 500 --days 1260 --text-rate R
-  --text-ic 0.05 --seed 1``, R chosen for about --embed-stories stories.
+- the embedding store (store-embed-IxD-N): ``quarry data generate --instruments 500 --days
+  1260 --text-rate R --text-ic 0.05 --seed 1``, R chosen for about --embed-stories stories.
 
 Commands timed (QUARRY_HOME a fresh folder, QUARRY_NO_PROGRESS=1):
 
@@ -35,17 +36,21 @@ Commands timed (QUARRY_HOME a fresh folder, QUARRY_NO_PROGRESS=1):
     ingest parquet   the same from headlines.parquet
     score lm         quarry data score --store COPY --scorer lm      (copy of store-events)
     score vader      quarry data score --store COPY --scorer vader   (--long-runs)
-    score embed      quarry data score --store COPY --scorer embed   (the embedding store)
+    score embed      quarry data score --store COPY --scorer embed   (a copy of the
+                     embedding store; --long-runs)
     read text        quarry data read --store store-scored --fields news_count,news_sent,
-                     news_decay --out F.parquet
+                     news_decay --out F.parquet                      (--long-runs)
     read close       the same with --fields close: the bars' read alone, for comparison
 
-In-process, labelled so (a fresh process each, the figure without the interpreter's start
-and imports): the lm scorer and the embedder alone on the same texts.
+In-process, labelled so (one fresh process, the figures without the interpreter's start,
+the imports or the store's write): the lm scorer on store-events' texts and the embedder
+(its load, then the embedding) on the embedding store's.
 
-    .venv/bin/python bench/bench_text.py --quick     # a smoke run at a small size, ~1 minute
-    .venv/bin/python bench/bench_text.py             # the issue's sizes, ~20 minutes
-    .venv/bin/python bench/bench_text.py --only read-text read-close --runs 5
+    .venv/bin/python bench/bench_text.py --quick     # a smoke run at a small size, ~15 s
+    .venv/bin/python bench/bench_text.py             # the issue's sizes, ~6 minutes
+    .venv/bin/python bench/bench_text.py --only read-text read-close --long-runs 5
+
+The first full run makes the set-up (about 2 minutes).
 
 Results: a table on stdout, and JSON in bench/_data/text-IxD-N/results.json.
 """
@@ -74,10 +79,9 @@ CASES = ("ingest-jsonl", "ingest-parquet", "score-lm", "score-vader", "score-emb
          "read-text", "read-close", "inprocess")  # fmt: skip
 TEXT_FIELDS = "news_count,news_sent,news_decay"
 CORES = "0,1"
-# The embedding store's stories per instrument and trading day alive, measured: the
-# generator's 5% of pair stories and the days an instrument is not listed give 0.906 of
-# instruments x days x rate.
-ALIVE = 0.906
+# The embedding store's stories per instrument, trading day and unit of --text-rate,
+# measured at 500 x 1,260: the days an instrument is not listed leave 0.85.
+ALIVE = 0.85
 
 # Titles by kind and tone; {n} the instrument's code, {o} another's, the rest filled from
 # the word lists below.
@@ -437,37 +441,22 @@ def _text_stores(bars: Path, folder: Path, feed: dict[str, Any]) -> tuple[Path, 
 
 def _embed_store(folder: Path, instruments: int, days: int, stories: int) -> dict[str, Any]:
     """A generated market with about ``stories`` headlines whose tone leads returns."""
-    store = folder / "store-embed"
-    meta = folder / "embed-store.json"
+    store = folder / f"store-embed-{instruments}x{days}-{stories}"
+    meta = store.with_name(store.name + ".json")
     if _ready(store):
         info: dict[str, Any] = json.loads(meta.read_text())
         return info
     shutil.rmtree(store, ignore_errors=True)
     rate = round(stories / (instruments * days * ALIVE), 4)
-    made = _cli(
-        "data",
-        "generate",
-        "--store",
-        str(store),
-        "--instruments",
-        str(instruments),
-        "--days",
-        str(days),
-        "--text-rate",
-        str(rate),
-        "--text-ic",
-        "0.05",
-        "--seed",
-        "1",
-    )
-    info = {
-        "path": str(store),
-        "instruments": instruments,
-        "days": days,
-        "text_rate": rate,
-        "stories": made["stories"],
-        "versions": made["stories"] + made["story_corrections"] + made["story_retractions"],
-    }
+    # fmt: off
+    made = _cli("data", "generate", "--store", str(store), "--instruments", str(instruments),
+                "--days", str(days), "--text-rate", str(rate), "--text-ic", "0.05", "--seed", "1")
+    # a retraction has no text: a scorer scores the stories and their corrections
+    info = {"path": str(store), "instruments": instruments, "days": days, "text_rate": rate,
+            "stories": made["stories"], "corrections": made["story_corrections"],
+            "retractions": made["story_retractions"],
+            "scored": made["stories"] + made["story_corrections"]}
+    # fmt: on
     meta.write_text(json.dumps(info, indent=2))
     _mark(store)
     return info
@@ -505,6 +494,10 @@ def _child_inprocess(events_store: str, embed_store: str) -> dict[str, Any]:
     return out
 
 
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def _rows_of(path: Path) -> int:
     import pyarrow.parquet as pq
 
@@ -524,8 +517,13 @@ def main() -> None:
     p.add_argument("--embed-stories", type=int, default=100_000)
     p.add_argument("--embed-instruments", type=int, default=500)
     p.add_argument("--embed-days", type=int, default=1_260)
-    p.add_argument("--runs", type=int, default=3, help="runs of each command")
-    p.add_argument("--long-runs", type=int, default=1, help="runs of score vader (~1 min each)")
+    p.add_argument("--runs", type=int, default=5, help="runs of each quick command")
+    p.add_argument(
+        "--long-runs",
+        type=int,
+        default=3,
+        help="runs of the slow ones: score vader and embed, read text (~10-25 s each)",
+    )
     p.add_argument("--only", nargs="+", choices=CASES, help="these cases alone")
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -547,7 +545,6 @@ def main() -> None:
     os.environ["QUARRY_HOME"] = str(work / "home")
     os.environ["QUARRY_NO_PROGRESS"] = "1"
 
-    say = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     t0 = time.perf_counter()
     bars = generated_store("generated", args.instruments, args.days)
     feed = _headlines(bars, folder, args.stories)
@@ -602,115 +599,52 @@ def main() -> None:
         say(f"{name}: {res['median_s']} s (runs {times}), peak {res['peak_rss_mb']:,} MB")
 
     kt = feed["knowledge_time"]
-    if "ingest-jsonl" in cases:
-        timed(
-            "ingest-jsonl",
-            [
-                QUARRY,
-                "data",
-                "ingest",
-                "events",
-                str(folder / "headlines.jsonl"),
-                "--store",
-                "STORE",
-                "--knowledge-time",
-                kt,
-            ],
-            args.runs,
-            fresh=bars,
-            count=feed["rows"],
-        )
-    if "ingest-parquet" in cases:
-        timed(
-            "ingest-parquet",
-            [
-                QUARRY,
-                "data",
-                "ingest",
-                "events",
-                str(folder / "headlines.parquet"),
-                "--store",
-                "STORE",
-                "--knowledge-time",
-                kt,
-            ],
-            args.runs,
-            fresh=bars,
-            count=feed["rows"],
-        )
-    scored_versions = feed["rows"] - feed["retractions"]
-    if "score-lm" in cases:
-        timed(
-            "score-lm",
-            [QUARRY, "data", "score", "--store", "STORE", "--scorer", "lm"],
-            args.runs,
-            fresh=events,
-            count=scored_versions,
-        )
-    if "score-vader" in cases:
-        timed(
-            "score-vader",
-            [QUARRY, "data", "score", "--store", "STORE", "--scorer", "vader"],
-            args.long_runs,
-            fresh=events,
-            count=scored_versions,
-        )
-    if "score-embed" in cases:
-        timed(
-            "score-embed",
-            [QUARRY, "data", "score", "--store", "STORE", "--scorer", "embed"],
-            args.runs,
-            fresh=Path(embed["path"]),
-            count=embed["versions"],
-        )
-    cells = None
-    if "read-text" in cases:
-        target = work / "text.parquet"
-        timed(
-            "read-text",
-            [
-                QUARRY,
-                "data",
-                "read",
-                "--store",
-                str(scored),
-                "--fields",
-                TEXT_FIELDS,
-                "--out",
-                str(target),
-            ],
-            args.runs,
-        )
-        cells = _rows_of(target)
-        results["read-text"]["rows"] = cells
-    if "read-close" in cases:
-        target = work / "close.parquet"
-        timed(
-            "read-close",
-            [
-                QUARRY,
-                "data",
-                "read",
-                "--store",
-                str(scored),
-                "--fields",
-                "close",
-                "--out",
-                str(target),
-            ],
-            args.runs,
-        )
-        results["read-close"]["rows"] = _rows_of(target)
+    ingest = [QUARRY, "data", "ingest", "events"]
+    score = [QUARRY, "data", "score", "--store", "STORE", "--scorer"]
+    read = [QUARRY, "data", "read", "--store", str(scored), "--fields"]
+    texts = feed["rows"] - feed["retractions"]  # a retraction has no text to score
+    # case: the command, its runs, the store each run gets a fresh copy of, what it handles
+    # fmt: off
+    plan: dict[str, tuple[list[str], int, Path | None, int | None]] = {
+        "ingest-jsonl": ([*ingest, str(folder / "headlines.jsonl"), "--store", "STORE",
+                          "--knowledge-time", kt], args.runs, bars, feed["rows"]),
+        "ingest-parquet": ([*ingest, str(folder / "headlines.parquet"), "--store", "STORE",
+                            "--knowledge-time", kt], args.runs, bars, feed["rows"]),
+        "score-lm": ([*score, "lm"], args.runs, events, texts),
+        "score-vader": ([*score, "vader"], args.long_runs, events, texts),
+        "score-embed": ([*score, "embed"], args.long_runs, Path(embed["path"]), embed["scored"]),
+        "read-text": ([*read, TEXT_FIELDS, "--out", str(work / "text.parquet")], args.long_runs,
+                      None, None),
+        "read-close": ([*read, "close", "--out", str(work / "close.parquet")], args.runs,
+                       None, None),
+    }
+    # fmt: on
+    for name, (argv, runs, fresh, count) in plan.items():
+        if name in cases:
+            timed(name, argv, runs, fresh, count)
+        if name.startswith("read") and name in cases:
+            results[name]["rows"] = _rows_of(Path(argv[-1]))
     if "inprocess" in cases:
         r = run_child(__file__, "--child", str(events), embed["path"])
         results["inprocess"] = {k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}
         say(f"in-process: {results['inprocess']}")
     out["load_after"] = os.getloadavg()
-    (folder / "results.json").write_text(json.dumps(out, indent=2))
+    _save(folder / "results.json", out)
     shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(out, indent=2))
     _table(out)
     say(f"results: {folder / 'results.json'}")
+
+
+def _save(path: Path, out: dict[str, Any]) -> None:
+    """Write ``out`` to ``path``, keeping the cases of an earlier run that this one (--only)
+    did not measure; each case says when it was measured."""
+    for r in out["results"].values():
+        r["measured"] = out["measured"]
+    if path.exists():
+        earlier = json.loads(path.read_text()).get("results", {})
+        out["results"] = {**earlier, **out["results"]}
+    path.write_text(json.dumps(out, indent=2))
 
 
 def _table(out: dict[str, Any]) -> None:
