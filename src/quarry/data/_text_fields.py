@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from quarry._memory import small_pages
 from quarry.data._events import event_versions
 from quarry.data._schemas import EVENT_KINDS
 from quarry.data._store import Store
@@ -127,24 +128,29 @@ def text_columns(
             f"{store.location}: fields {', '.join(names)} read stories, and the store has none; "
             "ingest some with `quarry data ingest events FILE`"
         )
+    with small_pages():  # arrays of every bar: huge-page advice stalls each on its faults
+        return _text_columns(store, bars, fields, as_of)
+
+
+def _text_columns(
+    store: Store, bars: pl.DataFrame, fields: list[TextField], as_of: datetime | None
+) -> dict[str, pl.Series]:
     versions = event_versions(store, as_of)
     rows = _bar_keys(bars)
-    out: dict[str, pl.Series] = {}
-    scored: dict[str, pl.Series] = {}
-    for f in fields:
-        if f.scorer is not None and f.scorer not in scored:
-            from quarry.data._event_scores import score_versions
+    scorers = sorted({f.scorer for f in fields if f.scorer is not None})
+    if scorers:
+        from quarry.data._event_scores import score_versions
 
-            scored[f.scorer] = score_versions(store, versions, f.scorer)
-    for f in fields:
-        score = (
-            scored[f.scorer]
-            if f.scorer is not None
-            else pl.repeat(0.0, versions.height, eager=True)
+        versions = versions.with_columns(
+            score_versions(store, versions, s).alias(f"score_{s}") for s in scorers
         )
-        pairs = _pairs(versions.with_columns(score.alias("score")), f.kind, rows)
+    # Stories are placed at bars once per kind; every field of that kind reads the result.
+    placed = {k: _pairs(versions, k, rows) for k in dict.fromkeys(f.kind for f in fields)}
+    out: dict[str, pl.Series] = {}
+    for f in fields:
+        values = _aggregate(placed[f.kind], rows, f)
         # No story, no mean: empty (null), as every missing value of a read.
-        out[f.name] = pl.Series(f.name, _aggregate(pairs, rows, f)).fill_nan(None)
+        out[f.name] = pl.Series(f.name, values).fill_nan(None)
     return out
 
 
@@ -163,13 +169,18 @@ _SHIFT = 40  # seconds fit below bit 40 for 34,000 years
 
 
 def _bar_keys(bars: pl.DataFrame) -> _Bars:
-    instruments = bars["instrument"].unique().sort()
-    codes = instruments.search_sorted(bars["instrument"]).to_numpy().astype(np.int64)
+    # The bars are sorted by instrument: its code is the number of its run of rows.
+    name = bars["instrument"]
+    codes = name.rle_id().to_numpy().astype(np.int64)
+    instruments = name.unique(maintain_order=True)
+    # Decision times per distinct date (a few thousand), not per bar (tens of millions).
+    days = bars["date"].unique().sort()
+    calendar = np.searchsorted(days.to_physical().to_numpy(), bars["date"].to_physical().to_numpy())
     # Decision times fall on whole seconds; a story at 16:00:00.5 counts for the next bar.
-    secs = decision_times(bars["date"]).dt.epoch("s").to_numpy().astype(np.int64)
-    origin = int(secs.min()) if secs.size else 0
-    keys = (codes << _SHIFT) | (secs - origin + (1 << 39))
-    calendar = bars["date"].unique().sort().search_sorted(bars["date"]).to_numpy().astype(np.int64)
+    day_secs = decision_times(days).dt.epoch("s").to_numpy().astype(np.int64)
+    origin = int(day_secs.min()) if day_secs.size else 0
+    keys = (day_secs - origin + (1 << 39))[calendar]
+    keys |= codes << _SHIFT  # in place: each array of every bar costs its page faults
     return _Bars(keys, instruments, codes, origin, calendar)
 
 
@@ -179,9 +190,8 @@ def story_bars(versions: pl.DataFrame, bars: pl.DataFrame) -> pl.DataFrame:
     instrument deciding at or after the version's delivery, and ``first``, whether that is
     the bar the story first counts for (the version a model of stories trains on)."""
     rows = _bar_keys(bars)
-    placed = _placed(versions.with_columns(pl.lit(0.0).alias("score")), ALL_KINDS, rows)
-    pair = ["event_id", "instrument"]
-    first = pl.col("row").filter(pl.col("active")).min().over(pair)
+    placed = _placed(versions, ALL_KINDS, rows)
+    first = pl.col("row").filter(pl.col("active")).min().over("__pair")
     return placed.filter(pl.col("active")).with_columns((pl.col("row") == first).alias("first"))
 
 
@@ -190,22 +200,31 @@ def _pairs(versions: pl.DataFrame, kind: str, bars: _Bars) -> pl.DataFrame:
     row), active (the story stands and names the instrument) and score; from the first bar
     the pair is active at on. Sorted by pair, then row."""
     pv = _placed(versions, kind, bars)
-    pair = ["event_id", "instrument"]
     # Of the versions known at one bar, the newest is what the bar sees.
     seen = (
-        pv.sort([*pair, "row", "delivered_at"])
-        .group_by([*pair, "row"], maintain_order=True)
-        .agg(pl.col("active").last(), pl.col("score").last())
+        pv.select("__pair", "row", "delivered_at", "active", pl.col("^score_.*$"))
+        .sort("__pair", "row", "delivered_at")
+        .group_by(["__pair", "row"], maintain_order=True)
+        .agg(pl.col("active").last(), pl.col("^score_.*$").last())
     )
-    first = pl.col("row").filter(pl.col("active")).min().over(pair)
-    return seen.filter(pl.col("row") >= first)
+    first = pl.col("row").filter(pl.col("active")).min().over("__pair")
+    kept = seen.filter(pl.col("row") >= first)
+    # Rows are in pair order: a pair's first row is where its story counts.
+    starts = pl.col("__pair") != pl.col("__pair").shift(1)
+    kept = kept.with_columns(starts.fill_null(True).alias("__start"))
+    return kept.with_columns(pl.when("__start").then(pl.col("row")).forward_fill().alias("__b0"))
 
 
 def _placed(versions: pl.DataFrame, kind: str, bars: _Bars) -> pl.DataFrame:
     """Every version of each story of ``kind`` per instrument it ever named, with ``row``,
     the bar it is known at (none after the last bar), and ``active``: the version stands and
     names the instrument."""
-    v = versions.with_columns(pl.col("instruments").str.split(",").alias("__codes"))
+    # Versions come in key order: a story's number is the count of changes of id so far
+    # (the same numbers in every read, so sums run in the same order).
+    story = (pl.col("event_id") != pl.col("event_id").shift(1)).fill_null(True).cum_sum()
+    v = versions.with_columns(
+        pl.col("instruments").str.split(",").alias("__codes"), story.alias("__story")
+    )
     # A story's kind is its first version's (a retraction carries none).
     kinds = (
         v.filter(~pl.col("retracted"))
@@ -228,6 +247,8 @@ def _placed(versions: pl.DataFrame, kind: str, bars: _Bars) -> pl.DataFrame:
         )
     )
     code = bars.instruments.search_sorted(pv["instrument"]).to_numpy().astype(np.int64)
+    if code.size and code.max() >= 1 << 24:
+        raise UsageError("text fields read at most 16,777,216 instruments at once")
     # Up to the next whole second: known at 16:00:00.5 is after a 16:00:00 decision.
     known = (
         (pv["delivered_at"].dt.epoch("us").to_numpy() + 999_999) // 1_000_000
@@ -238,33 +259,41 @@ def _placed(versions: pl.DataFrame, kind: str, bars: _Bars) -> pl.DataFrame:
     at = np.searchsorted(bars.keys, (code << _SHIFT) | known, side="left")
     inside = at < bars.keys.size
     inside[inside] = bars.codes[at[inside]] == code[inside]
-    pv = pv.with_columns(pl.Series("row", np.where(inside, at, -1)))
+    # One integer per (story, instrument): grouping and sorting by it beats two strings.
+    number = pv["__story"].to_numpy().astype(np.int64)
+    pv = pv.with_columns(
+        pl.Series("row", np.where(inside, at, -1)), pl.Series("__pair", (number << 24) | code)
+    )
     return pv.filter(pl.col("row") >= 0).drop("__codes")
 
 
 def _aggregate(pairs: pl.DataFrame, bars: _Bars, field: TextField) -> np.ndarray:
     n = bars.keys.size
-    pair = ["event_id", "instrument"]
-    firsts = pairs.filter(pl.col("row") == pl.col("row").min().over(pair))
+    firsts = pairs.filter(pl.col("__start"))
     if field.stat in ("count", "sum", "sent"):
         at = firsts["row"].to_numpy()
-        count = np.bincount(at, minlength=n).astype(np.float64)
+        count = np.bincount(at, weights=np.ones(at.size), minlength=n)  # float64 at once
         if field.stat == "count":
             return count
-        scores = firsts["score"].fill_null(0.0).fill_nan(0.0).to_numpy()
+        scores = firsts[f"score_{field.scorer}"].fill_null(0.0).fill_nan(0.0).to_numpy()
         total = np.bincount(at, weights=scores, minlength=n)
         if field.stat == "sum":
             return total
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(count > 0, total / count, np.nan)
+        # In place: three arrays of every bar cost more in page faults than in arithmetic.
+        none = count == 0
+        count[none] = np.nan
+        np.divide(total, count, out=total)
+        return total
     # decay: each change of a pair's standing score, discounted from the bar it counted for
     lam = 0.5 ** (1.0 / field.half_life)
     value = (
-        pl.when(pl.col("active")).then(pl.col("score").fill_null(0.0).fill_nan(0.0)).otherwise(0.0)
+        pl.when(pl.col("active"))
+        .then(pl.col(f"score_{field.scorer}").fill_null(0.0).fill_nan(0.0))
+        .otherwise(0.0)
     )
+    before = pl.when(pl.col("__start")).then(0.0).otherwise(pl.col("__v").shift(1))
     changes = pairs.with_columns(value.alias("__v")).with_columns(
-        (pl.col("__v") - pl.col("__v").shift(1).over(pair).fill_null(0.0)).alias("__d"),
-        pl.col("row").min().over(pair).alias("__b0"),
+        (pl.col("__v") - before).alias("__d")
     )
     rows = changes["row"].to_numpy()
     age = bars.calendar[rows] - bars.calendar[changes["__b0"].to_numpy()]
