@@ -40,7 +40,6 @@ __all__ = [
 
 NEW_YORK = ZoneInfo("America/New_York")
 # A daily bar's decision time: its close, 16:00 in New York (20:00 or 21:00 UTC).
-_DECISION = time(16)
 _TONES = np.array([-1, 0, 1])
 _TONE_P = (0.35, 0.30, 0.35)
 _KINDS = ("news", "filing", "report", "social")
@@ -154,8 +153,13 @@ class TextEvents:
 
 
 def decision_times(dates: np.ndarray) -> np.ndarray:
-    """Each daily bar's decision time, 16:00 in New York on its date, as UTC datetime64[us]."""
-    return _local(dates, _DECISION)
+    """Each daily bar's decision time, as UTC datetime64[us]: the text fields' own rule
+    (``_text_fields.decision_times``, 16:00 in New York), so the planted tone leads the
+    returns of the bar the fields count each story for."""
+    from quarry.data._text_fields import decision_times as rule
+
+    days = pl.Series(dates.astype("datetime64[D]"))
+    return rule(days).dt.replace_time_zone(None).to_numpy()
 
 
 def _local(dates: np.ndarray, at: time) -> np.ndarray:
