@@ -39,10 +39,9 @@ def test_later_data_does_not_change_earlier_scores(tmp_path: Path) -> None:
     early = both.filter(pl.col("delivered_at") < pl.datetime(2015, 11, 25, time_zone="UTC"))
     late = both.filter(pl.col("delivered_at") > pl.datetime(2016, 3, 1, time_zone="UTC"))
     assert early.height > 1000 and late.height > 1000
-    # scored by heads fitted on labels known before their window: untouched (to float
-    # rounding: the solver's sums run over matrices of other sizes)
+    # scored by heads fitted on labels known before their window: untouched
     np.testing.assert_allclose(early["score"].to_numpy(), early["score_after"].to_numpy(),
-                               rtol=1e-5, atol=1e-5)  # fmt: skip
+                               rtol=1e-9, atol=1e-12)  # fmt: skip
     # the rewrite reached the heads fitted after it (the check bites)
     moved_by = np.abs(late["score"].to_numpy() - late["score_after"].to_numpy())
     assert np.median(moved_by) > 1e-3

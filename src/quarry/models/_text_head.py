@@ -85,7 +85,9 @@ def fit_text_head(
     placed = placed.with_columns(pl.Series("bar_date", dates.gather(placed["row"])))
     say(f"embedding {versions.height} story versions")
     model = embedder()
+    # float64 for the fit: float32 sums round differently with the rows' order and count
     vectors = model.embed(text_of(versions["title"].to_list(), versions["body"].to_list()))
+    vectors = vectors.astype(np.float64)
     index = versions.select("event_id", "delivered_at").with_row_index("vec")
 
     # training rows: a story at the first bar it counts for, per instrument it names
@@ -95,6 +97,8 @@ def fit_text_head(
         .join(labels.select("instrument", "date", "label"),
               left_on=["instrument", "bar_date"], right_on=["instrument", "date"])
         .filter(pl.col("label").is_finite())
+        # a fixed order (joins keep none): the same stories fit the same head, bit for bit
+        .sort("bar_date", "event_id", "instrument")
     )  # fmt: skip
     # a version is scored by the head of the window its (earliest) bar falls in
     when = placed.group_by("event_id", "delivered_at").agg(pl.col("bar_date").min())
