@@ -3,7 +3,7 @@ affects, because the keys hold the commits the values were computed from."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import polars as pl
@@ -104,3 +104,53 @@ def test_a_fundamentals_correction_recomputes_only_what_reads_them(
     after, computed = _run(market, cache, tmp_path / "b.parquet")
     assert computed == ("EPS",)
     assert after.equals(_run(market, None, tmp_path / "c.parquet")[0])
+
+
+def test_a_new_story_recomputes_only_the_text_features(tmp_path: Path) -> None:
+    store = Store(tmp_path / "news")
+    generate(store, 8, 120, seed=4, text_rate=0.5)
+    features = {"MA5": "Mean($close, 5)/$close", "SENT": "Mean($news_sent, 3)",
+                "N": "CSRank($news_count)"}  # fmt: skip
+    cache = FeatureCache(tmp_path / "cache")
+    materialize(store, features, tmp_path / "a.parquet", cache=cache)
+    bars = read_bars(store, ["close"])
+    first = bars.row(0, named=True)
+    story = pl.DataFrame(
+        {
+            "event_id": ["late-news"],
+            "delivered_at": [datetime(2015, 3, 2, 15, tzinfo=UTC)],
+            "instruments": [first["instrument"]],
+            "published_at": [datetime(2015, 3, 2, 14, tzinfo=UTC)],
+            "kind": ["news"],
+            "title": ["Record profits and strong gains"],
+            "retracted": [False],
+        }
+    )
+    ingest_frame(store, table_spec("events"), story, source="late news")
+    done = materialize(store, features, tmp_path / "b.parquet", cache=cache)
+    assert done.computed == ("SENT", "N")
+    fresh = materialize(store, features, tmp_path / "c.parquet")
+    assert pl.read_parquet(tmp_path / "b.parquet").equals(pl.read_parquet(tmp_path / "c.parquet"))
+    assert not pl.read_parquet(tmp_path / "a.parquet").equals(
+        pl.read_parquet(tmp_path / "b.parquet")
+    )
+    assert fresh.computed == tuple(features)
+
+
+def test_a_new_word_list_recomputes_what_reads_its_scores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(tmp_path / "news")
+    generate(store, 8, 120, seed=4, text_rate=0.5)
+    features = {"SENT": "$news_sent", "N": "$news_count", "V": "$news_sent_vader"}
+    cache = FeatureCache(tmp_path / "cache")
+    materialize(store, features, tmp_path / "a.parquet", cache=cache)
+    from quarry.text import _lm
+
+    monkeypatch.setattr(_lm, "RULE", _lm.RULE + 1)  # a new tokenising rule: a new version
+    _lm.lexicon.cache_clear()
+    try:
+        done = materialize(store, features, tmp_path / "b.parquet", cache=cache)
+    finally:
+        _lm.lexicon.cache_clear()
+    assert done.computed == ("SENT",)
