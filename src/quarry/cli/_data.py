@@ -508,11 +508,11 @@ def events_cmd(
     ] = None,
     start: Annotated[str | None, typer.Option(help="First delivered at or after this.")] = None,
     end: Annotated[str | None, typer.Option(help="First delivered at or before this.")] = None,
-    limit: Annotated[int, typer.Option(min=1, help="Rows shown (not with --out).")] = 20,
+    limit: Annotated[int, typer.Option(min=1, help="Rows shown, newest first.")] = 20,
     out: Annotated[Path | None, typer.Option(help="Write them all to Parquet.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """List the stories known at --as-of, each as its newest version then.
+    """List the stories known at --as-of, newest first, each as its newest version then.
 
     A story retracted by then is absent; a corrected one shows its correction and how many
     versions it had. first_delivered_at is when it was first known: it counts for the first
@@ -527,8 +527,9 @@ def events_cmd(
     )
     if out is not None:
         write_parquet(found, out)
+    newest = found.reverse().head(limit)
     if json_out:
-        rows = found.head(limit).to_dicts() if out is None else []
+        rows = newest.to_dicts() if out is None else []
         print_json({"stories": found.height, "out": str(out) if out else None, "rows": rows})
         return
     if out is not None:
@@ -537,10 +538,11 @@ def events_cmd(
     if found.height == 0:
         console.print("no stories match (as known then)")
         return
-    t = Table(title=f"{found.height} stories" + (f" as of {as_of}" if as_of else ""))
+    shown = f", the newest {limit}" if found.height > limit else ""
+    t = Table(title=f"{found.height} stories{shown}" + (f" as of {as_of}" if as_of else ""))
     for col in ("first_delivered_at", "instruments", "kind", "title", "versions"):
         t.add_column(col.replace("_", " "))
-    for r in found.head(limit).iter_rows(named=True):
+    for r in newest.iter_rows(named=True):
         t.add_row(str(r["first_delivered_at"])[:19], r["instruments"] or "", r["kind"] or "",
                   r["title"] or "", str(r["versions"]))  # fmt: skip
     console.print(t)
