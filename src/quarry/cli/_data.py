@@ -230,7 +230,11 @@ def read_cmd(
     out: Annotated[Path, typer.Option(help="Output Parquet file.")],
     store: StoreOpt = None,
     fields: Annotated[
-        str, typer.Option(help="Comma-separated bar or fundamental fields.")
+        str,
+        typer.Option(
+            help="Comma-separated bar, fundamental or text fields (news_count, news_sent, "
+            "text_decay_vader_hl10: KIND_STAT[_SCORER][_hlN])."
+        ),
     ] = "open,high,low,close,volume",
     start: Annotated[
         str | None,
@@ -262,7 +266,8 @@ def read_cmd(
 
     Only what was known at --as-of is read: later corrections, bars dated after it and
     fundamentals published after it are invisible. Fundamentals (eps, ...) carry their latest
-    published value forward. Example:
+    published value forward. A text field counts each story at the first bar that decides
+    (16:00 New York) at or after its delivery. Example:
 
     quarry data read --store ./store --fields close,volume,eps --universe all
     --as-of 2019-06-30 --adjust adjusted --out bars.parquet
@@ -447,7 +452,11 @@ def warm_cmd(
         typer.Option(help="The data service (default $QUARRY_SERVER, else http://127.0.0.1:8765)."),
     ] = None,
     fields: Annotated[
-        str, typer.Option(help="Comma-separated bar or fundamental fields.")
+        str,
+        typer.Option(
+            help="Comma-separated bar, fundamental or text fields (news_count, news_sent, "
+            "text_decay_vader_hl10: KIND_STAT[_SCORER][_hlN])."
+        ),
     ] = "open,high,low,close,volume",
     start: Annotated[str | None, typer.Option(help="First date, YYYY-MM-DD.")] = None,
     end: Annotated[str | None, typer.Option(help="Last date, YYYY-MM-DD.")] = None,
