@@ -234,3 +234,15 @@ def test_text_fields_need_stories(store: Store):
     _bars(store)
     with pytest.raises(UsageError, match="ingest some with `quarry data ingest events FILE`"):
         read_bars(store, ["news_count"])
+
+
+def test_no_story_known_yet_reads_as_none(store: Store):
+    _bars(store, kt="2024-01-02")
+    _one_story(store, "2024-01-03T15:00:00", "2024-01-03T14:00:00")
+    got = read_bars(store, ["news_count", "news_sum", "news_sent", "news_decay"],
+                    as_of="2024-01-02T23:00:00")  # fmt: skip
+    assert got.height == len(INSTRUMENTS) - 1  # I5 lists later
+    assert got["news_count"].to_list() == [0.0] * got.height
+    assert got["news_sum"].to_list() == [0.0] * got.height
+    assert got["news_decay"].to_list() == [0.0] * got.height
+    assert got["news_sent"].null_count() == got.height

@@ -272,11 +272,14 @@ def _aggregate(pairs: pl.DataFrame, bars: _Bars, field: TextField) -> np.ndarray
     firsts = pairs.filter(pl.col("__start"))
     if field.stat in ("count", "sum", "sent"):
         at = firsts["row"].to_numpy()
-        count = np.bincount(at, weights=np.ones(at.size), minlength=n)  # float64 at once
+        # float64 at once (astype copies nothing then; with no story bincount gives ints)
+        count = np.bincount(at, weights=np.ones(at.size), minlength=n).astype(
+            np.float64, copy=False
+        )
         if field.stat == "count":
             return count
         scores = firsts[f"score_{field.scorer}"].fill_null(0.0).fill_nan(0.0).to_numpy()
-        total = np.bincount(at, weights=scores, minlength=n)
+        total = np.bincount(at, weights=scores, minlength=n).astype(np.float64, copy=False)
         if field.stat == "sum":
             return total
         # In place: three arrays of every bar cost more in page faults than in arithmetic.
@@ -297,7 +300,9 @@ def _aggregate(pairs: pl.DataFrame, bars: _Bars, field: TextField) -> np.ndarray
     )
     rows = changes["row"].to_numpy()
     age = bars.calendar[rows] - bars.calendar[changes["__b0"].to_numpy()]
-    inc = np.bincount(rows, weights=changes["__d"].to_numpy() * lam**age, minlength=n)
+    inc = np.bincount(rows, weights=changes["__d"].to_numpy() * lam**age, minlength=n).astype(
+        np.float64, copy=False
+    )
     decayed: np.ndarray = _decay_kernel()(inc, bars.codes, bars.calendar, lam)
     # A retraction subtracts what its story added: leave no rounding residue behind.
     decayed[np.abs(decayed) < 1e-12] = 0.0
