@@ -146,3 +146,10 @@ def test_read_events_filters_and_refuses_an_unknown_kind(store: Store, tmp_path:
     assert read_events(store, kinds=["news"])["event_id"].to_list() == ["e1"]
     with pytest.raises(UsageError, match="unknown event kind 'tweet'"):
         read_events(store, kinds=["tweet"])
+
+
+def test_an_end_date_takes_its_whole_day(store: Store, tmp_path: Path):
+    ingest_file(store, "events", _jsonl(tmp_path / "a.jsonl", [STORY]), knowledge_time="2024-01-03")
+    assert read_events(store, end="2024-01-02")["event_id"].to_list() == ["e1"]
+    assert read_events(store, start="2024-01-03").height == 0
+    assert read_events(store, end="2024-01-01").height == 0

@@ -67,7 +67,8 @@ def _random_events(seed: int) -> pl.DataFrame:
                     "kind": None if retracted else kind,
                     "title": None if retracted else f"story {e}",
                     "retracted": retracted,
-                    "score": None if retracted else float(rng.normal()),
+                    # a trained scorer leaves some stories unscored (no head yet)
+                    "score": None if retracted or rng.random() < 0.1 else float(rng.normal()),
                 }
             )
     return pl.DataFrame(rows)
@@ -78,6 +79,7 @@ def _store_with_events(store: Store, seed: int = 0) -> pl.DataFrame:
     events = _random_events(seed)
     ingest_frame(store, table_spec("events"), events.drop("score"), knowledge_time="2024-06-01")
     scored = events.filter(~pl.col("retracted")).select("event_id", "delivered_at", "score")
+    assert scored["score"].null_count() > 10
     write_scores(store, scored, "fixture", "v1")
     return events
 
@@ -103,20 +105,23 @@ def _reference(events: pl.DataFrame, kind: str | None, half_life: int) -> pd.Dat
         ]
         counted: dict[str, int] = {}  # story -> index of the bar it counted for
         for k, (d, t) in enumerate(zip(dates, decide, strict=True)):
-            count = total = decayed = 0.0
+            count = total = decayed = scored = 0.0
             for eid, versions in ev[ev.delivered_at <= t].groupby("event_id"):
                 if kind is not None and first_kind.get(eid) != kind:
                     continue
                 now = versions.sort_values("delivered_at").iloc[-1]
                 active = (not now.retracted) and inst in str(now.instruments).split(",")
+                score = 0.0 if pd.isna(now.score) else now.score  # no score adds nothing
                 if active and eid not in counted:
                     counted[eid] = k
                     count += 1
-                    total += now.score
+                    total += score
+                    scored += not pd.isna(now.score)
                 if active and eid in counted:
                     age = calendar[d] - calendar[dates[counted[eid]]]
-                    decayed += now.score * lam**age
-            out.append((inst, d, count, total, total / count if count else np.nan, decayed))
+                    decayed += score * lam**age
+            # the mean of the stories with a score
+            out.append((inst, d, count, total, total / scored if scored else np.nan, decayed))
     return pd.DataFrame(out, columns=["instrument", "date", "count", "sum", "sent", "decay"])
 
 
@@ -246,3 +251,49 @@ def test_no_story_known_yet_reads_as_none(store: Store):
     assert got["news_sum"].to_list() == [0.0] * got.height
     assert got["news_decay"].to_list() == [0.0] * got.height
     assert got["news_sent"].null_count() == got.height
+
+
+def test_a_story_counts_with_the_version_its_first_bar_read(store: Store):
+    """Two versions known by one bar: the story's first bar read the newer (what a model of
+    stories trains on)."""
+    from quarry.data._events import event_versions
+    from quarry.data._text_fields import story_bars
+
+    _bars(store)
+    _one_story(store, "2024-01-03T15:00:00", "2024-01-03T14:00:00")
+    fix = pl.DataFrame(
+        {
+            "event_id": ["s"],
+            "delivered_at": [datetime(2024, 1, 3, 18, tzinfo=UTC)],
+            "instruments": ["I0"],
+            "published_at": [datetime(2024, 1, 3, 14, tzinfo=UTC)],
+            "kind": ["news"],
+            "title": ["Profits gain (corrected)"],
+            "retracted": [False],
+        }
+    )
+    ingest_frame(store, table_spec("events"), fix, knowledge_time="2024-01-03T18:00:00")
+    bars = read_bars(store, ["close"]).select("instrument", "date")
+    placed = story_bars(event_versions(store), bars)
+    firsts = placed.filter(pl.col("first"))
+    assert firsts["delivered_at"].to_list() == [datetime(2024, 1, 3, 18, tzinfo=UTC)]
+    assert bars["date"][firsts["row"][0]] == date(2024, 1, 3)
+
+
+def test_kept_scores_are_read_as_known_at_as_of(store: Store):
+    """A head refitted under the same version later: a read as of before the refit reads
+    the scores it had then."""
+    _bars(store, kt="2024-01-02")
+    _one_story(store, "2024-01-03T15:00:00", "2024-01-03T14:00:00")
+    key = {"event_id": ["s"], "delivered_at": [datetime(2024, 1, 3, 15, tzinfo=UTC)]}
+    write_scores(store, pl.DataFrame({**key, "score": [0.25]}), "head", "v1",
+                 knowledge_time=datetime(2024, 1, 4, tzinfo=UTC))  # fmt: skip
+    write_scores(store, pl.DataFrame({**key, "score": [-0.75]}), "head", "v1",
+                 knowledge_time=datetime(2024, 1, 6, tzinfo=UTC))  # fmt: skip
+
+    def sent(as_of: str | None) -> float:
+        got = read_bars(store, ["news_sent_head"], instruments=["I0"], as_of=as_of)
+        return got.filter(pl.col("date") == date(2024, 1, 3))["news_sent_head"].item()
+
+    assert sent("2024-01-05T00:00:00") == 0.25
+    assert sent(None) == -0.75

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from quarry.data import Store, generate
@@ -65,3 +66,30 @@ def test_the_planted_text_alpha_is_recovered_and_noise_is_not(tmp_path: Path) ->
 def test_the_embedding_heads_scores_carry_the_alpha(tmp_path: Path) -> None:
     planted = _run(tmp_path, 0.1, {"EMBED": "$news_decay_embed_hl2"}, "embed")
     assert planted["rank_ic"] > 0.012, planted  # about 2 standard errors; 0.024 here
+
+
+def test_a_new_story_reruns_only_workflows_that_read_stories(tmp_path: Path) -> None:
+    from quarry.data import ingest_frame, table_spec
+    from quarry.data._events import event_versions
+
+    store = tmp_path / "store"
+    generate(Store(store), 30, 300, seed=2, text_rate=0.3)
+    runs = {}
+    prices = {"R": "$close / Ref($close, 5)"}
+    for name, extra in (("prices", prices), ("stories", {**prices, "N": "$news_count"})):
+        spec = small_spec(store, name=name, features={"set": "none", "extra": extra},
+                          model={"type": "linear", "seed": 0, "params": {}},
+                          tracking={"experiment": name, "register": name,
+                                    "description": "a text test"})  # fmt: skip
+        path = write_spec(tmp_path / f"{name}.yaml", spec)
+        run_workflow(load_workflow(path), tmp_path / f"{name}-1")
+        runs[name] = path
+    # a vendor's late story about an instrument, delivered long after the history
+    one = event_versions(Store(store)).filter(~pl.col("retracted")).head(1)
+    late = one.with_columns(pl.lit("late-1").alias("event_id"))
+    ingest_frame(Store(store), table_spec("events"), late, source="late")
+    again = run_workflow(load_workflow(runs["prices"]), tmp_path / "prices-2")
+    stories = run_workflow(load_workflow(runs["stories"]), tmp_path / "stories-2")
+    # (the gate runs again either way: the first run's model is the champion now)
+    assert [again.steps[s] for s in ("features", "train", "backtest")] == ["cached"] * 3
+    assert stories.steps["features"] == "ran", stories.steps

@@ -30,13 +30,13 @@ def _registered(name: str) -> object | None:
     return get_scorer(name) if name in scorer_names() else None
 
 
-def current_version(store: Store, scorer: str) -> str | None:
+def current_version(store: Store, scorer: str, as_of: datetime | None = None) -> str | None:
     """The version of ``scorer`` whose scores a read uses: a registered scorer's own, else
-    the newest written to the store (None when none was)."""
+    the newest written to the store by ``as_of`` (None when none was)."""
     registered = _registered(scorer)
     if registered is not None:
         return str(registered.version)  # type: ignore[attr-defined]
-    lf = store.scan("event_scores")
+    lf = store.scan("event_scores", as_of=as_of)
     if lf is None:
         return None
     found = (
@@ -45,9 +45,12 @@ def current_version(store: Store, scorer: str) -> str | None:
     return found.item() if found.height else None
 
 
-def stored_scores(store: Store, scorer: str, version: str) -> pl.DataFrame:
-    """The scores the store holds for one scorer version: event_id, delivered_at, score."""
-    lf = store.scan("event_scores")
+def stored_scores(
+    store: Store, scorer: str, version: str, as_of: datetime | None = None
+) -> pl.DataFrame:
+    """The scores the store held at ``as_of`` for one scorer version: event_id,
+    delivered_at, score (a head refitted later, under the same version, is not read back)."""
+    lf = store.scan("event_scores", as_of=as_of)
     schema = {c: EVENT_SCORES.schema()[c] for c in [*_KEY, "score"]}
     if lf is None:
         return pl.DataFrame(schema=schema)
@@ -58,11 +61,13 @@ def stored_scores(store: Store, scorer: str, version: str) -> pl.DataFrame:
     )
 
 
-def score_versions(store: Store, versions: pl.DataFrame, scorer: str) -> pl.Series:
+def score_versions(
+    store: Store, versions: pl.DataFrame, scorer: str, as_of: datetime | None = None
+) -> pl.Series:
     """One score per row of ``versions`` (event versions with title and body) by
     ``scorer``: from the store's cache, the rest scored now by a registered scorer (null on
     a retraction, which has no text)."""
-    version = current_version(store, scorer)
+    version = current_version(store, scorer, as_of)
     if version is None:
         from quarry.text import scorer_names
 
@@ -72,7 +77,7 @@ def score_versions(store: Store, versions: pl.DataFrame, scorer: str) -> pl.Seri
             f"a trained scorer's (embed) come from `quarry data score --scorer {scorer}`"
         )
     stories = versions.select(*_KEY, "title", "body", "retracted").with_row_index("__i")
-    kept = stored_scores(store, scorer, version).with_columns(pl.lit(True).alias("__kept"))
+    kept = stored_scores(store, scorer, version, as_of).with_columns(pl.lit(True).alias("__kept"))
     found = stories.join(kept, on=_KEY, how="left")
     # A score kept empty is an answer (a trained head had no fit yet for that story).
     todo = found.filter(pl.col("__kept").is_null() & ~pl.col("retracted"))

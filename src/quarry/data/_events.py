@@ -11,13 +11,14 @@ retracted by then.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 
 import polars as pl
 
 from quarry.data._resolve import read_latest
 from quarry.data._schemas import EVENT_KINDS, EVENTS
 from quarry.data._store import Store, to_utc
+from quarry.data._times import key_bound, parse_bound
 from quarry.data._validate import ROW, Check
 from quarry.exceptions import UsageError
 
@@ -147,14 +148,14 @@ def read_events(
     as_of: datetime | str | None = None,
     instruments: Sequence[str] | None = None,
     kinds: Sequence[str] | None = None,
-    start: datetime | str | None = None,
-    end: datetime | str | None = None,
+    start: date | datetime | str | None = None,
+    end: date | datetime | str | None = None,
 ) -> pl.DataFrame:
     """The stories known at ``as_of`` as they read then: each one's newest version, with
     the time it was first delivered (from when it counts) and how many versions there were;
     a story retracted by ``as_of`` is absent. ``start``/``end`` bound the first delivery
-    (UTC), ``instruments`` keeps stories about any of them, ``kinds`` those of these kinds.
-    Sorted by first delivery, then event_id."""
+    (UTC; a date takes its whole day), ``instruments`` keeps stories about any of them,
+    ``kinds`` those of these kinds. Sorted by first delivery, then event_id."""
     if kinds is not None:
         unknown = [k for k in kinds if k not in EVENT_KINDS]
         if unknown:
@@ -174,7 +175,11 @@ def read_events(
         )
         .filter(~pl.col("retracted"))
     )
-    lo, hi = to_utc(start), to_utc(end)
+    # A date bounds by its whole day (UTC), as the bars' reads do.
+    lo, hi = (
+        key_bound(parse_bound(v, what) if isinstance(v, str) else v, True, upper)
+        for v, what, upper in ((start, "start", False), (end, "end", True))
+    )
     if lo is not None:
         stories = stories.filter(pl.col("first_delivered_at") >= lo)
     if hi is not None:

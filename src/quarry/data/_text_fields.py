@@ -142,7 +142,7 @@ def _text_columns(
         from quarry.data._event_scores import score_versions
 
         versions = versions.with_columns(
-            score_versions(store, versions, s).alias(f"score_{s}") for s in scorers
+            score_versions(store, versions, s, as_of).alias(f"score_{s}") for s in scorers
         )
     # Stories are placed at bars once per kind; every field of that kind reads the result.
     placed = {k: _pairs(versions, k, rows) for k in dict.fromkeys(f.kind for f in fields)}
@@ -173,6 +173,8 @@ def _bar_keys(bars: pl.DataFrame) -> _Bars:
     name = bars["instrument"]
     codes = name.rle_id().to_numpy().astype(np.int64)
     instruments = name.unique(maintain_order=True)
+    if not instruments.is_sorted():
+        raise ValueError("text fields need bars sorted by instrument, then date")
     # Decision times per distinct date (a few thousand), not per bar (tens of millions).
     days = bars["date"].unique().sort()
     calendar = np.searchsorted(days.to_physical().to_numpy(), bars["date"].to_physical().to_numpy())
@@ -191,8 +193,13 @@ def story_bars(versions: pl.DataFrame, bars: pl.DataFrame) -> pl.DataFrame:
     the bar the story first counts for (the version a model of stories trains on)."""
     rows = _bar_keys(bars)
     placed = _placed(versions, ALL_KINDS, rows)
-    first = pl.col("row").filter(pl.col("active")).min().over("__pair")
-    return placed.filter(pl.col("active")).with_columns((pl.col("row") == first).alias("first"))
+    # What a bar sees is the newest version known there: the story's first bar is the first
+    # where that version stands, and that version is the one its bar read.
+    newest = pl.col("delivered_at") == pl.col("delivered_at").max().over("__pair", "row")
+    first = pl.col("row").filter(pl.col("active") & newest).min().over("__pair")
+    return placed.with_columns(((pl.col("row") == first) & newest).alias("first")).filter(
+        pl.col("active")
+    )
 
 
 def _pairs(versions: pl.DataFrame, kind: str, bars: _Bars) -> pl.DataFrame:
@@ -219,9 +226,9 @@ def _placed(versions: pl.DataFrame, kind: str, bars: _Bars) -> pl.DataFrame:
     """Every version of each story of ``kind`` per instrument it ever named, with ``row``,
     the bar it is known at (none after the last bar), and ``active``: the version stands and
     names the instrument."""
-    # Versions come in key order: a story's number is the count of changes of id so far
-    # (the same numbers in every read, so sums run in the same order).
-    story = (pl.col("event_id") != pl.col("event_id").shift(1)).fill_null(True).cum_sum()
+    # A story's number is its id's rank: the same numbers in every read, in any row order
+    # (so sums run in the same order).
+    story = pl.col("event_id").rank("dense")
     v = versions.with_columns(
         pl.col("instruments").str.split(",").alias("__codes"), story.alias("__story")
     )
@@ -278,14 +285,19 @@ def _aggregate(pairs: pl.DataFrame, bars: _Bars, field: TextField) -> np.ndarray
         )
         if field.stat == "count":
             return count
-        scores = firsts[f"score_{field.scorer}"].fill_null(0.0).fill_nan(0.0).to_numpy()
-        total = np.bincount(at, weights=scores, minlength=n).astype(np.float64, copy=False)
+        raw = firsts[f"score_{field.scorer}"].fill_nan(None)
+        total = np.bincount(at, weights=raw.fill_null(0.0).to_numpy(), minlength=n).astype(
+            np.float64, copy=False
+        )
         if field.stat == "sum":
             return total
+        # The mean of the stories with a score: a trained head has none for the stories
+        # before its first window, which are no evidence of a neutral tone.
+        scored = np.bincount(at, weights=raw.is_not_null().cast(pl.Float64).to_numpy(),
+                             minlength=n).astype(np.float64, copy=False)  # fmt: skip
         # In place: three arrays of every bar cost more in page faults than in arithmetic.
-        none = count == 0
-        count[none] = np.nan
-        np.divide(total, count, out=total)
+        scored[scored == 0] = np.nan
+        np.divide(total, scored, out=total)
         return total
     # decay: each change of a pair's standing score, discounted from the bar it counted for
     lam = 0.5 ** (1.0 / field.half_life)

@@ -100,21 +100,22 @@ def data_state(
         t: _commit_state(store, t, when)
         for t in ("corporate_actions", "fundamentals", "events", "event_scores")
     }
-    return DataState(digest(rows), value_tables, _ScorerVersions(store))
+    return DataState(digest(rows), value_tables, _ScorerVersions(store, when))
 
 
 class _ScorerVersions(Mapping[str, "str | None"]):
     """Scorer versions looked up when a text field asks (most reads have none)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, as_of: datetime | None) -> None:
         self._store = store
+        self._as_of = as_of
         self._seen: dict[str, str | None] = {}
 
     def __getitem__(self, name: str) -> str | None:
         if name not in self._seen:
             from quarry.data._event_scores import current_version
 
-            self._seen[name] = current_version(self._store, name)
+            self._seen[name] = current_version(self._store, name, self._as_of)
         return self._seen[name]
 
     def __iter__(self) -> Iterator[str]:

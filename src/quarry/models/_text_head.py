@@ -79,8 +79,10 @@ def fit_text_head(
         .rename({LABEL: "label"})
         .with_columns((pl.col("label") - pl.col("label").mean().over("date")).alias("label"))
     )
-    versions = event_versions(store, as_of).filter(~pl.col("retracted"))
-    placed = story_bars(versions, bars.select("instrument", "date"))
+    every = event_versions(store, as_of)
+    versions = every.filter(~pl.col("retracted"))
+    # retractions too: a story retracted before its first bar never counted, so never trains
+    placed = story_bars(every, bars.select("instrument", "date"))
     dates = bars["date"]
     placed = placed.with_columns(pl.Series("bar_date", dates.gather(placed["row"])))
     say(f"embedding {versions.height} story versions")

@@ -86,16 +86,23 @@ def _expressions(spec: Workflow) -> dict[str, str]:
     return exprs
 
 
-def _scorer_versions(state: Any, exprs: dict[str, str]) -> dict[str, str | None]:
-    """The version of each scorer the features' text fields read (none for most runs): a
-    new word list, or a newly fitted head, computes the features anew."""
+def _values_read(state: Any, exprs: dict[str, str]) -> dict[str, Any]:
+    """The commits of the tables the features' values read: the stories, their scores and
+    each scorer's version only when an expression reads a text field (a new story or word
+    list computes those features anew; a run without them does not notice)."""
     import re
 
     from quarry.data._text_fields import TextField, is_text_field
 
     fields = {m for e in exprs.values() for m in re.findall(r"\$(\w+)", e)}
-    scorers = {TextField.parse(f).scorer for f in fields if is_text_field(f)}
-    return {s: state.scorer_versions[s] for s in sorted(x for x in scorers if x)}
+    text = [TextField.parse(f) for f in sorted(fields) if is_text_field(f)]
+    values = {k: v for k, v in state.value_tables.items() if k not in ("events", "event_scores")}
+    if text:
+        values["events"] = state.value_tables.get("events")
+        values["event_scores"] = state.value_tables.get("event_scores")
+        scorers = sorted({f.scorer for f in text if f.scorer})
+        values["scorers"] = {s: state.scorer_versions[s] for s in scorers}
+    return values
 
 
 class _Executor:
@@ -214,9 +221,9 @@ def _run(
 
     records: dict[str, dict[str, Any]] = {}
     exprs = _expressions(spec)
-    features_key = digest({"rows": state.rows_key, "values": state.value_tables,
-                           "exprs": exprs, "label": spec.label,
-                           "scorers": _scorer_versions(state, exprs)})  # fmt: skip
+    values = _values_read(state, exprs)
+    features_key = digest({"rows": state.rows_key, "values": values,
+                           "exprs": exprs, "label": spec.label})  # fmt: skip
 
     def features(folder: Path, record: dict[str, Any]) -> None:
         from quarry.features import FeatureCache, materialize
@@ -261,7 +268,7 @@ def _run(
     # The industries (instruments table) decide the optimizer's limits and the exposure.
     industries = _commit_state(store, "instruments", to_utc(d.as_of))
     backtest_key = digest({"train": train_key, "backtest": spec.section("backtest"),
-                           "market": state.rows_key, "values": state.value_tables,
+                           "market": state.rows_key, "values": values,
                            "industries": industries})  # fmt: skip
 
     def backtest_step(folder: Path, record: dict[str, Any]) -> None:
