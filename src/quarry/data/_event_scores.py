@@ -10,6 +10,7 @@ function of the text (the embedding scorer's head, fitted on returns) has only t
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -19,12 +20,15 @@ from quarry.data._schemas import EVENT_SCORES, KT
 from quarry.data._store import Store
 from quarry.exceptions import DataError
 
+if TYPE_CHECKING:
+    from quarry.text import Scorer
+
 __all__ = ["current_version", "score_versions", "stored_scores", "write_scores"]
 
 _KEY = ["event_id", "delivered_at"]
 
 
-def _registered(name: str) -> object | None:
+def _registered(name: str) -> Scorer | None:
     from quarry.text import get_scorer, scorer_names
 
     return get_scorer(name) if name in scorer_names() else None
@@ -35,7 +39,7 @@ def current_version(store: Store, scorer: str, as_of: datetime | None = None) ->
     the newest written to the store by ``as_of`` (None when none was)."""
     registered = _registered(scorer)
     if registered is not None:
-        return str(registered.version)  # type: ignore[attr-defined]
+        return registered.version
     lf = store.scan("event_scores", as_of=as_of)
     if lf is None:
         return None
@@ -91,7 +95,7 @@ def score_versions(
         from quarry.text import text_of
 
         texts = text_of(todo["title"].to_list(), todo["body"].to_list())
-        scored = np.asarray(registered.score(texts), dtype=np.float64)  # type: ignore[attr-defined]
+        scored = np.asarray(registered.score(texts), dtype=np.float64)
         fill = pl.DataFrame({"__i": todo["__i"], "__new": scored})
         found = found.join(fill, on="__i", how="left").with_columns(
             pl.coalesce("score", "__new").alias("score")

@@ -55,7 +55,7 @@ def prepare_events(raw: pl.DataFrame, knowledge_time: datetime) -> pl.DataFrame:
         joined = pl.when(cleaned.list.len() > 0).then(cleaned.list.join(","))
         out = out.with_columns(joined.alias("instruments"))
     stamp = knowledge_time.isoformat()
-    if "delivered_at" not in out.columns:
+    if "delivered_at" not in out.columns or out.schema["delivered_at"] == pl.Null:
         out = out.with_columns(pl.lit(stamp).alias("delivered_at"))
     elif out.schema["delivered_at"] == pl.String:
         given = pl.col("delivered_at").str.strip_chars()
@@ -65,8 +65,6 @@ def prepare_events(raw: pl.DataFrame, knowledge_time: datetime) -> pl.DataFrame:
             .otherwise(given)
             .alias("delivered_at")
         )
-    elif out.schema["delivered_at"] in (pl.Null,):
-        out = out.with_columns(pl.lit(stamp).alias("delivered_at"))
     elif isinstance(out.schema["delivered_at"], pl.Datetime):
         zone = out.schema["delivered_at"].time_zone
         fill = knowledge_time if zone else knowledge_time.replace(tzinfo=None)
@@ -82,26 +80,21 @@ def retraction_checks(store: Store, typed: pl.DataFrame, kt: datetime) -> list[C
     )
     if retracting.height == 0:
         return []
-    in_file = typed.filter(~pl.col("retracted").fill_null(False))["event_id"]
+    stories = typed.filter(~pl.col("retracted").fill_null(False)).select("event_id", "delivered_at")
     ids = retracting["event_id"].unique()
-    known = read_latest(store, EVENTS, [], pl.col("event_id").is_in(ids.implode()), kt)["event_id"]
-    have = pl.concat([in_file, known]).unique()
-    unknown = retracting.filter(~pl.col("event_id").is_in(have.implode()))[ROW]
-    # A retraction delivered before the story it retracts was: the times are wrong.
+    # One read of the store serves both checks: the stories it knows, and when they came.
+    stored = (
+        event_versions(store, kt, event_ids=ids.to_list())
+        .filter(~pl.col("retracted"))
+        .select("event_id", "delivered_at")
+    )
     firsts = (
-        pl.concat(
-            [
-                typed.filter(~pl.col("retracted").fill_null(False)).select(
-                    "event_id", "delivered_at"
-                ),
-                event_versions(store, kt, event_ids=ids.to_list())
-                .filter(~pl.col("retracted"))
-                .select("event_id", "delivered_at"),
-            ]
-        )
+        pl.concat([stories, stored])
         .group_by("event_id")
         .agg(pl.col("delivered_at").min().alias("first"))
     )
+    unknown = retracting.filter(~pl.col("event_id").is_in(firsts["event_id"].implode()))[ROW]
+    # A retraction delivered before the story it retracts was: the times are wrong.
     early = retracting.join(firsts, on="event_id").filter(pl.col("delivered_at") < pl.col("first"))
     checks = []
     if unknown.len():

@@ -135,8 +135,8 @@ def text_columns(
 def _text_columns(
     store: Store, bars: pl.DataFrame, fields: list[TextField], as_of: datetime | None
 ) -> dict[str, pl.Series]:
-    versions = event_versions(store, as_of)
     rows = _bar_keys(bars)
+    versions = _about(event_versions(store, as_of), rows.instruments)
     scorers = sorted({f.scorer for f in fields if f.scorer is not None})
     if scorers:
         from quarry.data._event_scores import score_versions
@@ -152,6 +152,17 @@ def _text_columns(
         # No story, no mean: empty (null), as every missing value of a read.
         out[f.name] = pl.Series(f.name, values).fill_nan(None)
     return out
+
+
+def _about(versions: pl.DataFrame, instruments: pl.Series) -> pl.DataFrame:
+    """The versions of the stories that ever named one of ``instruments`` (the others are
+    neither scored nor placed: a read of a few instruments scores their stories only)."""
+    named = (
+        versions.select("event_id", pl.col("instruments").str.split(",").alias("instrument"))
+        .explode("instrument")
+        .filter(pl.col("instrument").is_in(instruments.implode()))
+    )
+    return versions.filter(pl.col("event_id").is_in(named["event_id"].unique().implode()))
 
 
 @dataclass(frozen=True)

@@ -90,11 +90,10 @@ def _values_read(state: Any, exprs: dict[str, str]) -> dict[str, Any]:
     """The commits of the tables the features' values read: the stories, their scores and
     each scorer's version only when an expression reads a text field (a new story or word
     list computes those features anew; a run without them does not notice)."""
-    import re
-
     from quarry.data._text_fields import TextField, is_text_field
+    from quarry.features import parse
 
-    fields = {m for e in exprs.values() for m in re.findall(r"\$(\w+)", e)}
+    fields = {n.name for e in exprs.values() for n in parse(e).walk() if n.op == "$"}
     text = [TextField.parse(f) for f in sorted(fields) if is_text_field(f)]
     values = {k: v for k, v in state.value_tables.items() if k not in ("events", "event_scores")}
     if text:
